@@ -1,0 +1,247 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ecfs/ecfs/codec"
+)
+
+// Object is what the object layer needs to know of an immutable object: the
+// metadata service keeps it; the object layer only uses it.
+type Object struct {
+	ID     ObjectID
+	Scheme codec.Scheme
+	Length int64
+	// Placement[i] is the address of the store holding shard i; "" for a
+	// shard that has no store (it is missing until the healer places it).
+	Placement []string
+}
+
+func (o *Object) check() error {
+	if err := o.Scheme.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	if len(o.Placement) != o.Scheme.Shards() {
+		return fmt.Errorf("%w: object %s: placement of %d stores for %d shards", ErrInvalidArgument, o.ID, len(o.Placement), o.Scheme.Shards())
+	}
+	if o.Length < 0 || o.Length > int64(o.Scheme.BlockSize) {
+		return fmt.Errorf("%w: object %s: length %d outside 0..%d", ErrInvalidArgument, o.ID, o.Length, o.Scheme.BlockSize)
+	}
+	return nil
+}
+
+// Defaults of ObjectsConfig.
+const (
+	DefaultHedgeAfter    = 300 * time.Millisecond
+	DefaultStragglerWait = time.Second
+	DefaultMaxInflight   = 64
+)
+
+// ObjectsConfig configures the object layer.
+type ObjectsConfig struct {
+	// Client talks to the stores; required.
+	Client *Client
+	// HedgeAfter is how long a shard read may take before the reader
+	// fetches other shards to reconstruct around it; default 300ms.
+	HedgeAfter time.Duration
+	// StragglerWait is how long a write that reached its quorum still waits
+	// for the remaining shards before reporting them missing; default 1s.
+	StragglerWait time.Duration
+	// MaxInflight bounds the shard requests in flight; default 64.
+	MaxInflight int
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Objects writes and reads erasure-coded objects. It is safe for concurrent
+// use.
+type Objects struct {
+	cfg ObjectsConfig
+	sem chan struct{}
+	log *slog.Logger
+
+	mu     sync.Mutex
+	codecs map[codec.Scheme]*codec.Codec
+}
+
+// NewObjects returns an object layer.
+func NewObjects(cfg ObjectsConfig) (*Objects, error) {
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("store: object layer needs a client")
+	}
+	if cfg.HedgeAfter <= 0 {
+		cfg.HedgeAfter = DefaultHedgeAfter
+	}
+	if cfg.StragglerWait <= 0 {
+		cfg.StragglerWait = DefaultStragglerWait
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Objects{
+		cfg:    cfg,
+		sem:    make(chan struct{}, cfg.MaxInflight),
+		log:    cfg.Logger.With("component", "objects"),
+		codecs: map[codec.Scheme]*codec.Codec{},
+	}, nil
+}
+
+func (o *Objects) codec(s codec.Scheme) (*codec.Codec, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if c, ok := o.codecs[s]; ok {
+		return c, nil
+	}
+	c, err := codec.New(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	o.codecs[s] = c
+	return c, nil
+}
+
+func (o *Objects) acquire(ctx context.Context) error {
+	select {
+	case o.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *Objects) release() { <-o.sem }
+
+// Quorum returns the write quorum to use for scheme s when q is asked for:
+// 0 means the default k+1; it is never below k nor above k+m.
+func Quorum(s codec.Scheme, q int) int {
+	if q == 0 {
+		q = s.K + 1
+	}
+	return min(max(q, s.K), s.Shards())
+}
+
+// Write encodes data as object obj (obj.Length is ignored and taken from
+// data) and stores its shards on obj.Placement in parallel. It returns once
+// at least quorum shards (see Quorum) are stored, after waiting up to
+// StragglerWait for the rest; Results[i] is the outcome of shard i (unplaced,
+// failed and straggling shards have an error: they are missing). Below the
+// quorum it returns a *WriteError (wrapping ErrWriteQuorum) and removes, best
+// effort, the shards it did store.
+func (o *Objects) Write(ctx context.Context, obj Object, data []byte, quorum int) ([]ShardResult, error) {
+	obj.Length = int64(len(data))
+	if err := obj.check(); err != nil {
+		return nil, err
+	}
+	c, err := o.codec(obj.Scheme)
+	if err != nil {
+		return nil, err
+	}
+	quorum = Quorum(obj.Scheme, quorum)
+	enc, err := c.Encode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	n := obj.Scheme.Shards()
+	results := make([]ShardResult, n)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan ShardResult, n)
+	pending := 0
+	for i, addr := range obj.Placement {
+		results[i] = ShardResult{Index: i, Addr: addr, Err: ErrUnplaced}
+		if addr == "" {
+			continue
+		}
+		pending++
+		go func(i int, addr string) {
+			err := o.acquire(pctx)
+			if err == nil {
+				err = o.cfg.Client.Put(pctx, addr, ShardKey{obj.ID, i}, obj.Scheme, obj.Length, enc.Shards[i], enc.Sums[i])
+				o.release()
+			}
+			done <- ShardResult{Index: i, Addr: addr, Err: err}
+		}(i, addr)
+	}
+	ok := 0
+	var straggle <-chan time.Time
+	for pending > 0 {
+		select {
+		case r := <-done:
+			pending--
+			results[r.Index] = r
+			if r.Err == nil {
+				ok++
+			}
+			if ok == quorum && pending > 0 {
+				t := time.NewTimer(o.cfg.StragglerWait)
+				defer t.Stop()
+				straggle = t.C
+			}
+			continue
+		case <-straggle:
+		case <-ctx.Done():
+		}
+		break
+	}
+	if pending > 0 {
+		cancel()
+		for ; pending > 0; pending-- { // the puts end at once now
+			r := <-done
+			if r.Err == nil {
+				ok++
+				results[r.Index] = r
+			} else {
+				results[r.Index] = ShardResult{Index: r.Index, Addr: r.Addr, Err: fmt.Errorf("%w: %s: no answer in time: %v", ErrUnavailable, r.Addr, r.Err)}
+			}
+		}
+	}
+	if ok < quorum {
+		o.cleanup(ctx, obj.ID, results)
+		return results, &WriteError{Object: obj.ID, Quorum: quorum, Results: results}
+	}
+	return results, nil
+}
+
+// cleanup deletes the shards of a failed write, best effort, within a few
+// seconds even if ctx is already done.
+func (o *Objects) cleanup(ctx context.Context, id ObjectID, results []ShardResult) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, r := range results {
+		if r.Err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func(r ShardResult) {
+			defer wg.Done()
+			if err := o.cfg.Client.Delete(ctx, r.Addr, ShardKey{id, r.Index}); err != nil {
+				o.log.Warn("could not remove shard of a failed write; GC will", "object", id, "shard", r.Index, "store", r.Addr, "err", err)
+			}
+		}(r)
+	}
+	wg.Wait()
+}
+
+// Delete removes every placed shard of an object. Shards already gone are not
+// an error; the first other failure is returned after trying them all.
+func (o *Objects) Delete(ctx context.Context, obj Object) error {
+	var first error
+	for i, addr := range obj.Placement {
+		if addr == "" {
+			continue
+		}
+		err := o.cfg.Client.Delete(ctx, addr, ShardKey{obj.ID, i})
+		if err != nil && !isNotFound(err) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
