@@ -75,6 +75,8 @@ func (c Code) sentinel() error {
 // codeOf classifies an error of this package for the wire.
 func codeOf(err error) Code {
 	switch {
+	case errors.Is(err, errTooLarge): // before ErrInvalidArgument, which it wraps
+		return CodeTooLarge
 	case errors.Is(err, ErrInvalidArgument):
 		return CodeInvalidArgument
 	case errors.Is(err, ErrUnauthenticated):

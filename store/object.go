@@ -51,7 +51,7 @@ type ObjectsConfig struct {
 	// StragglerWait is how long a write that reached its quorum still waits
 	// for the remaining shards before reporting them missing; default 1s.
 	StragglerWait time.Duration
-	// MaxInflight bounds the shard requests in flight; default 64.
+	// MaxInflight bounds the shard requests in flight to one store; default 64.
 	MaxInflight int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -61,11 +61,11 @@ type ObjectsConfig struct {
 // use.
 type Objects struct {
 	cfg ObjectsConfig
-	sem chan struct{}
 	log *slog.Logger
 
 	mu     sync.Mutex
 	codecs map[codec.Scheme]*codec.Codec
+	sems   map[string]chan struct{} // per store: a slow store holds only its own slots
 }
 
 // NewObjects returns an object layer.
@@ -87,9 +87,9 @@ func NewObjects(cfg ObjectsConfig) (*Objects, error) {
 	}
 	return &Objects{
 		cfg:    cfg,
-		sem:    make(chan struct{}, cfg.MaxInflight),
 		log:    cfg.Logger.With("component", "objects"),
 		codecs: map[codec.Scheme]*codec.Codec{},
+		sems:   map[string]chan struct{}{},
 	}, nil
 }
 
@@ -107,16 +107,22 @@ func (o *Objects) codec(s codec.Scheme) (*codec.Codec, error) {
 	return c, nil
 }
 
-func (o *Objects) acquire(ctx context.Context) error {
+// acquire takes one of the MaxInflight request slots of the store at addr.
+func (o *Objects) acquire(ctx context.Context, addr string) (release func(), err error) {
+	o.mu.Lock()
+	sem, ok := o.sems[addr]
+	if !ok {
+		sem = make(chan struct{}, o.cfg.MaxInflight)
+		o.sems[addr] = sem
+	}
+	o.mu.Unlock()
 	select {
-	case o.sem <- struct{}{}:
-		return nil
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
-
-func (o *Objects) release() { <-o.sem }
 
 // Quorum returns the write quorum to use for scheme s when q is asked for:
 // 0 means the default k+1; it is never below k nor above k+m.
@@ -161,10 +167,10 @@ func (o *Objects) Write(ctx context.Context, obj Object, data []byte, quorum int
 		}
 		pending++
 		go func(i int, addr string) {
-			err := o.acquire(pctx)
+			release, err := o.acquire(pctx, addr)
 			if err == nil {
 				err = o.cfg.Client.Put(pctx, addr, ShardKey{obj.ID, i}, obj.Scheme, obj.Length, enc.Shards[i], enc.Sums[i])
-				o.release()
+				release()
 			}
 			done <- ShardResult{Index: i, Addr: addr, Err: err}
 		}(i, addr)

@@ -120,11 +120,11 @@ func (r *reader) launch(k fetchKey) {
 		return
 	}
 	go func() {
-		err := r.o.acquire(r.ctx)
+		release, err := r.o.acquire(r.ctx, addr)
 		var rg *Range
 		if err == nil {
 			rg, err = r.o.cfg.Client.Get(r.ctx, addr, ShardKey{r.obj.ID, k.idx}, k.sp.lo, k.sp.hi-k.sp.lo)
-			r.o.release()
+			release()
 		}
 		if err == nil && (rg.ObjectLen != r.obj.Length || rg.Scheme != r.obj.Scheme) {
 			err = fmt.Errorf("%w: %s: shard %d is of an object of %d bytes (%s), expected %d (%s)", ErrDataLoss, addr, k.idx, rg.ObjectLen, rg.Scheme, r.obj.Length, r.obj.Scheme)

@@ -243,12 +243,16 @@ func (s *Server) wrap(op string, h func(http.ResponseWriter, *http.Request) erro
 			err = h(w, r)
 		}
 		code := "OK"
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, errWritten):
+			// The answer had started: failStream put the error in the
+			// trailer and logged it, or the client went away.
+			code = string(codeOf(err))
+		default:
 			c := codeOf(err)
 			code = string(c)
-			if !errors.Is(err, errWritten) {
-				writeError(w, c, err)
-			}
+			writeError(w, c, err)
 			switch c {
 			case CodeUnauthenticated:
 				s.m.authFailures.Inc()
@@ -550,4 +554,13 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) handleCapacity(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, s.Capacity())
+}
+
+// DiskPaths lists the disk directories.
+func (c Capacity) DiskPaths() []string {
+	out := make([]string, len(c.Disks))
+	for i, d := range c.Disks {
+		out[i] = d.Path
+	}
+	return out
 }

@@ -1,0 +1,138 @@
+// Command ecfs is every ecfs process: the store and meta daemons, the FUSE
+// mount, the embedded dev cluster and the admin tools. `ecfs help` lists them.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
+		{"keygen", "print a new cluster secret", runKeygen},
+		{"dev", "run the embedded default cluster and mount it (not built yet)", runDev},
+		{"version", "print the version", runVersion},
+	}
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError is a bad command line: reported in one line, exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 1 {
+			args = []string{args[1], "--help"}
+		} else {
+			printUsage(stdout)
+			return 0
+		}
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(args[1:], stdout, stderr)
+		var ue *usageError
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.As(err, &ue):
+			fmt.Fprintf(stderr, "ecfs %s: %v (see ecfs %s --help)\n", c.name, err, c.name)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "ecfs %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "ecfs: unknown command %q (see ecfs help)\n", args[0])
+	return 2
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, "ecfs: an erasure-coded POSIX filesystem\n\nUsage: ecfs COMMAND [flags]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'ecfs COMMAND --help' for the flags of one.\n")
+}
+
+// newFlags returns a flag set that reports errors instead of exiting and
+// prints its usage to out on --help.
+func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fs.SetOutput(out)
+		fmt.Fprintf(out, "Usage: ecfs %s %s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args. --help prints the usage; a parse error becomes a
+// one-line usageError; stray positional arguments are refused.
+func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	if fs.NArg() != positional {
+		if positional == 0 {
+			return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		}
+		return &usageError{fmt.Sprintf("want %d argument(s), got %d", positional, fs.NArg())}
+	}
+	return nil
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, &usageError{fmt.Sprintf("bad --log-level %q (debug, info, warn, error)", level)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", "", stdout)
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "ecfs", version)
+	return nil
+}
