@@ -271,3 +271,9 @@ func (c *Client) Capacity(ctx context.Context, addr string) (*Capacity, error) {
 	var res Capacity
 	return &res, c.getJSON(ctx, addr, http.MethodGet, "http://"+addr+"/v1/capacity", &res)
 }
+
+// Corrupt lists the shards a store found corrupt and still holds.
+func (c *Client) Corrupt(ctx context.Context, addr string) ([]CorruptShard, error) {
+	var res []CorruptShard
+	return res, c.getJSON(ctx, addr, http.MethodGet, "http://"+addr+"/v1/corrupt", &res)
+}

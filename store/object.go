@@ -39,6 +39,7 @@ const (
 	DefaultHedgeAfter    = 300 * time.Millisecond
 	DefaultStragglerWait = time.Second
 	DefaultMaxInflight   = 64
+	DefaultShardTimeout  = 30 * time.Second
 )
 
 // ObjectsConfig configures the object layer.
@@ -51,6 +52,9 @@ type ObjectsConfig struct {
 	// StragglerWait is how long a write that reached its quorum still waits
 	// for the remaining shards before reporting them missing; default 1s.
 	StragglerWait time.Duration
+	// ShardTimeout bounds one shard request, so a store that accepts and
+	// never answers cannot hold a write forever; default 30s.
+	ShardTimeout time.Duration
 	// MaxInflight bounds the shard requests in flight to one store; default 64.
 	MaxInflight int
 	// Logger; default slog.Default().
@@ -78,6 +82,9 @@ func NewObjects(cfg ObjectsConfig) (*Objects, error) {
 	}
 	if cfg.StragglerWait <= 0 {
 		cfg.StragglerWait = DefaultStragglerWait
+	}
+	if cfg.ShardTimeout <= 0 {
+		cfg.ShardTimeout = DefaultShardTimeout
 	}
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = DefaultMaxInflight
@@ -167,9 +174,11 @@ func (o *Objects) Write(ctx context.Context, obj Object, data []byte, quorum int
 		}
 		pending++
 		go func(i int, addr string) {
-			release, err := o.acquire(pctx, addr)
+			ctx, cancel := context.WithTimeout(pctx, o.cfg.ShardTimeout)
+			defer cancel()
+			release, err := o.acquire(ctx, addr)
 			if err == nil {
-				err = o.cfg.Client.Put(pctx, addr, ShardKey{obj.ID, i}, obj.Scheme, obj.Length, enc.Shards[i], enc.Sums[i])
+				err = o.cfg.Client.Put(ctx, addr, ShardKey{obj.ID, i}, obj.Scheme, obj.Length, enc.Shards[i], enc.Sums[i])
 				release()
 			}
 			done <- ShardResult{Index: i, Addr: addr, Err: err}

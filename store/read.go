@@ -120,10 +120,12 @@ func (r *reader) launch(k fetchKey) {
 		return
 	}
 	go func() {
-		release, err := r.o.acquire(r.ctx, addr)
+		ctx, cancel := context.WithTimeout(r.ctx, r.o.cfg.ShardTimeout)
+		defer cancel()
+		release, err := r.o.acquire(ctx, addr)
 		var rg *Range
 		if err == nil {
-			rg, err = r.o.cfg.Client.Get(r.ctx, addr, ShardKey{r.obj.ID, k.idx}, k.sp.lo, k.sp.hi-k.sp.lo)
+			rg, err = r.o.cfg.Client.Get(ctx, addr, ShardKey{r.obj.ID, k.idx}, k.sp.lo, k.sp.hi-k.sp.lo)
 			release()
 		}
 		if err == nil && (rg.ObjectLen != r.obj.Length || rg.Scheme != r.obj.Scheme) {

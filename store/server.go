@@ -59,6 +59,12 @@ type Config struct {
 	// MaxConcurrent bounds the requests doing disk I/O at once; default
 	// DefaultMaxConcurrent.
 	MaxConcurrent int
+	// ScrubInterval is the pause between background scrub passes (see
+	// Server.Scrub); default DefaultScrubInterval, negative: no scrub.
+	ScrubInterval time.Duration
+	// ScrubRate caps the scrub's reading, in bytes per second; default
+	// DefaultScrubRate.
+	ScrubRate int64
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Registerer takes the server's metrics; nil registers nothing.
@@ -91,6 +97,12 @@ func (c *Config) Validate() error {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
 	}
+	if c.ScrubInterval == 0 {
+		c.ScrubInterval = DefaultScrubInterval
+	}
+	if c.ScrubRate <= 0 {
+		c.ScrubRate = DefaultScrubRate
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -105,6 +117,8 @@ type Server struct {
 	log   *slog.Logger
 	m     *metrics
 	sem   chan struct{}
+
+	corrupt corruptSet
 }
 
 // NewServer opens (or initialises) the store in cfg.DataDir.
@@ -202,6 +216,7 @@ func validUUID(s string) bool {
 //	POST   /v1/shards/{id}/{index}/verify   check every chunk (JSON VerifyResult)
 //	GET    /v1/shards?after=KEY&limit=N     list (JSON ListResult)
 //	GET    /v1/capacity                     JSON Capacity
+//	GET    /v1/corrupt                      JSON []CorruptShard: found corrupt, not yet rewritten
 //
 // Every request must carry "Authorization: Bearer SECRET".
 func (s *Server) Handler() http.Handler {
@@ -213,6 +228,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/shards/{id}/{index}/verify", s.wrap("verify", s.handleVerify))
 	mux.HandleFunc("GET /v1/shards", s.wrap("list", s.handleList))
 	mux.HandleFunc("GET /v1/capacity", s.wrap("capacity", s.handleCapacity))
+	mux.HandleFunc("GET /v1/corrupt", s.wrap("corrupt", func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, s.corrupt.list())
+	}))
 	mux.HandleFunc("/", s.wrap("unknown", func(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: no such call %s %s", ErrInvalidArgument, r.Method, r.URL.Path)
 	}))
@@ -365,6 +383,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) error {
 	if err := s.disks.put(h, body); err != nil {
 		return err
 	}
+	s.corrupt.remove(k)
 	s.m.bytesWritten.Add(float64(h.ShardLen))
 	w.WriteHeader(http.StatusCreated)
 	return nil
@@ -477,6 +496,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) failStream(w http.ResponseWriter, k ShardKey, beforeHeader bool, err error) error {
 	s.m.corruptChunks.Inc()
+	s.corrupt.add(k)
 	if beforeHeader {
 		w.Header().Del("Trailer")
 		return err
@@ -490,6 +510,7 @@ func (s *Server) failStream(w http.ResponseWriter, k ShardKey, beforeHeader bool
 func (s *Server) noteCorrupt(k ShardKey, err error) error {
 	if errors.Is(err, ErrDataLoss) {
 		s.m.corruptChunks.Inc()
+		s.corrupt.add(k)
 	}
 	return err
 }
@@ -502,6 +523,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) error {
 	if err := s.disks.remove(k); err != nil {
 		return err
 	}
+	s.corrupt.remove(k)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -520,6 +542,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !res.OK {
+		s.corrupt.add(k)
 		s.m.corruptChunks.Add(float64(max(len(res.BadChunks), 1)))
 		s.log.Error("corrupt shard", "shard", k, "bad_chunks", res.BadChunks, "err", res.Error)
 	}

@@ -35,6 +35,8 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	zone := fs.String("zone", "", "zone label used by placement")
 	maxShard := fs.Int64("max-shard-size", store.DefaultMaxShardSize, "largest shard accepted, in bytes")
 	reserve := fs.Int64("reserve", store.DefaultReserve, "bytes kept free on every disk; writes past it fail with ResourceExhausted")
+	scrubEvery := fs.Duration("scrub-interval", store.DefaultScrubInterval, "pause between background scrub passes over every shard (negative: no scrub)")
+	scrubRate := fs.Int64("scrub-rate", store.DefaultScrubRate, "bytes per second the scrub may read")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -60,13 +62,15 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := store.NewServer(store.Config{
-		DataDir:      *dataDir,
-		Disks:        disks,
-		Secret:       secret,
-		MaxShardSize: *maxShard,
-		Reserve:      *reserve,
-		Logger:       log,
-		Registerer:   reg,
+		DataDir:       *dataDir,
+		Disks:         disks,
+		Secret:        secret,
+		MaxShardSize:  *maxShard,
+		Reserve:       *reserve,
+		ScrubInterval: *scrubEvery,
+		ScrubRate:     *scrubRate,
+		Logger:        log,
+		Registerer:    reg,
 	})
 	if err != nil {
 		return err
@@ -87,6 +91,10 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 
 	api := srv.HTTPServer(*addr)
 	errc := make(chan error, 2)
+	scrubCtx, stopScrub := context.WithCancel(ctx)
+	scrubbed := make(chan struct{})
+	go func() { srv.Scrub(scrubCtx); close(scrubbed) }()
+	defer func() { stopScrub(); <-scrubbed }()
 	go func() { errc <- api.Serve(ln) }()
 	var ops *http.Server
 	if hln != nil {
@@ -137,4 +145,3 @@ func opsHandler(srv *store.Server, reg *prometheus.Registry) http.Handler {
 	})
 	return mux
 }
-
