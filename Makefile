@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       ?= bin/ecfs
 PKGS      := ./...
-STATICCHECK_VERSION := v0.7.0
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: all build deps test test-unit test-integration lint bench proto clean
 

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -23,16 +24,12 @@ func mustCodec(t testing.TB, spec string) *Codec {
 }
 
 func randBytes(rng *rand.Rand, n int) []byte {
+	var seed [32]byte
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(seed[8*i:], rng.Uint64())
+	}
 	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := rng.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	for i := n &^ 7; i < n; i++ {
-		b[i] = byte(rng.Uint32())
-	}
+	rand.NewChaCha8(seed).Read(b)
 	return b
 }
 

@@ -148,18 +148,6 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
-// stop sends SIGTERM and waits for the exit status.
-func (p *proc) stop(timeout time.Duration) error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return p.err
-	case <-time.After(timeout):
-		p.kill()
-		return fmt.Errorf("did not exit within %v of SIGTERM", timeout)
-	}
-}
-
 // storeNode is one store daemon of a test cluster.
 type storeNode struct {
 	dataDir string

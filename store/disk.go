@@ -190,6 +190,11 @@ func (d *disks) find(k ShardKey) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrNotFound, k)
 }
 
+// maxStoredShard bounds the shard length a header may give when a shard is
+// read: the largest Config.MaxShardSize there can be. The configured limit
+// applies to new shards only; shards stored under a larger one stay readable.
+const maxStoredShard = 1 << 30
+
 // open opens a shard and checks its header names the shard asked for.
 func (d *disks) open(k ShardKey) (*os.File, *ShardHeader, error) {
 	p, err := d.find(k)
@@ -203,7 +208,7 @@ func (d *disks) open(k ShardKey) (*os.File, *ShardHeader, error) {
 		}
 		return nil, nil, err
 	}
-	h, err := ReadShardHeader(f, d.maxShard)
+	h, err := ReadShardHeader(f, maxStoredShard)
 	if err == nil && h.Key != k {
 		err = fmt.Errorf("%w: file %s holds shard %s", ErrDataLoss, p, h.Key)
 	}
@@ -435,7 +440,9 @@ func (d *disks) union(rel string) ([]string, error) {
 	for _, disk := range d.paths {
 		ents, err := os.ReadDir(filepath.Join(disk, rel))
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			// Missing on this disk, or a stray file where a directory
+			// could be: nothing of ours.
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 				continue
 			}
 			return nil, err

@@ -85,7 +85,7 @@ func (c *Config) Validate() error {
 	if c.MaxShardSize == 0 {
 		c.MaxShardSize = DefaultMaxShardSize
 	}
-	if c.MaxShardSize < codec.ChunkSize || c.MaxShardSize > 1<<30 {
+	if c.MaxShardSize < codec.ChunkSize || c.MaxShardSize > maxStoredShard {
 		return fmt.Errorf("store: max shard size %d outside %d..1 GiB", c.MaxShardSize, codec.ChunkSize)
 	}
 	if c.Reserve == 0 {
