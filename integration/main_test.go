@@ -211,11 +211,9 @@ func (c *testCluster) addrs() []string {
 
 // shardFile finds the file of a shard in store i's data dir.
 func (c *testCluster) shardFile(i int, k store.ShardKey) (string, error) {
-	m, err := filepath.Glob(filepath.Join(c.stores[i].dataDir, "disk", "shards", "*", "*", k.String()))
-	if err != nil || len(m) != 1 {
-		return "", fmt.Errorf("shard %s on store %d: found %d files (%v)", k, i, len(m), err)
-	}
-	return m[0], nil
+	p := filepath.Join(c.stores[i].dataDir, "disk", k.RelPath())
+	_, err := os.Stat(p)
+	return p, err
 }
 
 // delayProxy forwards TCP connections to target, holding back every request

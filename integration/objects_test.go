@@ -133,12 +133,8 @@ func readAll(t *testing.T, objs *store.Objects, tos []*testObject, place func(*t
 			buf := make([]byte, rg.n)
 			start := time.Now()
 			n, bad, err := objs.ReadAt(context.Background(), o, buf, rg.off)
-			d := time.Since(start)
-			if d >= 2*time.Second {
+			if time.Since(start) >= 2*time.Second {
 				st.slowReads.Add(1)
-			}
-			if d > 200*time.Millisecond && os.Getenv("DEBUGSLOW") != "" {
-				t.Logf("slow read %s len %d [%d,+%d) %v err=%v", o.ID, o.Length, rg.off, rg.n, d, err)
 			}
 			st.reads.Add(1)
 			if err != nil {
@@ -167,11 +163,7 @@ func TestObjectsSurviveFailures(t *testing.T) {
 	}
 	objs := newObjects(t, c, 300*time.Millisecond)
 	start := time.Now()
-	nobj := 1000
-	if os.Getenv("DEBUGSLOW") != "" {
-		nobj = 100
-	}
-	tos := writeObjects(t, c, objs, scheme, nobj)
+	tos := writeObjects(t, c, objs, scheme, 1000)
 	t.Logf("wrote %d objects in %v", len(tos), time.Since(start).Round(time.Millisecond))
 	same := func(to *testObject) []string { return to.obj.Placement }
 

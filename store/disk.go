@@ -135,7 +135,7 @@ func syncDir(dir string) error {
 }
 
 func (d *disks) shardPath(disk string, k ShardKey) string {
-	return filepath.Join(disk, shardsDir, k.fanout(), k.String())
+	return filepath.Join(disk, k.RelPath())
 }
 
 // DiskUsage is the capacity of one disk directory.

@@ -70,6 +70,7 @@ type Objects struct {
 	mu     sync.Mutex
 	codecs map[codec.Scheme]*codec.Codec
 	sems   map[string]chan struct{} // per store: a slow store holds only its own slots
+	slow   map[string]time.Time     // stores that were slow, read around until then
 }
 
 // NewObjects returns an object layer.
@@ -97,6 +98,7 @@ func NewObjects(cfg ObjectsConfig) (*Objects, error) {
 		log:    cfg.Logger.With("component", "objects"),
 		codecs: map[codec.Scheme]*codec.Codec{},
 		sems:   map[string]chan struct{}{},
+		slow:   map[string]time.Time{},
 	}, nil
 }
 
@@ -112,6 +114,27 @@ func (o *Objects) codec(s codec.Scheme) (*codec.Codec, error) {
 	}
 	o.codecs[s] = c
 	return c, nil
+}
+
+// AvoidFor is how long reads go around a store after it was slower than
+// HedgeAfter (it is still used when nothing else is left).
+const AvoidFor = 10 * time.Second
+
+func (o *Objects) avoid(addr string) {
+	o.mu.Lock()
+	o.slow[addr] = time.Now().Add(AvoidFor)
+	o.mu.Unlock()
+}
+
+func (o *Objects) avoided(addr string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	until, ok := o.slow[addr]
+	if ok && time.Now().After(until) {
+		delete(o.slow, addr)
+		return false
+	}
+	return ok
 }
 
 // acquire takes one of the MaxInflight request slots of the store at addr.

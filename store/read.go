@@ -141,6 +141,10 @@ func (r *reader) launch(k fetchKey) {
 
 func (r *reader) run() error {
 	for _, nd := range r.needs {
+		if r.o.avoided(r.obj.Placement[nd.idx]) {
+			nd.recover = true // read around a store that was just slow
+			continue
+		}
 		r.launch(fetchKey{nd.idx, nd.sp})
 	}
 	hedge := time.NewTimer(r.o.cfg.HedgeAfter)
@@ -184,9 +188,10 @@ func (r *reader) complete() bool {
 // hedge marks every outstanding fetch slow and every need still waiting
 // for its direct read as recovering, so the next step reads other shards.
 func (r *reader) hedge() {
-	for _, f := range r.fetches {
+	for k, f := range r.fetches {
 		if !f.done {
 			f.slow = true
+			r.o.avoid(r.obj.Placement[k.idx])
 		}
 	}
 	for _, nd := range r.needs {
@@ -206,11 +211,11 @@ func (r *reader) step() (bool, error) {
 		if nd.done {
 			continue
 		}
-		if f := r.fetches[fetchKey{nd.idx, nd.sp}]; f.done && f.err == nil {
+		if f := r.fetches[fetchKey{nd.idx, nd.sp}]; f != nil && f.done && f.err == nil {
 			copy(nd.dst, f.data[nd.skip:])
 			nd.done, progress = true, true
 			continue
-		} else if f.done {
+		} else if f != nil && f.done {
 			nd.recover = true
 		}
 		if nd.recover {
@@ -265,17 +270,22 @@ func (r *reader) count(sp span) (have, inflight, slow int) {
 }
 
 // candidate picks the next shard to read sp from: data shards first (no
-// decoding needed for them), then parity; never one that failed or was
-// already asked for sp. -1 when none is left.
+// decoding needed for them), then parity, and stores that were recently slow
+// last; never one that failed or was already asked for sp. -1 when none is
+// left.
 func (r *reader) candidate(sp span) int {
-	for i := range r.obj.Scheme.Shards() {
-		if _, bad := r.failed[i]; bad {
-			continue
+	for _, slowOK := range []bool{false, true} {
+		for i := range r.obj.Scheme.Shards() {
+			if _, bad := r.failed[i]; bad {
+				continue
+			}
+			if _, asked := r.fetches[fetchKey{i, sp}]; asked {
+				continue
+			}
+			if slowOK || !r.o.avoided(r.obj.Placement[i]) {
+				return i
+			}
 		}
-		if _, asked := r.fetches[fetchKey{i, sp}]; asked {
-			continue
-		}
-		return i
 	}
 	return -1
 }

@@ -61,6 +61,10 @@ func parseKey(id, idx string) (ShardKey, error) {
 	return ShardKey{Object: oid, Index: n}, nil
 }
 
+// RelPath is where the shard's file lives under a disk directory:
+// "shards/ab/cd/<key>".
+func (k ShardKey) RelPath() string { return shardsDir + "/" + k.fanout() + "/" + k.String() }
+
 // fanout is the two-level directory of a shard: "ab/cd" from a hash of the
 // object id, so sequential ids spread evenly.
 func (k ShardKey) fanout() string {
