@@ -3,6 +3,8 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -11,7 +13,8 @@ import (
 // concurrent use.
 type Codec struct {
 	s   Scheme
-	enc reedsolomon.Encoder
+	enc reedsolomon.Encoder // for reconstruction: splits big jobs across cores itself
+	one reedsolomon.Encoder // for striped encoding: one goroutine per call
 }
 
 // New returns a Codec for s.
@@ -23,7 +26,11 @@ func New(s Scheme) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidScheme, err)
 	}
-	return &Codec{s: s, enc: enc}, nil
+	one, err := reedsolomon.New(s.K, s.M, reedsolomon.WithMaxGoroutines(1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidScheme, err)
+	}
+	return &Codec{s: s, enc: enc, one: one}, nil
 }
 
 // Scheme returns the codec's scheme.
@@ -70,15 +77,57 @@ func (c *Codec) Encode(block []byte) (*Encoded, error) {
 			copy(e.Shards[i], block[i*size:])
 		}
 	}
-	if err := c.enc.Encode(e.Shards); err != nil {
+	chunks := Chunks(int64(size))
+	sums := make([]uint32, c.s.Shards()*chunks)
+	for i := range e.Shards {
+		e.Sums[i] = sums[i*chunks : (i+1)*chunks : (i+1)*chunks]
+	}
+	// Encode and checksum one 64 KiB stripe of every shard at a time, while
+	// it is in cache, with the stripes split among the cores.
+	workers := min(runtime.GOMAXPROCS(0), chunks)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = c.encodeStripes(e, w*chunks/workers, (w+1)*chunks/workers)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("codec: encode: %w", err)
 	}
-	sums := make([]uint32, c.s.Shards()*Chunks(int64(size)))
-	for i, sh := range e.Shards {
-		e.Sums[i] = AppendChecksums(sums[:0:Chunks(int64(size))], sh)
-		sums = sums[Chunks(int64(size)):]
-	}
 	return e, nil
+}
+
+
+
+
+
+// stripeChunks is how many chunks of each shard one Encode call covers: small
+// enough to stay in cache for the checksums, large enough to amortise the call
+// (measured: 1 is 40% slower, 4 no faster).
+const stripeChunks = 2
+
+// encodeStripes computes parity and checksums of chunks [from, to) of
+// every shard.
+func (c *Codec) encodeStripes(e *Encoded, from, to int) error {
+	sub := make([][]byte, len(e.Shards))
+	size := len(e.Shards[0])
+	for ch := from; ch < to; ch += stripeChunks {
+		lo, hi := ch*ChunkSize, min((ch+stripeChunks)*ChunkSize, size, to*ChunkSize)
+		for i, sh := range e.Shards {
+			sub[i] = sh[lo:hi]
+		}
+		if err := c.one.Encode(sub); err != nil {
+			return err
+		}
+		for i, sh := range sub {
+			AppendChecksums(e.Sums[i][ch:ch], sh)
+		}
+	}
+	return nil
 }
 
 // Reconstruct fills in the nil entries among shards (k+m entries, all
