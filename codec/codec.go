@@ -101,10 +101,6 @@ func (c *Codec) Encode(block []byte) (*Encoded, error) {
 	return e, nil
 }
 
-
-
-
-
 // stripeChunks is how many chunks of each shard one Encode call covers: small
 // enough to stay in cache for the checksums, large enough to amortise the call
 // (measured: 1 is 40% slower, 4 no faster).
