@@ -180,6 +180,9 @@ func (c *Codec) Join(dst []byte, shards [][]byte, length int64) ([]byte, error) 
 	if int64(len(dst)) < length {
 		return nil, fmt.Errorf("%w: destination of %d bytes for %d", ErrShardSize, len(dst), length)
 	}
+	if length > 0 && len(shards) < c.s.K {
+		return nil, fmt.Errorf("%w: %d shards given, need the %d data shards", ErrTooFewShards, len(shards), c.s.K)
+	}
 	size := c.s.ShardSize(length)
 	var off int64
 	for i := 0; i < c.s.K && off < length; i++ {

@@ -49,7 +49,7 @@ func ParseScheme(s string) (Scheme, error) {
 	}
 	k, err1 := strconv.Atoi(ks)
 	m, err2 := strconv.Atoi(ms)
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil || !digits(ks) || !digits(ms) {
 		return Scheme{}, fmt.Errorf("%w: %q: K and M must be integers", ErrInvalidScheme, s)
 	}
 	sc := Scheme{K: k, M: m, BlockSize: DefaultBlockSize}
@@ -72,7 +72,7 @@ func parseSize(s string) (int, error) {
 		mult, s = 1<<10, strings.TrimSuffix(s, "K")
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n > (1<<30)/mult {
+	if err != nil || !digits(s) || n <= 0 || n > (1<<30)/mult {
 		return 0, fmt.Errorf("bad block size %q", s)
 	}
 	return n * mult, nil
@@ -118,4 +118,10 @@ func (s Scheme) ShardSize(n int64) int64 {
 // Chunks is the number of checksummed chunks in a shard of length n.
 func Chunks(n int64) int {
 	return int((n + ChunkSize - 1) / ChunkSize)
+}
+
+// digits reports whether s is a non-empty run of ASCII digits (Atoi also
+// takes a sign).
+func digits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -99,9 +101,14 @@ func BenchmarkObjectsVsDisk(b *testing.B) {
 		f.Close()
 		diskR := time.Since(start)
 
-		dropCaches(b)
+		if os.Getenv("ECFS_BENCH_WARM") == "" {
+			dropCaches(b)
+		}
+		if dir := os.Getenv("ECFS_BENCH_PROFILE"); dir != "" {
+			go profileStore(b, c.stores[0].http, filepath.Join(dir, "store-read.pprof"))
+		}
 		start = time.Now()
-		parallel(n, 8, func(j int) {
+		parallel(n, 4, func(j int) {
 			p := make([]byte, objSize)
 			if _, _, err := objs.ReadAt(context.Background(), mkObj(j), p, 0); err != nil {
 				b.Error(err)
@@ -123,4 +130,22 @@ func BenchmarkObjectsVsDisk(b *testing.B) {
 			_ = objs.Delete(context.Background(), mkObj(j))
 		}
 	}
+}
+
+// profileStore saves a 2 s CPU profile of a store daemon (started with
+// --pprof), for finding where a benchmark's time goes.
+func profileStore(b *testing.B, httpAddr, path string) {
+	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/profile?seconds=2")
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }

@@ -189,7 +189,7 @@ func (c *testCluster) start(i int) {
 	c.t.Helper()
 	s := c.stores[i]
 	s.p = startProc(c.t, "store", "--data-dir", s.dataDir, "--addr", s.addr, "--http-addr", s.http,
-		"--secret-file", c.secretFile, "--log-level", "warn")
+		"--secret-file", c.secretFile, "--log-level", "warn", "--pprof")
 	waitFor(c.t, "store "+s.addr, 15*time.Second, func() error {
 		if !s.p.running() {
 			return fmt.Errorf("exited: %v\n%s", s.p.err, s.p.logs.String())

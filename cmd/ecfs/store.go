@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,6 +40,7 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	scrubRate := fs.Int64("scrub-rate", store.DefaultScrubRate, "bytes per second the scrub may read")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	go func() { errc <- api.Serve(ln) }()
 	var ops *http.Server
 	if hln != nil {
-		ops = &http.Server{Handler: opsHandler(srv, reg), ReadHeaderTimeout: 10 * time.Second}
+		ops = &http.Server{Handler: opsHandler(srv, reg, *pprof), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- ops.Serve(hln) }()
 	}
 	log.Info("store serving", "store_id", srv.ID(), "addr", ln.Addr().String(), "http_addr", *httpAddr,
@@ -128,8 +130,13 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func opsHandler(srv *store.Server, reg *prometheus.Registry) http.Handler {
+func opsHandler(srv *store.Server, reg *prometheus.Registry, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		c := srv.Capacity()
