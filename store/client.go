@@ -128,6 +128,12 @@ type Range struct {
 // ends on one or at the shard's end) the bytes are verified against the
 // checksums before Get returns; a mismatch wraps ErrDataLoss.
 func (c *Client) Get(ctx context.Context, addr string, k ShardKey, off, n int64) (*Range, error) {
+	return c.GetInto(ctx, addr, k, off, n, nil)
+}
+
+// GetInto is Get reading into dst when it holds exactly the bytes asked for
+// (else into a new buffer). On an error dst may hold any bytes.
+func (c *Client) GetInto(ctx context.Context, addr string, k ShardKey, off, n int64, dst []byte) (*Range, error) {
 	hdr := http.Header{}
 	if off != 0 || n >= 0 {
 		if n == 0 {
@@ -171,7 +177,11 @@ func (c *Client) Get(ctx context.Context, addr string, k ShardKey, off, n int64)
 	if want < 0 || want > r.ShardLen {
 		return nil, fmt.Errorf("%w: %s: range beyond shard of %d bytes", ErrInvalidArgument, addr, r.ShardLen)
 	}
-	r.Data = make([]byte, want)
+	if int64(len(dst)) == want {
+		r.Data = dst
+	} else {
+		r.Data = make([]byte, want)
+	}
 	got, err := io.ReadFull(resp.Body, r.Data)
 	if err == nil {
 		_, err = io.Copy(io.Discard, resp.Body) // reach EOF to get the trailers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ecfs/ecfs/codec"
@@ -21,6 +22,7 @@ type need struct {
 	sp   span
 	skip int64  // bytes of the span before the wanted ones
 	dst  []byte // the caller's buffer for this shard's bytes
+	src  []byte // the verified bytes for dst, once done (may be dst itself)
 	done bool
 	// recover is set once the direct read failed or was slow: the span is
 	// then also rebuilt from other shards.
@@ -69,7 +71,6 @@ func (o *Objects) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (
 		return 0, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	r := &reader{
 		o: o, c: c, obj: obj, ctx: ctx,
 		fetches: map[fetchKey]*fetch{},
@@ -77,8 +78,18 @@ func (o *Objects) ReadAt(ctx context.Context, obj Object, p []byte, off int64) (
 		events:  make(chan fetchDone, obj.Scheme.Shards()*(obj.Scheme.K+2)),
 	}
 	r.plan(p[:want], off)
-	if err := r.run(); err != nil {
+	err = r.run()
+	// Reads still going are cancelled and waited for before p is filled:
+	// some were reading into p in place.
+	cancel()
+	r.wg.Wait()
+	if err != nil {
 		return 0, r.badShards(), err
+	}
+	for _, nd := range r.needs {
+		if len(nd.dst) > 0 && &nd.src[0] != &nd.dst[0] {
+			copy(nd.dst, nd.src)
+		}
 	}
 	return int(want), r.badShards(), nil
 }
@@ -92,6 +103,7 @@ type reader struct {
 	fetches map[fetchKey]*fetch
 	failed  map[int]error // shards that failed once: not asked again
 	events  chan fetchDone
+	wg      sync.WaitGroup // the fetch goroutines
 }
 
 // plan cuts the block range [off, off+len(p)) into per-data-shard spans.
@@ -110,7 +122,9 @@ func (r *reader) plan(p []byte, off int64) {
 	}
 }
 
-func (r *reader) launch(k fetchKey) {
+// launch starts reading span k.sp of shard k.idx, into dst if it is not
+// nil (then it must be exactly the span's length).
+func (r *reader) launch(k fetchKey, dst []byte) {
 	f := &fetch{}
 	r.fetches[k] = f
 	addr := r.obj.Placement[k.idx]
@@ -119,13 +133,15 @@ func (r *reader) launch(k fetchKey) {
 		r.failed[k.idx] = f.err
 		return
 	}
+	r.wg.Add(1)
 	go func() {
+		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(r.ctx, r.o.cfg.ShardTimeout)
 		defer cancel()
 		release, err := r.o.acquire(ctx, addr)
 		var rg *Range
 		if err == nil {
-			rg, err = r.o.cfg.Client.Get(ctx, addr, ShardKey{r.obj.ID, k.idx}, k.sp.lo, k.sp.hi-k.sp.lo)
+			rg, err = r.o.cfg.Client.GetInto(ctx, addr, ShardKey{r.obj.ID, k.idx}, k.sp.lo, k.sp.hi-k.sp.lo, dst)
 			release()
 		}
 		if err == nil && (rg.ObjectLen != r.obj.Length || rg.Scheme != r.obj.Scheme) {
@@ -145,7 +161,11 @@ func (r *reader) run() error {
 			nd.recover = true // read around a store that was just slow
 			continue
 		}
-		r.launch(fetchKey{nd.idx, nd.sp})
+		var dst []byte
+		if nd.skip == 0 && int64(len(nd.dst)) == nd.sp.hi-nd.sp.lo {
+			dst = nd.dst // aligned: no copy
+		}
+		r.launch(fetchKey{nd.idx, nd.sp}, dst)
 	}
 	hedge := time.NewTimer(r.o.cfg.HedgeAfter)
 	defer hedge.Stop()
@@ -212,7 +232,7 @@ func (r *reader) step() (bool, error) {
 			continue
 		}
 		if f := r.fetches[fetchKey{nd.idx, nd.sp}]; f != nil && f.done && f.err == nil {
-			copy(nd.dst, f.data[nd.skip:])
+			nd.src = f.data[nd.skip:][:len(nd.dst)]
 			nd.done, progress = true, true
 			continue
 		} else if f != nil && f.done {
@@ -236,7 +256,7 @@ func (r *reader) step() (bool, error) {
 			if idx < 0 {
 				break
 			}
-			r.launch(fetchKey{idx, sp})
+			r.launch(fetchKey{idx, sp}, nil)
 			progress = true
 			if f := r.fetches[fetchKey{idx, sp}]; !f.done {
 				inflight++
@@ -304,7 +324,7 @@ func (r *reader) reconstruct(sp span) error {
 	}
 	for _, nd := range r.needs {
 		if !nd.done && nd.sp == sp {
-			copy(nd.dst, shards[nd.idx][nd.skip:])
+			nd.src = shards[nd.idx][nd.skip:][:len(nd.dst)]
 			nd.done = true
 		}
 	}
