@@ -278,7 +278,7 @@ func rawRequest(t testing.TB, s *testStore, method, path, auth string, hdr map[s
 	// read never has the body written to a closing connection.
 	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
-	if body != nil && len(body) > 0 {
+	if len(body) > 0 {
 		req.Header.Set("Expect", "100-continue")
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
