@@ -38,11 +38,17 @@ bench: deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./codec/
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 20m ./integration/
 
-# Regenerates the metadata service's gRPC code (cluster/metapb) once it exists.
+# Regenerates the metadata service's gRPC code (cluster/metapb), installing
+# protoc (apt, as root) and the pinned Go plugins into bin/tools.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+TOOLS := $(CURDIR)/bin/tools
 proto:
-	@if ls cluster/metapb/*.proto >/dev/null 2>&1; then \
-		protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative cluster/metapb/*.proto; \
-	else echo "proto: no .proto files yet (cluster/metapb arrives with the metadata service)"; fi
+	@command -v protoc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq protobuf-compiler >/dev/null; } || { echo "proto: protoc is missing: apt-get install protobuf-compiler"; exit 1; }
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative cluster/metapb/*.proto
 
 clean:
 	rm -rf bin
