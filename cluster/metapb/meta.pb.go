@@ -869,6 +869,76 @@ func (x *RemoveXattrOp) GetName() string {
 	return ""
 }
 
+// MemberOp records (or, with remove, forgets) a member's API address, so
+// every member can forward to the leader.
+type MemberOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	Remove        bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberOp) Reset() {
+	*x = MemberOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberOp) ProtoMessage() {}
+
+func (x *MemberOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberOp.ProtoReflect.Descriptor instead.
+func (*MemberOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberOp) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MemberOp) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *MemberOp) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *MemberOp) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // Command is one mutation. The leader fills in now and the identifiers it
 // allocates before proposing; Apply reads no clock.
 type Command struct {
@@ -889,6 +959,7 @@ type Command struct {
 	//	*Command_Setattr
 	//	*Command_Setxattr
 	//	*Command_Removexattr
+	//	*Command_Member
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -896,7 +967,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[11]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +979,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[11]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +992,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{11}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -1049,6 +1120,15 @@ func (x *Command) GetRemovexattr() *RemoveXattrOp {
 	return nil
 }
 
+func (x *Command) GetMember() *MemberOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Member); ok {
+			return x.Member
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -1093,6 +1173,10 @@ type Command_Removexattr struct {
 	Removexattr *RemoveXattrOp `protobuf:"bytes,19,opt,name=removexattr,proto3,oneof"`
 }
 
+type Command_Member struct {
+	Member *MemberOp `protobuf:"bytes,30,opt,name=member,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -1113,6 +1197,8 @@ func (*Command_Setxattr) isCommand_Op() {}
 
 func (*Command_Removexattr) isCommand_Op() {}
 
+func (*Command_Member) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -1124,7 +1210,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1222,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1235,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{12}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -1171,7 +1257,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1269,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1282,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -1230,7 +1316,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1328,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1341,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -1281,7 +1367,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1379,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1392,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -1327,7 +1413,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1425,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1438,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -1388,7 +1474,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1486,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1499,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DirEntry) GetName() string {
@@ -1453,7 +1539,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1551,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1564,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -1498,7 +1584,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1596,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1609,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -1549,7 +1635,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1647,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1660,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -1604,7 +1690,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1702,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1715,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -1754,7 +1840,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1852,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1865,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -1835,7 +1921,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1933,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1946,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinReq) GetId() string {
@@ -1892,7 +1978,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1990,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2003,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 type RemoveReq struct {
@@ -1929,7 +2015,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2027,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2040,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -1972,7 +2058,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2070,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2083,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 type StatusReq struct {
@@ -2008,7 +2094,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2106,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2119,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 type Member struct {
@@ -2048,7 +2134,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2146,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2159,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Member) GetId() string {
@@ -2118,7 +2204,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2216,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2229,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatusResp) GetId() string {
@@ -2186,6 +2272,137 @@ func (x *StatusResp) GetInodes() uint64 {
 		return x.Inodes
 	}
 	return 0
+}
+
+// SessionResults is the exactly-once memory of one client session: the
+// results of its most recent commands.
+type SessionResults struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Seqs          []uint64               `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	Results       []*Result              `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResults) Reset() {
+	*x = SessionResults{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResults) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResults) ProtoMessage() {}
+
+func (x *SessionResults) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
+func (*SessionResults) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SessionResults) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *SessionResults) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
+}
+
+func (x *SessionResults) GetResults() []*Result {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// FSMHeader is the first part of a snapshot; the namespace follows it.
+type FSMHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NextIno       uint64                 `protobuf:"varint,1,opt,name=next_ino,json=nextIno,proto3" json:"next_ino,omitempty"`
+	Members       []*MemberOp            `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	Sessions      []*SessionResults      `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	GcQueue       []uint64               `protobuf:"varint,4,rep,packed,name=gc_queue,json=gcQueue,proto3" json:"gc_queue,omitempty"` // objects waiting to be deleted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FSMHeader) Reset() {
+	*x = FSMHeader{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FSMHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FSMHeader) ProtoMessage() {}
+
+func (x *FSMHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
+func (*FSMHeader) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *FSMHeader) GetNextIno() uint64 {
+	if x != nil {
+		return x.NextIno
+	}
+	return 0
+}
+
+func (x *FSMHeader) GetMembers() []*MemberOp {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetSessions() []*SessionResults {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetGcQueue() []uint64 {
+	if x != nil {
+		return x.GcQueue
+	}
+	return nil
 }
 
 var File_cluster_metapb_meta_proto protoreflect.FileDescriptor
@@ -2264,7 +2481,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05flags\x18\x04 \x01(\rR\x05flags\"5\n" +
 	"\rRemoveXattrOp\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xcb\x04\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"j\n" +
+	"\bMemberOp\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xfa\x04\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -2280,7 +2502,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06rename\x18\x10 \x01(\v2\x13.ecfs.meta.RenameOpH\x00R\x06rename\x120\n" +
 	"\asetattr\x18\x11 \x01(\v2\x14.ecfs.meta.SetAttrOpH\x00R\asetattr\x123\n" +
 	"\bsetxattr\x18\x12 \x01(\v2\x15.ecfs.meta.SetXattrOpH\x00R\bsetxattr\x12<\n" +
-	"\vremovexattr\x18\x13 \x01(\v2\x18.ecfs.meta.RemoveXattrOpH\x00R\vremovexattrB\x04\n" +
+	"\vremovexattr\x18\x13 \x01(\v2\x18.ecfs.meta.RemoveXattrOpH\x00R\vremovexattr\x12-\n" +
+	"\x06member\x18\x1e \x01(\v2\x13.ecfs.meta.MemberOpH\x00R\x06memberB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"h\n" +
@@ -2352,7 +2575,16 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"leader_api\x18\x03 \x01(\tR\tleaderApi\x12+\n" +
 	"\amembers\x18\x04 \x03(\v2\x11.ecfs.meta.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x16\n" +
-	"\x06inodes\x18\x06 \x01(\x04R\x06inodes2\x86\x02\n" +
+	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\"k\n" +
+	"\x0eSessionResults\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
+	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xa7\x01\n" +
+	"\tFSMHeader\x12\x19\n" +
+	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
+	"\bsessions\x18\x03 \x03(\v2\x19.ecfs.meta.SessionResultsR\bsessions\x12\x19\n" +
+	"\bgc_queue\x18\x04 \x03(\x04R\agcQueue2\x86\x02\n" +
 	"\x04Meta\x12.\n" +
 	"\x05Apply\x12\x12.ecfs.meta.Command\x1a\x11.ecfs.meta.Result\x12/\n" +
 	"\x04Read\x12\x12.ecfs.meta.ReadReq\x1a\x13.ecfs.meta.ReadResp\x12/\n" +
@@ -2372,38 +2604,41 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_cluster_metapb_meta_proto_goTypes = []any{
-	(*Attr)(nil),          // 0: ecfs.meta.Attr
-	(*CreateOp)(nil),      // 1: ecfs.meta.CreateOp
-	(*MkdirOp)(nil),       // 2: ecfs.meta.MkdirOp
-	(*SymlinkOp)(nil),     // 3: ecfs.meta.SymlinkOp
-	(*LinkOp)(nil),        // 4: ecfs.meta.LinkOp
-	(*UnlinkOp)(nil),      // 5: ecfs.meta.UnlinkOp
-	(*RmdirOp)(nil),       // 6: ecfs.meta.RmdirOp
-	(*RenameOp)(nil),      // 7: ecfs.meta.RenameOp
-	(*SetAttrOp)(nil),     // 8: ecfs.meta.SetAttrOp
-	(*SetXattrOp)(nil),    // 9: ecfs.meta.SetXattrOp
-	(*RemoveXattrOp)(nil), // 10: ecfs.meta.RemoveXattrOp
-	(*Command)(nil),       // 11: ecfs.meta.Command
-	(*Batch)(nil),         // 12: ecfs.meta.Batch
-	(*Result)(nil),        // 13: ecfs.meta.Result
-	(*LookupReq)(nil),     // 14: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),    // 15: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),    // 16: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),      // 17: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),   // 18: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),   // 19: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),  // 20: ecfs.meta.ListXattrReq
-	(*ReadReq)(nil),       // 21: ecfs.meta.ReadReq
-	(*ReadResp)(nil),      // 22: ecfs.meta.ReadResp
-	(*JoinReq)(nil),       // 23: ecfs.meta.JoinReq
-	(*JoinResp)(nil),      // 24: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),     // 25: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),    // 26: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),     // 27: ecfs.meta.StatusReq
-	(*Member)(nil),        // 28: ecfs.meta.Member
-	(*StatusResp)(nil),    // 29: ecfs.meta.StatusResp
+	(*Attr)(nil),           // 0: ecfs.meta.Attr
+	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
+	(*MkdirOp)(nil),        // 2: ecfs.meta.MkdirOp
+	(*SymlinkOp)(nil),      // 3: ecfs.meta.SymlinkOp
+	(*LinkOp)(nil),         // 4: ecfs.meta.LinkOp
+	(*UnlinkOp)(nil),       // 5: ecfs.meta.UnlinkOp
+	(*RmdirOp)(nil),        // 6: ecfs.meta.RmdirOp
+	(*RenameOp)(nil),       // 7: ecfs.meta.RenameOp
+	(*SetAttrOp)(nil),      // 8: ecfs.meta.SetAttrOp
+	(*SetXattrOp)(nil),     // 9: ecfs.meta.SetXattrOp
+	(*RemoveXattrOp)(nil),  // 10: ecfs.meta.RemoveXattrOp
+	(*MemberOp)(nil),       // 11: ecfs.meta.MemberOp
+	(*Command)(nil),        // 12: ecfs.meta.Command
+	(*Batch)(nil),          // 13: ecfs.meta.Batch
+	(*Result)(nil),         // 14: ecfs.meta.Result
+	(*LookupReq)(nil),      // 15: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 16: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 17: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 18: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 19: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 20: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 21: ecfs.meta.ListXattrReq
+	(*ReadReq)(nil),        // 22: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 23: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 24: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 25: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 26: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 27: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 28: ecfs.meta.StatusReq
+	(*Member)(nil),         // 29: ecfs.meta.Member
+	(*StatusResp)(nil),     // 30: ecfs.meta.StatusResp
+	(*SessionResults)(nil), // 31: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 32: ecfs.meta.FSMHeader
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	1,  // 0: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
@@ -2416,32 +2651,36 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	8,  // 7: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
 	9,  // 8: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
 	10, // 9: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 10: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 11: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	14, // 12: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	15, // 13: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	16, // 14: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	18, // 15: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	19, // 16: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	20, // 17: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	0,  // 18: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	17, // 19: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	28, // 20: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	11, // 21: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	21, // 22: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	23, // 23: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	25, // 24: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	27, // 25: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	13, // 26: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	22, // 27: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	24, // 28: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	26, // 29: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	29, // 30: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	11, // 10: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	12, // 11: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 12: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	15, // 13: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	16, // 14: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	17, // 15: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	19, // 16: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	20, // 17: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	21, // 18: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	0,  // 19: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	18, // 20: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	29, // 21: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	14, // 22: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 23: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	31, // 24: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 25: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	22, // 26: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	24, // 27: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	26, // 28: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	28, // 29: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	14, // 30: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	23, // 31: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	25, // 32: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	27, // 33: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	30, // 34: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	30, // [30:35] is the sub-list for method output_type
+	25, // [25:30] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -2449,7 +2688,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[11].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[12].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -2460,8 +2699,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_Setattr)(nil),
 		(*Command_Setxattr)(nil),
 		(*Command_Removexattr)(nil),
+		(*Command_Member)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[21].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[22].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -2475,7 +2715,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"meta", "run a metadata service member (Raft)", runMeta},
 		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
 		{"keygen", "print a new cluster secret", runKeygen},
 		{"dev", "run the embedded default cluster and mount it (not built yet)", runDev},

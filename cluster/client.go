@@ -1,0 +1,151 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Client calls the metadata service. It takes several member addresses,
+// moves to another when one fails or has no leader, and retries with
+// backoff until the call's context ends. Mutations carry (session, seq), so
+// a retry after a leader change is applied once and answered with the first
+// result.
+type Client struct {
+	addrs   []string
+	conns   []*grpc.ClientConn
+	cur     atomic.Int32
+	session uint64
+	seq     atomic.Uint64
+	attempt time.Duration
+
+	closeOnce sync.Once
+}
+
+// ErrUnauthenticated is a wrong or missing cluster secret.
+var ErrUnauthenticated = errors.New("wrong cluster secret")
+
+// NewClient returns a client of the members at addrs. It does not connect
+// until the first call.
+func NewClient(addrs []string, secret string) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("cluster: no metadata service address")
+	}
+	var sid [8]byte
+	if _, err := rand.Read(sid[:]); err != nil {
+		return nil, err
+	}
+	c := &Client{addrs: addrs, session: binary.LittleEndian.Uint64(sid[:]) | 1, attempt: 5 * time.Second}
+	for _, a := range addrs {
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(bearer(secret)))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cluster: %s: %w", a, err)
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+// Close drops the connections.
+func (c *Client) Close() {
+	c.closeOnce.Do(func() {
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+	})
+}
+
+// retryable reports whether another member (or a later try) may succeed.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// call runs f against members in turn until it succeeds, fails for good, or
+// ctx ends.
+func (c *Client) call(ctx context.Context, f func(context.Context, metapb.MetaClient) error) error {
+	backoff := 10 * time.Millisecond
+	for {
+		i := int(c.cur.Load()) % len(c.conns)
+		actx, cancel := context.WithTimeout(ctx, c.attempt)
+		err := f(actx, metapb.NewMetaClient(c.conns[i]))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if status.Code(err) == codes.Unauthenticated {
+			return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("cluster: metadata service: %w (last error: %v)", ctx.Err(), err)
+			}
+			return err
+		}
+		c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.conns)))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("cluster: metadata service: %w (last error: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// Apply commits a mutation exactly once.
+func (c *Client) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	cmd.Session, cmd.Seq = c.session, c.seq.Add(1)
+	var res *metapb.Result
+	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		var err error
+		res, err = m.Apply(ctx, cmd)
+		return err
+	})
+	return res, err
+}
+
+// Read answers a query.
+func (c *Client) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
+	var res *metapb.ReadResp
+	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		var err error
+		res, err = m.Read(ctx, q)
+		return err
+	})
+	return res, err
+}
+
+// Join adds a voter through any member.
+func (c *Client) Join(ctx context.Context, req *metapb.JoinReq) error {
+	return c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		_, err := m.Join(ctx, req)
+		return err
+	})
+}
+
+// StatusOf asks the member at index i (of the addresses given) for its
+// status, without retrying elsewhere.
+func (c *Client) StatusOf(ctx context.Context, i int) (*metapb.StatusResp, error) {
+	return metapb.NewMetaClient(c.conns[i]).Status(ctx, &metapb.StatusReq{})
+}
+
+// Addrs returns the member addresses the client was given.
+func (c *Client) Addrs() []string { return c.addrs }

@@ -1,0 +1,221 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/hashicorp/raft"
+)
+
+// testGroup is a Raft group on raft's in-memory transport: no network.
+type testGroup struct {
+	nodes []*Node
+	fsms  []*FSM
+	comms []*committer
+}
+
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func newTestGroup(t *testing.T, n int) *testGroup {
+	t.Helper()
+	g := &testGroup{}
+	var trans []*raft.InmemTransport
+	var servers []raft.Server
+	for i := range n {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprint("n", i)))
+		trans = append(trans, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("n", i)), Address: addr})
+	}
+	for i := range trans {
+		for j := range trans {
+			if i != j {
+				trans[i].Connect(trans[j].LocalAddr(), trans[j])
+			}
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	for i := range n {
+		fsm := NewFSM()
+		node, err := NewNode(NodeConfig{ID: fmt.Sprint("n", i), Transport: trans[i], Fast: true, Logger: log}, fsm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.nodes = append(g.nodes, node)
+		g.fsms = append(g.fsms, fsm)
+		g.comms = append(g.comms, newCommitter(node.raft, 5*time.Second))
+	}
+	if err := g.nodes[0].raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i, node := range g.nodes {
+			g.comms[i].close()
+			node.Close()
+		}
+	})
+	return g
+}
+
+func (g *testGroup) leader(t *testing.T) int {
+	t.Helper()
+	idx := -1
+	waitFor(t, "a leader", 10*time.Second, func() bool {
+		for i, n := range g.nodes {
+			if n.IsLeader() {
+				idx = i
+				return true
+			}
+		}
+		return false
+	})
+	return idx
+}
+
+func mkdirCmd(parent uint64, name string) *metapb.Command {
+	return &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{Parent: parent, Name: name, Mode: 0o755}}}
+}
+
+func createCmd(parent uint64, name string, excl bool) *metapb.Command {
+	return &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: 0o644, Excl: excl,
+	}}}
+}
+
+func TestGroupCommitReplicatesIdenticalState(t *testing.T) {
+	g := newTestGroup(t, 3)
+	l := g.leader(t)
+	ctx := context.Background()
+	res, err := g.comms[l].propose(ctx, mkdirCmd(namespace.RootIno, "d"))
+	if err != nil || res.Errno != 0 {
+		t.Fatalf("mkdir: %v %v", res, err)
+	}
+	dir := res.Attr.Ino
+	// 16 writers at once: the group commit packs them into few entries.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16*50)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				r, err := g.comms[l].propose(ctx, createCmd(dir, fmt.Sprintf("f%d-%d", w, i), true))
+				if err != nil {
+					errs <- err
+				} else if r.Errno != 0 {
+					errs <- syscall.Errno(r.Errno)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := g.nodes[l].raft.LastIndex(); got > 200 {
+		t.Errorf("800 creates took %d log entries: the group commit did not batch", got)
+	}
+	want := g.fsms[l].Inodes()
+	if want != 802 {
+		t.Fatalf("leader has %d inodes, want 802", want)
+	}
+	for i, f := range g.fsms {
+		waitFor(t, "replica to catch up", 5*time.Second, func() bool { return f.Inodes() == want })
+		d0, _ := g.fsms[l].Digest()
+		di, _ := f.Digest()
+		if d0 != di {
+			t.Fatalf("replica %d differs from the leader", i)
+		}
+	}
+}
+
+func TestExactlyOnceRetry(t *testing.T) {
+	f := NewFSM()
+	apply := func(c *metapb.Command) *metapb.Result {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.applyOnce(c)
+	}
+	c := createCmd(namespace.RootIno, "x", true)
+	c.Session, c.Seq = 7, 1
+	first := apply(c)
+	again := apply(c)
+	if first.Errno != 0 || again.Errno != 0 || first.Attr.Ino != again.Attr.Ino {
+		t.Fatalf("retry of a create: first %v, again %v: want the same success", first, again)
+	}
+	c2 := createCmd(namespace.RootIno, "x", true)
+	c2.Session, c2.Seq = 7, 2
+	if r := apply(c2); r.Errno != uint32(syscall.EEXIST) {
+		t.Fatalf("a new exclusive create of the same name: %v, want EEXIST", r)
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	f := NewFSM()
+	f.mu.Lock()
+	for i := range 100 {
+		c := createCmd(namespace.RootIno, fmt.Sprint("f", i), false)
+		c.Session, c.Seq = 3, uint64(i+1)
+		f.applyOnce(c)
+	}
+	f.members["a"] = &metapb.MemberOp{Id: "a", ApiAddr: "127.0.0.1:1"}
+	f.mu.Unlock()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(sink); err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := f.Digest()
+	d2, _ := g.Digest()
+	if d1 != d2 || g.MemberAPI("a") != "127.0.0.1:1" || g.Inodes() != 101 {
+		t.Fatalf("restored state differs")
+	}
+	// A corrupt snapshot is an error, not a panic.
+	bad := &memSink{}
+	bad.Write(sink.b[:len(sink.b)/2])
+	if err := NewFSM().Restore(bad); err == nil {
+		t.Fatal("restoring half a snapshot succeeded")
+	}
+}
+
+type memSink struct {
+	b   []byte
+	off int
+}
+
+func (m *memSink) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
+func (m *memSink) Read(p []byte) (int, error) {
+	if m.off >= len(m.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[m.off:])
+	m.off += n
+	return n, nil
+}
+func (m *memSink) Close() error  { return nil }
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { return nil }

@@ -1,0 +1,373 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+)
+
+// sessionWindow is how many recent results each client session keeps for
+// exactly-once retries; a client keeps fewer commands than this in flight.
+const sessionWindow = 1024
+
+// FSM is the Raft state machine: the namespace, the members' addresses, the
+// exactly-once memory of client sessions and the GC queue. Apply is a thin
+// dispatcher; the namespace does the work. It reads no clock: the leader
+// stamps each command with its time.
+type FSM struct {
+	mu       sync.RWMutex
+	ns       *namespace.Namespace
+	nextIno  uint64
+	members  map[string]*metapb.MemberOp
+	sessions map[uint64]*sessionResults
+	gc       []uint64
+}
+
+type sessionResults struct {
+	seqs    []uint64 // ascending
+	results map[uint64]*metapb.Result
+}
+
+// NewFSM returns the state of a new, empty filesystem.
+func NewFSM() *FSM {
+	return &FSM{
+		ns:       namespace.New(0o755, 0, 0, 0),
+		nextIno:  namespace.RootIno + 1,
+		members:  map[string]*metapb.MemberOp{},
+		sessions: map[uint64]*sessionResults{},
+	}
+}
+
+// Apply applies one log entry: a batch of commands, each whole, in order.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var b metapb.Batch
+	if err := proto.Unmarshal(l.Data, &b); err != nil {
+		// Every replica would fail alike, but state must never diverge
+		// silently: stop here.
+		panic(fmt.Sprintf("cluster: undecodable log entry %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*metapb.Result, len(b.Commands))
+	for i, c := range b.Commands {
+		out[i] = f.applyOnce(c)
+	}
+	return out
+}
+
+// applyOnce applies c unless its (session, seq) was applied before, in
+// which case it returns the first result again.
+func (f *FSM) applyOnce(c *metapb.Command) *metapb.Result {
+	if c.Session == 0 {
+		return f.apply(c)
+	}
+	s := f.sessions[c.Session]
+	if s == nil {
+		s = &sessionResults{results: map[uint64]*metapb.Result{}}
+		f.sessions[c.Session] = s
+	}
+	if r, ok := s.results[c.Seq]; ok {
+		return r
+	}
+	if len(s.seqs) > 0 && c.Seq < s.seqs[0] && len(s.seqs) >= sessionWindow {
+		// Older than anything remembered: it was answered long ago.
+		return &metapb.Result{Errno: uint32(syscall.ESTALE)}
+	}
+	r := f.apply(c)
+	i, _ := slices.BinarySearch(s.seqs, c.Seq)
+	s.seqs = slices.Insert(s.seqs, i, c.Seq)
+	s.results[c.Seq] = r
+	if len(s.seqs) > sessionWindow {
+		delete(s.results, s.seqs[0])
+		s.seqs = s.seqs[1:]
+	}
+	return r
+}
+
+func errnoResult(e syscall.Errno) *metapb.Result { return &metapb.Result{Errno: uint32(e)} }
+
+func attrResult(a namespace.Attr, e syscall.Errno) *metapb.Result {
+	if e != 0 {
+		return errnoResult(e)
+	}
+	return &metapb.Result{Attr: toPB(a)}
+}
+
+// allocIno returns the inode number the next create would take, and commit
+// marks it used when the namespace took it.
+func (f *FSM) created(a namespace.Attr, e syscall.Errno, ino uint64) *metapb.Result {
+	if e == 0 && a.Ino == ino {
+		f.nextIno++
+	}
+	return attrResult(a, e)
+}
+
+func (f *FSM) apply(c *metapb.Command) *metapb.Result {
+	now := c.Now
+	switch op := c.Op.(type) {
+	case *metapb.Command_Create:
+		o := op.Create
+		a, e := f.ns.Create(o.Parent, o.Name, namespace.FileType(o.Type), o.Mode, o.Uid, o.Gid, o.Rdev, f.nextIno, now, o.Excl)
+		return f.created(a, e, f.nextIno)
+	case *metapb.Command_Mkdir:
+		o := op.Mkdir
+		a, e := f.ns.Mkdir(o.Parent, o.Name, o.Mode, o.Uid, o.Gid, f.nextIno, now)
+		return f.created(a, e, f.nextIno)
+	case *metapb.Command_Symlink:
+		o := op.Symlink
+		a, e := f.ns.Symlink(o.Parent, o.Name, o.Target, o.Uid, o.Gid, f.nextIno, now)
+		return f.created(a, e, f.nextIno)
+	case *metapb.Command_Link:
+		o := op.Link
+		return attrResult(f.ns.Link(o.Ino, o.NewParent, o.NewName, now))
+	case *metapb.Command_Unlink:
+		o := op.Unlink
+		r, e := f.ns.Unlink(o.Parent, o.Name, now)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		f.gc = append(f.gc, r.Objects...)
+		return &metapb.Result{FreedObjects: r.Objects}
+	case *metapb.Command_Rmdir:
+		o := op.Rmdir
+		return errnoResult(f.ns.Rmdir(o.Parent, o.Name, now))
+	case *metapb.Command_Rename:
+		o := op.Rename
+		r, e := f.ns.Rename(o.OldParent, o.OldName, o.NewParent, o.NewName, o.Flags, now)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		f.gc = append(f.gc, r.Objects...)
+		return &metapb.Result{FreedObjects: r.Objects}
+	case *metapb.Command_Setattr:
+		o := op.Setattr
+		a, freed, e := f.ns.SetAttr(o.Ino, namespace.SetAttrIn{
+			Valid: o.Valid, Mode: o.Mode, Uid: o.Uid, Gid: o.Gid, Size: o.Size, Atime: o.Atime, Mtime: o.Mtime,
+		}, now)
+		f.gc = append(f.gc, freed...)
+		r := attrResult(a, e)
+		r.FreedObjects = freed
+		return r
+	case *metapb.Command_Setxattr:
+		o := op.Setxattr
+		return errnoResult(f.ns.SetXattr(o.Ino, o.Name, o.Value, o.Flags, now))
+	case *metapb.Command_Removexattr:
+		o := op.Removexattr
+		return errnoResult(f.ns.RemoveXattr(o.Ino, o.Name, now))
+	case *metapb.Command_Member:
+		if op.Member.Remove {
+			delete(f.members, op.Member.Id)
+		} else {
+			f.members[op.Member.Id] = op.Member
+		}
+		return &metapb.Result{}
+	}
+	// An operation this version does not know: refuse it the same way on
+	// every replica.
+	return errnoResult(syscall.ENOSYS)
+}
+
+func toPB(a namespace.Attr) *metapb.Attr {
+	return &metapb.Attr{
+		Ino: a.Ino, Type: uint32(a.Type), Mode: a.Mode, Uid: a.Uid, Gid: a.Gid, Nlink: a.Nlink, Size: a.Size,
+		Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime, Rdev: a.Rdev, Version: a.Version,
+	}
+}
+
+// Read answers a query from the current state.
+func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	switch op := q.Op.(type) {
+	case *metapb.ReadReq_Lookup:
+		a, e := f.ns.Lookup(op.Lookup.Parent, op.Lookup.Name)
+		return attrResp(a, e)
+	case *metapb.ReadReq_Getattr:
+		a, e := f.ns.GetAttr(op.Getattr.Ino)
+		return attrResp(a, e)
+	case *metapb.ReadReq_Readdir:
+		max := int(op.Readdir.Max)
+		if max <= 0 || max > 4096 {
+			max = 4096
+		}
+		ents, e := f.ns.ReadDir(op.Readdir.Ino, op.Readdir.Cookie, max)
+		if e != 0 {
+			return &metapb.ReadResp{Errno: uint32(e)}
+		}
+		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents))}
+		for i, d := range ents {
+			r.Entries[i] = &metapb.DirEntry{Name: d.Name, Ino: d.Ino, Type: uint32(d.Type), Cookie: d.Cookie}
+		}
+		return r
+	case *metapb.ReadReq_Readlink:
+		t, e := f.ns.Readlink(op.Readlink.Ino)
+		return &metapb.ReadResp{Errno: uint32(e), Target: t}
+	case *metapb.ReadReq_Getxattr:
+		v, e := f.ns.GetXattr(op.Getxattr.Ino, op.Getxattr.Name)
+		return &metapb.ReadResp{Errno: uint32(e), Value: v}
+	case *metapb.ReadReq_Listxattr:
+		n, e := f.ns.ListXattr(op.Listxattr.Ino)
+		return &metapb.ReadResp{Errno: uint32(e), Names: n}
+	}
+	return &metapb.ReadResp{Errno: uint32(syscall.ENOSYS)}
+}
+
+func attrResp(a namespace.Attr, e syscall.Errno) *metapb.ReadResp {
+	if e != 0 {
+		return &metapb.ReadResp{Errno: uint32(e)}
+	}
+	return &metapb.ReadResp{Attr: toPB(a)}
+}
+
+// MemberAPI is the API address a member announced ("" if none).
+func (f *FSM) MemberAPI(id string) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if m := f.members[id]; m != nil {
+		return m.ApiAddr
+	}
+	return ""
+}
+
+// Inodes counts the inodes.
+func (f *FSM) Inodes() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, _ := f.ns.Counts()
+	return n
+}
+
+// Digest identifies the whole state: equal on replicas that applied the
+// same log.
+func (f *FSM) Digest() ([32]byte, error) {
+	snap, err := f.encode()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(snap), nil
+}
+
+// Snapshot encodes the state (Apply waits meanwhile); Persist writes it.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	b, err := f.encode()
+	if err != nil {
+		return nil, err
+	}
+	return fsmSnapshot(b), nil
+}
+
+const snapshotMagic = "ECFSFSM1"
+
+func (f *FSM) encode() ([]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc}
+	ids := make([]string, 0, len(f.members))
+	for id := range f.members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		h.Members = append(h.Members, f.members[id])
+	}
+	sids := make([]uint64, 0, len(f.sessions))
+	for id := range f.sessions {
+		sids = append(sids, id)
+	}
+	slices.Sort(sids)
+	for _, id := range sids {
+		s := f.sessions[id]
+		sr := &metapb.SessionResults{Session: id, Seqs: s.seqs}
+		for _, q := range s.seqs {
+			sr.Results = append(sr.Results, s.results[q])
+		}
+		h.Sessions = append(h.Sessions, sr)
+	}
+	hb, err := proto.MarshalOptions{Deterministic: true}.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	var buf writeBuffer
+	buf.b = append(buf.b, snapshotMagic...)
+	buf.b = binary.AppendUvarint(buf.b, uint64(len(hb)))
+	buf.b = append(buf.b, hb...)
+	if _, err := f.ns.WriteTo(&buf); err != nil {
+		return nil, err
+	}
+	return buf.b, nil
+}
+
+type writeBuffer struct{ b []byte }
+
+func (w *writeBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	r := bufio.NewReader(rc)
+	magic := make([]byte, len(snapshotMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic {
+		return errors.New("cluster: not an ecfs snapshot")
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > 1<<30 {
+		return fmt.Errorf("cluster: corrupt snapshot header length: %v", err)
+	}
+	hb := make([]byte, n)
+	if _, err := io.ReadFull(r, hb); err != nil {
+		return fmt.Errorf("cluster: truncated snapshot: %w", err)
+	}
+	var h metapb.FSMHeader
+	if err := proto.Unmarshal(hb, &h); err != nil {
+		return fmt.Errorf("cluster: corrupt snapshot header: %w", err)
+	}
+	ns, err := namespace.Read(r)
+	if err != nil {
+		return fmt.Errorf("cluster: corrupt snapshot namespace: %w", err)
+	}
+	members := map[string]*metapb.MemberOp{}
+	for _, m := range h.Members {
+		members[m.Id] = m
+	}
+	sessions := map[uint64]*sessionResults{}
+	for _, s := range h.Sessions {
+		if len(s.Seqs) != len(s.Results) {
+			return errors.New("cluster: corrupt snapshot: session results")
+		}
+		sr := &sessionResults{seqs: s.Seqs, results: map[uint64]*metapb.Result{}}
+		for i, q := range s.Seqs {
+			sr.results[q] = s.Results[i]
+		}
+		sessions[s.Session] = sr
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ns, f.nextIno, f.members, f.sessions, f.gc = ns, h.NextIno, members, sessions, h.GcQueue
+	return nil
+}
+
+type fsmSnapshot []byte
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (fsmSnapshot) Release() {}

@@ -1,0 +1,143 @@
+package namespace
+
+import (
+	"math"
+	"slices"
+	"syscall"
+)
+
+// maxFileSize is the largest file size (and content end) accepted.
+const maxFileSize = math.MaxInt64
+
+// Namespace is the file system namespace: inodes, directories, content
+// slices and open handles. Create one with New or NewWithLimits, or restore
+// one with Read.
+type Namespace struct {
+	lim    Limits
+	inodes map[Ino]*inode
+	dirs   uint64 // directory inodes in inodes
+
+	// Open tracking. opens counts the handles of each open inode; an inode
+	// with nlink 0 stays (as an orphan) while it has any.
+	handles  map[uint64]handle
+	sessions map[uint64]map[uint64]struct{} // session -> its handles
+	opens    map[Ino]uint32
+}
+
+type handle struct {
+	ino     Ino
+	session uint64
+}
+
+// New returns a namespace with DefaultLimits holding only the root
+// directory (inode 1, nlink 2), owned by uid:gid with permissions rootMode.
+func New(rootMode, uid, gid uint32, now int64) *Namespace {
+	n, err := NewWithLimits(DefaultLimits(), rootMode, uid, gid, now)
+	if err != nil {
+		panic(err) // DefaultLimits are valid
+	}
+	return n
+}
+
+// NewWithLimits is New with explicit limits; it fails if lim is invalid.
+func NewWithLimits(lim Limits, rootMode, uid, gid uint32, now int64) (*Namespace, error) {
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	n := empty(lim)
+	root := newInode(TypeDir, rootMode, uid, gid, now)
+	root.nlink = 2
+	root.getExt().dir = &dirData{parent: RootIno, next: FirstCookie}
+	n.inodes[RootIno] = root
+	n.dirs = 1
+	return n, nil
+}
+
+func empty(lim Limits) *Namespace {
+	return &Namespace{
+		lim:      lim,
+		inodes:   make(map[Ino]*inode),
+		handles:  make(map[uint64]handle),
+		sessions: make(map[uint64]map[uint64]struct{}),
+		opens:    make(map[Ino]uint32),
+	}
+}
+
+// Limits returns the limits the namespace enforces.
+func (n *Namespace) Limits() Limits { return n.lim }
+
+// Counts returns the number of inodes (including open orphans) and how many
+// of them are directories.
+func (n *Namespace) Counts() (inodes uint64, dirs uint64) {
+	return uint64(len(n.inodes)), n.dirs
+}
+
+// GetAttr returns the attributes of ino; ENOENT if it does not exist (or was
+// freed). An unlinked file that is still open has nlink 0.
+func (n *Namespace) GetAttr(ino Ino) (Attr, syscall.Errno) {
+	i := n.inodes[ino]
+	if i == nil {
+		return Attr{}, syscall.ENOENT
+	}
+	return i.attr(ino), 0
+}
+
+// dirInode returns the directory ino: ENOENT if it does not exist, ENOTDIR
+// if it is not a directory.
+func (n *Namespace) dirInode(ino Ino) (*inode, *dirData, syscall.Errno) {
+	i := n.inodes[ino]
+	if i == nil {
+		return nil, nil, syscall.ENOENT
+	}
+	if i.typ != TypeDir {
+		return nil, nil, syscall.ENOTDIR
+	}
+	return i, i.ext.dir, 0
+}
+
+// regular returns the regular file ino: ENOENT, EISDIR for a directory,
+// EINVAL for other types.
+func (n *Namespace) regular(ino Ino) (*inode, syscall.Errno) {
+	i := n.inodes[ino]
+	switch {
+	case i == nil:
+		return nil, syscall.ENOENT
+	case i.typ == TypeDir:
+		return nil, syscall.EISDIR
+	case i.typ != TypeFile:
+		return nil, syscall.EINVAL
+	}
+	return i, 0
+}
+
+// checkNewIno rejects an inode number the caller should not have allocated.
+func (n *Namespace) checkNewIno(ino Ino) syscall.Errno {
+	if ino == 0 || n.inodes[ino] != nil {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// maybeFree frees ino if it has neither a link nor an open handle, and
+// returns whether it did and the objects it referenced.
+func (n *Namespace) maybeFree(ino Ino, i *inode) (bool, []uint64) {
+	if i.nlink > 0 || n.opens[ino] > 0 {
+		return false, nil
+	}
+	objs := i.objects()
+	delete(n.inodes, ino)
+	if i.typ == TypeDir {
+		n.dirs--
+	}
+	return true, objs
+}
+
+// mergeObjects returns the sorted union of a and b (each sorted).
+func mergeObjects(a, b []uint64) []uint64 {
+	if len(a) == 0 {
+		return b
+	}
+	out := append(a, b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

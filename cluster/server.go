@@ -1,0 +1,285 @@
+package cluster
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Server serves the metadata API of one member. Any member accepts any
+// request: it proposes mutations when it leads and forwards them otherwise.
+type Server struct {
+	metapb.UnimplementedMetaServer
+	node    *Node
+	fsm     *FSM
+	apiAddr string
+	secret  string
+	commit  *committer
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by API address, for forwarding
+}
+
+// NewServer wires the API to a running node.
+func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret,
+		commit: newCommitter(node.raft, 10*time.Second),
+		log:    log.With("component", "meta-api"),
+		conns:  map[string]*grpc.ClientConn{},
+	}
+}
+
+// Close stops the group commit and drops forwarding connections.
+func (s *Server) Close() {
+	s.commit.close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = map[string]*grpc.ClientConn{}
+}
+
+// GRPCServer returns a gRPC server with this API and the secret check.
+func (s *Server) GRPCServer() *grpc.Server {
+	g := grpc.NewServer(grpc.UnaryInterceptor(s.authenticate))
+	metapb.RegisterMetaServer(g, s)
+	return g
+}
+
+func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var tok string
+	if v := md.Get("authorization"); len(v) == 1 {
+		tok, _ = strings.CutPrefix(v[0], "Bearer ")
+	}
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.secret)) != 1 {
+		s.log.Warn("rejected request: wrong or missing cluster secret", "method", info.FullMethod)
+		return nil, status.Error(codes.Unauthenticated, "wrong or missing cluster secret")
+	}
+	return h(ctx, req)
+}
+
+// leaderAPI returns the API address of the current leader ("" if unknown).
+func (s *Server) leaderAPI() string {
+	_, id := s.node.raft.LeaderWithID()
+	if id == "" {
+		return ""
+	}
+	return s.fsm.MemberAPI(string(id))
+}
+
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearer(s.secret)))
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// forward sends a request to the leader, or says there is none.
+func (s *Server) forward(ctx context.Context) (metapb.MetaClient, error) {
+	addr := s.leaderAPI()
+	if addr == "" || addr == s.apiAddr {
+		return nil, status.Error(codes.Unavailable, ErrNotLeader.Error()+": no leader known yet")
+	}
+	c, err := s.conn(addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "connecting to the leader %s: %v", addr, err)
+	}
+	return metapb.NewMetaClient(c), nil
+}
+
+// Apply proposes a mutation (forwarding it to the leader when needed).
+func (s *Server) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	if !s.node.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
+		}
+		c, err := s.forward(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Apply(markForwarded(ctx), cmd)
+	}
+	cmd.Now = time.Now().UnixNano()
+	res, err := s.commit.propose(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return res, nil
+}
+
+// Read answers a query; unless it may be stale, only the leader answers,
+// after confirming it still leads.
+func (s *Server) Read(ctx context.Context, req *metapb.ReadReq) (*metapb.ReadResp, error) {
+	if !req.Stale {
+		if !s.node.IsLeader() {
+			if isForwarded(ctx) {
+				return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
+			}
+			c, err := s.forward(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return c.Read(markForwarded(ctx), req)
+		}
+		if err := s.node.raft.VerifyLeader().Error(); err != nil {
+			return nil, toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
+		}
+	}
+	return s.fsm.Read(req), nil
+}
+
+// Join adds a voter and records its API address; idempotent.
+func (s *Server) Join(ctx context.Context, req *metapb.JoinReq) (*metapb.JoinResp, error) {
+	if req.Id == "" || req.RaftAddr == "" || req.ApiAddr == "" {
+		return nil, status.Error(codes.InvalidArgument, "join needs an id, a raft address and an API address")
+	}
+	if !s.node.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
+		}
+		c, err := s.forward(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Join(markForwarded(ctx), req)
+	}
+	if err := s.node.AddVoter(req.Id, req.RaftAddr); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Member{
+		Member: &metapb.MemberOp{Id: req.Id, RaftAddr: req.RaftAddr, ApiAddr: req.ApiAddr},
+	}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &metapb.JoinResp{}, nil
+}
+
+// Remove removes a voter.
+func (s *Server) Remove(ctx context.Context, req *metapb.RemoveReq) (*metapb.RemoveResp, error) {
+	if !s.node.IsLeader() {
+		if isForwarded(ctx) {
+			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
+		}
+		c, err := s.forward(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Remove(markForwarded(ctx), req)
+	}
+	if err := s.node.RemoveServer(req.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Member{
+		Member: &metapb.MemberOp{Id: req.Id, Remove: true},
+	}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &metapb.RemoveResp{}, nil
+}
+
+// Status reports what this member knows: its own state, the leader and the
+// members (each member's state is as this member sees it).
+func (s *Server) Status(ctx context.Context, _ *metapb.StatusReq) (*metapb.StatusResp, error) {
+	r := s.node.raft
+	resp := &metapb.StatusResp{
+		Id:           s.node.cfg.ID,
+		State:        strings.ToLower(r.State().String()),
+		LeaderApi:    s.leaderAPI(),
+		AppliedIndex: r.AppliedIndex(),
+		Inodes:       s.fsm.Inodes(),
+	}
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err == nil {
+		_, leader := r.LeaderWithID()
+		for _, m := range cf.Configuration().Servers {
+			st := "follower"
+			if m.ID == leader {
+				st = "leader"
+			}
+			resp.Members = append(resp.Members, &metapb.Member{
+				Id: string(m.ID), RaftAddr: string(m.Address), ApiAddr: s.fsm.MemberAPI(string(m.ID)), State: st,
+			})
+		}
+	}
+	return resp, nil
+}
+
+// AnnounceSelf records this member's API address once it leads (the
+// bootstrap node has nobody to join through). It retries until ctx ends.
+func (s *Server) AnnounceSelf(ctx context.Context) {
+	for ctx.Err() == nil {
+		if s.node.IsLeader() && s.fsm.MemberAPI(s.node.cfg.ID) != s.apiAddr {
+			_, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Member{
+				Member: &metapb.MemberOp{Id: s.node.cfg.ID, RaftAddr: string(s.node.trans.LocalAddr()), ApiAddr: s.apiAddr},
+			}})
+			if err == nil {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.node.raft.LeaderCh():
+		case <-time.After(time.Second): // re-check: leadership may have come before we listened
+		}
+	}
+}
+
+const forwardedKey = "ecfs-forwarded"
+
+func markForwarded(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+func toStatus(err error) error {
+	switch {
+	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrStopped):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// bearer is per-RPC credentials carrying the cluster secret.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/codec"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func runMeta(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("meta", "--id ID --data-dir DIR --raft-addr H:P --api-addr H:P --secret-file F (--bootstrap [--ec K+M] | --join API_ADDR) [flags]\n\n"+
+		"Runs a member of the metadata service's Raft group. Start the first with --bootstrap,\n"+
+		"the others with --join (any member's API address). A member restarted with its\n"+
+		"--data-dir comes back with its state; --bootstrap and --join are then ignored.", stdout)
+	id := fs.String("id", "", "this member's name, stable across restarts; required")
+	dataDir := fs.String("data-dir", "", "directory for the Raft log and snapshots; required")
+	raftAddr := fs.String("raft-addr", ":9101", "host:port of the Raft transport (other members must reach it)")
+	apiAddr := fs.String("api-addr", ":9100", "host:port of the metadata API")
+	httpAddr := fs.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
+	secretFile := fs.String("secret-file", "", "file holding the cluster secret (ecfs keygen); required")
+	bootstrap := fs.Bool("bootstrap", false, "start a new group with this member")
+	ec := fs.String("ec", "4+2", "erasure-coding scheme of a new filesystem (with --bootstrap)")
+	join := fs.String("join", "", "API address of a member to join through")
+	joinTimeout := fs.Duration("join-timeout", time.Minute, "how long to keep trying to join")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	switch {
+	case *id == "":
+		return &usageError{"--id is required"}
+	case *dataDir == "":
+		return &usageError{"--data-dir is required"}
+	case *bootstrap && *join != "":
+		return &usageError{"--bootstrap and --join exclude each other"}
+	}
+	if _, err := codec.ParseScheme(*ec); err != nil {
+		return &usageError{fmt.Sprintf("--ec: %v", err)}
+	}
+	for _, a := range []string{*raftAddr, *apiAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return &usageError{fmt.Sprintf("address %q: %v", a, err)}
+		}
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	secret, err := readSecret(*secretFile)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", *apiAddr)
+	if err != nil {
+		return fmt.Errorf("listening for the API: %w", err)
+	}
+	defer ln.Close()
+	fsm := cluster.NewFSM()
+	node, err := cluster.NewNode(cluster.NodeConfig{
+		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, Bootstrap: *bootstrap, Logger: log,
+	}, fsm)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	srv := cluster.NewServer(node, fsm, ln.Addr().String(), secret, log)
+	defer srv.Close()
+	g := srv.GRPCServer()
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(ln) }()
+	defer g.Stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, cancelAnnounce := context.WithCancel(ctx)
+	defer cancelAnnounce()
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
+
+	if *httpAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		hln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return fmt.Errorf("listening for metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if node.Raft().Leader() == "" {
+				http.Error(w, "no leader", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(hln) }()
+		defer hs.Close()
+	}
+
+	if *join != "" && fsm.MemberAPI(*id) == "" {
+		c, err := cluster.NewClient([]string{*join}, secret)
+		if err != nil {
+			return err
+		}
+		jctx, cancel := context.WithTimeout(ctx, *joinTimeout)
+		err = c.Join(jctx, &metapb.JoinReq{Id: *id, RaftAddr: *raftAddr, ApiAddr: ln.Addr().String()})
+		cancel()
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("joining through %s: %w", *join, err)
+		}
+	}
+	log.Info("meta serving", "id", *id, "api", ln.Addr().String(), "raft", *raftAddr, "data_dir", *dataDir)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("stopping")
+	return nil
+}

@@ -1,0 +1,172 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// metaNode is one `ecfs meta` process.
+type metaNode struct {
+	id, dataDir, raft, api string
+	p                      *proc
+}
+
+type metaGroup struct {
+	t          *testing.T
+	secretFile string
+	secret     string
+	nodes      []*metaNode
+}
+
+// newMetaGroup starts n meta members on 127.0.0.21, .22, ...: the first
+// bootstraps, the others join through it.
+func newMetaGroup(t *testing.T, n int) *metaGroup {
+	t.Helper()
+	dir := t.TempDir()
+	g := &metaGroup{t: t}
+	g.secretFile, g.secret = writeSecret(t, dir)
+	for i := range n {
+		ip := fmt.Sprintf("127.0.0.%d", 21+i)
+		g.nodes = append(g.nodes, &metaNode{
+			id: fmt.Sprint("m", i), dataDir: filepath.Join(dir, fmt.Sprint("meta", i)),
+			raft: freeAddr(t, ip), api: freeAddr(t, ip),
+		})
+	}
+	for i := range g.nodes {
+		g.launch(i, true)
+		g.wait(i)
+	}
+	return g
+}
+
+// launch starts member i: as a new member (the first bootstraps, the others
+// join) or, with first false, from its data dir.
+func (g *metaGroup) launch(i int, first bool) {
+	g.t.Helper()
+	m := g.nodes[i]
+	args := []string{"meta", "--id", m.id, "--data-dir", m.dataDir, "--raft-addr", m.raft, "--api-addr", m.api,
+		"--secret-file", g.secretFile, "--log-level", "warn"}
+	if first && i == 0 {
+		args = append(args, "--bootstrap")
+	} else if first {
+		args = append(args, "--join", g.nodes[0].api)
+	}
+	m.p = startProc(g.t, args...)
+}
+
+// wait polls member i until it answers and knows a leader.
+func (g *metaGroup) wait(i int) {
+	g.t.Helper()
+	m := g.nodes[i]
+	c := g.client()
+	defer c.Close()
+	waitFor(g.t, "meta "+m.id+" to serve", 30*time.Second, func() error {
+		if !m.p.running() {
+			return fmt.Errorf("exited: %v\n%s", m.p.err, m.p.logs.String())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.StatusOf(ctx, i)
+		if err != nil {
+			return err
+		}
+		if st.LeaderApi == "" {
+			return fmt.Errorf("%s sees no leader", m.id)
+		}
+		return nil
+	})
+}
+
+func (g *metaGroup) addrs() []string {
+	var out []string
+	for _, m := range g.nodes {
+		out = append(out, m.api)
+	}
+	return out
+}
+
+func (g *metaGroup) client() *cluster.Client {
+	g.t.Helper()
+	c, err := cluster.NewClient(g.addrs(), g.secret)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return c
+}
+
+// leader returns the index of the member every live member calls leader.
+func (g *metaGroup) leader() int {
+	g.t.Helper()
+	c := g.client()
+	defer c.Close()
+	idx := -1
+	waitFor(g.t, "one leader", 15*time.Second, func() error {
+		for i, m := range g.nodes {
+			if !m.p.running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.StatusOf(ctx, i)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st.State == "leader" {
+				idx = i
+				return nil
+			}
+		}
+		return fmt.Errorf("no member says it leads")
+	})
+	return idx
+}
+
+func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
+	g := newMetaGroup(t, 3)
+	c := g.client()
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mk := func(name string) *metapb.Result {
+		t.Helper()
+		r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{Parent: namespace.RootIno, Name: name, Mode: 0o755}}})
+		if err != nil {
+			t.Fatalf("mkdir %s: %v", name, err)
+		}
+		return r
+	}
+	if r := mk("a"); r.Errno != 0 {
+		t.Fatalf("mkdir a: errno %d", r.Errno)
+	}
+	old := g.leader()
+	g.nodes[old].p.kill()
+	start := time.Now()
+	if r := mk("b"); r.Errno != 0 {
+		t.Fatalf("mkdir b after the leader died: errno %d", r.Errno)
+	}
+	t.Logf("first write after SIGKILL of the leader took %v", time.Since(start).Round(time.Millisecond))
+	g.launch(old, false)
+	g.wait(old)
+	for _, m := range g.nodes {
+		m.p.kill()
+	}
+	for i := range g.nodes {
+		g.launch(i, false)
+	}
+	for i := range g.nodes {
+		g.wait(i)
+	}
+	for _, name := range []string{"a", "b"} {
+		r, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: name}}})
+		if err != nil || r.Errno != 0 {
+			t.Fatalf("after restarting all: lookup %s: %v errno %d", name, err, r.GetErrno())
+		}
+	}
+}
