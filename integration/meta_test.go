@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -152,6 +154,14 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 		t.Fatalf("mkdir b after the leader died: errno %d", r.Errno)
 	}
 	t.Logf("first write after SIGKILL of the leader took %v", time.Since(start).Round(time.Millisecond))
+	st := g.status()
+	states := map[string]string{}
+	for _, m := range st.Meta {
+		states[m.ID] = m.State
+	}
+	if states[g.nodes[old].id] != "unreachable" || len(st.Meta) != 3 || st.Leader == "" || st.Leader == g.nodes[old].api {
+		t.Fatalf("ecfs status after killing %s: %+v", g.nodes[old].id, st)
+	}
 	g.launch(old, false)
 	g.wait(old)
 	for _, m := range g.nodes {
@@ -163,10 +173,47 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 	for i := range g.nodes {
 		g.wait(i)
 	}
+	st = g.status()
+	leaders := 0
+	for _, m := range st.Meta {
+		switch m.State {
+		case "leader":
+			leaders++
+		case "follower":
+		default:
+			t.Errorf("member %s is %s after the restart", m.ID, m.State)
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d leaders: %+v", leaders, st)
+	}
 	for _, name := range []string{"a", "b"} {
 		r, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: name}}})
 		if err != nil || r.Errno != 0 {
 			t.Fatalf("after restarting all: lookup %s: %v errno %d", name, err, r.GetErrno())
 		}
 	}
+}
+
+type statusJSON struct {
+	Leader string `json:"leader"`
+	Meta   []struct {
+		ID    string `json:"id"`
+		Addr  string `json:"addr"`
+		State string `json:"state"`
+	} `json:"meta"`
+}
+
+// status runs `ecfs status --json`.
+func (g *metaGroup) status() statusJSON {
+	g.t.Helper()
+	code, out, errs := runEcfs(g.t, "status", "--meta", strings.Join(g.addrs(), ","), "--secret-file", g.secretFile, "--json")
+	if code != 0 {
+		g.t.Fatalf("ecfs status: exit %d: %s", code, errs)
+	}
+	var st statusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		g.t.Fatalf("ecfs status --json: %v: %s", err, out)
+	}
+	return st
 }

@@ -23,6 +23,7 @@ func commands() []command {
 	return []command{
 		{"meta", "run a metadata service member (Raft)", runMeta},
 		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
+		{"status", "show the metadata service: leader and members", runStatus},
 		{"keygen", "print a new cluster secret", runKeygen},
 		{"dev", "run the embedded default cluster and mount it (not built yet)", runDev},
 		{"version", "print the version", runVersion},
