@@ -149,3 +149,27 @@ func (c *Client) StatusOf(ctx context.Context, i int) (*metapb.StatusResp, error
 
 // Addrs returns the member addresses the client was given.
 func (c *Client) Addrs() []string { return c.addrs }
+
+// Heartbeat registers a store or records that it is alive, with its
+// capacity. It is idempotent, so it carries no session.
+func (c *Client) Heartbeat(ctx context.Context, info *metapb.StoreInfo) error {
+	cmd := &metapb.Command{Op: &metapb.Command_Store{Store: &metapb.StoreOp{Info: info}}}
+	return c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		r, err := m.Apply(ctx, cmd)
+		if err == nil && r.Errno != 0 {
+			return fmt.Errorf("cluster: store registration refused: errno %d", r.Errno)
+		}
+		return err
+	})
+}
+
+// Place allocates n object ids and their stores.
+func (c *Client) Place(ctx context.Context, n int) (*metapb.PlaceResp, error) {
+	var res *metapb.PlaceResp
+	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		var err error
+		res, err = m.Place(ctx, &metapb.PlaceReq{Count: uint32(n)})
+		return err
+	})
+	return res, err
+}

@@ -32,6 +32,9 @@ type FSM struct {
 	members  map[string]*metapb.MemberOp
 	sessions map[uint64]*sessionResults
 	gc       []uint64
+	stores   map[string]*metapb.StoreInfo
+	scheme   *metapb.InitOp // nil before init
+	nextObj  uint64
 }
 
 type sessionResults struct {
@@ -46,6 +49,8 @@ func NewFSM() *FSM {
 		nextIno:  namespace.RootIno + 1,
 		members:  map[string]*metapb.MemberOp{},
 		sessions: map[uint64]*sessionResults{},
+		stores:   map[string]*metapb.StoreInfo{},
+		nextObj:  1,
 	}
 }
 
@@ -175,6 +180,23 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 			f.members[op.Member.Id] = op.Member
 		}
 		return &metapb.Result{}
+	case *metapb.Command_Store:
+		return f.applyStore(op.Store, now)
+	case *metapb.Command_StoreState:
+		return f.applyStoreState(op.StoreState)
+	case *metapb.Command_Init:
+		if in := op.Init; f.scheme == nil {
+			if in.K < 1 || in.M < 1 || in.K+in.M > 256 || in.Scheme == "" {
+				return errnoResult(syscall.EINVAL)
+			}
+			f.scheme = in
+		}
+		return &metapb.Result{}
+	case *metapb.Command_Alloc:
+		n := uint64(max(op.Alloc.Count, 1))
+		first := f.nextObj
+		f.nextObj += n
+		return &metapb.Result{FirstId: first}
 	}
 	// An operation this version does not know: refuse it the same way on
 	// every replica.
@@ -275,7 +297,15 @@ const snapshotMagic = "ECFSFSM1"
 func (f *FSM) encode() ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc}
+	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj}
+	sids0 := make([]string, 0, len(f.stores))
+	for id := range f.stores {
+		sids0 = append(sids0, id)
+	}
+	slices.Sort(sids0)
+	for _, id := range sids0 {
+		h.Stores = append(h.Stores, f.stores[id])
+	}
 	ids := make([]string, 0, len(f.members))
 	for id := range f.members {
 		ids = append(ids, id)
@@ -354,9 +384,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 		sessions[s.Session] = sr
 	}
+	stores := map[string]*metapb.StoreInfo{}
+	for _, s := range h.Stores {
+		stores[s.Id] = s
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ns, f.nextIno, f.members, f.sessions, f.gc = ns, h.NextIno, members, sessions, h.GcQueue
+	f.stores, f.scheme, f.nextObj = stores, h.Scheme, h.NextObject
 	return nil
 }
 

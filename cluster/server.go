@@ -215,6 +215,10 @@ func (s *Server) Status(ctx context.Context, _ *metapb.StatusReq) (*metapb.Statu
 		LeaderApi:    s.leaderAPI(),
 		AppliedIndex: r.AppliedIndex(),
 		Inodes:       s.fsm.Inodes(),
+		Stores:       s.fsm.Stores(),
+	}
+	if sc := s.fsm.Scheme(); sc != nil {
+		resp.Scheme = sc.Scheme
 	}
 	cf := r.GetConfiguration()
 	if err := cf.Error(); err == nil {

@@ -164,14 +164,21 @@ type testCluster struct {
 	secret     string
 	stores     []*storeNode
 	client     *store.Client
+	storeArgs  []string // extra flags for every store
 }
 
 // newStores starts n store daemons on 127.0.0.11, .12, ...
 func newStores(t testing.TB, n int) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir}
-	c.secretFile, c.secret = writeSecret(t, dir)
+	secretFile, secret := writeSecret(t, dir)
+	return newStoresWith(t, dir, secretFile, secret, n)
+}
+
+// newStoresWith starts n store daemons with the given secret and extra flags.
+func newStoresWith(t testing.TB, dir, secretFile, secret string, n int, extra ...string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, dir: dir, secretFile: secretFile, secret: secret, storeArgs: extra}
 	c.client = store.NewClient(store.ClientConfig{Secret: c.secret})
 	t.Cleanup(c.client.Close)
 	for i := range n {
@@ -188,8 +195,9 @@ func newStores(t testing.TB, n int) *testCluster {
 func (c *testCluster) start(i int) {
 	c.t.Helper()
 	s := c.stores[i]
-	s.p = startProc(c.t, "store", "--data-dir", s.dataDir, "--addr", s.addr, "--http-addr", s.http,
-		"--secret-file", c.secretFile, "--log-level", "warn", "--pprof")
+	args := []string{"store", "--data-dir", s.dataDir, "--addr", s.addr, "--http-addr", s.http,
+		"--secret-file", c.secretFile, "--log-level", "warn", "--pprof"}
+	s.p = startProc(c.t, append(args, c.storeArgs...)...)
 	waitFor(c.t, "store "+s.addr, 15*time.Second, func() error {
 		if !s.p.running() {
 			return fmt.Errorf("exited: %v\n%s", s.p.err, s.p.logs.String())

@@ -25,14 +25,15 @@ type metaGroup struct {
 	secretFile string
 	secret     string
 	nodes      []*metaNode
+	extra      []string // flags for every member
 }
 
 // newMetaGroup starts n meta members on 127.0.0.21, .22, ...: the first
 // bootstraps, the others join through it.
-func newMetaGroup(t *testing.T, n int) *metaGroup {
+func newMetaGroup(t *testing.T, n int, extra ...string) *metaGroup {
 	t.Helper()
 	dir := t.TempDir()
-	g := &metaGroup{t: t}
+	g := &metaGroup{t: t, extra: extra}
 	g.secretFile, g.secret = writeSecret(t, dir)
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 21+i)
@@ -55,6 +56,7 @@ func (g *metaGroup) launch(i int, first bool) {
 	m := g.nodes[i]
 	args := []string{"meta", "--id", m.id, "--data-dir", m.dataDir, "--raft-addr", m.raft, "--api-addr", m.api,
 		"--secret-file", g.secretFile, "--log-level", "warn"}
+	args = append(args, g.extra...)
 	if first && i == 0 {
 		args = append(args, "--bootstrap")
 	} else if first {
@@ -197,7 +199,13 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 
 type statusJSON struct {
 	Leader string `json:"leader"`
-	Meta   []struct {
+	Stores []struct {
+		ID    string `json:"id"`
+		Addr  string `json:"addr"`
+		State string `json:"state"`
+		Free  int64  `json:"free_bytes"`
+	} `json:"stores"`
+	Meta []struct {
 		ID    string `json:"id"`
 		Addr  string `json:"addr"`
 		State string `json:"state"`

@@ -939,6 +939,311 @@ func (x *MemberOp) GetRemove() bool {
 	return false
 }
 
+// StoreInfo is a store daemon as the metadata service knows it.
+type StoreInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Host          string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Zone          string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	TotalBytes    int64                  `protobuf:"varint,5,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	FreeBytes     int64                  `protobuf:"varint,6,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	State         string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`                                       // up, suspect, down, draining
+	LastHeartbeat int64                  `protobuf:"varint,8,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"` // leader's clock, ns
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreInfo) Reset() {
+	*x = StoreInfo{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreInfo) ProtoMessage() {}
+
+func (x *StoreInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreInfo.ProtoReflect.Descriptor instead.
+func (*StoreInfo) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StoreInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StoreInfo) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *StoreInfo) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *StoreInfo) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *StoreInfo) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *StoreInfo) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *StoreInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *StoreInfo) GetLastHeartbeat() int64 {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return 0
+}
+
+// StoreOp registers a store or records its heartbeat (state up, capacity).
+type StoreOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *StoreInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreOp) Reset() {
+	*x = StoreOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreOp) ProtoMessage() {}
+
+func (x *StoreOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreOp.ProtoReflect.Descriptor instead.
+func (*StoreOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StoreOp) GetInfo() *StoreInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// StoreStateOp is the leader's verdict on a store's health.
+type StoreStateOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreStateOp) Reset() {
+	*x = StoreStateOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreStateOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreStateOp) ProtoMessage() {}
+
+func (x *StoreStateOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreStateOp.ProtoReflect.Descriptor instead.
+func (*StoreStateOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StoreStateOp) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StoreStateOp) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// InitOp sets the filesystem's scheme once, at bootstrap.
+type InitOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"` // as written by codec.Scheme.String, validated by the proposer
+	K             uint32                 `protobuf:"varint,2,opt,name=k,proto3" json:"k,omitempty"`
+	M             uint32                 `protobuf:"varint,3,opt,name=m,proto3" json:"m,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitOp) Reset() {
+	*x = InitOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitOp) ProtoMessage() {}
+
+func (x *InitOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitOp.ProtoReflect.Descriptor instead.
+func (*InitOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *InitOp) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *InitOp) GetK() uint32 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *InitOp) GetM() uint32 {
+	if x != nil {
+		return x.M
+	}
+	return 0
+}
+
+// AllocOp reserves count object ids.
+type AllocOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocOp) Reset() {
+	*x = AllocOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocOp) ProtoMessage() {}
+
+func (x *AllocOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocOp.ProtoReflect.Descriptor instead.
+func (*AllocOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AllocOp) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // Command is one mutation. The leader fills in now and the identifiers it
 // allocates before proposing; Apply reads no clock.
 type Command struct {
@@ -960,6 +1265,10 @@ type Command struct {
 	//	*Command_Setxattr
 	//	*Command_Removexattr
 	//	*Command_Member
+	//	*Command_Store
+	//	*Command_StoreState
+	//	*Command_Init
+	//	*Command_Alloc
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -967,7 +1276,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1288,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[12]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1301,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{12}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -1129,6 +1438,42 @@ func (x *Command) GetMember() *MemberOp {
 	return nil
 }
 
+func (x *Command) GetStore() *StoreOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Store); ok {
+			return x.Store
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetStoreState() *StoreStateOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_StoreState); ok {
+			return x.StoreState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetInit() *InitOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Init); ok {
+			return x.Init
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAlloc() *AllocOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Alloc); ok {
+			return x.Alloc
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -1177,6 +1522,22 @@ type Command_Member struct {
 	Member *MemberOp `protobuf:"bytes,30,opt,name=member,proto3,oneof"`
 }
 
+type Command_Store struct {
+	Store *StoreOp `protobuf:"bytes,31,opt,name=store,proto3,oneof"`
+}
+
+type Command_StoreState struct {
+	StoreState *StoreStateOp `protobuf:"bytes,32,opt,name=store_state,json=storeState,proto3,oneof"`
+}
+
+type Command_Init struct {
+	Init *InitOp `protobuf:"bytes,33,opt,name=init,proto3,oneof"`
+}
+
+type Command_Alloc struct {
+	Alloc *AllocOp `protobuf:"bytes,34,opt,name=alloc,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -1199,6 +1560,14 @@ func (*Command_Removexattr) isCommand_Op() {}
 
 func (*Command_Member) isCommand_Op() {}
 
+func (*Command_Store) isCommand_Op() {}
+
+func (*Command_StoreState) isCommand_Op() {}
+
+func (*Command_Init) isCommand_Op() {}
+
+func (*Command_Alloc) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -1210,7 +1579,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1591,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1604,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -1251,13 +1620,14 @@ type Result struct {
 	Errno         uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"` // 0: success
 	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
 	FreedObjects  []uint64               `protobuf:"varint,3,rep,packed,name=freed_objects,json=freedObjects,proto3" json:"freed_objects,omitempty"` // objects no inode references any more
+	FirstId       uint64                 `protobuf:"varint,4,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`                       // AllocOp: the first id reserved
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1639,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1652,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -1306,6 +1676,13 @@ func (x *Result) GetFreedObjects() []uint64 {
 	return nil
 }
 
+func (x *Result) GetFirstId() uint64 {
+	if x != nil {
+		return x.FirstId
+	}
+	return 0
+}
+
 type LookupReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
@@ -1316,7 +1693,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1705,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1718,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -1367,7 +1744,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1756,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1769,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -1413,7 +1790,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1802,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1815,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -1474,7 +1851,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1863,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1876,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DirEntry) GetName() string {
@@ -1539,7 +1916,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1928,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1941,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -1584,7 +1961,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1973,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1986,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -1635,7 +2012,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2024,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2037,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -1690,7 +2067,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +2079,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +2092,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -1840,7 +2217,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2229,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2242,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -1921,7 +2298,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2310,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2323,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinReq) GetId() string {
@@ -1978,7 +2355,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2367,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2380,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 type RemoveReq struct {
@@ -2015,7 +2392,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2404,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2417,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -2058,7 +2435,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2447,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2460,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 type StatusReq struct {
@@ -2094,7 +2471,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2483,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2496,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 type Member struct {
@@ -2134,7 +2511,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2523,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2536,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Member) GetId() string {
@@ -2198,13 +2575,15 @@ type StatusResp struct {
 	Members       []*Member              `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	AppliedIndex  uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Inodes        uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	Stores        []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
+	Scheme        string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2595,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2608,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResp) GetId() string {
@@ -2274,6 +2653,178 @@ func (x *StatusResp) GetInodes() uint64 {
 	return 0
 }
 
+func (x *StatusResp) GetStores() []*StoreInfo {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+func (x *StatusResp) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+type PlaceReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"` // objects to place (default 1)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceReq) Reset() {
+	*x = PlaceReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceReq) ProtoMessage() {}
+
+func (x *PlaceReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
+func (*PlaceReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PlaceReq) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// Placement is where one new object's k+m shards go: store ids and
+// addresses, "" for a shard left unplaced (recorded missing for the healer).
+type Placement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        uint64                 `protobuf:"varint,1,opt,name=object,proto3" json:"object,omitempty"`
+	StoreIds      []string               `protobuf:"bytes,2,rep,name=store_ids,json=storeIds,proto3" json:"store_ids,omitempty"`
+	Addrs         []string               `protobuf:"bytes,3,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Placement) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *Placement) GetStoreIds() []string {
+	if x != nil {
+		return x.StoreIds
+	}
+	return nil
+}
+
+func (x *Placement) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+type PlaceResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Placements    []*Placement           `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceResp) Reset() {
+	*x = PlaceResp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceResp) ProtoMessage() {}
+
+func (x *PlaceResp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
+func (*PlaceResp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *PlaceResp) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *PlaceResp) GetPlacements() []*Placement {
+	if x != nil {
+		return x.Placements
+	}
+	return nil
+}
+
 // SessionResults is the exactly-once memory of one client session: the
 // results of its most recent commands.
 type SessionResults struct {
@@ -2287,7 +2838,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2850,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2863,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -2343,13 +2894,16 @@ type FSMHeader struct {
 	Members       []*MemberOp            `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
 	Sessions      []*SessionResults      `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	GcQueue       []uint64               `protobuf:"varint,4,rep,packed,name=gc_queue,json=gcQueue,proto3" json:"gc_queue,omitempty"` // objects waiting to be deleted
+	Stores        []*StoreInfo           `protobuf:"bytes,5,rep,name=stores,proto3" json:"stores,omitempty"`
+	Scheme        *InitOp                `protobuf:"bytes,6,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	NextObject    uint64                 `protobuf:"varint,7,opt,name=next_object,json=nextObject,proto3" json:"next_object,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2915,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2928,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -2403,6 +2957,27 @@ func (x *FSMHeader) GetGcQueue() []uint64 {
 		return x.GcQueue
 	}
 	return nil
+}
+
+func (x *FSMHeader) GetStores() []*StoreInfo {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetScheme() *InitOp {
+	if x != nil {
+		return x.Scheme
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetNextObject() uint64 {
+	if x != nil {
+		return x.NextObject
+	}
+	return 0
 }
 
 var File_cluster_metapb_meta_proto protoreflect.FileDescriptor
@@ -2486,7 +3061,29 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xfa\x04\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xd4\x01\n" +
+	"\tStoreInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n" +
+	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x1f\n" +
+	"\vtotal_bytes\x18\x05 \x01(\x03R\n" +
+	"totalBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x06 \x01(\x03R\tfreeBytes\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12%\n" +
+	"\x0elast_heartbeat\x18\b \x01(\x03R\rlastHeartbeat\"3\n" +
+	"\aStoreOp\x12(\n" +
+	"\x04info\x18\x01 \x01(\v2\x14.ecfs.meta.StoreInfoR\x04info\"4\n" +
+	"\fStoreStateOp\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"<\n" +
+	"\x06InitOp\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\f\n" +
+	"\x01k\x18\x02 \x01(\rR\x01k\x12\f\n" +
+	"\x01m\x18\x03 \x01(\rR\x01m\"\x1f\n" +
+	"\aAllocOp\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"\xb7\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -2503,14 +3100,20 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\asetattr\x18\x11 \x01(\v2\x14.ecfs.meta.SetAttrOpH\x00R\asetattr\x123\n" +
 	"\bsetxattr\x18\x12 \x01(\v2\x15.ecfs.meta.SetXattrOpH\x00R\bsetxattr\x12<\n" +
 	"\vremovexattr\x18\x13 \x01(\v2\x18.ecfs.meta.RemoveXattrOpH\x00R\vremovexattr\x12-\n" +
-	"\x06member\x18\x1e \x01(\v2\x13.ecfs.meta.MemberOpH\x00R\x06memberB\x04\n" +
+	"\x06member\x18\x1e \x01(\v2\x13.ecfs.meta.MemberOpH\x00R\x06member\x12*\n" +
+	"\x05store\x18\x1f \x01(\v2\x12.ecfs.meta.StoreOpH\x00R\x05store\x12:\n" +
+	"\vstore_state\x18  \x01(\v2\x17.ecfs.meta.StoreStateOpH\x00R\n" +
+	"storeState\x12'\n" +
+	"\x04init\x18! \x01(\v2\x11.ecfs.meta.InitOpH\x00R\x04init\x12*\n" +
+	"\x05alloc\x18\" \x01(\v2\x12.ecfs.meta.AllocOpH\x00R\x05allocB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"h\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\x83\x01\n" +
 	"\x06Result\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12#\n" +
-	"\rfreed_objects\x18\x03 \x03(\x04R\ffreedObjects\"7\n" +
+	"\rfreed_objects\x18\x03 \x03(\x04R\ffreedObjects\x12\x19\n" +
+	"\bfirst_id\x18\x04 \x01(\x04R\afirstId\"7\n" +
 	"\tLookupReq\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1e\n" +
@@ -2566,7 +3169,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\xbb\x01\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\x81\x02\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -2575,22 +3178,40 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"leader_api\x18\x03 \x01(\tR\tleaderApi\x12+\n" +
 	"\amembers\x18\x04 \x03(\v2\x11.ecfs.meta.MemberR\amembers\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x16\n" +
-	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\"k\n" +
+	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\x12,\n" +
+	"\x06stores\x18\a \x03(\v2\x14.ecfs.meta.StoreInfoR\x06stores\x12\x16\n" +
+	"\x06scheme\x18\b \x01(\tR\x06scheme\" \n" +
+	"\bPlaceReq\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
+	"\tPlacement\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x1b\n" +
+	"\tstore_ids\x18\x02 \x03(\tR\bstoreIds\x12\x14\n" +
+	"\x05addrs\x18\x03 \x03(\tR\x05addrs\"Y\n" +
+	"\tPlaceResp\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x124\n" +
+	"\n" +
+	"placements\x18\x02 \x03(\v2\x14.ecfs.meta.PlacementR\n" +
+	"placements\"k\n" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
-	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xa7\x01\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xa1\x02\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
 	"\bsessions\x18\x03 \x03(\v2\x19.ecfs.meta.SessionResultsR\bsessions\x12\x19\n" +
-	"\bgc_queue\x18\x04 \x03(\x04R\agcQueue2\x86\x02\n" +
+	"\bgc_queue\x18\x04 \x03(\x04R\agcQueue\x12,\n" +
+	"\x06stores\x18\x05 \x03(\v2\x14.ecfs.meta.StoreInfoR\x06stores\x12)\n" +
+	"\x06scheme\x18\x06 \x01(\v2\x11.ecfs.meta.InitOpR\x06scheme\x12\x1f\n" +
+	"\vnext_object\x18\a \x01(\x04R\n" +
+	"nextObject2\xba\x02\n" +
 	"\x04Meta\x12.\n" +
 	"\x05Apply\x12\x12.ecfs.meta.Command\x1a\x11.ecfs.meta.Result\x12/\n" +
 	"\x04Read\x12\x12.ecfs.meta.ReadReq\x1a\x13.ecfs.meta.ReadResp\x12/\n" +
 	"\x04Join\x12\x12.ecfs.meta.JoinReq\x1a\x13.ecfs.meta.JoinResp\x125\n" +
 	"\x06Remove\x12\x14.ecfs.meta.RemoveReq\x1a\x15.ecfs.meta.RemoveResp\x125\n" +
-	"\x06Status\x12\x14.ecfs.meta.StatusReq\x1a\x15.ecfs.meta.StatusRespB%Z#github.com/ecfs/ecfs/cluster/metapbb\x06proto3"
+	"\x06Status\x12\x14.ecfs.meta.StatusReq\x1a\x15.ecfs.meta.StatusResp\x122\n" +
+	"\x05Place\x12\x13.ecfs.meta.PlaceReq\x1a\x14.ecfs.meta.PlaceRespB%Z#github.com/ecfs/ecfs/cluster/metapbb\x06proto3"
 
 var (
 	file_cluster_metapb_meta_proto_rawDescOnce sync.Once
@@ -2604,7 +3225,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -2618,69 +3239,88 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*SetXattrOp)(nil),     // 9: ecfs.meta.SetXattrOp
 	(*RemoveXattrOp)(nil),  // 10: ecfs.meta.RemoveXattrOp
 	(*MemberOp)(nil),       // 11: ecfs.meta.MemberOp
-	(*Command)(nil),        // 12: ecfs.meta.Command
-	(*Batch)(nil),          // 13: ecfs.meta.Batch
-	(*Result)(nil),         // 14: ecfs.meta.Result
-	(*LookupReq)(nil),      // 15: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 16: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 17: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 18: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 19: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 20: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 21: ecfs.meta.ListXattrReq
-	(*ReadReq)(nil),        // 22: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 23: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 24: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 25: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 26: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 27: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 28: ecfs.meta.StatusReq
-	(*Member)(nil),         // 29: ecfs.meta.Member
-	(*StatusResp)(nil),     // 30: ecfs.meta.StatusResp
-	(*SessionResults)(nil), // 31: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 32: ecfs.meta.FSMHeader
+	(*StoreInfo)(nil),      // 12: ecfs.meta.StoreInfo
+	(*StoreOp)(nil),        // 13: ecfs.meta.StoreOp
+	(*StoreStateOp)(nil),   // 14: ecfs.meta.StoreStateOp
+	(*InitOp)(nil),         // 15: ecfs.meta.InitOp
+	(*AllocOp)(nil),        // 16: ecfs.meta.AllocOp
+	(*Command)(nil),        // 17: ecfs.meta.Command
+	(*Batch)(nil),          // 18: ecfs.meta.Batch
+	(*Result)(nil),         // 19: ecfs.meta.Result
+	(*LookupReq)(nil),      // 20: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 21: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 22: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 23: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 24: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 25: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 26: ecfs.meta.ListXattrReq
+	(*ReadReq)(nil),        // 27: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 28: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 29: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 30: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 31: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 32: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 33: ecfs.meta.StatusReq
+	(*Member)(nil),         // 34: ecfs.meta.Member
+	(*StatusResp)(nil),     // 35: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 36: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 37: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 38: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 39: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 40: ecfs.meta.FSMHeader
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
-	1,  // 0: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 1: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 2: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 3: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 4: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 5: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 6: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 7: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 8: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 9: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 10: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	12, // 11: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 12: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	15, // 13: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	16, // 14: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	17, // 15: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	19, // 16: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	20, // 17: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	21, // 18: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	0,  // 19: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	18, // 20: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	29, // 21: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	14, // 22: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 23: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	31, // 24: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 25: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	22, // 26: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	24, // 27: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	26, // 28: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	28, // 29: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	14, // 30: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	23, // 31: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	25, // 32: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	27, // 33: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	30, // 34: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	30, // [30:35] is the sub-list for method output_type
-	25, // [25:30] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
+	1,  // 1: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 2: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 3: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 4: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 5: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 6: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 7: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 8: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 9: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 10: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 11: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 12: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 13: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 14: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	16, // 15: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	17, // 16: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 17: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	20, // 18: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	21, // 19: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	22, // 20: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	24, // 21: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	25, // 22: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	26, // 23: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	0,  // 24: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	23, // 25: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	34, // 26: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 27: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	37, // 28: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	19, // 29: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 30: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	39, // 31: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 32: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 33: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	17, // 34: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	27, // 35: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	29, // 36: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	31, // 37: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	33, // 38: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	36, // 39: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	19, // 40: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	28, // 41: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	30, // 42: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	32, // 43: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	35, // 44: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	38, // 45: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	40, // [40:46] is the sub-list for method output_type
+	34, // [34:40] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -2688,7 +3328,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[12].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[17].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -2700,8 +3340,12 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_Setxattr)(nil),
 		(*Command_Removexattr)(nil),
 		(*Command_Member)(nil),
+		(*Command_Store)(nil),
+		(*Command_StoreState)(nil),
+		(*Command_Init)(nil),
+		(*Command_Alloc)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[22].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[27].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -2715,7 +3359,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

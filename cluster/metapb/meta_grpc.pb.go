@@ -27,6 +27,7 @@ const (
 	Meta_Join_FullMethodName   = "/ecfs.meta.Meta/Join"
 	Meta_Remove_FullMethodName = "/ecfs.meta.Meta/Remove"
 	Meta_Status_FullMethodName = "/ecfs.meta.Meta/Status"
+	Meta_Place_FullMethodName  = "/ecfs.meta.Meta/Place"
 )
 
 // MetaClient is the client API for Meta service.
@@ -43,6 +44,8 @@ type MetaClient interface {
 	Remove(ctx context.Context, in *RemoveReq, opts ...grpc.CallOption) (*RemoveResp, error)
 	// Status is what this member knows of the group.
 	Status(ctx context.Context, in *StatusReq, opts ...grpc.CallOption) (*StatusResp, error)
+	// Place allocates object ids and chooses their stores.
+	Place(ctx context.Context, in *PlaceReq, opts ...grpc.CallOption) (*PlaceResp, error)
 }
 
 type metaClient struct {
@@ -103,6 +106,16 @@ func (c *metaClient) Status(ctx context.Context, in *StatusReq, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *metaClient) Place(ctx context.Context, in *PlaceReq, opts ...grpc.CallOption) (*PlaceResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlaceResp)
+	err := c.cc.Invoke(ctx, Meta_Place_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -117,6 +130,8 @@ type MetaServer interface {
 	Remove(context.Context, *RemoveReq) (*RemoveResp, error)
 	// Status is what this member knows of the group.
 	Status(context.Context, *StatusReq) (*StatusResp, error)
+	// Place allocates object ids and chooses their stores.
+	Place(context.Context, *PlaceReq) (*PlaceResp, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -141,6 +156,9 @@ func (UnimplementedMetaServer) Remove(context.Context, *RemoveReq) (*RemoveResp,
 }
 func (UnimplementedMetaServer) Status(context.Context, *StatusReq) (*StatusResp, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedMetaServer) Place(context.Context, *PlaceReq) (*PlaceResp, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Place not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -253,6 +271,24 @@ func _Meta_Status_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_Place_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlaceReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Place(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Place_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Place(ctx, req.(*PlaceReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -279,6 +315,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Meta_Status_Handler,
+		},
+		{
+			MethodName: "Place",
+			Handler:    _Meta_Place_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -34,6 +34,8 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	ec := fs.String("ec", "4+2", "erasure-coding scheme of a new filesystem (with --bootstrap)")
 	join := fs.String("join", "", "API address of a member to join through")
 	joinTimeout := fs.Duration("join-timeout", time.Minute, "how long to keep trying to join")
+	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
+	downAfter := fs.Duration("down-after", time.Minute, "a store silent this long is down (its shards are to be rebuilt)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -46,13 +48,17 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	case *bootstrap && *join != "":
 		return &usageError{"--bootstrap and --join exclude each other"}
 	}
-	if _, err := codec.ParseScheme(*ec); err != nil {
+	scheme, err := codec.ParseScheme(*ec)
+	if err != nil {
 		return &usageError{fmt.Sprintf("--ec: %v", err)}
 	}
 	for _, a := range []string{*raftAddr, *apiAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return &usageError{fmt.Sprintf("address %q: %v", a, err)}
 		}
+	}
+	if *suspectAfter <= 0 || *downAfter < *suspectAfter {
+		return &usageError{"need 0 < --suspect-after <= --down-after"}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -89,8 +95,16 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	defer wg.Wait()
 	actx, cancelAnnounce := context.WithCancel(ctx)
 	defer cancelAnnounce()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
+	go func() {
+		defer wg.Done()
+		srv.RunHealth(actx, cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter})
+	}()
+	if *bootstrap {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = srv.Init(actx, scheme.String(), scheme.K, scheme.M) }()
+	}
 
 	if *httpAddr != "" {
 		reg := prometheus.NewRegistry()

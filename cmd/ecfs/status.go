@@ -16,7 +16,19 @@ import (
 // statusReport is the JSON of `ecfs status --json`.
 type statusReport struct {
 	Leader string         `json:"leader"`
+	Scheme string         `json:"scheme,omitempty"`
 	Meta   []memberStatus `json:"meta"`
+	Stores []storeStatus  `json:"stores"`
+}
+
+type storeStatus struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	Host  string `json:"host,omitempty"`
+	Zone  string `json:"zone,omitempty"`
+	State string `json:"state"` // up, suspect, down, draining
+	Free  int64  `json:"free_bytes"`
+	Total int64  `json:"total_bytes"`
 }
 
 type memberStatus struct {
@@ -54,9 +66,13 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Fprintf(stdout, "leader: %s\nmeta members:\n", orNone(rep.Leader))
+	fmt.Fprintf(stdout, "leader: %s\nscheme: %s\nmeta members:\n", orNone(rep.Leader), orNone(rep.Scheme))
 	for _, m := range rep.Meta {
 		fmt.Fprintf(stdout, "  %-12s %-22s %s\n", m.ID, m.Addr, m.State)
+	}
+	fmt.Fprintf(stdout, "stores:\n")
+	for _, s := range rep.Stores {
+		fmt.Fprintf(stdout, "  %-36s %-22s %-9s %d MiB free of %d\n", s.ID, s.Addr, s.State, s.Free>>20, s.Total>>20)
 	}
 	return nil
 }
@@ -99,6 +115,14 @@ func collectStatus(addrs []string, secret string, timeout time.Duration) (*statu
 		}
 		if rep.Leader == "" {
 			rep.Leader = st.LeaderApi
+		}
+		if st.State == "leader" || rep.Stores == nil {
+			rep.Scheme = st.Scheme
+			rep.Stores = []storeStatus{}
+			for _, s := range st.Stores {
+				rep.Stores = append(rep.Stores, storeStatus{ID: s.Id, Addr: s.Addr, Host: s.Host, Zone: s.Zone,
+					State: s.State, Free: s.FreeBytes, Total: s.TotalBytes})
+			}
 		}
 	}
 	if authErr != nil && len(seen) == 0 {

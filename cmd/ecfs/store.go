@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -39,6 +42,8 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	scrubEvery := fs.Duration("scrub-interval", store.DefaultScrubInterval, "pause between background scrub passes over every shard (negative: no scrub)")
 	scrubRate := fs.Int64("scrub-rate", store.DefaultScrubRate, "bytes per second the scrub may read")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	advertise := fs.String("advertise", "", "host:port other hosts reach the shard API at (default: --addr, with the hostname when its host is empty)")
+	heartbeat := fs.Duration("heartbeat", 3*time.Second, "how often to report to the metadata service")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -106,9 +111,21 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	log.Info("store serving", "store_id", srv.ID(), "addr", ln.Addr().String(), "http_addr", *httpAddr,
 		"disks", strings.Join(srv.Capacity().DiskPaths(), ","), "host", *host, "zone", *zone)
 	if *meta != "" {
-		// The metadata service (issue 3) does not exist yet: the store serves
-		// shards on its own until registration is wired in.
-		log.Warn("registration with the metadata service is not available in this build; serving without it", "meta", *meta)
+		adv, err := advertised(*advertise, ln.Addr().String(), *host)
+		if err != nil {
+			return err
+		}
+		mc, err := cluster.NewClient(strings.Split(*meta, ","), secret)
+		if err != nil {
+			return err
+		}
+		defer mc.Close()
+		hbDone := make(chan struct{})
+		go func() {
+			defer close(hbDone)
+			reportLoop(ctx, mc, srv, adv, *host, *zone, *heartbeat, log)
+		}()
+		defer func() { <-hbDone }()
 	}
 
 	select {
@@ -151,4 +168,54 @@ func opsHandler(srv *store.Server, reg *prometheus.Registry, withPprof bool) htt
 		_ = json.NewEncoder(w).Encode(c)
 	})
 	return mux
+}
+
+// advertised is the address the metadata service hands out for this store.
+func advertised(flagValue, listen, host string) (string, error) {
+	if flagValue != "" {
+		if _, _, err := net.SplitHostPort(flagValue); err != nil {
+			return "", &usageError{fmt.Sprintf("--advertise %q: %v", flagValue, err)}
+		}
+		return flagValue, nil
+	}
+	h, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort(host, port), nil
+	}
+	return listen, nil
+}
+
+// reportLoop registers the store with the metadata service and heartbeats
+// with its capacity until ctx ends. The store serves shards whether or not
+// the metadata service answers; it keeps trying.
+func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr, host, zone string, every time.Duration, log *slog.Logger) {
+	failing := false
+	for {
+		c := srv.Capacity()
+		hctx, cancel := context.WithTimeout(ctx, every*3)
+		err := mc.Heartbeat(hctx, &metapb.StoreInfo{
+			Id: srv.ID(), Addr: addr, Host: host, Zone: zone, TotalBytes: c.Total, FreeBytes: c.Free,
+		})
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			log.Warn("cannot report to the metadata service; still serving, retrying", "err", err)
+			failing = true
+		case err == nil && failing:
+			log.Info("reporting to the metadata service again")
+			failing = false
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
