@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -172,4 +173,30 @@ func (c *Client) Place(ctx context.Context, n int) (*metapb.PlaceResp, error) {
 		return err
 	})
 	return res, err
+}
+
+// OpenSession opens a mount's session with the given lease; its id is also
+// its fencing token.
+func (c *Client) OpenSession(ctx context.Context, name string, ttl time.Duration) (id uint64, expires time.Time, err error) {
+	r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: int64(ttl), Name: name}}})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if r.Errno != 0 {
+		return 0, time.Time{}, fmt.Errorf("cluster: opening a session: %w", syscall.Errno(r.Errno))
+	}
+	return r.SessionId, time.Unix(0, r.Expires), nil
+}
+
+// Renew extends a session's lease; a session that already expired gives
+// ESTALE (its locks are gone: the mount must start over).
+func (c *Client) Renew(ctx context.Context, id uint64) (time.Time, error) {
+	r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Renew{Renew: &metapb.RenewOp{Session: id}}})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if r.Errno != 0 {
+		return time.Time{}, syscall.Errno(r.Errno)
+	}
+	return time.Unix(0, r.Expires), nil
 }

@@ -26,15 +26,17 @@ const sessionWindow = 1024
 // dispatcher; the namespace does the work. It reads no clock: the leader
 // stamps each command with its time.
 type FSM struct {
-	mu       sync.RWMutex
-	ns       *namespace.Namespace
-	nextIno  uint64
-	members  map[string]*metapb.MemberOp
-	sessions map[uint64]*sessionResults
-	gc       []uint64
-	stores   map[string]*metapb.StoreInfo
-	scheme   *metapb.InitOp // nil before init
-	nextObj  uint64
+	mu          sync.RWMutex
+	ns          *namespace.Namespace
+	nextIno     uint64
+	members     map[string]*metapb.MemberOp
+	sessions    map[uint64]*sessionResults
+	gc          []uint64
+	stores      map[string]*metapb.StoreInfo
+	scheme      *metapb.InitOp // nil before init
+	nextObj     uint64
+	mounts      map[uint64]*mountSession
+	nextSession uint64
 }
 
 type sessionResults struct {
@@ -45,12 +47,14 @@ type sessionResults struct {
 // NewFSM returns the state of a new, empty filesystem.
 func NewFSM() *FSM {
 	return &FSM{
-		ns:       namespace.New(0o755, 0, 0, 0),
-		nextIno:  namespace.RootIno + 1,
-		members:  map[string]*metapb.MemberOp{},
-		sessions: map[uint64]*sessionResults{},
-		stores:   map[string]*metapb.StoreInfo{},
-		nextObj:  1,
+		ns:          namespace.New(0o755, 0, 0, 0),
+		nextIno:     namespace.RootIno + 1,
+		members:     map[string]*metapb.MemberOp{},
+		sessions:    map[uint64]*sessionResults{},
+		stores:      map[string]*metapb.StoreInfo{},
+		nextObj:     1,
+		mounts:      map[uint64]*mountSession{},
+		nextSession: 1,
 	}
 }
 
@@ -192,6 +196,20 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 			f.scheme = in
 		}
 		return &metapb.Result{}
+	case *metapb.Command_SessionOpen:
+		return f.applySessionOpen(op.SessionOpen, now)
+	case *metapb.Command_Renew:
+		return f.applyRenew(op.Renew, now)
+	case *metapb.Command_Expire:
+		return f.applyExpire(op.Expire.Session, now, false)
+	case *metapb.Command_End:
+		return f.applyExpire(op.End.Session, now, true)
+	case *metapb.Command_Commit:
+		return f.applyCommit(op.Commit, now)
+	case *metapb.Command_Open:
+		return f.applyOpen(op.Open)
+	case *metapb.Command_Close:
+		return f.applyClose(op.Close)
 	case *metapb.Command_Alloc:
 		n := uint64(max(op.Alloc.Count, 1))
 		first := f.nextObj
@@ -297,7 +315,8 @@ const snapshotMagic = "ECFSFSM1"
 func (f *FSM) encode() ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj}
+	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
+		MountSessions: f.encodeMounts(), NextSession: f.nextSession}
 	sids0 := make([]string, 0, len(f.stores))
 	for id := range f.stores {
 		sids0 = append(sids0, id)
@@ -392,6 +411,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.ns, f.nextIno, f.members, f.sessions, f.gc = ns, h.NextIno, members, sessions, h.GcQueue
 	f.stores, f.scheme, f.nextObj = stores, h.Scheme, h.NextObject
+	f.mounts, f.nextSession = decodeMounts(h.MountSessions), max(h.NextSession, 1)
 	return nil
 }
 

@@ -1244,6 +1244,454 @@ func (x *AllocOp) GetCount() uint32 {
 	return 0
 }
 
+// SessionOp opens a mount's session; the result carries its id, which is
+// also its fencing token (ids only grow).
+type SessionOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TtlNs         int64                  `protobuf:"varint,1,opt,name=ttl_ns,json=ttlNs,proto3" json:"ttl_ns,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // who holds it, for status
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionOp) Reset() {
+	*x = SessionOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionOp) ProtoMessage() {}
+
+func (x *SessionOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionOp.ProtoReflect.Descriptor instead.
+func (*SessionOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SessionOp) GetTtlNs() int64 {
+	if x != nil {
+		return x.TtlNs
+	}
+	return 0
+}
+
+func (x *SessionOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RenewOp extends a session by its TTL (ESTALE once it expired).
+type RenewOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewOp) Reset() {
+	*x = RenewOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewOp) ProtoMessage() {}
+
+func (x *RenewOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewOp.ProtoReflect.Descriptor instead.
+func (*RenewOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RenewOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+// ExpireOp ends a session whose deadline passed as of the command's time
+// (proposed by the leader); EndOp ends one at its holder's request.
+type ExpireOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireOp) Reset() {
+	*x = ExpireOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireOp) ProtoMessage() {}
+
+func (x *ExpireOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireOp.ProtoReflect.Descriptor instead.
+func (*ExpireOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExpireOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+type EndOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndOp) Reset() {
+	*x = EndOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndOp) ProtoMessage() {}
+
+func (x *EndOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndOp.ProtoReflect.Descriptor instead.
+func (*EndOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EndOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+type BlockWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         uint64                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
+	Off           uint32                 `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	Len           uint32                 `protobuf:"varint,3,opt,name=len,proto3" json:"len,omitempty"`
+	Object        uint64                 `protobuf:"varint,4,opt,name=object,proto3" json:"object,omitempty"`
+	ObjOff        uint32                 `protobuf:"varint,5,opt,name=obj_off,json=objOff,proto3" json:"obj_off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockWrite) Reset() {
+	*x = BlockWrite{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockWrite) ProtoMessage() {}
+
+func (x *BlockWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockWrite.ProtoReflect.Descriptor instead.
+func (*BlockWrite) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BlockWrite) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *BlockWrite) GetOff() uint32 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *BlockWrite) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *BlockWrite) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *BlockWrite) GetObjOff() uint32 {
+	if x != nil {
+		return x.ObjOff
+	}
+	return 0
+}
+
+// CommitOp makes written data visible: the slices, the size and mtime, in
+// one step. It is refused (ESTALE) from a session that expired.
+type CommitOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Writes        []*BlockWrite          `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
+	NewSize       uint64                 `protobuf:"varint,4,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitOp) Reset() {
+	*x = CommitOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitOp) ProtoMessage() {}
+
+func (x *CommitOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitOp.ProtoReflect.Descriptor instead.
+func (*CommitOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CommitOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *CommitOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *CommitOp) GetWrites() []*BlockWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *CommitOp) GetNewSize() uint64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+// OpenOp / CloseOp track open files, so an unlinked open file keeps its data.
+type OpenOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Handle        uint64                 `protobuf:"varint,3,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenOp) Reset() {
+	*x = OpenOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenOp) ProtoMessage() {}
+
+func (x *OpenOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
+func (*OpenOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *OpenOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *OpenOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *OpenOp) GetHandle() uint64 {
+	if x != nil {
+		return x.Handle
+	}
+	return 0
+}
+
+type CloseOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Handle        uint64                 `protobuf:"varint,2,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseOp) Reset() {
+	*x = CloseOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseOp) ProtoMessage() {}
+
+func (x *CloseOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
+func (*CloseOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CloseOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *CloseOp) GetHandle() uint64 {
+	if x != nil {
+		return x.Handle
+	}
+	return 0
+}
+
 // Command is one mutation. The leader fills in now and the identifiers it
 // allocates before proposing; Apply reads no clock.
 type Command struct {
@@ -1269,6 +1717,13 @@ type Command struct {
 	//	*Command_StoreState
 	//	*Command_Init
 	//	*Command_Alloc
+	//	*Command_SessionOpen
+	//	*Command_Renew
+	//	*Command_Expire
+	//	*Command_End
+	//	*Command_Commit
+	//	*Command_Open
+	//	*Command_Close
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1276,7 +1731,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1743,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1756,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -1474,6 +1929,69 @@ func (x *Command) GetAlloc() *AllocOp {
 	return nil
 }
 
+func (x *Command) GetSessionOpen() *SessionOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SessionOpen); ok {
+			return x.SessionOpen
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRenew() *RenewOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpire() *ExpireOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Expire); ok {
+			return x.Expire
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetEnd() *EndOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCommit() *CommitOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetOpen() *OpenOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetClose() *CloseOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Close); ok {
+			return x.Close
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -1538,6 +2056,34 @@ type Command_Alloc struct {
 	Alloc *AllocOp `protobuf:"bytes,34,opt,name=alloc,proto3,oneof"`
 }
 
+type Command_SessionOpen struct {
+	SessionOpen *SessionOp `protobuf:"bytes,40,opt,name=session_open,json=sessionOpen,proto3,oneof"`
+}
+
+type Command_Renew struct {
+	Renew *RenewOp `protobuf:"bytes,41,opt,name=renew,proto3,oneof"`
+}
+
+type Command_Expire struct {
+	Expire *ExpireOp `protobuf:"bytes,42,opt,name=expire,proto3,oneof"`
+}
+
+type Command_End struct {
+	End *EndOp `protobuf:"bytes,43,opt,name=end,proto3,oneof"`
+}
+
+type Command_Commit struct {
+	Commit *CommitOp `protobuf:"bytes,44,opt,name=commit,proto3,oneof"`
+}
+
+type Command_Open struct {
+	Open *OpenOp `protobuf:"bytes,45,opt,name=open,proto3,oneof"`
+}
+
+type Command_Close struct {
+	Close *CloseOp `protobuf:"bytes,46,opt,name=close,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -1568,6 +2114,20 @@ func (*Command_Init) isCommand_Op() {}
 
 func (*Command_Alloc) isCommand_Op() {}
 
+func (*Command_SessionOpen) isCommand_Op() {}
+
+func (*Command_Renew) isCommand_Op() {}
+
+func (*Command_Expire) isCommand_Op() {}
+
+func (*Command_End) isCommand_Op() {}
+
+func (*Command_Commit) isCommand_Op() {}
+
+func (*Command_Open) isCommand_Op() {}
+
+func (*Command_Close) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -1579,7 +2139,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +2151,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +2164,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -1621,13 +2181,15 @@ type Result struct {
 	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
 	FreedObjects  []uint64               `protobuf:"varint,3,rep,packed,name=freed_objects,json=freedObjects,proto3" json:"freed_objects,omitempty"` // objects no inode references any more
 	FirstId       uint64                 `protobuf:"varint,4,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`                       // AllocOp: the first id reserved
+	SessionId     uint64                 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`                 // SessionOp: the new session
+	Expires       int64                  `protobuf:"varint,6,opt,name=expires,proto3" json:"expires,omitempty"`                                      // SessionOp, RenewOp: the deadline, ns
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +2201,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +2214,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -1683,6 +2245,89 @@ func (x *Result) GetFirstId() uint64 {
 	return 0
 }
 
+func (x *Result) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *Result) GetExpires() int64 {
+	if x != nil {
+		return x.Expires
+	}
+	return 0
+}
+
+// MountSession is a mount's session in a snapshot.
+type MountSession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	TtlNs         int64                  `protobuf:"varint,2,opt,name=ttl_ns,json=ttlNs,proto3" json:"ttl_ns,omitempty"`
+	Expires       int64                  `protobuf:"varint,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountSession) Reset() {
+	*x = MountSession{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountSession) ProtoMessage() {}
+
+func (x *MountSession) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
+func (*MountSession) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MountSession) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MountSession) GetTtlNs() int64 {
+	if x != nil {
+		return x.TtlNs
+	}
+	return 0
+}
+
+func (x *MountSession) GetExpires() int64 {
+	if x != nil {
+		return x.Expires
+	}
+	return 0
+}
+
+func (x *MountSession) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type LookupReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
@@ -1693,7 +2338,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +2350,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +2363,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -1744,7 +2389,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2401,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2414,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -1790,7 +2435,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2447,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2460,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -1851,7 +2496,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2508,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2521,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DirEntry) GetName() string {
@@ -1916,7 +2561,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2573,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2586,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -1961,7 +2606,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2618,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2631,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -2012,7 +2657,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2669,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2682,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -2067,7 +2712,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2724,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2737,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -2217,7 +2862,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2874,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2887,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -2298,7 +2943,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2955,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2968,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinReq) GetId() string {
@@ -2355,7 +3000,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +3012,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +3025,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 type RemoveReq struct {
@@ -2392,7 +3037,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +3049,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +3062,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -2435,7 +3080,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +3092,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +3105,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 type StatusReq struct {
@@ -2471,7 +3116,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +3128,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +3141,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 type Member struct {
@@ -2511,7 +3156,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +3168,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +3181,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Member) GetId() string {
@@ -2583,7 +3228,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +3240,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +3253,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StatusResp) GetId() string {
@@ -2676,7 +3321,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +3333,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +3346,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -2724,7 +3369,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +3381,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +3394,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -2783,7 +3428,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +3440,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +3453,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -2838,7 +3483,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3495,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3508,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -2897,13 +3542,15 @@ type FSMHeader struct {
 	Stores        []*StoreInfo           `protobuf:"bytes,5,rep,name=stores,proto3" json:"stores,omitempty"`
 	Scheme        *InitOp                `protobuf:"bytes,6,opt,name=scheme,proto3" json:"scheme,omitempty"`
 	NextObject    uint64                 `protobuf:"varint,7,opt,name=next_object,json=nextObject,proto3" json:"next_object,omitempty"`
+	MountSessions []*MountSession        `protobuf:"bytes,8,rep,name=mount_sessions,json=mountSessions,proto3" json:"mount_sessions,omitempty"`
+	NextSession   uint64                 `protobuf:"varint,9,opt,name=next_session,json=nextSession,proto3" json:"next_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3562,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3575,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -2976,6 +3623,20 @@ func (x *FSMHeader) GetScheme() *InitOp {
 func (x *FSMHeader) GetNextObject() uint64 {
 	if x != nil {
 		return x.NextObject
+	}
+	return 0
+}
+
+func (x *FSMHeader) GetMountSessions() []*MountSession {
+	if x != nil {
+		return x.MountSessions
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetNextSession() uint64 {
+	if x != nil {
+		return x.NextSession
 	}
 	return 0
 }
@@ -3083,7 +3744,35 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x01k\x18\x02 \x01(\rR\x01k\x12\f\n" +
 	"\x01m\x18\x03 \x01(\rR\x01m\"\x1f\n" +
 	"\aAllocOp\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\rR\x05count\"\xb7\x06\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"6\n" +
+	"\tSessionOp\x12\x15\n" +
+	"\x06ttl_ns\x18\x01 \x01(\x03R\x05ttlNs\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"#\n" +
+	"\aRenewOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"$\n" +
+	"\bExpireOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"!\n" +
+	"\x05EndOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"w\n" +
+	"\n" +
+	"BlockWrite\x12\x14\n" +
+	"\x05block\x18\x01 \x01(\x04R\x05block\x12\x10\n" +
+	"\x03off\x18\x02 \x01(\rR\x03off\x12\x10\n" +
+	"\x03len\x18\x03 \x01(\rR\x03len\x12\x16\n" +
+	"\x06object\x18\x04 \x01(\x04R\x06object\x12\x17\n" +
+	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"\x80\x01\n" +
+	"\bCommitOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
+	"\x06writes\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06writes\x12\x19\n" +
+	"\bnew_size\x18\x04 \x01(\x04R\anewSize\"L\n" +
+	"\x06OpenOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06handle\x18\x03 \x01(\x04R\x06handle\";\n" +
+	"\aCloseOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
+	"\x06handle\x18\x02 \x01(\x04R\x06handle\"\xf7\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -3105,15 +3794,30 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\vstore_state\x18  \x01(\v2\x17.ecfs.meta.StoreStateOpH\x00R\n" +
 	"storeState\x12'\n" +
 	"\x04init\x18! \x01(\v2\x11.ecfs.meta.InitOpH\x00R\x04init\x12*\n" +
-	"\x05alloc\x18\" \x01(\v2\x12.ecfs.meta.AllocOpH\x00R\x05allocB\x04\n" +
+	"\x05alloc\x18\" \x01(\v2\x12.ecfs.meta.AllocOpH\x00R\x05alloc\x129\n" +
+	"\fsession_open\x18( \x01(\v2\x14.ecfs.meta.SessionOpH\x00R\vsessionOpen\x12*\n" +
+	"\x05renew\x18) \x01(\v2\x12.ecfs.meta.RenewOpH\x00R\x05renew\x12-\n" +
+	"\x06expire\x18* \x01(\v2\x13.ecfs.meta.ExpireOpH\x00R\x06expire\x12$\n" +
+	"\x03end\x18+ \x01(\v2\x10.ecfs.meta.EndOpH\x00R\x03end\x12-\n" +
+	"\x06commit\x18, \x01(\v2\x13.ecfs.meta.CommitOpH\x00R\x06commit\x12'\n" +
+	"\x04open\x18- \x01(\v2\x11.ecfs.meta.OpenOpH\x00R\x04open\x12*\n" +
+	"\x05close\x18. \x01(\v2\x12.ecfs.meta.CloseOpH\x00R\x05closeB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\x83\x01\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xbc\x01\n" +
 	"\x06Result\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12#\n" +
 	"\rfreed_objects\x18\x03 \x03(\x04R\ffreedObjects\x12\x19\n" +
-	"\bfirst_id\x18\x04 \x01(\x04R\afirstId\"7\n" +
+	"\bfirst_id\x18\x04 \x01(\x04R\afirstId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\x04R\tsessionId\x12\x18\n" +
+	"\aexpires\x18\x06 \x01(\x03R\aexpires\"c\n" +
+	"\fMountSession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x15\n" +
+	"\x06ttl_ns\x18\x02 \x01(\x03R\x05ttlNs\x12\x18\n" +
+	"\aexpires\x18\x03 \x01(\x03R\aexpires\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"7\n" +
 	"\tLookupReq\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1e\n" +
@@ -3195,7 +3899,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
-	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xa1\x02\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\x84\x03\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -3204,7 +3908,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06stores\x18\x05 \x03(\v2\x14.ecfs.meta.StoreInfoR\x06stores\x12)\n" +
 	"\x06scheme\x18\x06 \x01(\v2\x11.ecfs.meta.InitOpR\x06scheme\x12\x1f\n" +
 	"\vnext_object\x18\a \x01(\x04R\n" +
-	"nextObject2\xba\x02\n" +
+	"nextObject\x12>\n" +
+	"\x0emount_sessions\x18\b \x03(\v2\x17.ecfs.meta.MountSessionR\rmountSessions\x12!\n" +
+	"\fnext_session\x18\t \x01(\x04R\vnextSession2\xba\x02\n" +
 	"\x04Meta\x12.\n" +
 	"\x05Apply\x12\x12.ecfs.meta.Command\x1a\x11.ecfs.meta.Result\x12/\n" +
 	"\x04Read\x12\x12.ecfs.meta.ReadReq\x1a\x13.ecfs.meta.ReadResp\x12/\n" +
@@ -3225,7 +3931,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -3244,83 +3950,101 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*StoreStateOp)(nil),   // 14: ecfs.meta.StoreStateOp
 	(*InitOp)(nil),         // 15: ecfs.meta.InitOp
 	(*AllocOp)(nil),        // 16: ecfs.meta.AllocOp
-	(*Command)(nil),        // 17: ecfs.meta.Command
-	(*Batch)(nil),          // 18: ecfs.meta.Batch
-	(*Result)(nil),         // 19: ecfs.meta.Result
-	(*LookupReq)(nil),      // 20: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 21: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 22: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 23: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 24: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 25: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 26: ecfs.meta.ListXattrReq
-	(*ReadReq)(nil),        // 27: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 28: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 29: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 30: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 31: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 32: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 33: ecfs.meta.StatusReq
-	(*Member)(nil),         // 34: ecfs.meta.Member
-	(*StatusResp)(nil),     // 35: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 36: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 37: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 38: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 39: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 40: ecfs.meta.FSMHeader
+	(*SessionOp)(nil),      // 17: ecfs.meta.SessionOp
+	(*RenewOp)(nil),        // 18: ecfs.meta.RenewOp
+	(*ExpireOp)(nil),       // 19: ecfs.meta.ExpireOp
+	(*EndOp)(nil),          // 20: ecfs.meta.EndOp
+	(*BlockWrite)(nil),     // 21: ecfs.meta.BlockWrite
+	(*CommitOp)(nil),       // 22: ecfs.meta.CommitOp
+	(*OpenOp)(nil),         // 23: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 24: ecfs.meta.CloseOp
+	(*Command)(nil),        // 25: ecfs.meta.Command
+	(*Batch)(nil),          // 26: ecfs.meta.Batch
+	(*Result)(nil),         // 27: ecfs.meta.Result
+	(*MountSession)(nil),   // 28: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 29: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 30: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 31: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 32: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 33: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 34: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 35: ecfs.meta.ListXattrReq
+	(*ReadReq)(nil),        // 36: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 37: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 38: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 39: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 40: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 41: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 42: ecfs.meta.StatusReq
+	(*Member)(nil),         // 43: ecfs.meta.Member
+	(*StatusResp)(nil),     // 44: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 45: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 46: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 47: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 48: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 49: ecfs.meta.FSMHeader
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
-	1,  // 1: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 2: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 3: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 4: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 5: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 6: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 7: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 8: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 9: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 10: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 11: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 12: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 13: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 14: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	16, // 15: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	17, // 16: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 17: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	20, // 18: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	21, // 19: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	22, // 20: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	24, // 21: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	25, // 22: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	26, // 23: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	0,  // 24: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	23, // 25: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	34, // 26: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 27: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	37, // 28: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	19, // 29: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 30: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	39, // 31: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 32: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 33: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	17, // 34: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	27, // 35: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	29, // 36: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	31, // 37: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	33, // 38: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	36, // 39: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	19, // 40: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	28, // 41: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	30, // 42: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	32, // 43: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	35, // 44: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	38, // 45: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	40, // [40:46] is the sub-list for method output_type
-	34, // [34:40] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	21, // 1: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
+	1,  // 2: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 3: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 4: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 5: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 6: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 7: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 8: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 9: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 10: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 11: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 12: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 13: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 14: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 15: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	16, // 16: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	17, // 17: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	18, // 18: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	19, // 19: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	20, // 20: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	22, // 21: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	23, // 22: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	24, // 23: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	25, // 24: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 25: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	29, // 26: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	30, // 27: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	31, // 28: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	33, // 29: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	34, // 30: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	35, // 31: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	0,  // 32: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	32, // 33: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	43, // 34: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 35: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	46, // 36: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	27, // 37: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 38: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	48, // 39: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 40: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 41: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	28, // 42: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	25, // 43: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	36, // 44: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	38, // 45: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	40, // 46: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	42, // 47: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	45, // 48: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	27, // 49: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	37, // 50: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	39, // 51: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	41, // 52: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	44, // 53: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	47, // 54: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	49, // [49:55] is the sub-list for method output_type
+	43, // [43:49] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -3328,7 +4052,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[17].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[25].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -3344,8 +4068,15 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_StoreState)(nil),
 		(*Command_Init)(nil),
 		(*Command_Alloc)(nil),
+		(*Command_SessionOpen)(nil),
+		(*Command_Renew)(nil),
+		(*Command_Expire)(nil),
+		(*Command_End)(nil),
+		(*Command_Commit)(nil),
+		(*Command_Open)(nil),
+		(*Command_Close)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[27].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[36].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -3359,7 +4090,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

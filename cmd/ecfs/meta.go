@@ -95,8 +95,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	defer wg.Wait()
 	actx, cancelAnnounce := context.WithCancel(ctx)
 	defer cancelAnnounce()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
+	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
 	go func() {
 		defer wg.Done()
 		srv.RunHealth(actx, cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter})

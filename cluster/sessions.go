@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// mountSession is a mount's lease. Its id is its fencing token: ids only
+// grow, and a command from a session that expired is refused.
+type mountSession struct {
+	ttl     int64
+	expires int64
+	name    string
+}
+
+func (f *FSM) applySessionOpen(op *metapb.SessionOp, now int64) *metapb.Result {
+	if op.TtlNs <= 0 {
+		return errnoResult(syscall.EINVAL)
+	}
+	id := f.nextSession
+	f.nextSession++
+	s := &mountSession{ttl: op.TtlNs, expires: now + op.TtlNs, name: op.Name}
+	f.mounts[id] = s
+	return &metapb.Result{SessionId: id, Expires: s.expires}
+}
+
+func (f *FSM) applyRenew(op *metapb.RenewOp, now int64) *metapb.Result {
+	s := f.mounts[op.Session]
+	if s == nil {
+		return errnoResult(syscall.ESTALE)
+	}
+	s.expires = now + s.ttl
+	return &metapb.Result{SessionId: op.Session, Expires: s.expires}
+}
+
+// applyExpire ends a session if its deadline passed as of now (a renewal
+// ordered before this command wins).
+func (f *FSM) applyExpire(id uint64, now int64, force bool) *metapb.Result {
+	s := f.mounts[id]
+	if s == nil {
+		return errnoResult(syscall.ESTALE)
+	}
+	if !force && s.expires >= now {
+		return errnoResult(syscall.EAGAIN)
+	}
+	delete(f.mounts, id)
+	closed := f.ns.CloseSession(id)
+	f.gc = append(f.gc, closed.Objects...)
+	return &metapb.Result{FreedObjects: closed.Objects}
+}
+
+// liveSession reports whether a command from session id may act: the
+// session exists (it has not expired and been ended).
+func (f *FSM) liveSession(id uint64) bool { return f.mounts[id] != nil }
+
+func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
+	if !f.liveSession(op.Session) {
+		return errnoResult(syscall.ESTALE)
+	}
+	writes := make([]namespace.BlockWrite, len(op.Writes))
+	for i, w := range op.Writes {
+		writes[i] = namespace.BlockWrite{Block: w.Block, Slice: namespace.Slice{Off: w.Off, Len: w.Len, Object: w.Object, ObjOff: w.ObjOff}}
+	}
+	a, freed, e := f.ns.CommitSlices(op.Ino, writes, op.NewSize, now)
+	f.gc = append(f.gc, freed...)
+	r := attrResult(a, e)
+	r.FreedObjects = freed
+	return r
+}
+
+func (f *FSM) applyOpen(op *metapb.OpenOp) *metapb.Result {
+	if !f.liveSession(op.Session) {
+		return errnoResult(syscall.ESTALE)
+	}
+	return errnoResult(f.ns.Open(op.Ino, op.Handle, op.Session))
+}
+
+func (f *FSM) applyClose(op *metapb.CloseOp) *metapb.Result {
+	r, e := f.ns.Close(op.Handle)
+	if e != 0 {
+		return errnoResult(e)
+	}
+	f.gc = append(f.gc, r.Objects...)
+	return &metapb.Result{FreedObjects: r.Objects}
+}
+
+// expired lists the sessions whose deadline is before now.
+func (f *FSM) expired(now int64) []uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []uint64
+	for id, s := range f.mounts {
+		if s.expires < now {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (f *FSM) encodeMounts() []*metapb.MountSession {
+	out := make([]*metapb.MountSession, 0, len(f.mounts))
+	for id, s := range f.mounts {
+		out = append(out, &metapb.MountSession{Id: id, TtlNs: s.ttl, Expires: s.expires, Name: s.name})
+	}
+	slices.SortFunc(out, func(a, b *metapb.MountSession) int { return cmp.Compare(a.Id, b.Id) })
+	return out
+}
+
+func decodeMounts(in []*metapb.MountSession) map[uint64]*mountSession {
+	out := map[uint64]*mountSession{}
+	for _, s := range in {
+		out[s.Id] = &mountSession{ttl: s.TtlNs, expires: s.Expires, name: s.Name}
+	}
+	return out
+}
+
+// RunExpiry ends the sessions whose lease ran out, while this member leads:
+// their locks and open files are released. It returns when ctx ends.
+func (s *Server) RunExpiry(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 250 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.node.IsLeader() {
+			continue
+		}
+		now := time.Now().UnixNano()
+		for _, id := range s.fsm.expired(now) {
+			r, err := s.commit.propose(ctx, &metapb.Command{Now: now, Op: &metapb.Command_Expire{Expire: &metapb.ExpireOp{Session: id}}})
+			if err == nil && r.Errno == 0 {
+				s.log.Info("session expired", "session", id)
+			}
+		}
+	}
+}
