@@ -22,7 +22,7 @@ import (
 )
 
 // runEcfs runs ecfs to completion and returns its exit code and output.
-func runEcfs(t *testing.T, args ...string) (int, string, string) {
+func runEcfs(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(ecfsBin, args...)
 	var out, errb bytes.Buffer

@@ -21,7 +21,7 @@ type metaNode struct {
 }
 
 type metaGroup struct {
-	t          *testing.T
+	t          testing.TB
 	secretFile string
 	secret     string
 	nodes      []*metaNode
@@ -30,7 +30,7 @@ type metaGroup struct {
 
 // newMetaGroup starts n meta members on 127.0.0.21, .22, ...: the first
 // bootstraps, the others join through it.
-func newMetaGroup(t *testing.T, n int, extra ...string) *metaGroup {
+func newMetaGroup(t testing.TB, n int, extra ...string) *metaGroup {
 	t.Helper()
 	dir := t.TempDir()
 	g := &metaGroup{t: t, extra: extra}

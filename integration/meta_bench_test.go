@@ -1,0 +1,89 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// BenchmarkMeta measures a 3-member meta group on loopback: creates,
+// getattrs and lookups per second with 1, 16 and 64 clients, and their
+// latency percentiles.
+func BenchmarkMeta(b *testing.B) {
+	g := newMetaGroup(b, 3)
+	for _, clients := range []int{1, 16, 64} {
+		cs := make([]*cluster.Client, clients)
+		for i := range cs {
+			cs[i] = g.client()
+			defer cs[i].Close()
+		}
+		ctx := context.Background()
+		r, err := cs[0].Apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+			Parent: namespace.RootIno, Name: fmt.Sprint("bench", clients), Mode: 0o755}}})
+		if err != nil || r.Errno != 0 {
+			b.Fatal(err, r)
+		}
+		dir := r.Attr.Ino
+		const perClientOps = 400
+		run := func(op string, f func(c *cluster.Client, i, j int) error) {
+			lat := make([][]time.Duration, clients)
+			start := time.Now()
+			var wg sync.WaitGroup
+			for i := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n := perClientOps
+					if clients == 1 {
+						n = 2000
+					}
+					for j := range n {
+						t0 := time.Now()
+						if err := f(cs[i], i, j); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[i] = append(lat[i], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			el := time.Since(start)
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			if len(all) == 0 {
+				return
+			}
+			p := func(q float64) time.Duration { return all[int(q*float64(len(all)-1))] }
+			b.ReportMetric(float64(len(all))/el.Seconds(), fmt.Sprintf("%s/s-%dc", op, clients))
+			b.Logf("%-8s %2d clients: %7.0f ops/s  p50 %v  p99 %v", op, clients, float64(len(all))/el.Seconds(),
+				p(0.5).Round(time.Microsecond), p(0.99).Round(time.Microsecond))
+		}
+		run("create", func(c *cluster.Client, i, j int) error {
+			r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+				Parent: dir, Name: fmt.Sprintf("f%d-%d", i, j), Type: uint32(namespace.TypeFile), Mode: 0o644, Excl: true}}})
+			if err == nil && r.Errno != 0 {
+				err = fmt.Errorf("create: errno %d", r.Errno)
+			}
+			return err
+		})
+		run("lookup", func(c *cluster.Client, i, j int) error {
+			r, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: dir, Name: fmt.Sprintf("f%d-%d", i, j%perClientOps)}}})
+			if err == nil && r.Errno != 0 {
+				err = fmt.Errorf("lookup: errno %d", r.Errno)
+			}
+			return err
+		})
+		run("getattr", func(c *cluster.Client, i, j int) error {
+			_, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: dir}}})
+			return err
+		})
+	}
+}
