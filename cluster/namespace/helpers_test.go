@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 const t0 = int64(1_000_000_000)
@@ -112,5 +113,15 @@ func wantErrno(t testing.TB, got, want syscall.Errno) {
 	t.Helper()
 	if got != want {
 		t.Fatalf("errno = %v (%d), want %v (%d)", got, int(got), want, int(want))
+	}
+}
+
+// TestSizes guards the memory budget: the structs every file pays for.
+func TestSizes(t *testing.T) {
+	if s := unsafe.Sizeof(inode{}); s != 64 {
+		t.Errorf("inode is %d bytes, want 64", s)
+	}
+	if s := unsafe.Sizeof(dentry{}); s != 32 {
+		t.Errorf("dentry is %d bytes, want 32", s)
 	}
 }

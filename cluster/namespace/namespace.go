@@ -2,7 +2,6 @@ package namespace
 
 import (
 	"math"
-	"slices"
 	"syscall"
 )
 
@@ -130,14 +129,4 @@ func (n *Namespace) maybeFree(ino Ino, i *inode) (bool, []uint64) {
 		n.dirs--
 	}
 	return true, objs
-}
-
-// mergeObjects returns the sorted union of a and b (each sorted).
-func mergeObjects(a, b []uint64) []uint64 {
-	if len(a) == 0 {
-		return b
-	}
-	out := append(a, b...)
-	slices.Sort(out)
-	return slices.Compact(out)
 }

@@ -140,7 +140,7 @@ func TestReadDirPagingUnderMutation(t *testing.T) {
 					f.create(dir, name)
 					volatile = append(volatile, name)
 				}
-				if page%10 == 0 {
+				if page%25 == 5 {
 					f.Namespace = f.roundTrip()
 				}
 			}

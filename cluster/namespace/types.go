@@ -234,8 +234,8 @@ var ErrLimits = errors.New("namespace: invalid limits")
 // Validate checks that every limit is in range.
 func (l Limits) Validate() error {
 	for _, f := range []struct {
-		name     string
-		v, lo, h int
+		name      string
+		v, lo, hi int
 	}{
 		{"MaxNameLen", l.MaxNameLen, 1, 4096},
 		{"MaxSymlink", l.MaxSymlink, 1, maxLimit},
@@ -245,8 +245,8 @@ func (l Limits) Validate() error {
 		{"InlineMax", l.InlineMax, 0, maxLimit},
 		{"BlockSize", int(l.BlockSize), 1, 1 << 31},
 	} {
-		if f.v < f.lo || f.v > f.h {
-			return fmt.Errorf("%w: %s=%d not in [%d, %d]", ErrLimits, f.name, f.v, f.lo, f.h)
+		if f.v < f.lo || f.v > f.hi {
+			return fmt.Errorf("%w: %s=%d not in [%d, %d]", ErrLimits, f.name, f.v, f.lo, f.hi)
 		}
 	}
 	return nil
