@@ -28,6 +28,7 @@ type Server struct {
 	apiAddr string
 	secret  string
 	commit  *committer
+	check   *leaderCheck
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -42,6 +43,7 @@ func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger) *
 	return &Server{
 		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret,
 		commit: newCommitter(node.raft, 10*time.Second),
+		check:  &leaderCheck{raft: node.raft},
 		log:    log.With("component", "meta-api"),
 		conns:  map[string]*grpc.ClientConn{},
 	}
@@ -149,7 +151,7 @@ func (s *Server) Read(ctx context.Context, req *metapb.ReadReq) (*metapb.ReadRes
 			}
 			return c.Read(markForwarded(ctx), req)
 		}
-		if err := s.node.raft.VerifyLeader().Error(); err != nil {
+		if err := s.check.verify(ctx); err != nil {
 			return nil, toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
 		}
 	}
