@@ -79,6 +79,9 @@ type Node struct {
 	trans raft.Transport
 	log   *slog.Logger
 	close []func() error
+	// existing is whether the data dir held Raft state at start: such a
+	// member is already in its group and neither bootstraps nor joins.
+	existing bool
 }
 
 // NewNode opens (or creates) the member's state in cfg.DataDir and starts
@@ -144,6 +147,7 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		n.shutdown()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	n.existing = existing
 	n.raft, err = raft.NewRaft(rc, fsm, logs, stable, snaps, n.trans)
 	if err != nil {
 		n.shutdown()
@@ -177,6 +181,9 @@ func (n *Node) Close() error {
 	n.shutdown()
 	return err
 }
+
+// HadState reports whether the member started from existing Raft state.
+func (n *Node) HadState() bool { return n.existing }
 
 // Raft exposes the raft instance (status, leadership, membership).
 func (n *Node) Raft() *raft.Raft { return n.raft }

@@ -147,7 +147,7 @@ func TestMetaChaos(t *testing.T) {
 		if took > 5*time.Second {
 			t.Errorf("a new leader took %v to serve, want at most 5s", took)
 		}
-		g.launch(old, false)
+		g.launch(old)
 		g.wait(old)
 	}
 	for time.Since(start) < 20*time.Second {

@@ -43,23 +43,24 @@ func newMetaGroup(t testing.TB, n int, extra ...string) *metaGroup {
 		})
 	}
 	for i := range g.nodes {
-		g.launch(i, true)
+		g.launch(i)
 		g.wait(i)
 	}
 	return g
 }
 
-// launch starts member i: as a new member (the first bootstraps, the others
-// join) or, with first false, from its data dir.
-func (g *metaGroup) launch(i int, first bool) {
+// launch starts member i with the flags it was first started with (the
+// first bootstraps, the others join): a restart from the data dir must
+// ignore them, as a systemd unit passes them every time.
+func (g *metaGroup) launch(i int) {
 	g.t.Helper()
 	m := g.nodes[i]
 	args := []string{"meta", "--id", m.id, "--data-dir", m.dataDir, "--raft-addr", m.raft, "--api-addr", m.api,
 		"--secret-file", g.secretFile, "--log-level", "warn"}
 	args = append(args, g.extra...)
-	if first && i == 0 {
+	if i == 0 {
 		args = append(args, "--bootstrap")
-	} else if first {
+	} else {
 		args = append(args, "--join", g.nodes[0].api)
 	}
 	m.p = startProc(g.t, args...)
@@ -164,13 +165,13 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 	if states[g.nodes[old].id] != "unreachable" || len(st.Meta) != 3 || st.Leader == "" || st.Leader == g.nodes[old].api {
 		t.Fatalf("ecfs status after killing %s: %+v", g.nodes[old].id, st)
 	}
-	g.launch(old, false)
+	g.launch(old)
 	g.wait(old)
 	for _, m := range g.nodes {
 		m.p.kill()
 	}
 	for i := range g.nodes {
-		g.launch(i, false)
+		g.launch(i)
 	}
 	for i := range g.nodes {
 		g.wait(i)

@@ -128,7 +128,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 		defer hs.Close()
 	}
 
-	if *join != "" && fsm.MemberAPI(*id) == "" {
+	if *join != "" && !node.HadState() {
 		c, err := cluster.NewClient([]string{*join}, secret)
 		if err != nil {
 			return err
