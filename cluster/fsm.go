@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ecfs/ecfs/cluster/locks"
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 	"github.com/hashicorp/raft"
@@ -37,6 +38,9 @@ type FSM struct {
 	nextObj     uint64
 	mounts      map[uint64]*mountSession
 	nextSession uint64
+	locks       *locks.Table
+	grants      map[uint64]lockGrant // queued lock requests granted since, by request id
+	waiting     map[uint64]uint64    // queued lock requests: request id -> session
 }
 
 type sessionResults struct {
@@ -55,6 +59,9 @@ func NewFSM() *FSM {
 		nextObj:     1,
 		mounts:      map[uint64]*mountSession{},
 		nextSession: 1,
+		locks:       locks.New(),
+		grants:      map[uint64]lockGrant{},
+		waiting:     map[uint64]uint64{},
 	}
 }
 
@@ -210,6 +217,12 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyOpen(op.Open)
 	case *metapb.Command_Close:
 		return f.applyClose(op.Close)
+	case *metapb.Command_Lock:
+		return f.applyLock(op.Lock)
+	case *metapb.Command_UnlockOwner:
+		return f.applyUnlockOwner(op.UnlockOwner)
+	case *metapb.Command_CancelWait:
+		return f.applyCancelWait(op.CancelWait)
 	case *metapb.Command_Alloc:
 		n := uint64(max(op.Alloc.Count, 1))
 		first := f.nextObj
@@ -259,6 +272,10 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 	case *metapb.ReadReq_Getxattr:
 		v, e := f.ns.GetXattr(op.Getxattr.Ino, op.Getxattr.Name)
 		return &metapb.ReadResp{Errno: uint32(e), Value: v}
+	case *metapb.ReadReq_Getlk:
+		return f.readGetLk(op.Getlk)
+	case *metapb.ReadReq_LockWait:
+		return f.readLockWait(op.LockWait)
 	case *metapb.ReadReq_Listxattr:
 		n, e := f.ns.ListXattr(op.Listxattr.Ino)
 		return &metapb.ReadResp{Errno: uint32(e), Names: n}
@@ -316,7 +333,7 @@ func (f *FSM) encode() ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
-		MountSessions: f.encodeMounts(), NextSession: f.nextSession}
+		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants()}
 	sids0 := make([]string, 0, len(f.stores))
 	for id := range f.stores {
 		sids0 = append(sids0, id)
@@ -354,8 +371,13 @@ func (f *FSM) encode() ([]byte, error) {
 	buf.b = append(buf.b, snapshotMagic...)
 	buf.b = binary.AppendUvarint(buf.b, uint64(len(hb)))
 	buf.b = append(buf.b, hb...)
-	if _, err := f.ns.WriteTo(&buf); err != nil {
-		return nil, err
+	for _, w := range []io.WriterTo{f.ns, f.locks} {
+		var sec writeBuffer
+		if _, err := w.WriteTo(&sec); err != nil {
+			return nil, err
+		}
+		buf.b = binary.AppendUvarint(buf.b, uint64(len(sec.b)))
+		buf.b = append(buf.b, sec.b...)
 	}
 	return buf.b, nil
 }
@@ -384,9 +406,28 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := proto.Unmarshal(hb, &h); err != nil {
 		return fmt.Errorf("cluster: corrupt snapshot header: %w", err)
 	}
-	ns, err := namespace.Read(r)
+	section := func() (io.Reader, error) {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > 1<<40 {
+			return nil, fmt.Errorf("cluster: corrupt snapshot section length: %v", err)
+		}
+		return io.LimitReader(r, int64(n)), nil
+	}
+	nsr, err := section()
+	if err != nil {
+		return err
+	}
+	ns, err := namespace.Read(nsr)
 	if err != nil {
 		return fmt.Errorf("cluster: corrupt snapshot namespace: %w", err)
+	}
+	lr, err := section()
+	if err != nil {
+		return err
+	}
+	lt, err := locks.ReadTable(lr)
+	if err != nil {
+		return fmt.Errorf("cluster: corrupt snapshot locks: %w", err)
 	}
 	members := map[string]*metapb.MemberOp{}
 	for _, m := range h.Members {
@@ -412,6 +453,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.ns, f.nextIno, f.members, f.sessions, f.gc = ns, h.NextIno, members, sessions, h.GcQueue
 	f.stores, f.scheme, f.nextObj = stores, h.Scheme, h.NextObject
 	f.mounts, f.nextSession = decodeMounts(h.MountSessions), max(h.NextSession, 1)
+	f.locks = lt
+	f.grants, f.waiting = decodeGrants(h.LockGrants)
 	return nil
 }
 

@@ -1692,6 +1692,232 @@ func (x *CloseOp) GetHandle() uint64 {
 	return 0
 }
 
+// LockOp takes, converts or drops a lock (kind 1 POSIX byte range, 2 flock;
+// type 1 read/shared, 2 write/exclusive, 3 unlock). With wait, a request that
+// cannot be granted now is queued as req_id and granted later in the log;
+// the holder polls ReadReq.lock_wait. Refused (ESTALE) from an expired session.
+type LockOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Owner         uint64                 `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Kind          uint32                 `protobuf:"varint,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	Type          uint32                 `protobuf:"varint,5,opt,name=type,proto3" json:"type,omitempty"`
+	Start         uint64                 `protobuf:"varint,6,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64                 `protobuf:"varint,7,opt,name=end,proto3" json:"end,omitempty"` // inclusive; 2^64-1 reaches the end of the file
+	Wait          bool                   `protobuf:"varint,8,opt,name=wait,proto3" json:"wait,omitempty"`
+	ReqId         uint64                 `protobuf:"varint,9,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockOp) Reset() {
+	*x = LockOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockOp) ProtoMessage() {}
+
+func (x *LockOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
+func (*LockOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LockOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *LockOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *LockOp) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *LockOp) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *LockOp) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *LockOp) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *LockOp) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *LockOp) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *LockOp) GetReqId() uint64 {
+	if x != nil {
+		return x.ReqId
+	}
+	return 0
+}
+
+// UnlockOwnerOp drops an owner's locks of one kind on an inode (close).
+type UnlockOwnerOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Owner         uint64                 `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Kind          uint32                 `protobuf:"varint,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockOwnerOp) Reset() {
+	*x = UnlockOwnerOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockOwnerOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockOwnerOp) ProtoMessage() {}
+
+func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
+func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnlockOwnerOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *UnlockOwnerOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *UnlockOwnerOp) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *UnlockOwnerOp) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+// CancelWaitOp withdraws a queued lock request (the waiter was interrupted).
+type CancelWaitOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReqId         uint64                 `protobuf:"varint,1,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelWaitOp) Reset() {
+	*x = CancelWaitOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelWaitOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelWaitOp) ProtoMessage() {}
+
+func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
+func (*CancelWaitOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CancelWaitOp) GetReqId() uint64 {
+	if x != nil {
+		return x.ReqId
+	}
+	return 0
+}
+
 // Command is one mutation. The leader fills in now and the identifiers it
 // allocates before proposing; Apply reads no clock.
 type Command struct {
@@ -1724,6 +1950,9 @@ type Command struct {
 	//	*Command_Commit
 	//	*Command_Open
 	//	*Command_Close
+	//	*Command_Lock
+	//	*Command_UnlockOwner
+	//	*Command_CancelWait
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1731,7 +1960,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1972,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1985,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -1992,6 +2221,33 @@ func (x *Command) GetClose() *CloseOp {
 	return nil
 }
 
+func (x *Command) GetLock() *LockOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUnlockOwner() *UnlockOwnerOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UnlockOwner); ok {
+			return x.UnlockOwner
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCancelWait() *CancelWaitOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CancelWait); ok {
+			return x.CancelWait
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2084,6 +2340,18 @@ type Command_Close struct {
 	Close *CloseOp `protobuf:"bytes,46,opt,name=close,proto3,oneof"`
 }
 
+type Command_Lock struct {
+	Lock *LockOp `protobuf:"bytes,50,opt,name=lock,proto3,oneof"`
+}
+
+type Command_UnlockOwner struct {
+	UnlockOwner *UnlockOwnerOp `protobuf:"bytes,51,opt,name=unlock_owner,json=unlockOwner,proto3,oneof"`
+}
+
+type Command_CancelWait struct {
+	CancelWait *CancelWaitOp `protobuf:"bytes,52,opt,name=cancel_wait,json=cancelWait,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -2128,6 +2396,12 @@ func (*Command_Open) isCommand_Op() {}
 
 func (*Command_Close) isCommand_Op() {}
 
+func (*Command_Lock) isCommand_Op() {}
+
+func (*Command_UnlockOwner) isCommand_Op() {}
+
+func (*Command_CancelWait) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -2139,7 +2413,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2425,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2438,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -2183,13 +2457,15 @@ type Result struct {
 	FirstId       uint64                 `protobuf:"varint,4,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`                       // AllocOp: the first id reserved
 	SessionId     uint64                 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`                 // SessionOp: the new session
 	Expires       int64                  `protobuf:"varint,6,opt,name=expires,proto3" json:"expires,omitempty"`                                      // SessionOp, RenewOp: the deadline, ns
+	Token         uint64                 `protobuf:"varint,7,opt,name=token,proto3" json:"token,omitempty"`                                          // LockOp: the fencing token of the lock now held
+	Queued        bool                   `protobuf:"varint,8,opt,name=queued,proto3" json:"queued,omitempty"`                                        // LockOp with wait: not granted yet, queued
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2477,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2490,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -2259,6 +2535,20 @@ func (x *Result) GetExpires() int64 {
 	return 0
 }
 
+func (x *Result) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *Result) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
 // MountSession is a mount's session in a snapshot.
 type MountSession struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2272,7 +2562,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2574,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2587,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -2338,7 +2628,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2640,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2653,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -2389,7 +2679,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2691,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2704,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -2435,7 +2725,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2737,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2750,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -2496,7 +2786,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2798,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2811,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DirEntry) GetName() string {
@@ -2561,7 +2851,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2863,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2876,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -2606,7 +2896,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2908,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2921,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -2657,7 +2947,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2959,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,12 +2972,142 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
 	if x != nil {
 		return x.Ino
+	}
+	return 0
+}
+
+// GetLkReq asks which lock would conflict (F_GETLK).
+type GetLkReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Owner         uint64                 `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Type          uint32                 `protobuf:"varint,4,opt,name=type,proto3" json:"type,omitempty"`
+	Start         uint64                 `protobuf:"varint,5,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64                 `protobuf:"varint,6,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLkReq) Reset() {
+	*x = GetLkReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLkReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLkReq) ProtoMessage() {}
+
+func (x *GetLkReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
+func (*GetLkReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetLkReq) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *GetLkReq) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *GetLkReq) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *GetLkReq) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *GetLkReq) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *GetLkReq) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+// LockWaitReq asks whether a queued lock request was granted.
+type LockWaitReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReqId         uint64                 `protobuf:"varint,1,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockWaitReq) Reset() {
+	*x = LockWaitReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockWaitReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockWaitReq) ProtoMessage() {}
+
+func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
+func (*LockWaitReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *LockWaitReq) GetReqId() uint64 {
+	if x != nil {
+		return x.ReqId
 	}
 	return 0
 }
@@ -2705,6 +3125,8 @@ type ReadReq struct {
 	//	*ReadReq_Readlink
 	//	*ReadReq_Getxattr
 	//	*ReadReq_Listxattr
+	//	*ReadReq_Getlk
+	//	*ReadReq_LockWait
 	Op            isReadReq_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2712,7 +3134,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +3146,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +3159,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -2808,6 +3230,24 @@ func (x *ReadReq) GetListxattr() *ListXattrReq {
 	return nil
 }
 
+func (x *ReadReq) GetGetlk() *GetLkReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Getlk); ok {
+			return x.Getlk
+		}
+	}
+	return nil
+}
+
+func (x *ReadReq) GetLockWait() *LockWaitReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_LockWait); ok {
+			return x.LockWait
+		}
+	}
+	return nil
+}
+
 type isReadReq_Op interface {
 	isReadReq_Op()
 }
@@ -2836,6 +3276,14 @@ type ReadReq_Listxattr struct {
 	Listxattr *ListXattrReq `protobuf:"bytes,15,opt,name=listxattr,proto3,oneof"`
 }
 
+type ReadReq_Getlk struct {
+	Getlk *GetLkReq `protobuf:"bytes,16,opt,name=getlk,proto3,oneof"`
+}
+
+type ReadReq_LockWait struct {
+	LockWait *LockWaitReq `protobuf:"bytes,17,opt,name=lock_wait,json=lockWait,proto3,oneof"`
+}
+
 func (*ReadReq_Lookup) isReadReq_Op() {}
 
 func (*ReadReq_Getattr) isReadReq_Op() {}
@@ -2848,21 +3296,33 @@ func (*ReadReq_Getxattr) isReadReq_Op() {}
 
 func (*ReadReq_Listxattr) isReadReq_Op() {}
 
+func (*ReadReq_Getlk) isReadReq_Op() {}
+
+func (*ReadReq_LockWait) isReadReq_Op() {}
+
 type ReadResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
-	Entries       []*DirEntry            `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
-	Target        string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
-	Value         []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
-	Names         []string               `protobuf:"bytes,6,rep,name=names,proto3" json:"names,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Errno   uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Attr    *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	Entries []*DirEntry            `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	Target  string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Value   []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Names   []string               `protobuf:"bytes,6,rep,name=names,proto3" json:"names,omitempty"`
+	// getlk: the conflicting lock, if any (conflict_type 0: none).
+	ConflictType    uint32 `protobuf:"varint,7,opt,name=conflict_type,json=conflictType,proto3" json:"conflict_type,omitempty"`
+	ConflictStart   uint64 `protobuf:"varint,8,opt,name=conflict_start,json=conflictStart,proto3" json:"conflict_start,omitempty"`
+	ConflictEnd     uint64 `protobuf:"varint,9,opt,name=conflict_end,json=conflictEnd,proto3" json:"conflict_end,omitempty"`
+	ConflictSession uint64 `protobuf:"varint,10,opt,name=conflict_session,json=conflictSession,proto3" json:"conflict_session,omitempty"`
+	ConflictOwner   uint64 `protobuf:"varint,11,opt,name=conflict_owner,json=conflictOwner,proto3" json:"conflict_owner,omitempty"`
+	// lock_wait: granted (token > 0), still queued, or gone (errno ENOENT).
+	Token         uint64 `protobuf:"varint,12,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3334,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3347,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -2932,6 +3392,48 @@ func (x *ReadResp) GetNames() []string {
 	return nil
 }
 
+func (x *ReadResp) GetConflictType() uint32 {
+	if x != nil {
+		return x.ConflictType
+	}
+	return 0
+}
+
+func (x *ReadResp) GetConflictStart() uint64 {
+	if x != nil {
+		return x.ConflictStart
+	}
+	return 0
+}
+
+func (x *ReadResp) GetConflictEnd() uint64 {
+	if x != nil {
+		return x.ConflictEnd
+	}
+	return 0
+}
+
+func (x *ReadResp) GetConflictSession() uint64 {
+	if x != nil {
+		return x.ConflictSession
+	}
+	return 0
+}
+
+func (x *ReadResp) GetConflictOwner() uint64 {
+	if x != nil {
+		return x.ConflictOwner
+	}
+	return 0
+}
+
+func (x *ReadResp) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2943,7 +3445,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3457,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3470,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *JoinReq) GetId() string {
@@ -3000,7 +3502,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3514,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3527,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 type RemoveReq struct {
@@ -3037,7 +3539,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3551,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3564,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -3080,7 +3582,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3594,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3607,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 type StatusReq struct {
@@ -3116,7 +3618,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3630,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3643,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 type Member struct {
@@ -3156,7 +3658,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3670,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3683,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Member) GetId() string {
@@ -3228,7 +3730,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3742,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3755,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StatusResp) GetId() string {
@@ -3321,7 +3823,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3333,7 +3835,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3346,7 +3848,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -3369,7 +3871,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3883,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3896,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -3428,7 +3930,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3440,7 +3942,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3453,7 +3955,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -3483,7 +3985,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3495,7 +3997,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3508,7 +4010,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -3544,13 +4046,14 @@ type FSMHeader struct {
 	NextObject    uint64                 `protobuf:"varint,7,opt,name=next_object,json=nextObject,proto3" json:"next_object,omitempty"`
 	MountSessions []*MountSession        `protobuf:"bytes,8,rep,name=mount_sessions,json=mountSessions,proto3" json:"mount_sessions,omitempty"`
 	NextSession   uint64                 `protobuf:"varint,9,opt,name=next_session,json=nextSession,proto3" json:"next_session,omitempty"`
+	LockGrants    []*LockGrant           `protobuf:"bytes,10,rep,name=lock_grants,json=lockGrants,proto3" json:"lock_grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3562,7 +4065,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3575,7 +4078,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -3637,6 +4140,75 @@ func (x *FSMHeader) GetMountSessions() []*MountSession {
 func (x *FSMHeader) GetNextSession() uint64 {
 	if x != nil {
 		return x.NextSession
+	}
+	return 0
+}
+
+func (x *FSMHeader) GetLockGrants() []*LockGrant {
+	if x != nil {
+		return x.LockGrants
+	}
+	return nil
+}
+
+// LockGrant is a queued lock request granted in the log, kept until its
+// session ends so the waiter can learn of it.
+type LockGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReqId         uint64                 `protobuf:"varint,1,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	Session       uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
+	Token         uint64                 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockGrant) Reset() {
+	*x = LockGrant{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockGrant) ProtoMessage() {}
+
+func (x *LockGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
+func (*LockGrant) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *LockGrant) GetReqId() uint64 {
+	if x != nil {
+		return x.ReqId
+	}
+	return 0
+}
+
+func (x *LockGrant) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *LockGrant) GetToken() uint64 {
+	if x != nil {
+		return x.Token
 	}
 	return 0
 }
@@ -3772,7 +4344,25 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06handle\x18\x03 \x01(\x04R\x06handle\";\n" +
 	"\aCloseOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
-	"\x06handle\x18\x02 \x01(\x04R\x06handle\"\xf7\b\n" +
+	"\x06handle\x18\x02 \x01(\x04R\x06handle\"\xc5\x01\n" +
+	"\x06LockOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\rR\x04kind\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\rR\x04type\x12\x14\n" +
+	"\x05start\x18\x06 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\a \x01(\x04R\x03end\x12\x12\n" +
+	"\x04wait\x18\b \x01(\bR\x04wait\x12\x15\n" +
+	"\x06req_id\x18\t \x01(\x04R\x05reqId\"e\n" +
+	"\rUnlockOwnerOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\rR\x04kind\"%\n" +
+	"\fCancelWaitOp\x12\x15\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\x9b\n" +
+	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -3801,10 +4391,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03end\x18+ \x01(\v2\x10.ecfs.meta.EndOpH\x00R\x03end\x12-\n" +
 	"\x06commit\x18, \x01(\v2\x13.ecfs.meta.CommitOpH\x00R\x06commit\x12'\n" +
 	"\x04open\x18- \x01(\v2\x11.ecfs.meta.OpenOpH\x00R\x04open\x12*\n" +
-	"\x05close\x18. \x01(\v2\x12.ecfs.meta.CloseOpH\x00R\x05closeB\x04\n" +
+	"\x05close\x18. \x01(\v2\x12.ecfs.meta.CloseOpH\x00R\x05close\x12'\n" +
+	"\x04lock\x182 \x01(\v2\x11.ecfs.meta.LockOpH\x00R\x04lock\x12=\n" +
+	"\funlock_owner\x183 \x01(\v2\x18.ecfs.meta.UnlockOwnerOpH\x00R\vunlockOwner\x12:\n" +
+	"\vcancel_wait\x184 \x01(\v2\x17.ecfs.meta.CancelWaitOpH\x00R\n" +
+	"cancelWaitB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xbc\x01\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xea\x01\n" +
 	"\x06Result\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12#\n" +
@@ -3812,7 +4406,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\bfirst_id\x18\x04 \x01(\x04R\afirstId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x05 \x01(\x04R\tsessionId\x12\x18\n" +
-	"\aexpires\x18\x06 \x01(\x03R\aexpires\"c\n" +
+	"\aexpires\x18\x06 \x01(\x03R\aexpires\x12\x14\n" +
+	"\x05token\x18\a \x01(\x04R\x05token\x12\x16\n" +
+	"\x06queued\x18\b \x01(\bR\x06queued\"c\n" +
 	"\fMountSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x15\n" +
 	"\x06ttl_ns\x18\x02 \x01(\x03R\x05ttlNs\x12\x18\n" +
@@ -3840,7 +4436,16 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\" \n" +
 	"\fListXattrReq\x12\x10\n" +
-	"\x03ino\x18\x01 \x01(\x04R\x03ino\"\xe0\x02\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\"\x88\x01\n" +
+	"\bGetLkReq\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\rR\x04type\x12\x14\n" +
+	"\x05start\x18\x05 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x06 \x01(\x04R\x03end\"$\n" +
+	"\vLockWaitReq\x12\x15\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xc4\x03\n" +
 	"\aReadReq\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12.\n" +
 	"\x06lookup\x18\n" +
@@ -3849,15 +4454,24 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\areaddir\x18\f \x01(\v2\x15.ecfs.meta.ReadDirReqH\x00R\areaddir\x124\n" +
 	"\breadlink\x18\r \x01(\v2\x16.ecfs.meta.ReadlinkReqH\x00R\breadlink\x124\n" +
 	"\bgetxattr\x18\x0e \x01(\v2\x16.ecfs.meta.GetXattrReqH\x00R\bgetxattr\x127\n" +
-	"\tlistxattr\x18\x0f \x01(\v2\x17.ecfs.meta.ListXattrReqH\x00R\tlistxattrB\x04\n" +
-	"\x02op\"\xb8\x01\n" +
+	"\tlistxattr\x18\x0f \x01(\v2\x17.ecfs.meta.ListXattrReqH\x00R\tlistxattr\x12+\n" +
+	"\x05getlk\x18\x10 \x01(\v2\x13.ecfs.meta.GetLkReqH\x00R\x05getlk\x125\n" +
+	"\tlock_wait\x18\x11 \x01(\v2\x16.ecfs.meta.LockWaitReqH\x00R\blockWaitB\x04\n" +
+	"\x02op\"\x8f\x03\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
 	"\aentries\x18\x03 \x03(\v2\x13.ecfs.meta.DirEntryR\aentries\x12\x16\n" +
 	"\x06target\x18\x04 \x01(\tR\x06target\x12\x14\n" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x14\n" +
-	"\x05names\x18\x06 \x03(\tR\x05names\"Q\n" +
+	"\x05names\x18\x06 \x03(\tR\x05names\x12#\n" +
+	"\rconflict_type\x18\a \x01(\rR\fconflictType\x12%\n" +
+	"\x0econflict_start\x18\b \x01(\x04R\rconflictStart\x12!\n" +
+	"\fconflict_end\x18\t \x01(\x04R\vconflictEnd\x12)\n" +
+	"\x10conflict_session\x18\n" +
+	" \x01(\x04R\x0fconflictSession\x12%\n" +
+	"\x0econflict_owner\x18\v \x01(\x04R\rconflictOwner\x12\x14\n" +
+	"\x05token\x18\f \x01(\x04R\x05token\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -3899,7 +4513,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
-	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\x84\x03\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xbb\x03\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -3910,7 +4524,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\vnext_object\x18\a \x01(\x04R\n" +
 	"nextObject\x12>\n" +
 	"\x0emount_sessions\x18\b \x03(\v2\x17.ecfs.meta.MountSessionR\rmountSessions\x12!\n" +
-	"\fnext_session\x18\t \x01(\x04R\vnextSession2\xba\x02\n" +
+	"\fnext_session\x18\t \x01(\x04R\vnextSession\x125\n" +
+	"\vlock_grants\x18\n" +
+	" \x03(\v2\x14.ecfs.meta.LockGrantR\n" +
+	"lockGrants\"R\n" +
+	"\tLockGrant\x12\x15\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
+	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token2\xba\x02\n" +
 	"\x04Meta\x12.\n" +
 	"\x05Apply\x12\x12.ecfs.meta.Command\x1a\x11.ecfs.meta.Result\x12/\n" +
 	"\x04Read\x12\x12.ecfs.meta.ReadReq\x1a\x13.ecfs.meta.ReadResp\x12/\n" +
@@ -3931,7 +4552,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -3958,31 +4579,37 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*CommitOp)(nil),       // 22: ecfs.meta.CommitOp
 	(*OpenOp)(nil),         // 23: ecfs.meta.OpenOp
 	(*CloseOp)(nil),        // 24: ecfs.meta.CloseOp
-	(*Command)(nil),        // 25: ecfs.meta.Command
-	(*Batch)(nil),          // 26: ecfs.meta.Batch
-	(*Result)(nil),         // 27: ecfs.meta.Result
-	(*MountSession)(nil),   // 28: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 29: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 30: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 31: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 32: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 33: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 34: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 35: ecfs.meta.ListXattrReq
-	(*ReadReq)(nil),        // 36: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 37: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 38: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 39: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 40: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 41: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 42: ecfs.meta.StatusReq
-	(*Member)(nil),         // 43: ecfs.meta.Member
-	(*StatusResp)(nil),     // 44: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 45: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 46: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 47: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 48: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 49: ecfs.meta.FSMHeader
+	(*LockOp)(nil),         // 25: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 26: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 27: ecfs.meta.CancelWaitOp
+	(*Command)(nil),        // 28: ecfs.meta.Command
+	(*Batch)(nil),          // 29: ecfs.meta.Batch
+	(*Result)(nil),         // 30: ecfs.meta.Result
+	(*MountSession)(nil),   // 31: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 32: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 33: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 34: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 35: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 36: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 37: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 38: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 39: ecfs.meta.GetLkReq
+	(*LockWaitReq)(nil),    // 40: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 41: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 42: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 43: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 44: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 45: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 46: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 47: ecfs.meta.StatusReq
+	(*Member)(nil),         // 48: ecfs.meta.Member
+	(*StatusResp)(nil),     // 49: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 50: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 51: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 52: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 53: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 54: ecfs.meta.FSMHeader
+	(*LockGrant)(nil),      // 55: ecfs.meta.LockGrant
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
@@ -4009,42 +4636,48 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	22, // 21: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
 	23, // 22: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
 	24, // 23: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	25, // 24: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 25: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	29, // 26: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	30, // 27: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	31, // 28: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	33, // 29: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	34, // 30: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	35, // 31: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	0,  // 32: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	32, // 33: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	43, // 34: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 35: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	46, // 36: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	27, // 37: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 38: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	48, // 39: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 40: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 41: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	28, // 42: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	25, // 43: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	36, // 44: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	38, // 45: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	40, // 46: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	42, // 47: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	45, // 48: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	27, // 49: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	37, // 50: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	39, // 51: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	41, // 52: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	44, // 53: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	47, // 54: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	49, // [49:55] is the sub-list for method output_type
-	43, // [43:49] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	25, // 24: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	26, // 25: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	27, // 26: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	28, // 27: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 28: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	32, // 29: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	33, // 30: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	34, // 31: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	36, // 32: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	37, // 33: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	38, // 34: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	39, // 35: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	40, // 36: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	0,  // 37: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	35, // 38: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	48, // 39: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 40: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	51, // 41: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	30, // 42: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 43: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	53, // 44: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 45: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 46: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	31, // 47: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	55, // 48: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	28, // 49: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	41, // 50: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	43, // 51: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	45, // 52: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	47, // 53: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	50, // 54: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	30, // 55: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	42, // 56: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	44, // 57: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	46, // 58: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	49, // 59: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	52, // 60: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	55, // [55:61] is the sub-list for method output_type
+	49, // [49:55] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -4052,7 +4685,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[25].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[28].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -4075,14 +4708,19 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_Commit)(nil),
 		(*Command_Open)(nil),
 		(*Command_Close)(nil),
+		(*Command_Lock)(nil),
+		(*Command_UnlockOwner)(nil),
+		(*Command_CancelWait)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[36].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[41].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
 		(*ReadReq_Readlink)(nil),
 		(*ReadReq_Getxattr)(nil),
 		(*ReadReq_Listxattr)(nil),
+		(*ReadReq_Getlk)(nil),
+		(*ReadReq_LockWait)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4090,7 +4728,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

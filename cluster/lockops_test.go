@@ -1,0 +1,74 @@
+package cluster
+
+import (
+	"syscall"
+	"testing"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+func TestLocksThroughTheFSM(t *testing.T) {
+	f := NewFSM()
+	at := func(now int64, c *metapb.Command) *metapb.Result {
+		c.Now = now
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.apply(c)
+	}
+	read := func(q *metapb.ReadReq) *metapb.ReadResp { return f.Read(q) }
+	const sec = int64(1e9)
+	open := func(now int64) uint64 {
+		return at(now, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 5 * sec}}}).SessionId
+	}
+	s1, s2 := open(0), open(0)
+	ino := at(1, createCmd(namespace.RootIno, "f", true)).Attr.Ino
+	flock := func(now int64, s uint64, typ uint32, wait bool, req uint64) *metapb.Result {
+		return at(now, &metapb.Command{Op: &metapb.Command_Lock{Lock: &metapb.LockOp{
+			Session: s, Ino: ino, Owner: 1, Kind: 2, Type: typ, Wait: wait, ReqId: req}}})
+	}
+	r1 := flock(2, s1, 2, false, 0)
+	if r1.Errno != 0 || r1.Token == 0 {
+		t.Fatalf("exclusive flock: %v", r1)
+	}
+	if r := flock(3, s2, 1, false, 0); r.Errno != uint32(syscall.EAGAIN) {
+		t.Fatalf("conflicting non-blocking flock: %v, want EAGAIN", r)
+	}
+	if r := flock(3, s2, 1, true, 77); r.Errno != 0 || !r.Queued {
+		t.Fatalf("blocking flock: %v, want queued", r)
+	}
+	if r := read(&metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: 77}}}); r.Errno != 0 || r.Token != 0 {
+		t.Fatalf("queued request before the release: %v", r)
+	}
+	// A snapshot carries the locks and the queue.
+	snap, _ := f.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(sink); err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := f.Digest()
+	d2, _ := g.Digest()
+	if d1 != d2 {
+		t.Fatal("restored state differs")
+	}
+	// s1 dies: its lease runs out and its lock goes to the waiter.
+	if r := at(6*sec, &metapb.Command{Op: &metapb.Command_Expire{Expire: &metapb.ExpireOp{Session: s1}}}); r.Errno != 0 {
+		t.Fatalf("expire: %v", r)
+	}
+	w := read(&metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: 77}}})
+	if w.Errno != 0 || w.Token <= r1.Token {
+		t.Fatalf("after the holder expired the waiter has %v: want a grant with a newer token than %d", w, r1.Token)
+	}
+	if r := flock(7*sec, s1, 2, false, 0); r.Errno != uint32(syscall.ESTALE) {
+		t.Fatalf("lock from an expired session: %v, want ESTALE", r)
+	}
+	// POSIX F_GETLK sees s2's shared lock as a conflict for a writer.
+	c := read(&metapb.ReadReq{Op: &metapb.ReadReq_Getlk{Getlk: &metapb.GetLkReq{Session: 99, Ino: ino, Owner: 5, Type: 2, Start: 0, End: 10}}})
+	if c.ConflictType != 0 {
+		t.Fatalf("GETLK found a POSIX conflict %v where only a flock is held", c)
+	}
+}
