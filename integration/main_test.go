@@ -24,6 +24,10 @@ import (
 var ecfsBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("ECFS_LOCK_HOLDER") != "" {
+		lockHolder()
+		return
+	}
 	dir, err := os.MkdirTemp("", "ecfs-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
