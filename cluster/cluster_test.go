@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -219,3 +220,67 @@ func (m *memSink) Read(p []byte) (int, error) {
 func (m *memSink) Close() error  { return nil }
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
+
+// TestFollowerFarBehindCatchesUpFromSnapshot: a follower cut off while the
+// others apply, snapshot and compact their logs gets a snapshot, then the
+// rest, and ends identical.
+func TestFollowerFarBehindCatchesUpFromSnapshot(t *testing.T) {
+	var trans []*raft.InmemTransport
+	var servers []raft.Server
+	for i := range 3 {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprint("s", i)))
+		trans = append(trans, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint("s", i)), Address: addr})
+	}
+	connect := func(i, j int) {
+		trans[i].Connect(trans[j].LocalAddr(), trans[j])
+		trans[j].Connect(trans[i].LocalAddr(), trans[i])
+	}
+	connect(0, 1)
+	connect(0, 2)
+	connect(1, 2)
+	var nodes []*Node
+	var fsms []*FSM
+	for i := range 3 {
+		fsm := NewFSM()
+		n, err := NewNode(NodeConfig{ID: fmt.Sprint("s", i), Transport: trans[i], Fast: true, Logger: slog.New(slog.DiscardHandler),
+			SnapshotThreshold: 50, TrailingLogs: 10, SnapshotInterval: 50 * time.Millisecond}, fsm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes, fsms = append(nodes, n), append(fsms, fsm)
+	}
+	if err := nodes[0].raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node 0 to lead", 10*time.Second, func() bool { return nodes[0].IsLeader() })
+	// Cut node 2 off.
+	trans[2].DisconnectAll()
+	trans[0].Disconnect(trans[2].LocalAddr())
+	trans[1].Disconnect(trans[2].LocalAddr())
+	c := newCommitter(nodes[0].raft, 5*time.Second)
+	defer c.close()
+	for i := range 300 {
+		if r, err := c.propose(context.Background(), createCmd(namespace.RootIno, fmt.Sprint("f", i), true)); err != nil || r.Errno != 0 {
+			t.Fatalf("create %d: %v %v", i, r, err)
+		}
+	}
+	waitFor(t, "the leader to snapshot and compact its log", 10*time.Second, func() bool {
+		return nodes[0].raft.Stats()["last_snapshot_index"] != "0"
+	})
+	if err := nodes[0].raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		t.Fatal(err)
+	}
+	connect(0, 2)
+	connect(1, 2)
+	waitFor(t, "the cut-off follower to catch up", 15*time.Second, func() bool { return fsms[2].Inodes() == fsms[0].Inodes() })
+	d0, _ := fsms[0].Digest()
+	d2, _ := fsms[2].Digest()
+	if d0 != d2 {
+		t.Fatal("the follower that caught up differs from the leader")
+	}
+	if n := nodes[2].raft.Stats()["last_snapshot_index"]; n == "0" {
+		t.Errorf("the follower caught up without a snapshot (last_snapshot_index %s): the test did not test that", n)
+	}
+}

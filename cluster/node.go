@@ -43,6 +43,9 @@ type NodeConfig struct {
 	// many log entries since the last snapshot make one. Defaults 30s, 8192.
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
+	// TrailingLogs is how many entries stay in the log after a snapshot, for
+	// followers slightly behind; default 10240.
+	TrailingLogs uint64
 	// Fast uses short timeouts (tests on one machine).
 	Fast bool
 	// Logger; default slog.Default().
@@ -95,6 +98,9 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}})
 	if cfg.Fast {
 		rc.HeartbeatTimeout = 200 * time.Millisecond
