@@ -148,6 +148,15 @@ func (c *Client) StatusOf(ctx context.Context, i int) (*metapb.StatusResp, error
 	return metapb.NewMetaClient(c.conns[i]).Status(ctx, &metapb.StatusReq{})
 }
 
+// DigestOf asks member i for its applied index and the digest of its state.
+func (c *Client) DigestOf(ctx context.Context, i int) (applied uint64, digest string, err error) {
+	st, err := metapb.NewMetaClient(c.conns[i]).Status(ctx, &metapb.StatusReq{Digest: true})
+	if err != nil {
+		return 0, "", err
+	}
+	return st.AppliedIndex, st.Digest, nil
+}
+
 // Addrs returns the member addresses the client was given.
 func (c *Client) Addrs() []string { return c.addrs }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -209,7 +210,7 @@ func (s *Server) Remove(ctx context.Context, req *metapb.RemoveReq) (*metapb.Rem
 
 // Status reports what this member knows: its own state, the leader and the
 // members (each member's state is as this member sees it).
-func (s *Server) Status(ctx context.Context, _ *metapb.StatusReq) (*metapb.StatusResp, error) {
+func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.StatusResp, error) {
 	r := s.node.raft
 	resp := &metapb.StatusResp{
 		Id:           s.node.cfg.ID,
@@ -221,6 +222,13 @@ func (s *Server) Status(ctx context.Context, _ *metapb.StatusReq) (*metapb.Statu
 	}
 	if sc := s.fsm.Scheme(); sc != nil {
 		resp.Scheme = sc.Scheme
+	}
+	if req.Digest {
+		d, err := s.fsm.Digest()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Digest = hex.EncodeToString(d[:])
 	}
 	cf := r.GetConfiguration()
 	if err := cf.Error(); err == nil {

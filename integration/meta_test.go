@@ -190,6 +190,24 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 	if leaders != 1 {
 		t.Errorf("%d leaders: %+v", leaders, st)
 	}
+	// Every member restarted from its data dir holds the same state.
+	waitFor(t, "identical state on the 3 restarted members", 15*time.Second, func() error {
+		var first string
+		for i := range g.nodes {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			applied, d, err := c.DigestOf(dctx, i)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				first = fmt.Sprint(applied, d)
+			} else if fmt.Sprint(applied, d) != first {
+				return fmt.Errorf("member %d: applied %d digest %.12s; member 0: %.30s", i, applied, d, first)
+			}
+		}
+		return nil
+	})
 	for _, name := range []string{"a", "b"} {
 		r, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: name}}})
 		if err != nil || r.Errno != 0 {

@@ -3612,6 +3612,7 @@ func (*RemoveResp) Descriptor() ([]byte, []int) {
 
 type StatusReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        bool                   `protobuf:"varint,1,opt,name=digest,proto3" json:"digest,omitempty"` // also compute the state's digest (costs a full encoding)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3644,6 +3645,13 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
 	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StatusReq) GetDigest() bool {
+	if x != nil {
+		return x.Digest
+	}
+	return false
 }
 
 type Member struct {
@@ -3724,6 +3732,7 @@ type StatusResp struct {
 	Inodes        uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
 	Stores        []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
 	Scheme        string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Digest        string                 `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3810,6 +3819,13 @@ func (x *StatusResp) GetStores() []*StoreInfo {
 func (x *StatusResp) GetScheme() string {
 	if x != nil {
 		return x.Scheme
+	}
+	return ""
+}
+
+func (x *StatusResp) GetDigest() string {
+	if x != nil {
+		return x.Digest
 	}
 	return ""
 }
@@ -4481,13 +4497,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tRemoveReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\f\n" +
 	"\n" +
-	"RemoveResp\"\v\n" +
-	"\tStatusReq\"f\n" +
+	"RemoveResp\"#\n" +
+	"\tStatusReq\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\bR\x06digest\"f\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\x81\x02\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\x99\x02\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -4498,7 +4515,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\x12,\n" +
 	"\x06stores\x18\a \x03(\v2\x14.ecfs.meta.StoreInfoR\x06stores\x12\x16\n" +
-	"\x06scheme\x18\b \x01(\tR\x06scheme\" \n" +
+	"\x06scheme\x18\b \x01(\tR\x06scheme\x12\x16\n" +
+	"\x06digest\x18\t \x01(\tR\x06digest\" \n" +
 	"\bPlaceReq\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
 	"\tPlacement\x12\x16\n" +
