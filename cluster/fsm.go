@@ -41,6 +41,9 @@ type FSM struct {
 	locks       *locks.Table
 	grants      map[uint64]lockGrant // queued lock requests granted since, by request id
 	waiting     map[uint64]uint64    // queued lock requests: request id -> session
+	objects     map[uint64]*object
+	storeIDs    []string // interned store ids; index 0 means none
+	storeIdx    map[string]uint32
 }
 
 type sessionResults struct {
@@ -62,6 +65,9 @@ func NewFSM() *FSM {
 		locks:       locks.New(),
 		grants:      map[uint64]lockGrant{},
 		waiting:     map[uint64]uint64{},
+		objects:     map[uint64]*object{},
+		storeIDs:    []string{""},
+		storeIdx:    map[string]uint32{},
 	}
 }
 
@@ -223,6 +229,8 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyUnlockOwner(op.UnlockOwner)
 	case *metapb.Command_CancelWait:
 		return f.applyCancelWait(op.CancelWait)
+	case *metapb.Command_GcDone:
+		return f.applyGCDone(op.GcDone)
 	case *metapb.Command_Alloc:
 		n := uint64(max(op.Alloc.Count, 1))
 		first := f.nextObj
@@ -276,6 +284,8 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		return f.readGetLk(op.Getlk)
 	case *metapb.ReadReq_LockWait:
 		return f.readLockWait(op.LockWait)
+	case *metapb.ReadReq_Objects:
+		return f.readObjects(op.Objects)
 	case *metapb.ReadReq_Listxattr:
 		n, e := f.ns.ListXattr(op.Listxattr.Ino)
 		return &metapb.ReadResp{Errno: uint32(e), Names: n}
@@ -333,7 +343,8 @@ func (f *FSM) encode() ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
-		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants()}
+		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
+		Objects: f.encodeObjects()}
 	sids0 := make([]string, 0, len(f.stores))
 	for id := range f.stores {
 		sids0 = append(sids0, id)
@@ -455,6 +466,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mounts, f.nextSession = decodeMounts(h.MountSessions), max(h.NextSession, 1)
 	f.locks = lt
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
+	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
+	f.recordObjects(h.Objects)
 	return nil
 }
 

@@ -223,6 +223,8 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 	if sc := s.fsm.Scheme(); sc != nil {
 		resp.Scheme = sc.Scheme
 	}
+	objs, gc := s.fsm.ObjectCounts()
+	resp.Objects, resp.GcPending = uint64(objs), uint64(gc)
 	if req.Digest {
 		d, err := s.fsm.Digest()
 		if err != nil {

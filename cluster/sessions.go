@@ -69,6 +69,9 @@ func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 		writes[i] = namespace.BlockWrite{Block: w.Block, Slice: namespace.Slice{Off: w.Off, Len: w.Len, Object: w.Object, ObjOff: w.ObjOff}}
 	}
 	a, freed, e := f.ns.CommitSlices(op.Ino, writes, op.NewSize, now)
+	if e == 0 {
+		f.recordObjects(op.Objects)
+	}
 	f.gc = append(f.gc, freed...)
 	r := attrResult(a, e)
 	r.FreedObjects = freed

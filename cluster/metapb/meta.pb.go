@@ -1509,21 +1509,84 @@ func (x *BlockWrite) GetObjOff() uint32 {
 	return 0
 }
 
-// CommitOp makes written data visible: the slices, the size and mtime, in
-// one step. It is refused (ESTALE) from a session that expired.
+// ObjectRecord is a newly written object: its length and the store of each
+// shard ("" for a shard that is missing: unplaced or failed to write).
+type ObjectRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Stores        []string               `protobuf:"bytes,3,rep,name=stores,proto3" json:"stores,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectRecord) Reset() {
+	*x = ObjectRecord{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectRecord) ProtoMessage() {}
+
+func (x *ObjectRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectRecord.ProtoReflect.Descriptor instead.
+func (*ObjectRecord) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ObjectRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ObjectRecord) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *ObjectRecord) GetStores() []string {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+// CommitOp makes written data visible: the objects, the slices, the size
+// and mtime, in one step. It is refused (ESTALE) from a session that expired.
 type CommitOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Writes        []*BlockWrite          `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
 	NewSize       uint64                 `protobuf:"varint,4,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	Objects       []*ObjectRecord        `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitOp) Reset() {
 	*x = CommitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1598,7 @@ func (x *CommitOp) String() string {
 func (*CommitOp) ProtoMessage() {}
 
 func (x *CommitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1611,7 @@ func (x *CommitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOp.ProtoReflect.Descriptor instead.
 func (*CommitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CommitOp) GetSession() uint64 {
@@ -1579,6 +1642,58 @@ func (x *CommitOp) GetNewSize() uint64 {
 	return 0
 }
 
+func (x *CommitOp) GetObjects() []*ObjectRecord {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
+// GCDoneOp drops objects whose shards the GC deleted.
+type GCDoneOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Objects       []uint64               `protobuf:"varint,1,rep,packed,name=objects,proto3" json:"objects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GCDoneOp) Reset() {
+	*x = GCDoneOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GCDoneOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GCDoneOp) ProtoMessage() {}
+
+func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
+func (*GCDoneOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GCDoneOp) GetObjects() []uint64 {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
 // OpenOp / CloseOp track open files, so an unlinked open file keeps its data.
 type OpenOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1591,7 +1706,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1718,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1731,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -1650,7 +1765,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1777,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1790,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -1713,7 +1828,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1840,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1853,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -1817,7 +1932,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1944,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1957,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -1883,7 +1998,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2010,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2023,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -1953,6 +2068,7 @@ type Command struct {
 	//	*Command_Lock
 	//	*Command_UnlockOwner
 	//	*Command_CancelWait
+	//	*Command_GcDone
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1960,7 +2076,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2088,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2101,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -2248,6 +2364,15 @@ func (x *Command) GetCancelWait() *CancelWaitOp {
 	return nil
 }
 
+func (x *Command) GetGcDone() *GCDoneOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_GcDone); ok {
+			return x.GcDone
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2352,6 +2477,10 @@ type Command_CancelWait struct {
 	CancelWait *CancelWaitOp `protobuf:"bytes,52,opt,name=cancel_wait,json=cancelWait,proto3,oneof"`
 }
 
+type Command_GcDone struct {
+	GcDone *GCDoneOp `protobuf:"bytes,53,opt,name=gc_done,json=gcDone,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -2402,6 +2531,8 @@ func (*Command_UnlockOwner) isCommand_Op() {}
 
 func (*Command_CancelWait) isCommand_Op() {}
 
+func (*Command_GcDone) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -2413,7 +2544,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2556,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2569,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -2465,7 +2596,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2608,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2621,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -2562,7 +2693,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2705,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2718,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -2628,7 +2759,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2771,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2784,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -2679,7 +2810,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +2822,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +2835,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -2725,7 +2856,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2868,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2881,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -2786,7 +2917,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2929,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2942,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DirEntry) GetName() string {
@@ -2851,7 +2982,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +2994,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3007,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -2896,7 +3027,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3039,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3052,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -2947,7 +3078,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3090,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3103,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -2997,7 +3128,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3009,7 +3140,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3022,7 +3153,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -3067,6 +3198,51 @@ func (x *GetLkReq) GetEnd() uint64 {
 	return 0
 }
 
+// ObjectsReq asks for object records (placement resolved to addresses).
+type ObjectsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectsReq) Reset() {
+	*x = ObjectsReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectsReq) ProtoMessage() {}
+
+func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
+func (*ObjectsReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ObjectsReq) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
 // LockWaitReq asks whether a queued lock request was granted.
 type LockWaitReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3077,7 +3253,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3265,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3278,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -3127,6 +3303,7 @@ type ReadReq struct {
 	//	*ReadReq_Listxattr
 	//	*ReadReq_Getlk
 	//	*ReadReq_LockWait
+	//	*ReadReq_Objects
 	Op            isReadReq_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3134,7 +3311,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3323,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3336,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -3248,6 +3425,15 @@ func (x *ReadReq) GetLockWait() *LockWaitReq {
 	return nil
 }
 
+func (x *ReadReq) GetObjects() *ObjectsReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Objects); ok {
+			return x.Objects
+		}
+	}
+	return nil
+}
+
 type isReadReq_Op interface {
 	isReadReq_Op()
 }
@@ -3284,6 +3470,10 @@ type ReadReq_LockWait struct {
 	LockWait *LockWaitReq `protobuf:"bytes,17,opt,name=lock_wait,json=lockWait,proto3,oneof"`
 }
 
+type ReadReq_Objects struct {
+	Objects *ObjectsReq `protobuf:"bytes,18,opt,name=objects,proto3,oneof"`
+}
+
 func (*ReadReq_Lookup) isReadReq_Op() {}
 
 func (*ReadReq_Getattr) isReadReq_Op() {}
@@ -3300,6 +3490,8 @@ func (*ReadReq_Getlk) isReadReq_Op() {}
 
 func (*ReadReq_LockWait) isReadReq_Op() {}
 
+func (*ReadReq_Objects) isReadReq_Op() {}
+
 type ReadResp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Errno   uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -3315,14 +3507,16 @@ type ReadResp struct {
 	ConflictSession uint64 `protobuf:"varint,10,opt,name=conflict_session,json=conflictSession,proto3" json:"conflict_session,omitempty"`
 	ConflictOwner   uint64 `protobuf:"varint,11,opt,name=conflict_owner,json=conflictOwner,proto3" json:"conflict_owner,omitempty"`
 	// lock_wait: granted (token > 0), still queued, or gone (errno ENOENT).
-	Token         uint64 `protobuf:"varint,12,opt,name=token,proto3" json:"token,omitempty"`
+	Token uint64 `protobuf:"varint,12,opt,name=token,proto3" json:"token,omitempty"`
+	// objects: the records, stores given as addresses ("" when unknown).
+	Objects       []*ObjectRecord `protobuf:"bytes,13,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3528,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3541,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -3434,6 +3628,13 @@ func (x *ReadResp) GetToken() uint64 {
 	return 0
 }
 
+func (x *ReadResp) GetObjects() []*ObjectRecord {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3445,7 +3646,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3658,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3671,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JoinReq) GetId() string {
@@ -3502,7 +3703,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3715,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3728,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 type RemoveReq struct {
@@ -3539,7 +3740,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3752,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3765,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -3582,7 +3783,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3795,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3808,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 type StatusReq struct {
@@ -3619,7 +3820,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3631,7 +3832,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3644,7 +3845,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -3666,7 +3867,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +3879,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +3892,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Member) GetId() string {
@@ -3733,13 +3934,15 @@ type StatusResp struct {
 	Stores        []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
 	Scheme        string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
 	Digest        string                 `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
+	Objects       uint64                 `protobuf:"varint,10,opt,name=objects,proto3" json:"objects,omitempty"`
+	GcPending     uint64                 `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3954,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3967,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StatusResp) GetId() string {
@@ -3830,6 +4033,20 @@ func (x *StatusResp) GetDigest() string {
 	return ""
 }
 
+func (x *StatusResp) GetObjects() uint64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *StatusResp) GetGcPending() uint64 {
+	if x != nil {
+		return x.GcPending
+	}
+	return 0
+}
+
 type PlaceReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"` // objects to place (default 1)
@@ -3839,7 +4056,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3851,7 +4068,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3864,7 +4081,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -3887,7 +4104,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3899,7 +4116,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3912,7 +4129,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -3946,7 +4163,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3958,7 +4175,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3971,7 +4188,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -4001,7 +4218,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4230,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4243,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -4063,13 +4280,14 @@ type FSMHeader struct {
 	MountSessions []*MountSession        `protobuf:"bytes,8,rep,name=mount_sessions,json=mountSessions,proto3" json:"mount_sessions,omitempty"`
 	NextSession   uint64                 `protobuf:"varint,9,opt,name=next_session,json=nextSession,proto3" json:"next_session,omitempty"`
 	LockGrants    []*LockGrant           `protobuf:"bytes,10,rep,name=lock_grants,json=lockGrants,proto3" json:"lock_grants,omitempty"`
+	Objects       []*ObjectRecord        `protobuf:"bytes,11,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4081,7 +4299,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4094,7 +4312,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -4167,6 +4385,13 @@ func (x *FSMHeader) GetLockGrants() []*LockGrant {
 	return nil
 }
 
+func (x *FSMHeader) GetObjects() []*ObjectRecord {
+	if x != nil {
+		return x.Objects
+	}
+	return nil
+}
+
 // LockGrant is a queued lock request granted in the log, kept until its
 // session ends so the waiter can learn of it.
 type LockGrant struct {
@@ -4180,7 +4405,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4192,7 +4417,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4205,7 +4430,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -4348,12 +4573,19 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03off\x18\x02 \x01(\rR\x03off\x12\x10\n" +
 	"\x03len\x18\x03 \x01(\rR\x03len\x12\x16\n" +
 	"\x06object\x18\x04 \x01(\x04R\x06object\x12\x17\n" +
-	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"\x80\x01\n" +
+	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"N\n" +
+	"\fObjectRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\x12\x16\n" +
+	"\x06stores\x18\x03 \x03(\tR\x06stores\"\xb3\x01\n" +
 	"\bCommitOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
 	"\x06writes\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06writes\x12\x19\n" +
-	"\bnew_size\x18\x04 \x01(\x04R\anewSize\"L\n" +
+	"\bnew_size\x18\x04 \x01(\x04R\anewSize\x121\n" +
+	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"$\n" +
+	"\bGCDoneOp\x12\x18\n" +
+	"\aobjects\x18\x01 \x03(\x04R\aobjects\"L\n" +
 	"\x06OpenOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
@@ -4377,7 +4609,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\rR\x04kind\"%\n" +
 	"\fCancelWaitOp\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\x9b\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xcb\n" +
 	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
@@ -4411,7 +4643,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04lock\x182 \x01(\v2\x11.ecfs.meta.LockOpH\x00R\x04lock\x12=\n" +
 	"\funlock_owner\x183 \x01(\v2\x18.ecfs.meta.UnlockOwnerOpH\x00R\vunlockOwner\x12:\n" +
 	"\vcancel_wait\x184 \x01(\v2\x17.ecfs.meta.CancelWaitOpH\x00R\n" +
-	"cancelWaitB\x04\n" +
+	"cancelWait\x12.\n" +
+	"\agc_done\x185 \x01(\v2\x13.ecfs.meta.GCDoneOpH\x00R\x06gcDoneB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xea\x01\n" +
@@ -4459,9 +4692,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
 	"\x04type\x18\x04 \x01(\rR\x04type\x12\x14\n" +
 	"\x05start\x18\x05 \x01(\x04R\x05start\x12\x10\n" +
-	"\x03end\x18\x06 \x01(\x04R\x03end\"$\n" +
+	"\x03end\x18\x06 \x01(\x04R\x03end\"\x1e\n" +
+	"\n" +
+	"ObjectsReq\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\"$\n" +
 	"\vLockWaitReq\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xc4\x03\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xf7\x03\n" +
 	"\aReadReq\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12.\n" +
 	"\x06lookup\x18\n" +
@@ -4472,8 +4708,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\bgetxattr\x18\x0e \x01(\v2\x16.ecfs.meta.GetXattrReqH\x00R\bgetxattr\x127\n" +
 	"\tlistxattr\x18\x0f \x01(\v2\x17.ecfs.meta.ListXattrReqH\x00R\tlistxattr\x12+\n" +
 	"\x05getlk\x18\x10 \x01(\v2\x13.ecfs.meta.GetLkReqH\x00R\x05getlk\x125\n" +
-	"\tlock_wait\x18\x11 \x01(\v2\x16.ecfs.meta.LockWaitReqH\x00R\blockWaitB\x04\n" +
-	"\x02op\"\x8f\x03\n" +
+	"\tlock_wait\x18\x11 \x01(\v2\x16.ecfs.meta.LockWaitReqH\x00R\blockWait\x121\n" +
+	"\aobjects\x18\x12 \x01(\v2\x15.ecfs.meta.ObjectsReqH\x00R\aobjectsB\x04\n" +
+	"\x02op\"\xc2\x03\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -4487,7 +4724,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x10conflict_session\x18\n" +
 	" \x01(\x04R\x0fconflictSession\x12%\n" +
 	"\x0econflict_owner\x18\v \x01(\x04R\rconflictOwner\x12\x14\n" +
-	"\x05token\x18\f \x01(\x04R\x05token\"Q\n" +
+	"\x05token\x18\f \x01(\x04R\x05token\x121\n" +
+	"\aobjects\x18\r \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -4504,7 +4742,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\x99\x02\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\xd2\x02\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -4516,7 +4754,11 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\x12,\n" +
 	"\x06stores\x18\a \x03(\v2\x14.ecfs.meta.StoreInfoR\x06stores\x12\x16\n" +
 	"\x06scheme\x18\b \x01(\tR\x06scheme\x12\x16\n" +
-	"\x06digest\x18\t \x01(\tR\x06digest\" \n" +
+	"\x06digest\x18\t \x01(\tR\x06digest\x12\x18\n" +
+	"\aobjects\x18\n" +
+	" \x01(\x04R\aobjects\x12\x1d\n" +
+	"\n" +
+	"gc_pending\x18\v \x01(\x04R\tgcPending\" \n" +
 	"\bPlaceReq\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
 	"\tPlacement\x12\x16\n" +
@@ -4531,7 +4773,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
-	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xbb\x03\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xee\x03\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -4545,7 +4787,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\fnext_session\x18\t \x01(\x04R\vnextSession\x125\n" +
 	"\vlock_grants\x18\n" +
 	" \x03(\v2\x14.ecfs.meta.LockGrantR\n" +
-	"lockGrants\"R\n" +
+	"lockGrants\x121\n" +
+	"\aobjects\x18\v \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"R\n" +
 	"\tLockGrant\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
@@ -4570,7 +4813,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -4594,108 +4837,116 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*ExpireOp)(nil),       // 19: ecfs.meta.ExpireOp
 	(*EndOp)(nil),          // 20: ecfs.meta.EndOp
 	(*BlockWrite)(nil),     // 21: ecfs.meta.BlockWrite
-	(*CommitOp)(nil),       // 22: ecfs.meta.CommitOp
-	(*OpenOp)(nil),         // 23: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 24: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 25: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 26: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 27: ecfs.meta.CancelWaitOp
-	(*Command)(nil),        // 28: ecfs.meta.Command
-	(*Batch)(nil),          // 29: ecfs.meta.Batch
-	(*Result)(nil),         // 30: ecfs.meta.Result
-	(*MountSession)(nil),   // 31: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 32: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 33: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 34: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 35: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 36: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 37: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 38: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 39: ecfs.meta.GetLkReq
-	(*LockWaitReq)(nil),    // 40: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 41: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 42: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 43: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 44: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 45: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 46: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 47: ecfs.meta.StatusReq
-	(*Member)(nil),         // 48: ecfs.meta.Member
-	(*StatusResp)(nil),     // 49: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 50: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 51: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 52: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 53: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 54: ecfs.meta.FSMHeader
-	(*LockGrant)(nil),      // 55: ecfs.meta.LockGrant
+	(*ObjectRecord)(nil),   // 22: ecfs.meta.ObjectRecord
+	(*CommitOp)(nil),       // 23: ecfs.meta.CommitOp
+	(*GCDoneOp)(nil),       // 24: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 25: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 26: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 27: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 28: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 29: ecfs.meta.CancelWaitOp
+	(*Command)(nil),        // 30: ecfs.meta.Command
+	(*Batch)(nil),          // 31: ecfs.meta.Batch
+	(*Result)(nil),         // 32: ecfs.meta.Result
+	(*MountSession)(nil),   // 33: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 34: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 35: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 36: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 37: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 38: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 39: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 40: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 41: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 42: ecfs.meta.ObjectsReq
+	(*LockWaitReq)(nil),    // 43: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 44: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 45: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 46: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 47: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 48: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 49: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 50: ecfs.meta.StatusReq
+	(*Member)(nil),         // 51: ecfs.meta.Member
+	(*StatusResp)(nil),     // 52: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 53: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 54: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 55: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 56: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 57: ecfs.meta.FSMHeader
+	(*LockGrant)(nil),      // 58: ecfs.meta.LockGrant
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
 	21, // 1: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
-	1,  // 2: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 3: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 4: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 5: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 6: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 7: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 8: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 9: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 10: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 11: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 12: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 13: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 14: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 15: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	16, // 16: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	17, // 17: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
-	18, // 18: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
-	19, // 19: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
-	20, // 20: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
-	22, // 21: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	23, // 22: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	24, // 23: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	25, // 24: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	26, // 25: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	27, // 26: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	28, // 27: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 28: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	32, // 29: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	33, // 30: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	34, // 31: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	36, // 32: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	37, // 33: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	38, // 34: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	39, // 35: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	40, // 36: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	0,  // 37: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	35, // 38: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	48, // 39: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 40: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	51, // 41: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	30, // 42: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 43: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	53, // 44: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 45: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 46: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	31, // 47: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	55, // 48: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	28, // 49: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	41, // 50: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	43, // 51: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	45, // 52: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	47, // 53: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	50, // 54: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	30, // 55: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	42, // 56: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	44, // 57: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	46, // 58: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	49, // 59: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	52, // 60: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	55, // [55:61] is the sub-list for method output_type
-	49, // [49:55] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	22, // 2: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
+	1,  // 3: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 4: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 5: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 6: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 7: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 8: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 9: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 10: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 11: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 12: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 13: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 14: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 15: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 16: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	16, // 17: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	17, // 18: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	18, // 19: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	19, // 20: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	20, // 21: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	23, // 22: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	25, // 23: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	26, // 24: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	27, // 25: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	28, // 26: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	29, // 27: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	24, // 28: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	30, // 29: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 30: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	34, // 31: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	35, // 32: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	36, // 33: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	38, // 34: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	39, // 35: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	40, // 36: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	41, // 37: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	43, // 38: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	42, // 39: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	0,  // 40: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	37, // 41: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	22, // 42: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	51, // 43: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 44: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	54, // 45: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	32, // 46: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 47: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	56, // 48: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 49: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 50: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	33, // 51: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	58, // 52: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	22, // 53: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	30, // 54: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	44, // 55: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	46, // 56: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	48, // 57: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	50, // 58: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	53, // 59: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	32, // 60: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	45, // 61: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	47, // 62: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	49, // 63: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	52, // 64: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	55, // 65: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	60, // [60:66] is the sub-list for method output_type
+	54, // [54:60] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -4703,7 +4954,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[28].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[30].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -4729,8 +4980,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_Lock)(nil),
 		(*Command_UnlockOwner)(nil),
 		(*Command_CancelWait)(nil),
+		(*Command_GcDone)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[41].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[44].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -4739,6 +4991,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Listxattr)(nil),
 		(*ReadReq_Getlk)(nil),
 		(*ReadReq_LockWait)(nil),
+		(*ReadReq_Objects)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4746,7 +4999,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

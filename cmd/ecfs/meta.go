@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/codec"
+	"github.com/ecfs/ecfs/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,6 +38,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	joinTimeout := fs.Duration("join-timeout", time.Minute, "how long to keep trying to join")
 	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
 	downAfter := fs.Duration("down-after", time.Minute, "a store silent this long is down (its shards are to be rebuilt)")
+	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -95,9 +98,12 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	defer wg.Wait()
 	actx, cancelAnnounce := context.WithCancel(ctx)
 	defer cancelAnnounce()
-	wg.Add(3)
+	shards := store.NewClient(store.ClientConfig{Secret: secret})
+	defer shards.Close()
+	wg.Add(4)
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
+	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, *gcEvery) }()
 	go func() {
 		defer wg.Done()
 		srv.RunHealth(actx, cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter})
@@ -148,5 +154,22 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("stopping")
+	return nil
+}
+
+// shardDeleter lets the meta leader's GC delete shards through the store
+// client (cluster imports no store code).
+type shardDeleter struct{ c *store.Client }
+
+func (d shardDeleter) DeleteShards(ctx context.Context, object uint64, addrs []string) error {
+	for i, a := range addrs {
+		if a == "" {
+			continue
+		}
+		err := d.c.Delete(ctx, a, store.ShardKey{Object: store.ObjectID(object), Index: i})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
 	return nil
 }
