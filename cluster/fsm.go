@@ -229,6 +229,8 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyUnlockOwner(op.UnlockOwner)
 	case *metapb.Command_CancelWait:
 		return f.applyCancelWait(op.CancelWait)
+	case *metapb.Command_Inline:
+		return f.applyInline(op.Inline, now)
 	case *metapb.Command_GcDone:
 		return f.applyGCDone(op.GcDone)
 	case *metapb.Command_Alloc:
@@ -284,6 +286,10 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		return f.readGetLk(op.Getlk)
 	case *metapb.ReadReq_LockWait:
 		return f.readLockWait(op.LockWait)
+	case *metapb.ReadReq_Statfs:
+		return f.readStatfs()
+	case *metapb.ReadReq_Slices:
+		return f.readSlices(op.Slices)
 	case *metapb.ReadReq_Objects:
 		return f.readObjects(op.Objects)
 	case *metapb.ReadReq_Listxattr:

@@ -1649,6 +1649,76 @@ func (x *CommitOp) GetObjects() []*ObjectRecord {
 	return nil
 }
 
+// InlineOp writes a small file's data into its inode (replicated by Raft,
+// not coded). Refused (ESTALE) from an expired session.
+type InlineOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Off           uint64                 `protobuf:"varint,3,opt,name=off,proto3" json:"off,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InlineOp) Reset() {
+	*x = InlineOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InlineOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InlineOp) ProtoMessage() {}
+
+func (x *InlineOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InlineOp.ProtoReflect.Descriptor instead.
+func (*InlineOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *InlineOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *InlineOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *InlineOp) GetOff() uint64 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *InlineOp) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // GCDoneOp drops objects whose shards the GC deleted.
 type GCDoneOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1659,7 +1729,7 @@ type GCDoneOp struct {
 
 func (x *GCDoneOp) Reset() {
 	*x = GCDoneOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1741,7 @@ func (x *GCDoneOp) String() string {
 func (*GCDoneOp) ProtoMessage() {}
 
 func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1754,7 @@ func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
 func (*GCDoneOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GCDoneOp) GetObjects() []uint64 {
@@ -1706,7 +1776,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1788,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1801,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -1765,7 +1835,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1847,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1860,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -1828,7 +1898,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1910,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1923,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -1932,7 +2002,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2014,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2027,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -1998,7 +2068,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2080,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2093,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -2069,6 +2139,7 @@ type Command struct {
 	//	*Command_UnlockOwner
 	//	*Command_CancelWait
 	//	*Command_GcDone
+	//	*Command_Inline
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2076,7 +2147,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2159,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2172,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -2373,6 +2444,15 @@ func (x *Command) GetGcDone() *GCDoneOp {
 	return nil
 }
 
+func (x *Command) GetInline() *InlineOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Inline); ok {
+			return x.Inline
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2481,6 +2561,10 @@ type Command_GcDone struct {
 	GcDone *GCDoneOp `protobuf:"bytes,53,opt,name=gc_done,json=gcDone,proto3,oneof"`
 }
 
+type Command_Inline struct {
+	Inline *InlineOp `protobuf:"bytes,54,opt,name=inline,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -2533,6 +2617,8 @@ func (*Command_CancelWait) isCommand_Op() {}
 
 func (*Command_GcDone) isCommand_Op() {}
 
+func (*Command_Inline) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -2544,7 +2630,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2642,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2655,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -2596,7 +2682,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2694,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2707,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -2693,7 +2779,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +2791,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +2804,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -2759,7 +2845,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2857,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2870,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -2810,7 +2896,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +2908,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,7 +2921,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -2856,7 +2942,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2954,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2967,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -2917,7 +3003,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3015,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3028,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DirEntry) GetName() string {
@@ -2982,7 +3068,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3080,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3093,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -3027,7 +3113,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +3125,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +3138,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -3078,7 +3164,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3176,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3189,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -3128,7 +3214,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3226,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3239,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -3208,7 +3294,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3306,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,12 +3319,153 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
 	if x != nil {
 		return x.Ids
+	}
+	return nil
+}
+
+type StatfsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatfsReq) Reset() {
+	*x = StatfsReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatfsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatfsReq) ProtoMessage() {}
+
+func (x *StatfsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
+func (*StatfsReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+}
+
+// SlicesReq asks for the slices of some blocks of a file, and its inline data.
+type SlicesReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Blocks        []uint64               `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlicesReq) Reset() {
+	*x = SlicesReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlicesReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlicesReq) ProtoMessage() {}
+
+func (x *SlicesReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
+func (*SlicesReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *SlicesReq) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *SlicesReq) GetBlocks() []uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+type BlockSlices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         uint64                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
+	Slices        []*BlockWrite          `protobuf:"bytes,2,rep,name=slices,proto3" json:"slices,omitempty"` // oldest first; later ones shadow earlier ones
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockSlices) Reset() {
+	*x = BlockSlices{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockSlices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockSlices) ProtoMessage() {}
+
+func (x *BlockSlices) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
+func (*BlockSlices) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *BlockSlices) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *BlockSlices) GetSlices() []*BlockWrite {
+	if x != nil {
+		return x.Slices
 	}
 	return nil
 }
@@ -3253,7 +3480,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3492,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3505,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -3304,6 +3531,8 @@ type ReadReq struct {
 	//	*ReadReq_Getlk
 	//	*ReadReq_LockWait
 	//	*ReadReq_Objects
+	//	*ReadReq_Statfs
+	//	*ReadReq_Slices
 	Op            isReadReq_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3311,7 +3540,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3552,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3565,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -3434,6 +3663,24 @@ func (x *ReadReq) GetObjects() *ObjectsReq {
 	return nil
 }
 
+func (x *ReadReq) GetStatfs() *StatfsReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Statfs); ok {
+			return x.Statfs
+		}
+	}
+	return nil
+}
+
+func (x *ReadReq) GetSlices() *SlicesReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Slices); ok {
+			return x.Slices
+		}
+	}
+	return nil
+}
+
 type isReadReq_Op interface {
 	isReadReq_Op()
 }
@@ -3474,6 +3721,14 @@ type ReadReq_Objects struct {
 	Objects *ObjectsReq `protobuf:"bytes,18,opt,name=objects,proto3,oneof"`
 }
 
+type ReadReq_Statfs struct {
+	Statfs *StatfsReq `protobuf:"bytes,19,opt,name=statfs,proto3,oneof"`
+}
+
+type ReadReq_Slices struct {
+	Slices *SlicesReq `protobuf:"bytes,20,opt,name=slices,proto3,oneof"`
+}
+
 func (*ReadReq_Lookup) isReadReq_Op() {}
 
 func (*ReadReq_Getattr) isReadReq_Op() {}
@@ -3492,6 +3747,10 @@ func (*ReadReq_LockWait) isReadReq_Op() {}
 
 func (*ReadReq_Objects) isReadReq_Op() {}
 
+func (*ReadReq_Statfs) isReadReq_Op() {}
+
+func (*ReadReq_Slices) isReadReq_Op() {}
+
 type ReadResp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Errno   uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -3509,14 +3768,21 @@ type ReadResp struct {
 	// lock_wait: granted (token > 0), still queued, or gone (errno ENOENT).
 	Token uint64 `protobuf:"varint,12,opt,name=token,proto3" json:"token,omitempty"`
 	// objects: the records, stores given as addresses ("" when unknown).
-	Objects       []*ObjectRecord `protobuf:"bytes,13,rep,name=objects,proto3" json:"objects,omitempty"`
+	Objects []*ObjectRecord `protobuf:"bytes,13,rep,name=objects,proto3" json:"objects,omitempty"`
+	// statfs: usable bytes (store capacity of up stores × k/(k+m)) and inodes.
+	TotalBytes uint64 `protobuf:"varint,14,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	FreeBytes  uint64 `protobuf:"varint,15,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	Inodes     uint64 `protobuf:"varint,16,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	// slices: per block asked, and the file's inline data.
+	Blocks        []*BlockSlices `protobuf:"bytes,17,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Inline        []byte         `protobuf:"bytes,18,opt,name=inline,proto3" json:"inline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3528,7 +3794,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3541,7 +3807,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -3635,6 +3901,41 @@ func (x *ReadResp) GetObjects() []*ObjectRecord {
 	return nil
 }
 
+func (x *ReadResp) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *ReadResp) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *ReadResp) GetInodes() uint64 {
+	if x != nil {
+		return x.Inodes
+	}
+	return 0
+}
+
+func (x *ReadResp) GetBlocks() []*BlockSlices {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *ReadResp) GetInline() []byte {
+	if x != nil {
+		return x.Inline
+	}
+	return nil
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3646,7 +3947,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3658,7 +3959,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3671,7 +3972,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinReq) GetId() string {
@@ -3703,7 +4004,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +4016,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +4029,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 type RemoveReq struct {
@@ -3740,7 +4041,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +4053,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +4066,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -3783,7 +4084,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +4096,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +4109,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 type StatusReq struct {
@@ -3820,7 +4121,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3832,7 +4133,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3845,7 +4146,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -3867,7 +4168,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +4180,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +4193,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Member) GetId() string {
@@ -3942,7 +4243,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4255,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4268,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StatusResp) GetId() string {
@@ -4056,7 +4357,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4369,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4382,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -4104,7 +4405,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4116,7 +4417,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4129,7 +4430,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -4163,7 +4464,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4175,7 +4476,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4188,7 +4489,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -4218,7 +4519,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4531,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4544,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -4287,7 +4588,7 @@ type FSMHeader struct {
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4299,7 +4600,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4312,7 +4613,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -4405,7 +4706,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4417,7 +4718,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4430,7 +4731,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -4583,7 +4884,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
 	"\x06writes\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06writes\x12\x19\n" +
 	"\bnew_size\x18\x04 \x01(\x04R\anewSize\x121\n" +
-	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"$\n" +
+	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"\\\n" +
+	"\bInlineOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x10\n" +
+	"\x03off\x18\x03 \x01(\x04R\x03off\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"$\n" +
 	"\bGCDoneOp\x12\x18\n" +
 	"\aobjects\x18\x01 \x03(\x04R\aobjects\"L\n" +
 	"\x06OpenOp\x12\x18\n" +
@@ -4609,7 +4915,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\rR\x04kind\"%\n" +
 	"\fCancelWaitOp\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xcb\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xfa\n" +
 	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
@@ -4644,7 +4950,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\funlock_owner\x183 \x01(\v2\x18.ecfs.meta.UnlockOwnerOpH\x00R\vunlockOwner\x12:\n" +
 	"\vcancel_wait\x184 \x01(\v2\x17.ecfs.meta.CancelWaitOpH\x00R\n" +
 	"cancelWait\x12.\n" +
-	"\agc_done\x185 \x01(\v2\x13.ecfs.meta.GCDoneOpH\x00R\x06gcDoneB\x04\n" +
+	"\agc_done\x185 \x01(\v2\x13.ecfs.meta.GCDoneOpH\x00R\x06gcDone\x12-\n" +
+	"\x06inline\x186 \x01(\v2\x13.ecfs.meta.InlineOpH\x00R\x06inlineB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xea\x01\n" +
@@ -4695,9 +5002,16 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03end\x18\x06 \x01(\x04R\x03end\"\x1e\n" +
 	"\n" +
 	"ObjectsReq\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x04R\x03ids\"$\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\"\v\n" +
+	"\tStatfsReq\"5\n" +
+	"\tSlicesReq\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06blocks\x18\x02 \x03(\x04R\x06blocks\"R\n" +
+	"\vBlockSlices\x12\x14\n" +
+	"\x05block\x18\x01 \x01(\x04R\x05block\x12-\n" +
+	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"$\n" +
 	"\vLockWaitReq\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xf7\x03\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xd7\x04\n" +
 	"\aReadReq\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12.\n" +
 	"\x06lookup\x18\n" +
@@ -4709,8 +5023,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tlistxattr\x18\x0f \x01(\v2\x17.ecfs.meta.ListXattrReqH\x00R\tlistxattr\x12+\n" +
 	"\x05getlk\x18\x10 \x01(\v2\x13.ecfs.meta.GetLkReqH\x00R\x05getlk\x125\n" +
 	"\tlock_wait\x18\x11 \x01(\v2\x16.ecfs.meta.LockWaitReqH\x00R\blockWait\x121\n" +
-	"\aobjects\x18\x12 \x01(\v2\x15.ecfs.meta.ObjectsReqH\x00R\aobjectsB\x04\n" +
-	"\x02op\"\xc2\x03\n" +
+	"\aobjects\x18\x12 \x01(\v2\x15.ecfs.meta.ObjectsReqH\x00R\aobjects\x12.\n" +
+	"\x06statfs\x18\x13 \x01(\v2\x14.ecfs.meta.StatfsReqH\x00R\x06statfs\x12.\n" +
+	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slicesB\x04\n" +
+	"\x02op\"\xe2\x04\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -4725,7 +5041,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	" \x01(\x04R\x0fconflictSession\x12%\n" +
 	"\x0econflict_owner\x18\v \x01(\x04R\rconflictOwner\x12\x14\n" +
 	"\x05token\x18\f \x01(\x04R\x05token\x121\n" +
-	"\aobjects\x18\r \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"Q\n" +
+	"\aobjects\x18\r \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\x12\x1f\n" +
+	"\vtotal_bytes\x18\x0e \x01(\x04R\n" +
+	"totalBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x0f \x01(\x04R\tfreeBytes\x12\x16\n" +
+	"\x06inodes\x18\x10 \x01(\x04R\x06inodes\x12.\n" +
+	"\x06blocks\x18\x11 \x03(\v2\x16.ecfs.meta.BlockSlicesR\x06blocks\x12\x16\n" +
+	"\x06inline\x18\x12 \x01(\fR\x06inline\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -4813,7 +5136,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -4839,41 +5162,45 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*BlockWrite)(nil),     // 21: ecfs.meta.BlockWrite
 	(*ObjectRecord)(nil),   // 22: ecfs.meta.ObjectRecord
 	(*CommitOp)(nil),       // 23: ecfs.meta.CommitOp
-	(*GCDoneOp)(nil),       // 24: ecfs.meta.GCDoneOp
-	(*OpenOp)(nil),         // 25: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 26: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 27: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 28: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 29: ecfs.meta.CancelWaitOp
-	(*Command)(nil),        // 30: ecfs.meta.Command
-	(*Batch)(nil),          // 31: ecfs.meta.Batch
-	(*Result)(nil),         // 32: ecfs.meta.Result
-	(*MountSession)(nil),   // 33: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 34: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 35: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 36: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 37: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 38: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 39: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 40: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 41: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 42: ecfs.meta.ObjectsReq
-	(*LockWaitReq)(nil),    // 43: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 44: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 45: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 46: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 47: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 48: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 49: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 50: ecfs.meta.StatusReq
-	(*Member)(nil),         // 51: ecfs.meta.Member
-	(*StatusResp)(nil),     // 52: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 53: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 54: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 55: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 56: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 57: ecfs.meta.FSMHeader
-	(*LockGrant)(nil),      // 58: ecfs.meta.LockGrant
+	(*InlineOp)(nil),       // 24: ecfs.meta.InlineOp
+	(*GCDoneOp)(nil),       // 25: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 26: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 27: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 28: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 29: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 30: ecfs.meta.CancelWaitOp
+	(*Command)(nil),        // 31: ecfs.meta.Command
+	(*Batch)(nil),          // 32: ecfs.meta.Batch
+	(*Result)(nil),         // 33: ecfs.meta.Result
+	(*MountSession)(nil),   // 34: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 35: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 36: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 37: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 38: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 39: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 40: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 41: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 42: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 43: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 44: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 45: ecfs.meta.SlicesReq
+	(*BlockSlices)(nil),    // 46: ecfs.meta.BlockSlices
+	(*LockWaitReq)(nil),    // 47: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 48: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 49: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 50: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 51: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 52: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 53: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 54: ecfs.meta.StatusReq
+	(*Member)(nil),         // 55: ecfs.meta.Member
+	(*StatusResp)(nil),     // 56: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 57: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 58: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 59: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 60: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 61: ecfs.meta.FSMHeader
+	(*LockGrant)(nil),      // 62: ecfs.meta.LockGrant
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
@@ -4899,54 +5226,59 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	19, // 20: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
 	20, // 21: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
 	23, // 22: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	25, // 23: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	26, // 24: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	27, // 25: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	28, // 26: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	29, // 27: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	24, // 28: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
-	30, // 29: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 30: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	34, // 31: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	35, // 32: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	36, // 33: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	38, // 34: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	39, // 35: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	40, // 36: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	41, // 37: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	43, // 38: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	42, // 39: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	0,  // 40: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	37, // 41: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	22, // 42: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	51, // 43: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 44: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	54, // 45: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	32, // 46: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 47: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	56, // 48: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 49: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 50: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	33, // 51: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	58, // 52: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	22, // 53: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	30, // 54: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	44, // 55: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	46, // 56: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	48, // 57: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	50, // 58: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	53, // 59: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	32, // 60: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	45, // 61: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	47, // 62: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	49, // 63: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	52, // 64: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	55, // 65: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	60, // [60:66] is the sub-list for method output_type
-	54, // [54:60] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	26, // 23: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	27, // 24: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	28, // 25: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	29, // 26: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	30, // 27: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	25, // 28: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	24, // 29: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
+	31, // 30: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 31: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	21, // 32: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	35, // 33: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	36, // 34: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	37, // 35: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	39, // 36: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	40, // 37: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	41, // 38: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	42, // 39: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	47, // 40: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	43, // 41: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	44, // 42: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	45, // 43: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	0,  // 44: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	38, // 45: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	22, // 46: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	46, // 47: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	55, // 48: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 49: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	58, // 50: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	33, // 51: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 52: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	60, // 53: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 54: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 55: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	34, // 56: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	62, // 57: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	22, // 58: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	31, // 59: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	48, // 60: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	50, // 61: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	52, // 62: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	54, // 63: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	57, // 64: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	33, // 65: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	49, // 66: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	51, // 67: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	53, // 68: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	56, // 69: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	59, // 70: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	65, // [65:71] is the sub-list for method output_type
+	59, // [59:65] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -4954,7 +5286,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[30].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[31].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -4981,8 +5313,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_UnlockOwner)(nil),
 		(*Command_CancelWait)(nil),
 		(*Command_GcDone)(nil),
+		(*Command_Inline)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[44].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[48].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -4992,6 +5325,8 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Getlk)(nil),
 		(*ReadReq_LockWait)(nil),
 		(*ReadReq_Objects)(nil),
+		(*ReadReq_Statfs)(nil),
+		(*ReadReq_Slices)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4999,7 +5334,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

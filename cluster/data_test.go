@@ -1,0 +1,49 @@
+package cluster
+
+import (
+	"bytes"
+	"syscall"
+	"testing"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+func TestStatfsInlineAndSlices(t *testing.T) {
+	f := NewFSM()
+	at := func(c *metapb.Command) *metapb.Result {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.apply(c)
+	}
+	at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
+	for i, st := range []string{StoreUp, StoreUp, StoreUp, StoreDown} {
+		id := string(rune('a' + i))
+		at(&metapb.Command{Op: &metapb.Command_Store{Store: &metapb.StoreOp{Info: &metapb.StoreInfo{
+			Id: id, Addr: id + ":1", TotalBytes: 600, FreeBytes: 300}}}})
+		at(&metapb.Command{Op: &metapb.Command_StoreState{StoreState: &metapb.StoreStateOp{Id: id, State: st}}})
+	}
+	sf := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Statfs{Statfs: &metapb.StatfsReq{}}})
+	if sf.TotalBytes != 1200 || sf.FreeBytes != 600 || sf.Inodes != 1 {
+		t.Fatalf("statfs of 3 up stores of 600 bytes (300 free) at 4+2: %v, want 1200 total, 600 free, 1 inode", sf)
+	}
+	s := at(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e9}}}).SessionId
+	ino := at(createCmd(namespace.RootIno, "small", true)).Attr.Ino
+	if r := at(&metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{Session: s, Ino: ino, Data: []byte("hello")}}}); r.Errno != 0 || r.Attr.Size != 5 {
+		t.Fatalf("inline write: %v", r)
+	}
+	if r := at(&metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{Session: s + 100, Ino: ino, Data: []byte("x")}}}); r.Errno != uint32(syscall.ESTALE) {
+		t.Fatalf("inline write from an unknown session: %v, want ESTALE", r)
+	}
+	sl := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: ino, Blocks: []uint64{0}}}})
+	if sl.Errno != 0 || !bytes.Equal(sl.Inline, []byte("hello")) || len(sl.Blocks) != 1 || len(sl.Blocks[0].Slices) != 0 {
+		t.Fatalf("slices of an inline file: %v", sl)
+	}
+	big := at(createCmd(namespace.RootIno, "big", true)).Attr.Ino
+	at(&metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{Session: s, Ino: big, NewSize: 10,
+		Writes: []*metapb.BlockWrite{{Block: 1, Off: 5, Len: 5, Object: 9, ObjOff: 0}}}}})
+	sl = f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: big, Blocks: []uint64{0, 1}}}})
+	if len(sl.Blocks) != 2 || len(sl.Blocks[0].Slices) != 0 || len(sl.Blocks[1].Slices) != 1 || sl.Blocks[1].Slices[0].Object != 9 {
+		t.Fatalf("slices after a commit to block 1: %v", sl)
+	}
+}
