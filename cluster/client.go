@@ -209,3 +209,11 @@ func (c *Client) Renew(ctx context.Context, id uint64) (time.Time, error) {
 	}
 	return time.Unix(0, r.Expires), nil
 }
+
+// RemoveMember removes a voter from the group through any member.
+func (c *Client) RemoveMember(ctx context.Context, id string) error {
+	return c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		_, err := m.Remove(ctx, &metapb.RemoveReq{Id: id})
+		return err
+	})
+}

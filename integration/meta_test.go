@@ -214,6 +214,19 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 			t.Fatalf("after restarting all: lookup %s: %v errno %d", name, err, r.GetErrno())
 		}
 	}
+	// A voter removed through the API leaves the group, which goes on.
+	gone := g.nodes[(g.leader()+1)%3]
+	if err := c.RemoveMember(ctx, gone.id); err != nil {
+		t.Fatalf("removing %s: %v", gone.id, err)
+	}
+	gone.p.kill()
+	st = g.status()
+	if len(st.Meta) != 2 {
+		t.Fatalf("after removing %s: %+v", gone.id, st.Meta)
+	}
+	if r := mk("c"); r.Errno != 0 {
+		t.Fatalf("mkdir after removing a member: errno %d", r.Errno)
+	}
 }
 
 type statusJSON struct {
