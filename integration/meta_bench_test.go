@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -65,6 +67,9 @@ func BenchmarkMeta(b *testing.B) {
 			b.ReportMetric(float64(len(all))/el.Seconds(), fmt.Sprintf("%s/s-%dc", op, clients))
 			b.Logf("%-8s %2d clients: %7.0f ops/s  p50 %v  p99 %v", op, clients, float64(len(all))/el.Seconds(),
 				p(0.5).Round(time.Microsecond), p(0.99).Round(time.Microsecond))
+		}
+		if dir := os.Getenv("ECFS_BENCH_PROFILE"); dir != "" && clients == 64 {
+			go profileStore(b, g.nodes[g.leader()].http, filepath.Join(dir, "meta-create.pprof"))
 		}
 		run("create", func(c *cluster.Client, i, j int) error {
 			r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{

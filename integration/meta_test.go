@@ -16,7 +16,7 @@ import (
 
 // metaNode is one `ecfs meta` process.
 type metaNode struct {
-	id, dataDir, raft, api string
+	id, dataDir, raft, api, http string
 	p                      *proc
 }
 
@@ -39,7 +39,7 @@ func newMetaGroup(t testing.TB, n int, extra ...string) *metaGroup {
 		ip := fmt.Sprintf("127.0.0.%d", 21+i)
 		g.nodes = append(g.nodes, &metaNode{
 			id: fmt.Sprint("m", i), dataDir: filepath.Join(dir, fmt.Sprint("meta", i)),
-			raft: freeAddr(t, ip), api: freeAddr(t, ip),
+			raft: freeAddr(t, ip), api: freeAddr(t, ip), http: freeAddr(t, ip),
 		})
 	}
 	for i := range g.nodes {
@@ -56,7 +56,7 @@ func (g *metaGroup) launch(i int) {
 	g.t.Helper()
 	m := g.nodes[i]
 	args := []string{"meta", "--id", m.id, "--data-dir", m.dataDir, "--raft-addr", m.raft, "--api-addr", m.api,
-		"--secret-file", g.secretFile, "--log-level", "warn"}
+		"--secret-file", g.secretFile, "--log-level", "warn", "--http-addr", m.http, "--pprof"}
 	args = append(args, g.extra...)
 	if i == 0 {
 		args = append(args, "--bootstrap")

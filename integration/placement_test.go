@@ -114,3 +114,37 @@ func TestStoresRegisterAndPlacementFollowsHealth(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStoreWithWrongSecretForMetaExits: a store whose secret the metadata
+// service refuses exits 1 with one clear line instead of serving unseen.
+func TestStoreWithWrongSecretForMetaExits(t *testing.T) {
+	g := newMetaGroup(t, 1)
+	dir := t.TempDir()
+	other, _ := writeSecret(t, dir)
+	p := startProc(t, "store", "--data-dir", dir+"/s", "--addr", freeAddr(t, "127.0.0.31"), "--http-addr", "",
+		"--secret-file", other, "--meta", strings.Join(g.addrs(), ","), "--log-level", "error")
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the store kept running with a secret the metadata service refuses")
+	}
+	if p.err == nil || !strings.Contains(p.logs.String(), "refused this store's cluster secret") {
+		t.Fatalf("exit %v, output %q", p.err, p.logs.String())
+	}
+	if n := strings.Count(strings.TrimSpace(p.logs.String()), "\n"); n != 0 {
+		t.Fatalf("want one line, got %d: %q", n+1, p.logs.String())
+	}
+}
+
+// TestMetaJoinWithWrongSecretExits: a member that cannot join because the
+// group refuses its secret exits 1 with one clear line.
+func TestMetaJoinWithWrongSecretExits(t *testing.T) {
+	g := newMetaGroup(t, 1)
+	dir := t.TempDir()
+	other, _ := writeSecret(t, dir)
+	code, _, stderr := runEcfs(t, "meta", "--id", "x", "--data-dir", dir+"/m", "--raft-addr", freeAddr(t, "127.0.0.32"),
+		"--api-addr", freeAddr(t, "127.0.0.32"), "--secret-file", other, "--join", g.addrs()[0], "--join-timeout", "10s", "--log-level", "error")
+	if code != 1 || !strings.Contains(stderr, "wrong cluster secret") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -38,6 +39,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	joinTimeout := fs.Duration("join-timeout", time.Minute, "how long to keep trying to join")
 	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
 	downAfter := fs.Duration("down-after", time.Minute, "a store silent this long is down (its shards are to be rebuilt)")
+	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -121,6 +123,10 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("listening for metrics: %w", err)
 		}
 		mux := http.NewServeMux()
+		if *pprof {
+			mux.HandleFunc("/debug/pprof/", httppprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		}
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -97,16 +98,16 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 
 	api := srv.HTTPServer(*addr)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	scrubCtx, stopScrub := context.WithCancel(ctx)
 	scrubbed := make(chan struct{})
 	go func() { srv.Scrub(scrubCtx); close(scrubbed) }()
 	defer func() { stopScrub(); <-scrubbed }()
-	go func() { errc <- api.Serve(ln) }()
+	go func() { errc <- fmt.Errorf("serving: %w", api.Serve(ln)) }()
 	var ops *http.Server
 	if hln != nil {
 		ops = &http.Server{Handler: opsHandler(srv, reg, *pprof), ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- ops.Serve(hln) }()
+		go func() { errc <- fmt.Errorf("serving metrics: %w", ops.Serve(hln)) }()
 	}
 	log.Info("store serving", "store_id", srv.ID(), "addr", ln.Addr().String(), "http_addr", *httpAddr,
 		"disks", strings.Join(srv.Capacity().DiskPaths(), ","), "host", *host, "zone", *zone)
@@ -123,14 +124,16 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 		hbDone := make(chan struct{})
 		go func() {
 			defer close(hbDone)
-			reportLoop(ctx, mc, srv, adv, *host, *zone, *heartbeat, log)
+			if err := reportLoop(ctx, mc, srv, adv, *host, *zone, *heartbeat, log); err != nil {
+				errc <- err
+			}
 		}()
 		defer func() { <-hbDone }()
 	}
 
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving: %w", err)
+		return err
 	case <-ctx.Done():
 	}
 	log.Info("stopping: finishing in-flight requests", "timeout", *shutdown)
@@ -190,8 +193,9 @@ func advertised(flagValue, listen, host string) (string, error) {
 
 // reportLoop registers the store with the metadata service and heartbeats
 // with its capacity until ctx ends. The store serves shards whether or not
-// the metadata service answers; it keeps trying.
-func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr, host, zone string, every time.Duration, log *slog.Logger) {
+// the metadata service answers; it keeps trying. A metadata service that
+// refuses the cluster secret is a configuration error: it returns it.
+func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr, host, zone string, every time.Duration, log *slog.Logger) error {
 	failing := false
 	for {
 		c := srv.Capacity()
@@ -202,7 +206,9 @@ func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr
 		cancel()
 		switch {
 		case ctx.Err() != nil:
-			return
+			return nil
+		case errors.Is(err, cluster.ErrUnauthenticated):
+			return fmt.Errorf("the metadata service refused this store's cluster secret (check --secret-file)")
 		case err != nil && !failing:
 			log.Warn("cannot report to the metadata service; still serving, retrying", "err", err)
 			failing = true
@@ -214,7 +220,7 @@ func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil
 		case <-t.C:
 		}
 	}
