@@ -17,7 +17,7 @@ import (
 // metaNode is one `ecfs meta` process.
 type metaNode struct {
 	id, dataDir, raft, api, http string
-	p                      *proc
+	p                            *proc
 }
 
 type metaGroup struct {
