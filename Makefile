@@ -36,6 +36,7 @@ lint:
 # same run (bare reedsolomon; the local disk). See README.md for reading them.
 bench: deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./codec/
+	$(GO) test -run='^$$' -bench=. -benchtime=2s ./store/
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 20m ./integration/
 
 # Regenerates the metadata service's gRPC code (cluster/metapb), installing

@@ -79,6 +79,33 @@ func BenchmarkMeta(b *testing.B) {
 			}
 			return err
 		})
+		sessions := make([]uint64, clients)
+		files := make([]uint64, clients)
+		for i, c := range cs {
+			id, _, err := c.OpenSession(ctx, "bench", time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sessions[i] = id
+			r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+				Parent: dir, Name: fmt.Sprint("data", i), Type: uint32(namespace.TypeFile), Mode: 0o644}}})
+			if err != nil || r.Errno != 0 {
+				b.Fatal(err, r)
+			}
+			files[i] = r.Attr.Ino
+		}
+		run("commit", func(c *cluster.Client, i, j int) error {
+			obj := uint64(i)<<32 | uint64(j)
+			r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{
+				Session: sessions[i], Ino: files[i], NewSize: uint64(j+1) << 20,
+				Writes:  []*metapb.BlockWrite{{Block: uint64(j) / 4, Off: uint32(j%4) << 20, Len: 1 << 20, Object: obj}},
+				Objects: []*metapb.ObjectRecord{{Id: obj, Length: 1 << 20, Stores: []string{"a", "b", "c", "d", "e", "f"}}},
+			}}})
+			if err == nil && r.Errno != 0 {
+				err = fmt.Errorf("commit: errno %d", r.Errno)
+			}
+			return err
+		})
 		run("lookup", func(c *cluster.Client, i, j int) error {
 			r, err := c.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: dir, Name: fmt.Sprintf("f%d-%d", i, j%perClientOps)}}})
 			if err == nil && r.Errno != 0 {
