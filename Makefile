@@ -37,6 +37,7 @@ lint:
 bench: deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./codec/
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./store/
+	$(GO) test -run='^$$' -bench=MemoryPerFile -benchtime=1x ./cluster/namespace/
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 20m ./integration/
 
 # Regenerates the metadata service's gRPC code (cluster/metapb), installing
