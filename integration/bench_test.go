@@ -128,7 +128,7 @@ func BenchmarkObjectsVsDisk(b *testing.B) {
 
 		dropCaches(b)
 		if dir := os.Getenv("ECFS_BENCH_PROFILE"); dir != "" {
-			go profileStore(b, c.stores[0].http, filepath.Join(dir, "store-read.pprof"))
+			go profileCPU(b, c.stores[0].http, filepath.Join(dir, "store-read.pprof"))
 		}
 		start = time.Now()
 		parallel(n, readers, func(j int) {
@@ -157,9 +157,9 @@ func BenchmarkObjectsVsDisk(b *testing.B) {
 	}
 }
 
-// profileStore saves a 2 s CPU profile of a store daemon (started with
+// profileCPU saves a 2 s CPU profile of a daemon (started with
 // --pprof), for finding where a benchmark's time goes.
-func profileStore(b *testing.B, httpAddr, path string) {
+func profileCPU(b *testing.B, httpAddr, path string) {
 	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/profile?seconds=2")
 	if err != nil {
 		b.Logf("profile: %v", err)

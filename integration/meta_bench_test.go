@@ -69,7 +69,7 @@ func BenchmarkMeta(b *testing.B) {
 				p(0.5).Round(time.Microsecond), p(0.99).Round(time.Microsecond))
 		}
 		if dir := os.Getenv("ECFS_BENCH_PROFILE"); dir != "" && clients == 64 {
-			go profileStore(b, g.nodes[g.leader()].http, filepath.Join(dir, "meta-create.pprof"))
+			go profileCPU(b, g.nodes[g.leader()].http, filepath.Join(dir, "meta-create.pprof"))
 		}
 		run("create", func(c *cluster.Client, i, j int) error {
 			r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{

@@ -129,7 +129,8 @@ func TestDigest(t *testing.T) {
 		mustWait(t, tb, carol, KindPosix, rg(0, 0), Write, 1, false)
 		return tb
 	}
-	if build(Write).Digest() != build(Write).Digest() {
+	a, b := build(Write), build(Write)
+	if a.Digest() != b.Digest() {
 		t.Fatal("same operations, different digests")
 	}
 	if build(Write).Digest() == build(Read).Digest() {
