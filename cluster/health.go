@@ -36,17 +36,7 @@ func (h *HealthConfig) defaults() {
 // (the state machine never reads a clock). It returns when ctx ends.
 func (s *Server) RunHealth(ctx context.Context, h HealthConfig) {
 	h.defaults()
-	t := time.NewTicker(h.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !s.node.IsLeader() {
-			continue
-		}
+	s.whileLeader(ctx, h.Every, func() {
 		now := time.Now().UnixNano()
 		for _, st := range s.fsm.Stores() {
 			age := time.Duration(now - st.LastHeartbeat)
@@ -68,6 +58,23 @@ func (s *Server) RunHealth(ctx context.Context, h HealthConfig) {
 				continue
 			}
 			s.log.Warn("store is "+next, "store", st.Id, "addr", st.Addr, "silent_for", age.Round(time.Second))
+		}
+	})
+}
+
+// whileLeader calls f every interval while this member leads, until ctx
+// ends.
+func (s *Server) whileLeader(ctx context.Context, every time.Duration, f func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.node.IsLeader() {
+			f()
 		}
 	}
 }
@@ -95,15 +102,8 @@ func (s *Server) Init(ctx context.Context, scheme string, k, m int) error {
 
 // Place allocates object ids and chooses each object's stores.
 func (s *Server) Place(ctx context.Context, req *metapb.PlaceReq) (*metapb.PlaceResp, error) {
-	if !s.node.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
-		}
-		c, err := s.forward(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return c.Place(markForwarded(ctx), req)
+	if resp, fwd, err := viaLeader(s, ctx, req, metapb.MetaClient.Place); fwd {
+		return resp, err
 	}
 	sc := s.fsm.Scheme()
 	if sc == nil {

@@ -131,17 +131,7 @@ func (s *Server) RunGC(ctx context.Context, d ShardDeleter, every time.Duration)
 	if every <= 0 {
 		every = 2 * time.Second
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !s.node.IsLeader() {
-			continue
-		}
+	s.whileLeader(ctx, every, func() {
 		var done []uint64
 		for _, o := range s.fsm.gcBatch(256) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -154,10 +144,10 @@ func (s *Server) RunGC(ctx context.Context, d ShardDeleter, every time.Duration)
 			done = append(done, o.Id)
 		}
 		if len(done) == 0 {
-			continue
+			return
 		}
 		if _, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_GcDone{GcDone: &metapb.GCDoneOp{Objects: done}}}); err != nil {
 			s.log.Warn("GC could not record deletions; will redo them", "err", err)
 		}
-	}
+	})
 }

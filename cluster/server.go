@@ -105,6 +105,25 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// viaLeader runs call on the leader when this member does not lead: it
+// reports forwarded=true with the leader's answer. A request already
+// forwarded once is not forwarded again (Unavailable: the client retries).
+func viaLeader[Req, Resp any](s *Server, ctx context.Context, req Req,
+	call func(metapb.MetaClient, context.Context, Req, ...grpc.CallOption) (Resp, error)) (resp Resp, forwarded bool, err error) {
+	if s.node.IsLeader() {
+		return resp, false, nil
+	}
+	if isForwarded(ctx) {
+		return resp, true, status.Error(codes.Unavailable, ErrNotLeader.Error())
+	}
+	c, err := s.forward(ctx)
+	if err != nil {
+		return resp, true, err
+	}
+	resp, err = call(c, markForwarded(ctx), req)
+	return resp, true, err
+}
+
 // forward sends a request to the leader, or says there is none.
 func (s *Server) forward(ctx context.Context) (metapb.MetaClient, error) {
 	addr := s.leaderAPI()
@@ -120,15 +139,8 @@ func (s *Server) forward(ctx context.Context) (metapb.MetaClient, error) {
 
 // Apply proposes a mutation (forwarding it to the leader when needed).
 func (s *Server) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
-	if !s.node.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
-		}
-		c, err := s.forward(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return c.Apply(markForwarded(ctx), cmd)
+	if resp, fwd, err := viaLeader(s, ctx, cmd, metapb.MetaClient.Apply); fwd {
+		return resp, err
 	}
 	cmd.Now = time.Now().UnixNano()
 	res, err := s.commit.propose(ctx, cmd)
@@ -142,15 +154,8 @@ func (s *Server) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result
 // after confirming it still leads.
 func (s *Server) Read(ctx context.Context, req *metapb.ReadReq) (*metapb.ReadResp, error) {
 	if !req.Stale {
-		if !s.node.IsLeader() {
-			if isForwarded(ctx) {
-				return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
-			}
-			c, err := s.forward(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return c.Read(markForwarded(ctx), req)
+		if resp, fwd, err := viaLeader(s, ctx, req, metapb.MetaClient.Read); fwd {
+			return resp, err
 		}
 		if err := s.check.verify(ctx); err != nil {
 			return nil, toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
@@ -164,15 +169,8 @@ func (s *Server) Join(ctx context.Context, req *metapb.JoinReq) (*metapb.JoinRes
 	if req.Id == "" || req.RaftAddr == "" || req.ApiAddr == "" {
 		return nil, status.Error(codes.InvalidArgument, "join needs an id, a raft address and an API address")
 	}
-	if !s.node.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
-		}
-		c, err := s.forward(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return c.Join(markForwarded(ctx), req)
+	if resp, fwd, err := viaLeader(s, ctx, req, metapb.MetaClient.Join); fwd {
+		return resp, err
 	}
 	if err := s.node.AddVoter(req.Id, req.RaftAddr); err != nil {
 		return nil, toStatus(err)
@@ -187,15 +185,8 @@ func (s *Server) Join(ctx context.Context, req *metapb.JoinReq) (*metapb.JoinRes
 
 // Remove removes a voter.
 func (s *Server) Remove(ctx context.Context, req *metapb.RemoveReq) (*metapb.RemoveResp, error) {
-	if !s.node.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, ErrNotLeader.Error())
-		}
-		c, err := s.forward(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return c.Remove(markForwarded(ctx), req)
+	if resp, fwd, err := viaLeader(s, ctx, req, metapb.MetaClient.Remove); fwd {
+		return resp, err
 	}
 	if err := s.node.RemoveServer(req.Id); err != nil {
 		return nil, toStatus(err)

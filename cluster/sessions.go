@@ -131,17 +131,7 @@ func (s *Server) RunExpiry(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = 250 * time.Millisecond
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !s.node.IsLeader() {
-			continue
-		}
+	s.whileLeader(ctx, every, func() {
 		now := time.Now().UnixNano()
 		for _, id := range s.fsm.expired(now) {
 			r, err := s.commit.propose(ctx, &metapb.Command{Now: now, Op: &metapb.Command_Expire{Expire: &metapb.ExpireOp{Session: id}}})
@@ -149,5 +139,5 @@ func (s *Server) RunExpiry(ctx context.Context, every time.Duration) {
 				s.log.Info("session expired", "session", id)
 			}
 		}
-	}
+	})
 }
