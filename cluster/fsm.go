@@ -129,8 +129,10 @@ func attrResult(a namespace.Attr, e syscall.Errno) *metapb.Result {
 	return &metapb.Result{Attr: toPB(a)}
 }
 
-// allocIno returns the inode number the next create would take, and commit
-// marks it used when the namespace took it.
+// created answers a create that was offered inode number ino (the FSM
+// allocates them in log order, so every replica picks the same) and marks
+// the number used when the namespace took it (a non-exclusive create of an
+// existing file does not).
 func (f *FSM) created(a namespace.Attr, e syscall.Errno, ino uint64) *metapb.Result {
 	if e == 0 && a.Ino == ino {
 		f.nextIno++
