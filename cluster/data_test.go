@@ -47,3 +47,38 @@ func TestStatfsInlineAndSlices(t *testing.T) {
 		t.Fatalf("slices after a commit to block 1: %v", sl)
 	}
 }
+
+func TestObjectHealth(t *testing.T) {
+	f := NewFSM()
+	at := func(c *metapb.Command) *metapb.Result {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.apply(c)
+	}
+	at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
+	ids := []string{"a", "b", "c", "d", "e", "f"}
+	for _, id := range ids {
+		at(&metapb.Command{Op: &metapb.Command_Store{Store: &metapb.StoreOp{Info: &metapb.StoreInfo{Id: id, Addr: id + ":1"}}}})
+	}
+	s := at(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e9}}}).SessionId
+	ino := at(createCmd(namespace.RootIno, "f", true)).Attr.Ino
+	at(&metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{Session: s, Ino: ino, NewSize: 10,
+		Writes:  []*metapb.BlockWrite{{Len: 10, Object: 1}, {Block: 1, Len: 10, Object: 2}},
+		Objects: []*metapb.ObjectRecord{{Id: 1, Length: 10, Stores: ids}, {Id: 2, Length: 10, Stores: []string{"a", "b", "c", "d", "e", ""}}}}}})
+	check := func(want ObjectHealth) {
+		t.Helper()
+		if got := f.ObjectHealth(); got != want {
+			t.Fatalf("object health %+v, want %+v", got, want)
+		}
+	}
+	check(ObjectHealth{Total: 2, Degraded: 1})
+	down := func(id string) {
+		at(&metapb.Command{Op: &metapb.Command_StoreState{StoreState: &metapb.StoreStateOp{Id: id, State: StoreDown}}})
+	}
+	down("a")
+	check(ObjectHealth{Total: 2, Degraded: 2})
+	down("b")
+	check(ObjectHealth{Total: 2, Degraded: 2, Unreadable: 1}) // object 2 has 3 of 6
+	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "f"}}})
+	check(ObjectHealth{GCPending: 2})
+}

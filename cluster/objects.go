@@ -110,11 +110,52 @@ func (f *FSM) gcBatch(n int) []*metapb.ObjectRecord {
 	return out
 }
 
-// ObjectCounts returns how many objects are recorded and how many wait for GC.
-func (f *FSM) ObjectCounts() (objects, gcPending int) {
+// ObjectHealth counts the recorded objects, those with fewer than k+m
+// shards on up stores (degraded: the healer's work) and those with fewer
+// than k (unreadable until stores come back), and the objects waiting for
+// GC. Objects waiting for GC are not counted as degraded.
+type ObjectHealth struct {
+	Total, Degraded, Unreadable, GCPending int
+}
+
+// ObjectHealth scans every object record.
+func (f *FSM) ObjectHealth() ObjectHealth {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return len(f.objects), len(f.gc)
+	h := ObjectHealth{GCPending: len(f.gc)}
+	if f.scheme == nil {
+		return h
+	}
+	up := make([]bool, len(f.storeIDs))
+	for i, id := range f.storeIDs {
+		if st := f.stores[id]; st != nil && (st.State == StoreUp || st.State == StoreSuspect) {
+			up[i] = true
+		}
+	}
+	queued := make(map[uint64]bool, len(f.gc))
+	for _, id := range f.gc {
+		queued[id] = true
+	}
+	k, n := int(f.scheme.K), int(f.scheme.K+f.scheme.M)
+	for id, o := range f.objects {
+		if queued[id] {
+			continue
+		}
+		h.Total++
+		good := 0
+		for _, s := range o.stores {
+			if s != 0 && up[s] {
+				good++
+			}
+		}
+		if good < n {
+			h.Degraded++
+		}
+		if good < k {
+			h.Unreadable++
+		}
+	}
+	return h
 }
 
 // ShardDeleter deletes the shards of an object from the stores at addrs

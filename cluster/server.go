@@ -214,8 +214,9 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 	if sc := s.fsm.Scheme(); sc != nil {
 		resp.Scheme = sc.Scheme
 	}
-	objs, gc := s.fsm.ObjectCounts()
-	resp.Objects, resp.GcPending = uint64(objs), uint64(gc)
+	oh := s.fsm.ObjectHealth()
+	resp.Objects, resp.GcPending = uint64(oh.Total), uint64(oh.GCPending)
+	resp.ObjectsDegraded, resp.ObjectsUnreadable = uint64(oh.Degraded), uint64(oh.Unreadable)
 	if req.Digest {
 		d, err := s.fsm.Digest()
 		if err != nil {

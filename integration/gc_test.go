@@ -74,6 +74,9 @@ func TestCommitThenUnlinkDeletesShards(t *testing.T) {
 	if n := shardsLeft(); n != 6 {
 		t.Fatalf("%d shards on the stores before the unlink, want 6", n)
 	}
+	if st := g.status(); st.Objects.Total != 1 || st.Objects.Degraded != 0 {
+		t.Fatalf("status before the unlink: objects %+v, want 1 healthy", st.Objects)
+	}
 	u, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "data"}}})
 	if err != nil || u.Errno != 0 || len(u.FreedObjects) != 1 || u.FreedObjects[0] != p.Object {
 		t.Fatalf("unlink: %v %v", u, err)
@@ -85,6 +88,9 @@ func TestCommitThenUnlinkDeletesShards(t *testing.T) {
 		return nil
 	})
 	waitFor(t, "GC to record the deletion", 10*time.Second, func() error {
+		if st := g.status(); st.Objects.Total != 0 || st.GC.Pending != 0 {
+			return fmt.Errorf("status: objects %+v, gc %+v", st.Objects, st.GC)
+		}
 		rec, err := mc.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: []uint64{p.Object}}}})
 		if err != nil {
 			return err

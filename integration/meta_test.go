@@ -230,7 +230,13 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 }
 
 type statusJSON struct {
-	Leader string `json:"leader"`
+	Leader  string `json:"leader"`
+	Objects struct {
+		Total, Degraded, Unreadable uint64
+	} `json:"objects"`
+	GC struct {
+		Pending uint64 `json:"pending"`
+	} `json:"gc"`
 	Stores []struct {
 		ID    string `json:"id"`
 		Addr  string `json:"addr"`

@@ -4225,20 +4225,22 @@ func (x *Member) GetState() string {
 }
 
 type StatusResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	LeaderApi     string                 `protobuf:"bytes,3,opt,name=leader_api,json=leaderApi,proto3" json:"leader_api,omitempty"`
-	Members       []*Member              `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Inodes        uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
-	Stores        []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
-	Scheme        string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
-	Digest        string                 `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
-	Objects       uint64                 `protobuf:"varint,10,opt,name=objects,proto3" json:"objects,omitempty"`
-	GcPending     uint64                 `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State             string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	LeaderApi         string                 `protobuf:"bytes,3,opt,name=leader_api,json=leaderApi,proto3" json:"leader_api,omitempty"`
+	Members           []*Member              `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	AppliedIndex      uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Inodes            uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	Stores            []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
+	Scheme            string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Digest            string                 `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
+	Objects           uint64                 `protobuf:"varint,10,opt,name=objects,proto3" json:"objects,omitempty"`
+	GcPending         uint64                 `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
+	ObjectsDegraded   uint64                 `protobuf:"varint,12,opt,name=objects_degraded,json=objectsDegraded,proto3" json:"objects_degraded,omitempty"`       // fewer than k+m shards on up stores
+	ObjectsUnreadable uint64                 `protobuf:"varint,13,opt,name=objects_unreadable,json=objectsUnreadable,proto3" json:"objects_unreadable,omitempty"` // fewer than k
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
@@ -4344,6 +4346,20 @@ func (x *StatusResp) GetObjects() uint64 {
 func (x *StatusResp) GetGcPending() uint64 {
 	if x != nil {
 		return x.GcPending
+	}
+	return 0
+}
+
+func (x *StatusResp) GetObjectsDegraded() uint64 {
+	if x != nil {
+		return x.ObjectsDegraded
+	}
+	return 0
+}
+
+func (x *StatusResp) GetObjectsUnreadable() uint64 {
+	if x != nil {
+		return x.ObjectsUnreadable
 	}
 	return 0
 }
@@ -5065,7 +5081,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\xd2\x02\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\xac\x03\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -5081,7 +5097,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aobjects\x18\n" +
 	" \x01(\x04R\aobjects\x12\x1d\n" +
 	"\n" +
-	"gc_pending\x18\v \x01(\x04R\tgcPending\" \n" +
+	"gc_pending\x18\v \x01(\x04R\tgcPending\x12)\n" +
+	"\x10objects_degraded\x18\f \x01(\x04R\x0fobjectsDegraded\x12-\n" +
+	"\x12objects_unreadable\x18\r \x01(\x04R\x11objectsUnreadable\" \n" +
 	"\bPlaceReq\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
 	"\tPlacement\x12\x16\n" +

@@ -15,10 +15,28 @@ import (
 
 // statusReport is the JSON of `ecfs status --json`.
 type statusReport struct {
-	Leader string         `json:"leader"`
-	Scheme string         `json:"scheme,omitempty"`
-	Meta   []memberStatus `json:"meta"`
-	Stores []storeStatus  `json:"stores"`
+	Leader  string         `json:"leader"`
+	Scheme  string         `json:"scheme,omitempty"`
+	Meta    []memberStatus `json:"meta"`
+	Stores  []storeStatus  `json:"stores"`
+	Objects objectStatus   `json:"objects"`
+	Heal    healStatus     `json:"heal"`
+	GC      gcStatus       `json:"gc"`
+}
+
+type objectStatus struct {
+	Total      uint64 `json:"total"`
+	Degraded   uint64 `json:"degraded"`   // fewer than k+m shards on live stores
+	Unreadable uint64 `json:"unreadable"` // fewer than k
+}
+
+// healStatus: no healer runs yet, so pending is every degraded object.
+type healStatus struct {
+	Pending uint64 `json:"pending"`
+}
+
+type gcStatus struct {
+	Pending uint64 `json:"pending"`
 }
 
 type storeStatus struct {
@@ -70,6 +88,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	for _, m := range rep.Meta {
 		fmt.Fprintf(stdout, "  %-12s %-22s %s\n", m.ID, m.Addr, m.State)
 	}
+	fmt.Fprintf(stdout, "objects: %d (%d degraded, %d unreadable); heal pending %d; gc pending %d\n",
+		rep.Objects.Total, rep.Objects.Degraded, rep.Objects.Unreadable, rep.Heal.Pending, rep.GC.Pending)
 	fmt.Fprintf(stdout, "stores:\n")
 	for _, s := range rep.Stores {
 		fmt.Fprintf(stdout, "  %-36s %-22s %-9s %d MiB free of %d\n", s.ID, s.Addr, s.State, s.Free>>20, s.Total>>20)
@@ -118,6 +138,9 @@ func collectStatus(addrs []string, secret string, timeout time.Duration) (*statu
 		}
 		if st.State == "leader" || rep.Stores == nil {
 			rep.Scheme = st.Scheme
+			rep.Objects = objectStatus{Total: st.Objects, Degraded: st.ObjectsDegraded, Unreadable: st.ObjectsUnreadable}
+			rep.Heal = healStatus{Pending: st.ObjectsDegraded}
+			rep.GC = gcStatus{Pending: st.GcPending}
 			rep.Stores = []storeStatus{}
 			for _, s := range st.Stores {
 				rep.Stores = append(rep.Stores, storeStatus{ID: s.Id, Addr: s.Addr, Host: s.Host, Zone: s.Zone,
