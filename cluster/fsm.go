@@ -233,6 +233,8 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyCancelWait(op.CancelWait)
 	case *metapb.Command_Inline:
 		return f.applyInline(op.Inline, now)
+	case *metapb.Command_Relocate:
+		return f.applyRelocate(op.Relocate)
 	case *metapb.Command_GcDone:
 		return f.applyGCDone(op.GcDone)
 	case *metapb.Command_Alloc:

@@ -283,3 +283,44 @@ func (o *Objects) Delete(ctx context.Context, obj Object) error {
 	}
 	return first
 }
+
+// Rebuild recreates shards of obj on new stores: it reads the object (from
+// any k good shards, reconstructing as needed), encodes it again and writes
+// shard shards[i] to to[i]. Results[i] is the outcome for shards[i]. The
+// object's placement in obj is where it is read from.
+func (o *Objects) Rebuild(ctx context.Context, obj Object, shards []int, to []string) ([]ShardResult, error) {
+	if len(shards) != len(to) {
+		return nil, fmt.Errorf("%w: %d shards to rebuild onto %d stores", ErrInvalidArgument, len(shards), len(to))
+	}
+	if err := obj.check(); err != nil {
+		return nil, err
+	}
+	data := make([]byte, obj.Length)
+	if _, _, err := o.ReadAt(ctx, obj, data, 0); err != nil {
+		return nil, err
+	}
+	c, err := o.codec(obj.Scheme)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := c.Encode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	results := make([]ShardResult, len(shards))
+	var wg sync.WaitGroup
+	for i, idx := range shards {
+		if idx < 0 || idx >= obj.Scheme.Shards() || to[i] == "" {
+			results[i] = ShardResult{Index: idx, Addr: to[i], Err: fmt.Errorf("%w: shard %d to %q", ErrInvalidArgument, idx, to[i])}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := o.cfg.Client.Put(ctx, to[i], ShardKey{obj.ID, idx}, obj.Scheme, obj.Length, enc.Shards[idx], enc.Sums[idx])
+			results[i] = ShardResult{Index: idx, Addr: to[i], Err: err}
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}

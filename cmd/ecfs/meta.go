@@ -40,6 +40,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
 	downAfter := fs.Duration("down-after", time.Minute, "a store silent this long is down (its shards are to be rebuilt)")
 	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
+	healEvery := fs.Duration("heal-interval", time.Second, "how often the leader rebuilds shards that are missing or on down stores")
 	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -102,7 +103,15 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	defer cancelAnnounce()
 	shards := store.NewClient(store.ClientConfig{Secret: secret})
 	defer shards.Close()
-	wg.Add(4)
+	objects, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
+	if err != nil {
+		return err
+	}
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		srv.RunHealer(actx, shardRebuilder{objects}, *healEvery, 16)
+	}()
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
 	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, *gcEvery) }()
@@ -178,4 +187,27 @@ func (d shardDeleter) DeleteShards(ctx context.Context, object uint64, addrs []s
 		}
 	}
 	return nil
+}
+
+// shardRebuilder lets the meta leader's healer rebuild shards through the
+// object layer.
+type shardRebuilder struct{ o *store.Objects }
+
+func (r shardRebuilder) RebuildShards(ctx context.Context, scheme string, object uint64, length int64, from []string, shards []int, to []string) []error {
+	errs := make([]error, len(shards))
+	sc, err := codec.ParseScheme(scheme)
+	if err == nil {
+		var res []store.ShardResult
+		res, err = r.o.Rebuild(ctx, store.Object{ID: store.ObjectID(object), Scheme: sc, Length: length, Placement: from}, shards, to)
+		if err == nil {
+			for i := range res {
+				errs[i] = res[i].Err
+			}
+			return errs
+		}
+	}
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
