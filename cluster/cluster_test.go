@@ -284,3 +284,20 @@ func TestFollowerFarBehindCatchesUpFromSnapshot(t *testing.T) {
 		t.Errorf("the follower caught up without a snapshot (last_snapshot_index %s): the test did not test that", n)
 	}
 }
+
+func TestIdleClientSessionsAreForgotten(t *testing.T) {
+	f := NewFSM()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range maxClientSessions + 1 {
+		c := mkdirCmd(namespace.RootIno, fmt.Sprint("d", i))
+		c.Session, c.Seq, c.Now = uint64(i+1), 1, int64(i)
+		f.applyOnce(c)
+	}
+	if n := len(f.sessions); n > maxClientSessions || n < maxClientSessions*8/10 {
+		t.Fatalf("%d client sessions remembered, want at most %d and most of them", n, maxClientSessions)
+	}
+	if f.sessions[1] != nil || f.sessions[maxClientSessions+1] == nil {
+		t.Fatal("the oldest session should be forgotten and the newest kept")
+	}
+}

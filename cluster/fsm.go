@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -47,8 +48,38 @@ type FSM struct {
 }
 
 type sessionResults struct {
-	seqs    []uint64 // ascending
-	results map[uint64]*metapb.Result
+	seqs     []uint64 // ascending
+	results  map[uint64]*metapb.Result
+	lastUsed int64 // the leader's time of the session's last command
+}
+
+// maxClientSessions bounds the exactly-once memory: past it, the least
+// recently used tenth is forgotten (a client idle that long retries nothing).
+const maxClientSessions = 16384
+
+// forgetIdleSessions drops the least recently used client sessions when
+// there are too many. Deterministic: it orders by the logged times and ids.
+func (f *FSM) forgetIdleSessions() {
+	if len(f.sessions) <= maxClientSessions {
+		return
+	}
+	type aged struct {
+		id   uint64
+		used int64
+	}
+	all := make([]aged, 0, len(f.sessions))
+	for id, s := range f.sessions {
+		all = append(all, aged{id, s.lastUsed})
+	}
+	slices.SortFunc(all, func(a, b aged) int {
+		if c := cmp.Compare(a.used, b.used); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	for _, a := range all[:len(all)/10] {
+		delete(f.sessions, a.id)
+	}
 }
 
 // NewFSM returns the state of a new, empty filesystem.
@@ -101,7 +132,9 @@ func (f *FSM) applyOnce(c *metapb.Command) *metapb.Result {
 	if s == nil {
 		s = &sessionResults{results: map[uint64]*metapb.Result{}}
 		f.sessions[c.Session] = s
+		defer f.forgetIdleSessions()
 	}
+	s.lastUsed = max(s.lastUsed, c.Now)
 	if r, ok := s.results[c.Seq]; ok {
 		return r
 	}
@@ -378,7 +411,7 @@ func (f *FSM) encode() ([]byte, error) {
 	slices.Sort(sids)
 	for _, id := range sids {
 		s := f.sessions[id]
-		sr := &metapb.SessionResults{Session: id, Seqs: s.seqs}
+		sr := &metapb.SessionResults{Session: id, Seqs: s.seqs, LastUsed: s.lastUsed}
 		for _, q := range s.seqs {
 			sr.Results = append(sr.Results, s.results[q])
 		}
@@ -459,7 +492,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		if len(s.Seqs) != len(s.Results) {
 			return errors.New("cluster: corrupt snapshot: session results")
 		}
-		sr := &sessionResults{seqs: s.Seqs, results: map[uint64]*metapb.Result{}}
+		sr := &sessionResults{seqs: s.Seqs, results: map[uint64]*metapb.Result{}, lastUsed: s.LastUsed}
 		for i, q := range s.Seqs {
 			sr.results[q] = s.Results[i]
 		}

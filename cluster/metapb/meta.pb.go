@@ -4615,6 +4615,7 @@ type SessionResults struct {
 	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
 	Seqs          []uint64               `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
 	Results       []*Result              `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	LastUsed      int64                  `protobuf:"varint,4,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"` // leader's time of its last command
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4668,6 +4669,13 @@ func (x *SessionResults) GetResults() []*Result {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *SessionResults) GetLastUsed() int64 {
+	if x != nil {
+		return x.LastUsed
+	}
+	return 0
 }
 
 // FSMHeader is the first part of a snapshot; the namespace follows it.
@@ -5202,11 +5210,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x124\n" +
 	"\n" +
 	"placements\x18\x02 \x03(\v2\x14.ecfs.meta.PlacementR\n" +
-	"placements\"k\n" +
+	"placements\"\x88\x01\n" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
-	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\"\xee\x03\n" +
+	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\x12\x1b\n" +
+	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\xee\x03\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
