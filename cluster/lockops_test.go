@@ -72,3 +72,42 @@ func TestLocksThroughTheFSM(t *testing.T) {
 		t.Fatalf("GETLK found a POSIX conflict %v where only a flock is held", c)
 	}
 }
+
+// TestCommitFencedByLockToken: a writer whose lock was taken from it (here
+// released, then granted to another owner) cannot commit with its old token
+// even though its session lives; the new holder can.
+func TestCommitFencedByLockToken(t *testing.T) {
+	f := NewFSM()
+	at := func(now int64, c *metapb.Command) *metapb.Result {
+		c.Now = now
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.apply(c)
+	}
+	const sec = int64(1e9)
+	s1 := at(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 50 * sec}}}).SessionId
+	s2 := at(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 50 * sec}}}).SessionId
+	ino := at(1, createCmd(namespace.RootIno, "f", true)).Attr.Ino
+	lock := func(now int64, s uint64) *metapb.Result {
+		return at(now, &metapb.Command{Op: &metapb.Command_Lock{Lock: &metapb.LockOp{Session: s, Ino: ino, Owner: 1, Kind: 1, Type: 2, Start: 0, End: 99}}})
+	}
+	commit := func(now int64, s, token uint64) *metapb.Result {
+		return at(now, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{Session: s, Ino: ino, NewSize: 10, Owner: 1, LockToken: token,
+			Writes: []*metapb.BlockWrite{{Len: 10, Object: uint64(now)}}}}})
+	}
+	t1 := lock(2, s1).Token
+	if r := commit(3, s1, t1); r.Errno != 0 {
+		t.Fatalf("commit under the lock: %v", r)
+	}
+	at(4, &metapb.Command{Op: &metapb.Command_UnlockOwner{UnlockOwner: &metapb.UnlockOwnerOp{Session: s1, Ino: ino, Owner: 1, Kind: 1}}})
+	t2 := lock(5, s2).Token
+	if t2 <= t1 {
+		t.Fatalf("tokens must grow: %d then %d", t1, t2)
+	}
+	if r := commit(6, s1, t1); r.Errno != uint32(syscall.ESTALE) {
+		t.Fatalf("commit by the old holder with its old token: %v, want ESTALE", r)
+	}
+	if r := commit(7, s2, t2); r.Errno != 0 {
+		t.Fatalf("commit by the new holder: %v", r)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ecfs/ecfs/cluster/locks"
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
@@ -62,6 +63,9 @@ func (f *FSM) liveSession(id uint64) bool { return f.mounts[id] != nil }
 
 func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 	if !f.liveSession(op.Session) {
+		return errnoResult(syscall.ESTALE)
+	}
+	if op.LockToken != 0 && !f.locks.Holds(op.Ino, locks.Owner{Session: op.Session, ID: op.Owner}, op.LockToken) {
 		return errnoResult(syscall.ESTALE)
 	}
 	writes := make([]namespace.BlockWrite, len(op.Writes))

@@ -1574,12 +1574,17 @@ func (x *ObjectRecord) GetStores() []string {
 // CommitOp makes written data visible: the objects, the slices, the size
 // and mtime, in one step. It is refused (ESTALE) from a session that expired.
 type CommitOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Writes        []*BlockWrite          `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
-	NewSize       uint64                 `protobuf:"varint,4,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
-	Objects       []*ObjectRecord        `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino     uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Writes  []*BlockWrite          `protobuf:"bytes,3,rep,name=writes,proto3" json:"writes,omitempty"`
+	NewSize uint64                 `protobuf:"varint,4,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	Objects []*ObjectRecord        `protobuf:"bytes,5,rep,name=objects,proto3" json:"objects,omitempty"`
+	// Optional fencing by lock: when lock_token is set, the commit is refused
+	// (ESTALE) unless lock owner `owner` of this session still holds a lock on
+	// the file granted with that token or later.
+	Owner         uint64 `protobuf:"varint,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	LockToken     uint64 `protobuf:"varint,7,opt,name=lock_token,json=lockToken,proto3" json:"lock_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1647,6 +1652,20 @@ func (x *CommitOp) GetObjects() []*ObjectRecord {
 		return x.Objects
 	}
 	return nil
+}
+
+func (x *CommitOp) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *CommitOp) GetLockToken() uint64 {
+	if x != nil {
+		return x.LockToken
+	}
+	return 0
 }
 
 // InlineOp writes a small file's data into its inode (replicated by Raft,
@@ -4988,13 +5007,16 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\fObjectRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x03R\x06length\x12\x16\n" +
-	"\x06stores\x18\x03 \x03(\tR\x06stores\"\xb3\x01\n" +
+	"\x06stores\x18\x03 \x03(\tR\x06stores\"\xe8\x01\n" +
 	"\bCommitOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
 	"\x06writes\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06writes\x12\x19\n" +
 	"\bnew_size\x18\x04 \x01(\x04R\anewSize\x121\n" +
-	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"\\\n" +
+	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\x04R\x05owner\x12\x1d\n" +
+	"\n" +
+	"lock_token\x18\a \x01(\x04R\tlockToken\"\\\n" +
 	"\bInlineOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x10\n" +
