@@ -14,6 +14,7 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 )
 
 // testGroup is a Raft group on raft's in-memory transport: no network.
@@ -299,5 +300,53 @@ func TestIdleClientSessionsAreForgotten(t *testing.T) {
 	}
 	if f.sessions[1] != nil || f.sessions[maxClientSessions+1] == nil {
 		t.Fatal("the oldest session should be forgotten and the newest kept")
+	}
+}
+
+// TestFSMConcurrentReadsAndApplies: queries and digests run beside Apply
+// (under -race in make test).
+func TestFSMConcurrentReadsAndApplies(t *testing.T) {
+	f := NewFSM()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: namespace.RootIno, Max: 50}}})
+				f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: "f7"}}})
+				if _, err := f.Digest(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		b := &metapb.Batch{Commands: []*metapb.Command{createCmd(namespace.RootIno, fmt.Sprint("f", i), true)}}
+		if i%3 == 2 {
+			b.Commands = append(b.Commands, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: fmt.Sprint("f", i-1)}}})
+		}
+		data, err := proto.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data}).([]*metapb.Result)
+		for _, r := range res {
+			if r.Errno != 0 {
+				t.Fatalf("entry %d: errno %d", i, r.Errno)
+			}
+		}
+	}
+	close(done)
+	wg.Wait()
+	if n := f.Inodes(); n != 201 {
+		t.Fatalf("%d inodes, want 201", n)
 	}
 }
