@@ -9,7 +9,6 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
-	"github.com/ecfs/ecfs/codec"
 	"github.com/ecfs/ecfs/store"
 )
 
@@ -24,40 +23,8 @@ func TestCommitThenUnlinkDeletesShards(t *testing.T) {
 	defer mc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waitFor(t, "6 stores up", 20*time.Second, func() error {
-		if n := len(g.status().Stores); n != 6 {
-			return fmt.Errorf("%d stores registered", n)
-		}
-		return nil
-	})
-	session, _, err := mc.OpenSession(ctx, "test", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
-		Parent: namespace.RootIno, Name: "data", Type: uint32(namespace.TypeFile), Mode: 0o644}}})
-	if err != nil || f.Errno != 0 {
-		t.Fatal(err, f)
-	}
-	pl, err := mc.Place(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pl.Placements[0]
-	scheme, _ := codec.ParseScheme(pl.Scheme)
-	data := objData(store.ObjectID(p.Object), 3<<20)
-	o := store.Object{ID: store.ObjectID(p.Object), Scheme: scheme, Length: int64(len(data)), Placement: p.Addrs}
-	if _, err := newObjects(t, c, 0).Write(ctx, o, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	r, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{
-		Session: session, Ino: f.Attr.Ino, NewSize: uint64(len(data)),
-		Writes:  []*metapb.BlockWrite{{Block: 0, Off: 0, Len: uint32(len(data)), Object: p.Object}},
-		Objects: []*metapb.ObjectRecord{{Id: p.Object, Length: int64(len(data)), Stores: p.StoreIds}},
-	}}})
-	if err != nil || r.Errno != 0 || r.Attr.Size != uint64(len(data)) {
-		t.Fatalf("commit: %v %v", r, err)
-	}
+	waitStoresUp(t, g, 6)
+	o, _, p := committedFile(t, ctx, c, mc, "data", 3<<20)
 	rec, err := mc.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: []uint64{p.Object}}}})
 	if err != nil || len(rec.Objects) != 1 || strings.Join(rec.Objects[0].Stores, ",") != strings.Join(p.Addrs, ",") {
 		t.Fatalf("object record: %v %v, want stores %v", rec, err, p.Addrs)
