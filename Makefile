@@ -38,6 +38,7 @@ bench: deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./codec/
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./store/
 	$(GO) test -run='^$$' -bench=MemoryPerFile -benchtime=1x ./cluster/namespace/
+	$(GO) test -run='^$$' -bench=Snapshot1M -benchtime=1x ./cluster/
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 20m ./integration/
 
 # Regenerates the metadata service's gRPC code (cluster/metapb), installing
