@@ -350,3 +350,11 @@ func TestFSMConcurrentReadsAndApplies(t *testing.T) {
 		t.Fatalf("%d inodes, want 201", n)
 	}
 }
+
+// applyAt applies one command to f as if the leader stamped it with now.
+func applyAt(f *FSM, now int64, c *metapb.Command) *metapb.Result {
+	c.Now = now
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.apply(c)
+}

@@ -11,11 +11,7 @@ import (
 
 func TestStatfsInlineAndSlices(t *testing.T) {
 	f := NewFSM()
-	at := func(c *metapb.Command) *metapb.Result {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.apply(c)
-	}
+	at := func(c *metapb.Command) *metapb.Result { return applyAt(f, 0, c) }
 	at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
 	for i, st := range []string{StoreUp, StoreUp, StoreUp, StoreDown} {
 		id := string(rune('a' + i))
@@ -50,11 +46,7 @@ func TestStatfsInlineAndSlices(t *testing.T) {
 
 func TestObjectHealth(t *testing.T) {
 	f := NewFSM()
-	at := func(c *metapb.Command) *metapb.Result {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.apply(c)
-	}
+	at := func(c *metapb.Command) *metapb.Result { return applyAt(f, 0, c) }
 	at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
 	ids := []string{"a", "b", "c", "d", "e", "f"}
 	for _, id := range ids {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"syscall"
@@ -388,28 +389,13 @@ func (f *FSM) encode() ([]byte, error) {
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
 		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
 		Objects: f.encodeObjects()}
-	sids0 := make([]string, 0, len(f.stores))
-	for id := range f.stores {
-		sids0 = append(sids0, id)
-	}
-	slices.Sort(sids0)
-	for _, id := range sids0 {
+	for _, id := range slices.Sorted(maps.Keys(f.stores)) {
 		h.Stores = append(h.Stores, f.stores[id])
 	}
-	ids := make([]string, 0, len(f.members))
-	for id := range f.members {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(f.members)) {
 		h.Members = append(h.Members, f.members[id])
 	}
-	sids := make([]uint64, 0, len(f.sessions))
-	for id := range f.sessions {
-		sids = append(sids, id)
-	}
-	slices.Sort(sids)
-	for _, id := range sids {
+	for _, id := range slices.Sorted(maps.Keys(f.sessions)) {
 		s := f.sessions[id]
 		sr := &metapb.SessionResults{Session: id, Seqs: s.seqs, LastUsed: s.lastUsed}
 		for _, q := range s.seqs {

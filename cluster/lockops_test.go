@@ -10,12 +10,7 @@ import (
 
 func TestLocksThroughTheFSM(t *testing.T) {
 	f := NewFSM()
-	at := func(now int64, c *metapb.Command) *metapb.Result {
-		c.Now = now
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.apply(c)
-	}
+	at := func(now int64, c *metapb.Command) *metapb.Result { return applyAt(f, now, c) }
 	read := func(q *metapb.ReadReq) *metapb.ReadResp { return f.Read(q) }
 	const sec = int64(1e9)
 	open := func(now int64) uint64 {
@@ -78,12 +73,7 @@ func TestLocksThroughTheFSM(t *testing.T) {
 // even though its session lives; the new holder can.
 func TestCommitFencedByLockToken(t *testing.T) {
 	f := NewFSM()
-	at := func(now int64, c *metapb.Command) *metapb.Result {
-		c.Now = now
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.apply(c)
-	}
+	at := func(now int64, c *metapb.Command) *metapb.Result { return applyAt(f, now, c) }
 	const sec = int64(1e9)
 	s1 := at(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 50 * sec}}}).SessionId
 	s2 := at(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 50 * sec}}}).SessionId

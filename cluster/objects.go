@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -78,11 +79,7 @@ func (f *FSM) readObjects(q *metapb.ObjectsReq) *metapb.ReadResp {
 }
 
 func (f *FSM) encodeObjects() []*metapb.ObjectRecord {
-	ids := make([]uint64, 0, len(f.objects))
-	for id := range f.objects {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(f.objects))
 	out := make([]*metapb.ObjectRecord, len(ids))
 	for i, id := range ids {
 		out[i] = f.objectRecord(id, f.objects[id], false)

@@ -10,12 +10,7 @@ import (
 
 func TestSessionsFenceAndExpire(t *testing.T) {
 	f := NewFSM()
-	at := func(now int64, c *metapb.Command) *metapb.Result {
-		c.Now = now
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.apply(c)
-	}
+	at := func(now int64, c *metapb.Command) *metapb.Result { return applyAt(f, now, c) }
 	const sec = int64(1e9)
 	s := at(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 10 * sec}}})
 	if s.Errno != 0 || s.SessionId == 0 || s.Expires != 10*sec {
