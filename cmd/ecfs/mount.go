@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/fs"
+	"github.com/ecfs/ecfs/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// mountConfig is what a mount needs; `ecfs mount` fills it from flags and
+// `ecfs dev` from its embedded cluster.
+type mountConfig struct {
+	Meta        []string      // metadata service API addresses
+	Secret      string        // the cluster secret
+	Mountpoint  string        // directory to mount on
+	AllowOther  bool          // -o allow_other
+	BufferSize  int64         // bytes of write buffers (default 256 MiB)
+	MetaTimeout time.Duration // how long a metadata call waits for a leader (default 60 s)
+	AttrTimeout time.Duration // kernel attribute/entry cache (default 1 s)
+	SessionTTL  time.Duration // mount session lease (default 30 s)
+	Name        string        // shown as the session's holder
+	Debug       bool          // log every FUSE request
+	HTTPAddr    string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
+	Pprof       bool
+}
+
+// serveOps serves /metrics, /healthz and optionally /debug/pprof/ for a
+// mount; it returns a function that stops it.
+func serveOps(addr string, pprof bool, mp string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(mp); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return func() { hs.Close() }, nil
+}
+
+// recoverMountpoint unmounts what a crashed mount left on mp: a FUSE mount
+// whose daemon is gone answers every call with ENOTCONN.
+func recoverMountpoint(mp string, log *slog.Logger) error {
+	_, err := os.Stat(mp)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("mount point %s: %w", mp, err)
+	}
+	log.Warn("the mount point was left behind by an ecfs mount that died; unmounting it", "mountpoint", mp)
+	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("mount point %s is left by a dead mount and could not be unmounted (%v): run 'fusermount3 -u -z %s' or 'umount -l %s'", mp, err, mp, mp)
+	}
+	return nil
+}
+
+// serveMount mounts the filesystem and serves it until ctx ends (then it
+// flushes and unmounts) or it is unmounted from outside. ready, if not nil,
+// is called once the mount point is live.
+func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready func()) error {
+	if err := recoverMountpoint(cfg.Mountpoint, log); err != nil {
+		return err
+	}
+	if st, err := os.Stat(cfg.Mountpoint); err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", cfg.Mountpoint)
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("FUSE is not available (%v): load the fuse module or install fuse3", err)
+	}
+	mc, err := cluster.NewClient(cfg.Meta, cfg.Secret)
+	if err != nil {
+		return err
+	}
+	defer mc.Close()
+	shards := store.NewClient(store.ClientConfig{Secret: cfg.Secret})
+	defer shards.Close()
+	objs, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
+	if err != nil {
+		return err
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("mount %s:%s pid %d", host, cfg.Mountpoint, os.Getpid())
+	}
+	sctx, cancel := context.WithTimeout(ctx, max(cfg.MetaTimeout, 10*time.Second))
+	f, err := fs.New(sctx, fs.Config{
+		Meta: mc, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
+		SessionTTL: cfg.SessionTTL, Name: cfg.Name, Logger: log,
+	})
+	cancel()
+	if err != nil {
+		if errors.Is(err, cluster.ErrUnauthenticated) {
+			return fmt.Errorf("the metadata service refused the secret: %w", err)
+		}
+		return err
+	}
+	srv, err := fs.Mount(f, cfg.Mountpoint, fs.MountOptions{
+		AllowOther: cfg.AllowOther, AttrTimeout: cfg.AttrTimeout, Debug: cfg.Debug,
+		FsName: "ecfs:" + strings.Join(cfg.Meta, ","),
+	})
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("mounting %s: %w", cfg.Mountpoint, err)
+	}
+	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Scheme().String(), "session", f.Session())
+	if cfg.HTTPAddr != "" {
+		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint)
+		if err != nil {
+			log.Error("metrics not served", "err", err)
+		} else {
+			defer stopOps()
+		}
+	}
+	if ready != nil {
+		ready()
+	}
+	unmounted := make(chan struct{})
+	go func() { srv.Wait(); close(unmounted) }()
+	select {
+	case <-unmounted:
+		log.Info("unmounted from outside")
+	case <-ctx.Done():
+		log.Info("unmounting", "mountpoint", cfg.Mountpoint)
+		if err := f.FlushAll(context.Background()); err != nil {
+			log.Error("flushing before unmount", "err", err)
+		}
+		if err := srv.Unmount(); err != nil {
+			log.Warn("the mount point is busy; detaching it", "err", err)
+			if err := syscall.Unmount(cfg.Mountpoint, syscall.MNT_DETACH); err != nil {
+				log.Error("detaching the mount point", "err", err)
+			}
+		}
+		<-unmounted
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func runMount(args []string, stdout, stderr io.Writer) error {
+	fl := newFlags("mount", "--meta A1,A2,A3 --secret-file F [-o OPTS] [flags] MOUNTPOINT\n\n"+
+		"Mounts the filesystem on MOUNTPOINT and serves it until it is unmounted (ecfs umount,\n"+
+		"umount, fusermount3 -u) or gets SIGTERM/SIGINT, which flush every file and unmount.\n"+
+		"A mount point left behind by a crashed mount is recovered first.\n"+
+		"-o takes comma-separated options: allow_other, buffer_size=BYTES, attr_timeout=DUR,\n"+
+		"meta_timeout=DUR, session_ttl=DUR, debug (the same as the flags).", stdout)
+	meta := fl.String("meta", "", "comma-separated metadata service addresses; required")
+	secretFile := fl.String("secret-file", "", "file holding the cluster secret; required")
+	opts := fl.String("o", "", "mount options (see above)")
+	allowOther := fl.Bool("allow-other", false, "let users other than the mounting one in (needs user_allow_other for non-root)")
+	bufSize := fl.Int64("buffer-size", 256<<20, "bytes of memory for write buffers; writers wait when it is used up")
+	metaTimeout := fl.Duration("meta-timeout", time.Minute, "how long an operation waits for the metadata service (a leader change) before EIO")
+	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names")
+	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies")
+	debug := fl.Bool("debug", false, "log every FUSE request")
+	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
+	pprof := fl.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
+	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fl, args, 1); err != nil {
+		return err
+	}
+	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
+		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
+	if *opts != "" {
+		for _, o := range strings.Split(*opts, ",") {
+			k, v, _ := strings.Cut(o, "=")
+			var err error
+			switch k {
+			case "allow_other":
+				cfg.AllowOther = true
+			case "debug":
+				cfg.Debug = true
+			case "buffer_size":
+				cfg.BufferSize, err = strconv.ParseInt(v, 10, 64)
+			case "attr_timeout":
+				cfg.AttrTimeout, err = time.ParseDuration(v)
+			case "meta_timeout":
+				cfg.MetaTimeout, err = time.ParseDuration(v)
+			case "session_ttl":
+				cfg.SessionTTL, err = time.ParseDuration(v)
+			case "secret-file", "secret_file":
+				*secretFile = v
+			case "meta":
+				*meta = strings.ReplaceAll(v, ";", ",")
+			case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev":
+			default:
+				return &usageError{fmt.Sprintf("-o: unknown option %q", o)}
+			}
+			if err != nil {
+				return &usageError{fmt.Sprintf("-o %s: %v", o, err)}
+			}
+		}
+	}
+	switch {
+	case *meta == "":
+		return &usageError{"--meta is required"}
+	case *secretFile == "":
+		return &usageError{"--secret-file is required"}
+	case cfg.BufferSize < 8<<20:
+		return &usageError{"--buffer-size must be at least 8 MiB (two blocks)"}
+	case cfg.MetaTimeout <= 0 || cfg.AttrTimeout < 0 || cfg.SessionTTL < 3*time.Second:
+		return &usageError{"need --meta-timeout > 0, --attr-timeout >= 0 and --session-ttl >= 3s"}
+	}
+	cfg.Meta = strings.Split(*meta, ",")
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	if cfg.Secret, err = readSecret(*secretFile); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serveMount(ctx, cfg, log, nil)
+}
+
+func runUmount(args []string, stdout, stderr io.Writer) error {
+	fl := newFlags("umount", "MOUNTPOINT\n\nUnmounts an ecfs mount; its process flushes and exits.", stdout)
+	lazy := fl.Bool("lazy", false, "detach now even if files are open (umount -l)")
+	if err := parseFlags(fl, args, 1); err != nil {
+		return err
+	}
+	mp := fl.Arg(0)
+	flags := 0
+	if *lazy {
+		flags = syscall.MNT_DETACH
+	}
+	err := syscall.Unmount(mp, flags)
+	if errors.Is(err, syscall.EPERM) {
+		// Not root: fusermount3 unmounts the user's own FUSE mounts.
+		args := []string{"-u"}
+		if *lazy {
+			args = append(args, "-z")
+		}
+		return runFusermount(append(args, mp))
+	}
+	if err != nil {
+		return fmt.Errorf("unmounting %s: %w", mp, err)
+	}
+	return nil
+}
+
+func runFusermount(args []string) error {
+	cmd := exec.Command("fusermount3", args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

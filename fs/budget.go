@@ -1,0 +1,68 @@
+package fs
+
+import "sync"
+
+// budget bounds the bytes held by write buffers. acquire waits while the
+// budget is used up; release gives bytes back. Whoever releases must never
+// need a lock that a waiting acquirer holds: buffers are released by
+// uploads, which take no inode lock before releasing.
+type budget struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	limit int64
+	used  int64
+	// pressure, if set, is called (without mu) when an acquire has to
+	// wait: it asks holders of unsealed buffers to upload them.
+	pressure func()
+}
+
+func newBudget(limit int64) *budget {
+	b := &budget{limit: limit}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// tryAcquire takes n bytes if they are free.
+func (b *budget) tryAcquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit && b.used > 0 {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// acquire takes n bytes, waiting for them. A request larger than the whole
+// budget is granted once nothing else is held.
+func (b *budget) acquire(n int64) {
+	if b.tryAcquire(n) {
+		return
+	}
+	if b.pressure != nil {
+		b.pressure()
+	}
+	b.mu.Lock()
+	for b.used+n > b.limit && b.used > 0 {
+		b.cond.Wait()
+	}
+	b.used += n
+	b.mu.Unlock()
+}
+
+func (b *budget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// inUse reports the bytes held.
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}

@@ -1,0 +1,234 @@
+// Package fs is the filesystem a mount serves. Its core (this file and the
+// others without "fuse" in their name) speaks inode numbers and
+// syscall.Errno and imports no FUSE library: it turns each operation into
+// calls to the metadata service (Meta) and the object layer (Objects), keeps
+// per-file write buffers and read caches, and is tested with an in-process
+// cluster. fuse.go adapts it to go-fuse's node API.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/codec"
+	"github.com/ecfs/ecfs/store"
+)
+
+// Meta is what the filesystem needs of the metadata service;
+// *cluster.Client implements it.
+type Meta interface {
+	Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error)
+	Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error)
+	Place(ctx context.Context, n int) (*metapb.PlaceResp, error)
+	OpenSession(ctx context.Context, name string, ttl time.Duration) (id uint64, expires time.Time, err error)
+	Renew(ctx context.Context, id uint64) (time.Time, error)
+}
+
+// Objects is what the filesystem needs of the object layer;
+// *store.Objects implements it.
+type Objects interface {
+	Write(ctx context.Context, obj store.Object, data []byte, quorum int) ([]store.ShardResult, error)
+	ReadAt(ctx context.Context, obj store.Object, p []byte, off int64) (int, []store.ShardResult, error)
+}
+
+// Config configures a filesystem.
+type Config struct {
+	Meta    Meta
+	Objects Objects
+	// BufferSize bounds the memory of write buffers; writers wait when it
+	// is used up. Default 256 MiB.
+	BufferSize int64
+	// MetaTimeout is how long one metadata call keeps retrying (a leader
+	// change) before the operation fails with EIO. Default 60 s.
+	MetaTimeout time.Duration
+	// SessionTTL is the mount's lease: its locks and open files are
+	// released this long after it stops renewing. Default 30 s.
+	SessionTTL time.Duration
+	// Name identifies the mount in the session table.
+	Name string
+	// InlineMax is the largest file written inline into its inode (the
+	// metadata service may refuse: then it goes to objects). Default 16 KiB.
+	InlineMax int
+	// Quorum is the write quorum; 0 means k+1.
+	Quorum int
+	Logger *slog.Logger
+}
+
+// BlockSize is the size of a file content block: the unit of write buffers
+// and, at most, of one object.
+const BlockSize = 4 << 20
+
+// FS is the filesystem of one mount. It is safe for concurrent use.
+type FS struct {
+	cfg    Config
+	meta   Meta
+	objs   Objects
+	log    *slog.Logger
+	scheme codec.Scheme
+	mem    *budget
+
+	session atomic.Uint64
+	handles atomic.Uint64
+
+	mu     sync.Mutex
+	inodes map[uint64]*inode
+
+	places   placer
+	objCache objectCache
+
+	stop    context.CancelFunc
+	renewed chan struct{}
+}
+
+// ErrStale is returned when the mount's session expired: its locks and
+// handles are gone.
+var ErrStale = errors.New("fs: the mount's session expired")
+
+// New opens a session with the metadata service and returns the
+// filesystem. Close ends it.
+func New(ctx context.Context, cfg Config) (*FS, error) {
+	if cfg.Meta == nil || cfg.Objects == nil {
+		return nil, errors.New("fs: Meta and Objects are required")
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = 256 << 20
+	}
+	cfg.BufferSize = max(cfg.BufferSize, 2*BlockSize)
+	if cfg.MetaTimeout <= 0 {
+		cfg.MetaTimeout = 60 * time.Second
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 30 * time.Second
+	}
+	if cfg.InlineMax == 0 {
+		cfg.InlineMax = 16 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	f := &FS{
+		cfg:    cfg,
+		meta:   cfg.Meta,
+		objs:   cfg.Objects,
+		log:    cfg.Logger.With("component", "fs"),
+		mem:    newBudget(cfg.BufferSize),
+		inodes: map[uint64]*inode{},
+	}
+	f.places.fs = f
+	f.mem.pressure = f.relieve
+	f.objCache.m = map[uint64]*store.Object{}
+	pr, err := f.meta.Place(ctx, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fs: asking the metadata service for the scheme: %w", err)
+	}
+	if f.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
+		return nil, fmt.Errorf("fs: the filesystem's scheme %q: %w", pr.Scheme, err)
+	}
+	id, _, err := f.meta.OpenSession(ctx, cfg.Name, cfg.SessionTTL)
+	if err != nil {
+		return nil, fmt.Errorf("fs: opening a session: %w", err)
+	}
+	f.session.Store(id)
+	rctx, cancel := context.WithCancel(context.Background())
+	f.stop = cancel
+	f.renewed = make(chan struct{})
+	go f.renewLoop(rctx)
+	return f, nil
+}
+
+// Scheme is the filesystem's erasure-coding scheme.
+func (f *FS) Scheme() codec.Scheme { return f.scheme }
+
+// Session is the mount's current session id.
+func (f *FS) Session() uint64 { return f.session.Load() }
+
+// renewLoop renews the session every third of its TTL. A session that
+// expired anyway (the mount was cut off longer than its lease) is replaced
+// by a new one: its locks are lost, and files opened before are registered
+// again where they still exist.
+func (f *FS) renewLoop(ctx context.Context) {
+	defer close(f.renewed)
+	t := time.NewTicker(f.cfg.SessionTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, f.cfg.SessionTTL)
+		_, err := f.meta.Renew(cctx, f.session.Load())
+		cancel()
+		if errors.Is(err, syscall.ESTALE) {
+			f.log.Error("the mount's session expired: its locks are lost; opening a new one")
+			cctx, cancel := context.WithTimeout(ctx, f.cfg.MetaTimeout)
+			id, _, err := f.meta.OpenSession(cctx, f.cfg.Name, f.cfg.SessionTTL)
+			cancel()
+			if err != nil {
+				f.log.Error("opening a new session", "err", err)
+				continue
+			}
+			f.session.Store(id)
+			f.reopenHandles(ctx)
+		} else if err != nil && ctx.Err() == nil {
+			f.log.Warn("renewing the session", "err", err)
+		}
+	}
+}
+
+// Close flushes every file and ends the session (its locks are released
+// and its open files closed at once rather than after the TTL).
+func (f *FS) Close() error {
+	err := f.FlushAll(context.Background())
+	f.stop()
+	<-f.renewed
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, e := f.meta.Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: f.session.Load()}}}); e != nil && err == nil {
+		err = fmt.Errorf("fs: ending the session: %w", e)
+	}
+	return err
+}
+
+// ctx bounds one metadata call by MetaTimeout.
+func (f *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, f.cfg.MetaTimeout)
+}
+
+// apply runs a mutation and turns a failure to reach the service into EIO.
+func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, syscall.Errno) {
+	cctx, cancel := f.ctx(ctx)
+	defer cancel()
+	r, err := f.meta.Apply(cctx, cmd)
+	if err != nil {
+		return nil, f.ioErr("metadata", err)
+	}
+	return r, syscall.Errno(r.Errno)
+}
+
+// read runs a query, linearizable.
+func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
+	cctx, cancel := f.ctx(ctx)
+	defer cancel()
+	r, err := f.meta.Read(cctx, q)
+	if err != nil {
+		return nil, f.ioErr("metadata", err)
+	}
+	return r, syscall.Errno(r.Errno)
+}
+
+// ioErr logs err and returns EIO, or EINTR if the caller gave up.
+func (f *FS) ioErr(what string, err error) syscall.Errno {
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR
+	}
+	f.log.Error(what+" call failed", "err", err)
+	return syscall.EIO
+}

@@ -1,0 +1,473 @@
+package fs
+
+// The go-fuse adapter: nodes that embed go-fuse's Inode and hand every
+// call to the core (FS) by inode number.
+
+import (
+	"context"
+	"math"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions configures the kernel side of a mount.
+type MountOptions struct {
+	AllowOther  bool          // let other users in (-o allow_other)
+	AttrTimeout time.Duration // kernel attribute and entry cache; default 1 s
+	Debug       bool          // log every FUSE request
+	FsName      string        // shown in /proc/mounts
+}
+
+// Mount mounts f on mountpoint and serves it in the background; the
+// returned server's Wait returns once it is unmounted.
+func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
+	if o.AttrTimeout <= 0 {
+		o.AttrTimeout = time.Second
+	}
+	neg := time.Duration(0)
+	if o.FsName == "" {
+		o.FsName = "ecfs"
+	}
+	root := &node{fs: f}
+	opts := &fusefs.Options{
+		EntryTimeout:    &o.AttrTimeout,
+		AttrTimeout:     &o.AttrTimeout,
+		NegativeTimeout: &neg,
+		RootStableAttr:  &fusefs.StableAttr{Ino: RootIno, Mode: syscall.S_IFDIR},
+		MountOptions: fuse.MountOptions{
+			AllowOther:    o.AllowOther,
+			Options:       []string{"default_permissions"},
+			FsName:        o.FsName,
+			Name:          "ecfs",
+			MaxWrite:      1 << 20,
+			MaxReadAhead:  1 << 20,
+			MaxBackground: 64,
+			EnableLocks:   true,
+			DirectMount:   true,
+			Debug:         o.Debug,
+		},
+	}
+	return fusefs.Mount(mountpoint, root, opts)
+}
+
+// node is one inode as go-fuse sees it.
+type node struct {
+	fusefs.Inode
+	fs *FS
+}
+
+var (
+	_ fusefs.NodeLookuper       = (*node)(nil)
+	_ fusefs.NodeGetattrer      = (*node)(nil)
+	_ fusefs.NodeSetattrer      = (*node)(nil)
+	_ fusefs.NodeCreater        = (*node)(nil)
+	_ fusefs.NodeMknoder        = (*node)(nil)
+	_ fusefs.NodeMkdirer        = (*node)(nil)
+	_ fusefs.NodeSymlinker      = (*node)(nil)
+	_ fusefs.NodeLinker         = (*node)(nil)
+	_ fusefs.NodeUnlinker       = (*node)(nil)
+	_ fusefs.NodeRmdirer        = (*node)(nil)
+	_ fusefs.NodeRenamer        = (*node)(nil)
+	_ fusefs.NodeReadlinker     = (*node)(nil)
+	_ fusefs.NodeOpendirHandler = (*node)(nil)
+	_ fusefs.NodeGetxattrer     = (*node)(nil)
+	_ fusefs.NodeSetxattrer     = (*node)(nil)
+	_ fusefs.NodeRemovexattrer  = (*node)(nil)
+	_ fusefs.NodeListxattrer    = (*node)(nil)
+	_ fusefs.NodeStatfser       = (*node)(nil)
+	_ fusefs.NodeOpener         = (*node)(nil)
+	_ fusefs.NodeReader         = (*node)(nil)
+	_ fusefs.NodeWriter         = (*node)(nil)
+	_ fusefs.NodeFlusher        = (*node)(nil)
+	_ fusefs.NodeFsyncer        = (*node)(nil)
+	_ fusefs.NodeReleaser       = (*node)(nil)
+	_ fusefs.NodeGetlker        = (*node)(nil)
+	_ fusefs.NodeSetlker        = (*node)(nil)
+	_ fusefs.NodeSetlkwer       = (*node)(nil)
+	_ fusefs.NodeAllocater      = (*node)(nil)
+	_ fusefs.NodeOnForgetter    = (*node)(nil)
+)
+
+func (n *node) ino() uint64 { return n.StableAttr().Ino }
+
+// fill copies attributes into a FUSE attr.
+func fill(a *metapb.Attr, out *fuse.Attr) {
+	out.Ino = a.Ino
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Blksize = 1 << 20
+	out.Mode = namespace.FileType(a.Type).IFMT() | a.Mode
+	out.Nlink = a.Nlink
+	out.Owner = fuse.Owner{Uid: a.Uid, Gid: a.Gid}
+	out.Rdev = a.Rdev
+	out.Atime, out.Atimensec = uint64(a.Atime/1e9), uint32(a.Atime%1e9)
+	out.Mtime, out.Mtimensec = uint64(a.Mtime/1e9), uint32(a.Mtime%1e9)
+	out.Ctime, out.Ctimensec = uint64(a.Ctime/1e9), uint32(a.Ctime%1e9)
+}
+
+// child makes the go-fuse inode of a looked-up or created entry.
+func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *fusefs.Inode {
+	fill(a, &out.Attr)
+	mode := namespace.FileType(a.Type).IFMT()
+	return n.NewInode(ctx, &node{fs: n.fs}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
+}
+
+func caller(ctx context.Context) (uid, gid uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	a, errno := n.fs.Lookup(ctx, n.ino(), name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, errno := n.fs.GetAttr(ctx, n.ino())
+	if errno != 0 {
+		return errno
+	}
+	fill(a, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var s SetAttrIn
+	if m, ok := in.GetMode(); ok {
+		s.Valid |= namespace.SetMode
+		s.Mode = m & namespace.PermMask
+	}
+	if u, ok := in.GetUID(); ok {
+		s.Valid |= namespace.SetUid
+		s.Uid = u
+	}
+	if g, ok := in.GetGID(); ok {
+		s.Valid |= namespace.SetGid
+		s.Gid = g
+	}
+	if sz, ok := in.GetSize(); ok {
+		s.Valid |= namespace.SetSize
+		s.Size = sz
+	}
+	switch {
+	case in.Valid&fuse.FATTR_ATIME_NOW != 0:
+		s.Valid |= namespace.SetAtimeNow
+	case in.Valid&fuse.FATTR_ATIME != 0:
+		s.Valid |= namespace.SetAtime
+		s.Atime = int64(in.Atime)*1e9 + int64(in.Atimensec)
+	}
+	switch {
+	case in.Valid&fuse.FATTR_MTIME_NOW != 0:
+		s.Valid |= namespace.SetMtimeNow
+	case in.Valid&fuse.FATTR_MTIME != 0:
+		s.Valid |= namespace.SetMtime
+		s.Mtime = int64(in.Mtime)*1e9 + int64(in.Mtimensec)
+	}
+	a, errno := n.fs.SetAttr(ctx, n.ino(), s)
+	if errno != 0 {
+		return errno
+	}
+	fill(a, &out.Attr)
+	return 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, errno := n.fs.Create(ctx, n.ino(), name, namespace.TypeFile, mode&namespace.PermMask, 0, uid, gid, flags&syscall.O_EXCL != 0)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	h, _, errno := n.fs.Open(ctx, a.Ino, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return n.child(ctx, a, out), h, 0, 0
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	var typ namespace.FileType
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, 0:
+		typ = namespace.TypeFile
+	case syscall.S_IFIFO:
+		typ = namespace.TypeFifo
+	case syscall.S_IFSOCK:
+		typ = namespace.TypeSocket
+	case syscall.S_IFCHR:
+		typ = namespace.TypeChar
+	case syscall.S_IFBLK:
+		typ = namespace.TypeBlock
+	default:
+		return nil, syscall.EINVAL
+	}
+	uid, gid := caller(ctx)
+	a, errno := n.fs.Create(ctx, n.ino(), name, typ, mode&namespace.PermMask, dev, uid, gid, true)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, errno := n.fs.Mkdir(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, errno := n.fs.Symlink(ctx, n.ino(), name, target, uid, gid)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	a, errno := n.fs.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.fs.Unlink(ctx, n.ino(), name)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.fs.Rmdir(ctx, n.ino(), name)
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return n.fs.Rename(ctx, n.ino(), name, newParent.EmbeddedInode().StableAttr().Ino, newName, flags)
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, errno := n.fs.Readlink(ctx, n.ino())
+	return []byte(t), errno
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, errno := n.fs.GetXattr(ctx, n.ino(), attr)
+	if errno != 0 {
+		return 0, errno
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.fs.SetXattr(ctx, n.ino(), attr, data, flags)
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.fs.RemoveXattr(ctx, n.ino(), attr)
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, errno := n.fs.ListXattr(ctx, n.ino())
+	if errno != 0 {
+		return 0, errno
+	}
+	var b []byte
+	for _, nm := range names {
+		b = append(append(b, nm...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	s, errno := n.fs.Statfs(ctx)
+	if errno != 0 {
+		return errno
+	}
+	const bs = 4096
+	out.Bsize, out.Frsize = bs, bs
+	out.Blocks, out.Bfree, out.Bavail = s.Total/bs, s.Free/bs, s.Free/bs
+	out.Files, out.Ffree = s.Inodes+(1<<32), 1<<32
+	out.NameLen = 255
+	return 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	h, keep, errno := n.fs.Open(ctx, n.ino(), flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	var ff uint32
+	if keep {
+		ff |= fuse.FOPEN_KEEP_CACHE
+	}
+	return h, ff, 0
+}
+
+func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	k, errno := n.fs.Read(ctx, n.ino(), dest, off)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+func (n *node) Write(ctx context.Context, fh fusefs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	k, errno := n.fs.Write(ctx, n.ino(), data, off)
+	return uint32(k), errno
+}
+
+func (n *node) Flush(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	return n.fs.Flush(ctx, n.ino())
+}
+
+func (n *node) Fsync(ctx context.Context, fh fusefs.FileHandle, flags uint32) syscall.Errno {
+	return n.fs.Fsync(ctx, n.ino())
+}
+
+func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	h, ok := fh.(*Handle)
+	if !ok {
+		return 0
+	}
+	// The kernel does not wait for a release; give it a context of its own.
+	return n.fs.Release(context.Background(), h)
+}
+
+func (n *node) OnForget() { n.fs.Forget(n.ino()) }
+
+// lockIn converts a FUSE lock request.
+func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) LockIn {
+	l := LockIn{Kind: KindPosix, Owner: owner, Start: lk.Start, End: lk.End}
+	if flags&fuse.FUSE_LK_FLOCK != 0 {
+		l.Kind = KindFlock
+	}
+	if l.End >= math.MaxInt64 {
+		l.End = math.MaxUint64
+	}
+	switch lk.Typ {
+	case syscall.F_RDLCK:
+		l.Type = LockRead
+	case syscall.F_WRLCK:
+		l.Type = LockWrite
+	default:
+		l.Type = LockUnlock
+	}
+	return l
+}
+
+func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	c, errno := n.fs.GetLk(ctx, n.ino(), lockIn(owner, lk, flags))
+	if errno != 0 {
+		return errno
+	}
+	switch c.Type {
+	case 0:
+		*out = fuse.FileLock{Typ: syscall.F_UNLCK}
+	default:
+		out.Start, out.End = c.Start, min(c.End, math.MaxInt64)
+		out.Typ = syscall.F_RDLCK
+		if c.Type == LockWrite {
+			out.Typ = syscall.F_WRLCK
+		}
+		out.Pid = 0
+	}
+	return 0
+}
+
+func (n *node) Setlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	h, ok := fh.(*Handle)
+	if !ok {
+		return syscall.EBADF
+	}
+	return n.fs.Lock(ctx, h, lockIn(owner, lk, flags), false)
+}
+
+func (n *node) Setlkw(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	h, ok := fh.(*Handle)
+	if !ok {
+		return syscall.EBADF
+	}
+	return n.fs.Lock(ctx, h, lockIn(owner, lk, flags), true)
+}
+
+// Allocate supports fallocate mode 0 (extend the size; the new range reads
+// as zeros, as a hole does) and FALLOC_FL_KEEP_SIZE (nothing to reserve:
+// space is taken when written). Other modes: EOPNOTSUPP.
+func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 1
+	switch mode {
+	case keepSize:
+		return 0
+	case 0:
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	a, errno := n.fs.GetAttr(ctx, n.ino())
+	if errno != 0 {
+		return errno
+	}
+	if end := off + size; end > a.Size {
+		_, errno = n.fs.SetAttr(ctx, n.ino(), SetAttrIn{Valid: namespace.SetSize, Size: end})
+	}
+	return errno
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{fs: n.fs, ino: n.ino()}, 0, 0
+}
+
+// dirHandle lists a directory in pages, by the service's cookies (which
+// stay valid while the directory changes).
+type dirHandle struct {
+	fs     *FS
+	ino    uint64
+	cookie uint64
+	buf    []*metapb.DirEntry
+	eof    bool
+}
+
+const dirPage = 512
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if len(d.buf) == 0 && !d.eof {
+		es, errno := d.fs.ReadDir(ctx, d.ino, d.cookie, dirPage)
+		if errno != 0 {
+			return nil, errno
+		}
+		d.buf = es
+		d.eof = len(es) < dirPage
+	}
+	if len(d.buf) == 0 {
+		return nil, 0
+	}
+	e := d.buf[0]
+	d.buf = d.buf[1:]
+	d.cookie = e.Cookie
+	return &fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: namespace.FileType(e.Type).IFMT(), Off: e.Cookie}, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.cookie, d.buf, d.eof = off, nil, false
+	return 0
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno { return 0 }

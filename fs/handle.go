@@ -1,0 +1,185 @@
+package fs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"math"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// Handle is an open file: registered with the metadata service, so the
+// file's data outlives its last name until the handle is released.
+type Handle struct {
+	Ino uint64
+	id  uint64
+
+	mu     sync.Mutex
+	owners map[lockOwner]bool // lock owners that locked through this handle
+}
+
+type lockOwner struct {
+	kind  uint32
+	owner uint64
+}
+
+// Lock kinds and types, as the metadata service numbers them.
+const (
+	KindPosix = 1
+	KindFlock = 2
+
+	LockRead   = 1
+	LockWrite  = 2
+	LockUnlock = 3
+)
+
+// Open opens ino. It asks the service for the current attributes
+// (close-to-open: what another mount closed before is seen); keepCache
+// reports that the kernel's page cache of the file is still valid. With
+// O_TRUNC the file is truncated.
+func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, keepCache bool, errno syscall.Errno) {
+	in := f.inode(ino)
+	in.mu.Lock()
+	prev := uint64(0)
+	if in.attr != nil {
+		prev = in.attr.Version
+	}
+	in.mu.Unlock()
+	a, errno := f.GetAttr(ctx, ino)
+	if errno != 0 {
+		return nil, false, errno
+	}
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size > 0 {
+		if _, errno := f.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
+			return nil, false, errno
+		}
+	}
+	h = &Handle{Ino: ino, id: f.handles.Add(1)}
+	if _, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: f.session.Load(), Ino: ino, Handle: h.id}}}); errno != 0 {
+		return nil, false, errno
+	}
+	in.mu.Lock()
+	in.opens++
+	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
+	in.mu.Unlock()
+	return h, keepCache, 0
+}
+
+// Release closes a handle: its data is committed, the locks taken through
+// it are dropped, and the service forgets it (an unlinked file is freed by
+// its last close).
+func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
+	errno := f.Flush(ctx, h.Ino)
+	h.mu.Lock()
+	owners := h.owners
+	h.owners = nil
+	h.mu.Unlock()
+	for o := range owners {
+		if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_UnlockOwner{UnlockOwner: &metapb.UnlockOwnerOp{
+			Session: f.session.Load(), Ino: h.Ino, Owner: o.owner, Kind: o.kind}}}); e != 0 && e != syscall.ESTALE && errno == 0 {
+			errno = e
+		}
+	}
+	if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}); e != 0 && e != syscall.ENOENT && errno == 0 {
+		errno = e
+	}
+	in := f.inode(h.Ino)
+	in.mu.Lock()
+	in.opens--
+	in.mu.Unlock()
+	return errno
+}
+
+// reopenHandles registers the open handles again under a new session.
+// Handles are not tracked here; a file whose every name was removed while
+// the session was lost may be gone, which later reads report.
+func (f *FS) reopenHandles(context.Context) {}
+
+// Fsync commits what was written to ino.
+func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno { return f.Flush(ctx, ino) }
+
+// LockIn describes a lock request: a byte range [Start, End] (End
+// math.MaxUint64: to the end of the file) of type LockRead, LockWrite or
+// LockUnlock, of kind KindPosix or KindFlock, by owner.
+type LockIn struct {
+	Kind       uint32
+	Type       uint32
+	Owner      uint64
+	Start, End uint64
+}
+
+// Lock takes, converts or drops a lock, cluster-wide. Without wait a
+// conflicting request fails with EAGAIN; with wait it queues until granted
+// or ctx ends (EINTR, and the request is withdrawn).
+func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.Errno {
+	if l.Kind == KindFlock {
+		l.Start, l.End = 0, math.MaxUint64
+	}
+	op := &metapb.LockOp{Session: f.session.Load(), Ino: h.Ino, Owner: l.Owner, Kind: l.Kind, Type: l.Type,
+		Start: l.Start, End: l.End, Wait: wait && l.Type != LockUnlock}
+	if op.Wait {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		op.ReqId = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	if l.Type != LockUnlock {
+		h.mu.Lock()
+		if h.owners == nil {
+			h.owners = map[lockOwner]bool{}
+		}
+		h.owners[lockOwner{l.Kind, l.Owner}] = true
+		h.mu.Unlock()
+	}
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Lock{Lock: op}})
+	if errno != 0 || !r.Queued {
+		return errno
+	}
+	// Queued: poll until the grant shows up in the log.
+	delay := 5 * time.Millisecond
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			cctx, cancel := f.ctx(context.WithoutCancel(ctx))
+			_, _ = f.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_CancelWait{CancelWait: &metapb.CancelWaitOp{ReqId: op.ReqId}}})
+			cancel()
+			return syscall.EINTR
+		case <-t.C:
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+		q, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: op.ReqId}}})
+		switch {
+		case errno == syscall.ENOENT:
+			return syscall.EINTR // withdrawn (the session ended)
+		case errno == syscall.EINTR:
+			continue
+		case errno != 0:
+			return errno
+		case q.Token > 0:
+			return 0
+		}
+	}
+}
+
+// Conflict is a lock that would block a request (F_GETLK); Type 0: none.
+type Conflict struct {
+	Type       uint32
+	Start, End uint64
+	Owner      uint64
+}
+
+// GetLk reports the first lock that conflicts with l.
+func (f *FS) GetLk(ctx context.Context, ino uint64, l LockIn) (Conflict, syscall.Errno) {
+	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getlk{Getlk: &metapb.GetLkReq{
+		Session: f.session.Load(), Ino: ino, Owner: l.Owner, Type: l.Type, Start: l.Start, End: l.End}}})
+	if errno != 0 {
+		return Conflict{}, errno
+	}
+	return Conflict{Type: r.ConflictType, Start: r.ConflictStart, End: r.ConflictEnd, Owner: r.ConflictOwner}, 0
+}

@@ -1,0 +1,124 @@
+package fs
+
+import (
+	"sync"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/protobuf/proto"
+)
+
+// inode is what the mount holds of one file: its last known attributes,
+// the data written and not yet committed, and caches for reading.
+type inode struct {
+	ino uint64
+	mu  sync.Mutex
+
+	attr *metapb.Attr // last answer of the metadata service (nil: unknown)
+
+	// Write state.
+	dirty     map[uint64]*buf // unsealed buffers by block
+	pending   []*upload       // sealed, not yet committed, in seal order
+	last      chan struct{}   // closed when the newest upload is done
+	werr      error           // first upload failure since the last flush
+	localSize uint64          // end of the data written through this mount
+	dataVer   uint64          // bumped on every local write
+
+	// Read caches, valid for attribute version cacheVer.
+	cacheVer   uint64
+	slices     map[uint64][]*metapb.BlockWrite
+	inline     []byte
+	haveInline bool
+	fetches    map[uint64]*blockFetch // whole committed blocks read (ahead)
+	lastRead   int64                  // end of the last read, to spot sequential reads
+
+	opens    int       // handles open through this mount
+	noCapsAt time.Time // security.capability was absent as of then
+}
+
+// inode returns the mount's state of ino, creating it.
+func (f *FS) inode(ino uint64) *inode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in := f.inodes[ino]
+	if in == nil {
+		in = &inode{ino: ino, dirty: map[uint64]*buf{}}
+		f.inodes[ino] = in
+	}
+	return in
+}
+
+// lookupInode returns the mount's state of ino, or nil.
+func (f *FS) lookupInode(ino uint64) *inode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inodes[ino]
+}
+
+// Forget drops what the mount holds of ino once nothing uses it (the
+// kernel forgot it, no handle is open and no data waits for upload).
+func (f *FS) Forget(ino uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in := f.inodes[ino]
+	if in == nil || !in.mu.TryLock() {
+		return
+	}
+	defer in.mu.Unlock()
+	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 {
+		delete(f.inodes, ino)
+	}
+}
+
+// setAttr records attributes from the metadata service; a new version
+// drops the read caches. in.mu is held.
+func (in *inode) setAttr(a *metapb.Attr) {
+	if a == nil {
+		return
+	}
+	if in.attr == nil || a.Version >= in.attr.Version {
+		in.attr = a
+	}
+	if a.Version != in.cacheVer {
+		in.invalidate()
+		in.cacheVer = a.Version
+	}
+}
+
+// invalidate drops the read caches. in.mu is held.
+func (in *inode) invalidate() {
+	in.slices = nil
+	in.inline = nil
+	in.haveInline = false
+	in.fetches = nil
+}
+
+// size is the file's size as this mount sees it: committed or written
+// here. in.mu is held.
+func (in *inode) size() uint64 {
+	var s uint64
+	if in.attr != nil {
+		s = in.attr.Size
+	}
+	return max(s, in.localSize)
+}
+
+// report is the attributes to show: the service's, with the size of
+// data written here and not yet committed. in.mu is held.
+func (in *inode) report() *metapb.Attr {
+	if in.attr == nil {
+		return nil
+	}
+	a := proto.Clone(in.attr).(*metapb.Attr)
+	a.Size = in.size()
+	return a
+}
+
+// inlineOK reports whether small writes to block 0 may go inline: the
+// file is known to be small. in.mu is not needed: a wrong guess only costs
+// a refused attempt.
+func (in *inode) inlineOK(inlineMax int) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.attr == nil || in.attr.Size <= uint64(inlineMax)
+}

@@ -1,0 +1,253 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// RootIno is the root directory's inode number.
+const RootIno = 1
+
+// remember records attributes the service returned and gives back what the
+// mount shows (with locally written size).
+func (f *FS) remember(a *metapb.Attr) *metapb.Attr {
+	if a == nil {
+		return nil
+	}
+	in := f.inode(a.Ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.setAttr(a)
+	return in.report()
+}
+
+func attrOf(r *metapb.ReadResp, errno syscall.Errno) (*metapb.Attr, syscall.Errno) {
+	if errno != 0 {
+		return nil, errno
+	}
+	return r.Attr, 0
+}
+
+// Lookup finds name in directory parent.
+func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(a), 0
+}
+
+// GetAttr returns the attributes of ino, asked of the service.
+func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
+	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(a), 0
+}
+
+// SetAttrIn says what SetAttr changes: Valid holds namespace.SetAttr* bits.
+type SetAttrIn = namespace.SetAttrIn
+
+// SetAttr changes attributes. Data written before is committed first, so
+// that an explicit mtime (cp -p, rsync -t) is not overwritten by a later
+// commit; a size change drops the read caches.
+func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Attr, syscall.Errno) {
+	if errno := f.Flush(ctx, ino); errno != 0 {
+		return nil, errno
+	}
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
+		Ino: ino, Valid: in.Valid, Mode: in.Mode, Uid: in.Uid, Gid: in.Gid, Size: in.Size, Atime: in.Atime, Mtime: in.Mtime}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	n := f.inode(ino)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if in.Valid&namespace.SetSize != 0 {
+		n.localSize = 0
+		n.invalidate()
+	}
+	n.setAttr(r.Attr)
+	return n.report(), 0
+}
+
+// Create makes a regular file or a special file (mknod) in parent. Without
+// excl an existing regular file is returned instead (its Ino differs from
+// a new one's: the caller cannot tell, nor needs to).
+func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(r.Attr), 0
+}
+
+// Mkdir makes a directory.
+func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(r.Attr), 0
+}
+
+// Symlink makes a symbolic link.
+func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(r.Attr), 0
+}
+
+// Link adds a hard link to ino.
+func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
+		Ino: ino, NewParent: newParent, NewName: newName}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(r.Attr), 0
+}
+
+// Unlink removes a name (not a directory).
+func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Errno {
+	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
+	return errno
+}
+
+// Rmdir removes an empty directory.
+func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errno {
+	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
+	return errno
+}
+
+// Rename moves a name, with renameat2 flags (RENAME_NOREPLACE,
+// RENAME_EXCHANGE).
+func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) syscall.Errno {
+	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
+		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
+	return errno
+}
+
+// Readlink returns a symlink's target.
+func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
+	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readlink{Readlink: &metapb.ReadlinkReq{Ino: ino}}})
+	if errno != 0 {
+		return "", errno
+	}
+	return r.Target, 0
+}
+
+// ReadDir returns up to max entries of directory ino after cookie (0: from
+// the start); each entry's cookie continues after it.
+func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metapb.DirEntry, syscall.Errno) {
+	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return r.Entries, 0
+}
+
+// capsName is the xattr the kernel asks for before every write (to drop
+// file capabilities); its absence is remembered for a while.
+const capsName = "security.capability"
+
+// capsTTL is how long the absence of security.capability is trusted.
+const capsTTL = time.Second
+
+// isACL reports POSIX ACL xattrs. ecfs does not implement ACLs: they are
+// refused (EOPNOTSUPP) as on a filesystem mounted with noacl, so that cp -a
+// and rsync -A fall back to the mode bits instead of storing an ACL that
+// nothing enforces and that would leave the mode unset.
+func isACL(name string) bool {
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
+// GetXattr returns the value of xattr name of ino.
+func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, syscall.Errno) {
+	if isACL(name) {
+		return nil, syscall.EOPNOTSUPP
+	}
+	if name == capsName {
+		in := f.inode(ino)
+		in.mu.Lock()
+		fresh := time.Since(in.noCapsAt) < capsTTL
+		in.mu.Unlock()
+		if fresh {
+			return nil, syscall.ENODATA
+		}
+	}
+	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getxattr{Getxattr: &metapb.GetXattrReq{Ino: ino, Name: name}}})
+	if errno == syscall.ENODATA && name == capsName {
+		in := f.inode(ino)
+		in.mu.Lock()
+		in.noCapsAt = time.Now()
+		in.mu.Unlock()
+	}
+	if errno != 0 {
+		return nil, errno
+	}
+	return r.Value, 0
+}
+
+// ListXattr returns the xattr names of ino.
+func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno) {
+	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Listxattr{Listxattr: &metapb.ListXattrReq{Ino: ino}}})
+	if errno != 0 {
+		return nil, errno
+	}
+	return r.Names, 0
+}
+
+func (f *FS) forgetCaps(ino uint64, name string) {
+	if name == capsName {
+		in := f.inode(ino)
+		in.mu.Lock()
+		in.noCapsAt = time.Time{}
+		in.mu.Unlock()
+	}
+}
+
+// SetXattr sets xattr name of ino (flags XATTR_CREATE, XATTR_REPLACE).
+func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte, flags uint32) syscall.Errno {
+	if isACL(name) {
+		return syscall.EOPNOTSUPP
+	}
+	f.forgetCaps(ino, name)
+	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
+	return errno
+}
+
+// RemoveXattr removes xattr name of ino.
+func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.Errno {
+	if isACL(name) {
+		return syscall.EOPNOTSUPP
+	}
+	f.forgetCaps(ino, name)
+	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
+	return errno
+}
+
+// Statfs is the usable capacity (store capacity × k/(k+m)) and the inode
+// count.
+type Statfs struct {
+	Total, Free, Inodes uint64
+}
+
+// Statfs asks the service for the capacity.
+func (f *FS) Statfs(ctx context.Context) (Statfs, syscall.Errno) {
+	r, errno := f.read(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Statfs{Statfs: &metapb.StatfsReq{}}})
+	if errno != 0 {
+		return Statfs{}, errno
+	}
+	return Statfs{Total: r.TotalBytes, Free: r.FreeBytes, Inodes: r.Inodes}, 0
+}

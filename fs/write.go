@@ -1,0 +1,419 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/store"
+)
+
+// span is a byte range [lo, hi) within a block.
+type span struct{ lo, hi int }
+
+// addSpan inserts [lo, hi) into the sorted, disjoint spans ss, merging
+// what touches it.
+func addSpan(ss []span, lo, hi int) []span {
+	out := ss[:0:0]
+	for _, s := range ss {
+		switch {
+		case s.hi < lo || s.lo > hi:
+			out = append(out, s)
+		default:
+			lo, hi = min(lo, s.lo), max(hi, s.hi)
+		}
+	}
+	out = append(out, span{lo, hi})
+	slices.SortFunc(out, func(a, b span) int { return a.lo - b.lo })
+	return out
+}
+
+// maxSpans bounds the separate dirty ranges of one buffer; past it the
+// buffer is uploaded (each range becomes one slice).
+const maxSpans = 64
+
+// buf is the written, not yet uploaded data of one block of a file:
+// data[i] is the byte at block offset base+i, valid where ext says.
+type buf struct {
+	block uint64
+	base  int
+	data  []byte
+	ext   []span // block offsets, sorted and disjoint
+	acct  int64  // bytes of the budget it holds
+}
+
+func (b *buf) end() int { return b.base + len(b.data) }
+
+// upload is a sealed buffer on its way to the stores and the commit.
+type upload struct {
+	*buf
+	done chan struct{}
+}
+
+// overlay copies the valid bytes of b that fall in [off, off+len(p)) of
+// the file into p.
+func (b *buf) overlay(p []byte, off int64) {
+	bstart := int64(b.block) * BlockSize
+	for _, e := range b.ext {
+		lo, hi := max(bstart+int64(e.lo), off), min(bstart+int64(e.hi), off+int64(len(p)))
+		if lo < hi {
+			copy(p[lo-off:hi-off], b.data[lo-bstart-int64(b.base):hi-bstart-int64(b.base)])
+		}
+	}
+}
+
+// Write buffers data at offset off of file ino. Full blocks are uploaded in
+// the background; the rest waits for Flush, Fsync or memory pressure.
+func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int, syscall.Errno) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if uint64(off)+uint64(len(data)) > 1<<62 {
+		return 0, syscall.EFBIG
+	}
+	in := f.inode(ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.werr != nil {
+		// A background upload of this file failed: report it now rather
+		// than accept more data that cannot be kept either.
+		in.werr = nil
+		return 0, syscall.EIO
+	}
+	written := 0
+	for written < len(data) {
+		pos := off + int64(written)
+		blk := uint64(pos / BlockSize)
+		boff := int(pos % BlockSize)
+		n := min(len(data)-written, BlockSize-boff)
+		if errno := f.writeBlock(in, blk, boff, data[written:written+n]); errno != 0 {
+			return written, errno
+		}
+		written += n
+	}
+	in.localSize = max(in.localSize, uint64(off)+uint64(len(data)))
+	in.dataVer++
+	return written, 0
+}
+
+// writeBlock copies p into the buffer of block blk at block offset boff.
+// in.mu is held.
+func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte) syscall.Errno {
+	lo, hi := boff, boff+len(p)
+	b := in.dirty[blk]
+	if b != nil && len(b.ext) >= maxSpans && !covers(b.ext, lo, hi) {
+		f.seal(in, b)
+		b = nil
+	}
+	if b == nil {
+		b = &buf{block: blk, base: lo}
+	}
+	nlo, nhi := min(b.base, lo), max(b.end(), hi)
+	if nlo != b.base || nhi > b.base+cap(b.data) {
+		// Grow: to the next power of two of the span (at least 64 KiB,
+		// at most the block), so appends copy O(log n) times.
+		size := growSize(nlo, nhi)
+		grow := int64(size) - int64(cap(b.data))
+		if grow > 0 && !f.mem.tryAcquire(grow) {
+			// Out of buffer memory: upload what this file holds (this
+			// buffer too), then wait for memory for a new buffer.
+			if in.dirty[blk] == b {
+				f.seal(in, b)
+			}
+			f.sealAll(in)
+			b = &buf{block: blk, base: lo}
+			nlo, nhi = lo, hi
+			size = growSize(nlo, nhi)
+			grow = int64(size)
+			f.mem.acquire(grow)
+		}
+		grow = max(grow, 0)
+		nd := make([]byte, nhi-nlo, size)
+		copy(nd[b.base-nlo:], b.data)
+		b.data, b.base = nd, nlo
+		b.acct += grow
+	} else if nhi > b.end() {
+		b.data = b.data[:nhi-b.base]
+	}
+	in.dirty[blk] = b
+	copy(b.data[lo-b.base:], p)
+	b.ext = addSpan(b.ext, lo, hi)
+	if len(b.ext) == 1 && b.ext[0] == (span{0, BlockSize}) {
+		f.seal(in, b)
+	}
+	return 0
+}
+
+// growSize is the capacity of a buffer spanning block offsets [lo, hi):
+// the next power of two of the span, at least 64 KiB, at most to the end of
+// the block, so that appends copy O(log n) times.
+func growSize(lo, hi int) int {
+	size := 64 << 10
+	for size < hi-lo {
+		size *= 2
+	}
+	return min(size, BlockSize-lo)
+}
+
+func covers(ss []span, lo, hi int) bool {
+	for _, s := range ss {
+		if s.lo <= lo && hi <= s.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// seal takes buffer b out of the dirty set and starts its upload. Uploads
+// of one file commit in the order they were sealed. in.mu is held.
+func (f *FS) seal(in *inode, b *buf) {
+	delete(in.dirty, b.block)
+	u := &upload{buf: b, done: make(chan struct{})}
+	prev := in.last
+	in.last = u.done
+	in.pending = append(in.pending, u)
+	go f.runUpload(in, u, prev)
+}
+
+// sealAll starts the upload of every buffer of in. in.mu is held.
+func (f *FS) sealAll(in *inode) {
+	blocks := make([]uint64, 0, len(in.dirty))
+	for blk := range in.dirty {
+		blocks = append(blocks, blk)
+	}
+	slices.Sort(blocks)
+	for _, blk := range blocks {
+		f.seal(in, in.dirty[blk])
+	}
+}
+
+// relieve uploads the buffers of every file whose lock is free: called when
+// a writer waits for buffer memory.
+func (f *FS) relieve() {
+	f.mu.Lock()
+	ins := make([]*inode, 0, len(f.inodes))
+	for _, in := range f.inodes {
+		ins = append(ins, in)
+	}
+	f.mu.Unlock()
+	for _, in := range ins {
+		if in.mu.TryLock() {
+			f.sealAll(in)
+			in.mu.Unlock()
+		}
+	}
+}
+
+// runUpload writes u's data as objects (or inline into the inode), waits
+// for the uploads sealed before it, and commits.
+func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
+	ctx := context.Background()
+	var (
+		res *metapb.Result
+		err error
+	)
+	inline := u.block == 0 && u.end() <= f.cfg.InlineMax && in.inlineOK(f.cfg.InlineMax)
+	if inline {
+		if prev != nil {
+			<-prev
+		}
+		res, err = f.commitInline(ctx, in.ino, u.buf)
+		if errors.Is(err, errNotInline) {
+			inline, err = false, nil
+		}
+	}
+	if !inline {
+		var cmd *metapb.CommitOp
+		cmd, err = f.writeObjects(ctx, in.ino, u.buf)
+		if prev != nil {
+			<-prev
+		}
+		if err == nil {
+			res, err = f.commit(ctx, cmd)
+		}
+	}
+	f.mem.release(u.acct)
+	in.mu.Lock()
+	in.pending = slices.DeleteFunc(in.pending, func(p *upload) bool { return p == u })
+	if err != nil {
+		f.log.Error("upload failed: the data is reported lost to the writer (EIO on fsync/close)", "ino", in.ino, "block", u.block, "err", err)
+		if in.werr == nil {
+			in.werr = err
+		}
+	} else {
+		in.setAttr(res.Attr)
+	}
+	in.invalidate()
+	in.mu.Unlock()
+	close(u.done)
+}
+
+var errNotInline = errors.New("not inline")
+
+// commitInline writes b into the inode's inline data, one range per
+// extent, in one Raft entry each.
+func (f *FS) commitInline(ctx context.Context, ino uint64, b *buf) (*metapb.Result, error) {
+	var res *metapb.Result
+	for _, e := range b.ext {
+		r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
+			Session: f.session.Load(), Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}})
+		switch errno {
+		case 0:
+			res = r
+		case syscall.EINVAL, syscall.EFBIG:
+			if res == nil {
+				return nil, errNotInline
+			}
+			return nil, fmt.Errorf("inline write of inode %d: %w", ino, errno)
+		default:
+			return nil, fmt.Errorf("inline write of inode %d: %w", ino, errno)
+		}
+	}
+	return res, nil
+}
+
+// WriteRetry is how long an object write keeps trying new placements
+// while too few stores answer, before the data is reported lost (EIO).
+var WriteRetry = 20 * time.Second
+
+// writeObjects stores b as one object per scheme block and returns the
+// commit that makes it visible: one slice per extent.
+func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.CommitOp, error) {
+	cmd := &metapb.CommitOp{Ino: ino}
+	osz := f.scheme.BlockSize
+	for start := 0; start < len(b.data); start += osz {
+		chunk := b.data[start:min(start+osz, len(b.data))]
+		clo, chi := b.base+start, b.base+start+len(chunk)
+		var parts []span
+		for _, e := range b.ext {
+			if lo, hi := max(e.lo, clo), min(e.hi, chi); lo < hi {
+				parts = append(parts, span{lo, hi})
+			}
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		rec, err := f.writeObject(ctx, chunk)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Objects = append(cmd.Objects, rec)
+		for _, p := range parts {
+			cmd.Writes = append(cmd.Writes, &metapb.BlockWrite{Block: b.block, Off: uint32(p.lo), Len: uint32(p.hi - p.lo),
+				Object: rec.Id, ObjOff: uint32(p.lo - clo)})
+		}
+	}
+	return cmd, nil
+}
+
+// writeObject stores data as a new object on a fresh placement, trying
+// other placements while the write quorum is not reached, for up to
+// WriteRetry.
+func (f *FS) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord, error) {
+	deadline := time.Now().Add(WriteRetry)
+	quorum := store.Quorum(f.scheme, f.cfg.Quorum)
+	for attempt := 0; ; attempt++ {
+		p, err := f.places.get(ctx, quorum)
+		if err != nil {
+			if time.Now().After(deadline) {
+				return nil, err
+			}
+			f.log.Warn("no placement yet; retrying", "err", err)
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		obj := store.Object{ID: store.ObjectID(p.Object), Scheme: f.scheme, Placement: p.Addrs}
+		results, err := f.objs.Write(ctx, obj, data, quorum)
+		for _, r := range results {
+			if r.Err != nil && r.Addr != "" {
+				f.places.bad(r.Addr)
+			}
+		}
+		if err == nil {
+			rec := &metapb.ObjectRecord{Id: p.Object, Length: int64(len(data)), Stores: make([]string, len(p.StoreIds))}
+			for i, r := range results {
+				if r.Err == nil {
+					rec.Stores[i] = p.StoreIds[i]
+				}
+			}
+			f.objCache.put(p.Object, &store.Object{ID: obj.ID, Scheme: f.scheme, Length: int64(len(data)), Placement: resultAddrs(results)})
+			return rec, nil
+		}
+		if !errors.Is(err, store.ErrWriteQuorum) || time.Now().After(deadline) {
+			return nil, err
+		}
+		f.log.Warn("write quorum not reached; trying another placement", "object", obj.ID, "attempt", attempt, "err", err)
+		time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, time.Second))
+	}
+}
+
+func resultAddrs(rs []store.ShardResult) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		if r.Err == nil {
+			out[i] = r.Addr
+		}
+	}
+	return out
+}
+
+// commit applies a slice commit under the mount's session.
+func (f *FS) commit(ctx context.Context, cmd *metapb.CommitOp) (*metapb.Result, error) {
+	cmd.Session = f.session.Load()
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
+	if errno != 0 {
+		return nil, fmt.Errorf("committing slices of inode %d: %w", cmd.Ino, errno)
+	}
+	return r, nil
+}
+
+// Flush uploads and commits everything written to ino and reports the
+// first upload failure since the last Flush (EIO).
+func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return 0
+	}
+	in.mu.Lock()
+	f.sealAll(in)
+	last := in.last
+	in.mu.Unlock()
+	if last != nil {
+		select {
+		case <-last:
+		case <-ctx.Done():
+			return syscall.EINTR
+		}
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.werr != nil {
+		in.werr = nil
+		return syscall.EIO
+	}
+	return 0
+}
+
+// FlushAll flushes every file (unmount).
+func (f *FS) FlushAll(ctx context.Context) error {
+	f.mu.Lock()
+	inos := make([]uint64, 0, len(f.inodes))
+	for ino := range f.inodes {
+		inos = append(inos, ino)
+	}
+	f.mu.Unlock()
+	var failed []uint64
+	for _, ino := range inos {
+		if f.Flush(ctx, ino) != 0 {
+			failed = append(failed, ino)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("fs: data of inodes %v could not be stored", failed)
+	}
+	return nil
+}
