@@ -113,6 +113,10 @@ func (f *FSM) gcBatch(n int) []*metapb.ObjectRecord {
 // GC. Objects waiting for GC are not counted as degraded.
 type ObjectHealth struct {
 	Total, Degraded, Unreadable, GCPending int
+	// HealPending counts objects with fewer healthy shards than k+m or
+	// the number of up stores, whichever is less: what the healer can
+	// still fix.
+	HealPending int
 }
 
 // ObjectHealth scans every object record.
@@ -124,9 +128,15 @@ func (f *FSM) ObjectHealth() ObjectHealth {
 		return h
 	}
 	up := make([]bool, len(f.storeIDs))
+	nup := 0
 	for i, id := range f.storeIDs {
 		if st := f.stores[id]; st != nil && (st.State == StoreUp || st.State == StoreSuspect) {
 			up[i] = true
+		}
+	}
+	for _, st := range f.stores {
+		if st.State == StoreUp {
+			nup++
 		}
 	}
 	queued := make(map[uint64]bool, len(f.gc))
@@ -147,6 +157,9 @@ func (f *FSM) ObjectHealth() ObjectHealth {
 		}
 		if good < n {
 			h.Degraded++
+		}
+		if good < min(n, nup) {
+			h.HealPending++
 		}
 		if good < k {
 			h.Unreadable++

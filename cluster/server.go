@@ -217,6 +217,7 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 	oh := s.fsm.ObjectHealth()
 	resp.Objects, resp.GcPending = uint64(oh.Total), uint64(oh.GCPending)
 	resp.ObjectsDegraded, resp.ObjectsUnreadable = uint64(oh.Degraded), uint64(oh.Unreadable)
+	resp.ObjectsHealPending = uint64(oh.HealPending)
 	if req.Digest {
 		d, err := s.fsm.Digest()
 		if err != nil {

@@ -4344,8 +4344,11 @@ type StatusResp struct {
 	GcPending         uint64                 `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
 	ObjectsDegraded   uint64                 `protobuf:"varint,12,opt,name=objects_degraded,json=objectsDegraded,proto3" json:"objects_degraded,omitempty"`       // fewer than k+m shards on up stores
 	ObjectsUnreadable uint64                 `protobuf:"varint,13,opt,name=objects_unreadable,json=objectsUnreadable,proto3" json:"objects_unreadable,omitempty"` // fewer than k
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// fewer healthy shards than the up stores could hold: the healer's
+	// remaining work (0 once every object is as whole as the stores allow)
+	ObjectsHealPending uint64 `protobuf:"varint,14,opt,name=objects_heal_pending,json=objectsHealPending,proto3" json:"objects_heal_pending,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
@@ -4465,6 +4468,13 @@ func (x *StatusResp) GetObjectsDegraded() uint64 {
 func (x *StatusResp) GetObjectsUnreadable() uint64 {
 	if x != nil {
 		return x.ObjectsUnreadable
+	}
+	return 0
+}
+
+func (x *StatusResp) GetObjectsHealPending() uint64 {
+	if x != nil {
+		return x.ObjectsHealPending
 	}
 	return 0
 }
@@ -5203,7 +5213,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\xac\x03\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\xde\x03\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -5221,7 +5231,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\n" +
 	"gc_pending\x18\v \x01(\x04R\tgcPending\x12)\n" +
 	"\x10objects_degraded\x18\f \x01(\x04R\x0fobjectsDegraded\x12-\n" +
-	"\x12objects_unreadable\x18\r \x01(\x04R\x11objectsUnreadable\" \n" +
+	"\x12objects_unreadable\x18\r \x01(\x04R\x11objectsUnreadable\x120\n" +
+	"\x14objects_heal_pending\x18\x0e \x01(\x04R\x12objectsHealPending\" \n" +
 	"\bPlaceReq\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
 	"\tPlacement\x12\x16\n" +

@@ -30,7 +30,8 @@ type objectStatus struct {
 	Unreadable uint64 `json:"unreadable"` // fewer than k
 }
 
-// healStatus: no healer runs yet, so pending is every degraded object.
+// healStatus: pending counts the objects with fewer healthy shards than the
+// up stores could hold (the healer's remaining work).
 type healStatus struct {
 	Pending uint64 `json:"pending"`
 }
@@ -139,7 +140,7 @@ func collectStatus(addrs []string, secret string, timeout time.Duration) (*statu
 		if st.State == "leader" || rep.Stores == nil {
 			rep.Scheme = st.Scheme
 			rep.Objects = objectStatus{Total: st.Objects, Degraded: st.ObjectsDegraded, Unreadable: st.ObjectsUnreadable}
-			rep.Heal = healStatus{Pending: st.ObjectsDegraded}
+			rep.Heal = healStatus{Pending: st.ObjectsHealPending}
 			rep.GC = gcStatus{Pending: st.GcPending}
 			rep.Stores = []storeStatus{}
 			for _, s := range st.Stores {
