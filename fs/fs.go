@@ -56,6 +56,10 @@ type Config struct {
 	// InlineMax is the largest file written inline into its inode (the
 	// metadata service may refuse: then it goes to objects). Default 16 KiB.
 	InlineMax int
+	// WriteTimeout is how long an object write keeps trying new
+	// placements while too few stores answer, before the data is reported
+	// lost (EIO on fsync/close). Default 20 s.
+	WriteTimeout time.Duration
 	// Quorum is the write quorum; 0 means k+1.
 	Quorum int
 	Logger *slog.Logger
@@ -106,6 +110,9 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 30 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 20 * time.Second
 	}
 	if cfg.InlineMax == 0 {
 		cfg.InlineMax = 16 << 10

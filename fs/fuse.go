@@ -5,7 +5,9 @@ package fs
 
 import (
 	"context"
+	"log"
 	"math"
+	"os"
 	"syscall"
 	"time"
 
@@ -50,6 +52,7 @@ func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 			EnableLocks:   true,
 			DirectMount:   true,
 			Debug:         o.Debug,
+			Logger:        log.New(os.Stderr, "fuse: ", log.Lmicroseconds),
 		},
 	}
 	return fusefs.Mount(mountpoint, root, opts)

@@ -276,10 +276,6 @@ func (f *FS) commitInline(ctx context.Context, ino uint64, b *buf) (*metapb.Resu
 	return res, nil
 }
 
-// WriteRetry is how long an object write keeps trying new placements
-// while too few stores answer, before the data is reported lost (EIO).
-var WriteRetry = 20 * time.Second
-
 // writeObjects stores b as one object per scheme block and returns the
 // commit that makes it visible: one slice per extent.
 func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.CommitOp, error) {
@@ -312,9 +308,9 @@ func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.Comm
 
 // writeObject stores data as a new object on a fresh placement, trying
 // other placements while the write quorum is not reached, for up to
-// WriteRetry.
+// Config.WriteTimeout.
 func (f *FS) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord, error) {
-	deadline := time.Now().Add(WriteRetry)
+	deadline := time.Now().Add(f.cfg.WriteTimeout)
 	quorum := store.Quorum(f.scheme, f.cfg.Quorum)
 	for attempt := 0; ; attempt++ {
 		p, err := f.places.get(ctx, quorum)

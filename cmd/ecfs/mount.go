@@ -28,18 +28,19 @@ import (
 // mountConfig is what a mount needs; `ecfs mount` fills it from flags and
 // `ecfs dev` from its embedded cluster.
 type mountConfig struct {
-	Meta        []string      // metadata service API addresses
-	Secret      string        // the cluster secret
-	Mountpoint  string        // directory to mount on
-	AllowOther  bool          // -o allow_other
-	BufferSize  int64         // bytes of write buffers (default 256 MiB)
-	MetaTimeout time.Duration // how long a metadata call waits for a leader (default 60 s)
-	AttrTimeout time.Duration // kernel attribute/entry cache (default 1 s)
-	SessionTTL  time.Duration // mount session lease (default 30 s)
-	Name        string        // shown as the session's holder
-	Debug       bool          // log every FUSE request
-	HTTPAddr    string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
-	Pprof       bool
+	Meta         []string      // metadata service API addresses
+	Secret       string        // the cluster secret
+	Mountpoint   string        // directory to mount on
+	AllowOther   bool          // -o allow_other
+	BufferSize   int64         // bytes of write buffers (default 256 MiB)
+	MetaTimeout  time.Duration // how long a metadata call waits for a leader (default 60 s)
+	AttrTimeout  time.Duration // kernel attribute/entry cache (default 1 s)
+	SessionTTL   time.Duration // mount session lease (default 30 s)
+	WriteTimeout time.Duration // how long a block write tries other stores before EIO (default 20 s)
+	Name         string        // shown as the session's holder
+	Debug        bool          // log every FUSE request
+	HTTPAddr     string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
+	Pprof        bool
 }
 
 // serveOps serves /metrics, /healthz and optionally /debug/pprof/ for a
@@ -120,7 +121,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	sctx, cancel := context.WithTimeout(ctx, max(cfg.MetaTimeout, 10*time.Second))
 	f, err := fs.New(sctx, fs.Config{
 		Meta: mc, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
-		SessionTTL: cfg.SessionTTL, Name: cfg.Name, Logger: log,
+		SessionTTL: cfg.SessionTTL, WriteTimeout: cfg.WriteTimeout, Name: cfg.Name, Logger: log,
 	})
 	cancel()
 	if err != nil {
@@ -189,6 +190,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	metaTimeout := fl.Duration("meta-timeout", time.Minute, "how long an operation waits for the metadata service (a leader change) before EIO")
 	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names")
 	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies")
+	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
 	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
 	pprof := fl.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
@@ -197,7 +199,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
-		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
+		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
 	if *opts != "" {
 		for _, o := range strings.Split(*opts, ",") {
 			k, v, _ := strings.Cut(o, "=")
@@ -213,6 +215,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 				cfg.AttrTimeout, err = time.ParseDuration(v)
 			case "meta_timeout":
 				cfg.MetaTimeout, err = time.ParseDuration(v)
+			case "write_timeout":
+				cfg.WriteTimeout, err = time.ParseDuration(v)
 			case "session_ttl":
 				cfg.SessionTTL, err = time.ParseDuration(v)
 			case "secret-file", "secret_file":
