@@ -59,8 +59,11 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 			return nil, false, errno
 		}
 	}
-	h = &Handle{Ino: ino, id: f.handles.Add(1)}
-	if _, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: f.session.Load(), Ino: ino, Handle: h.id}}}); errno != 0 {
+	// Handle ids are unique across the cluster: the session in the top
+	// bits, a counter below.
+	sess := f.session.Load()
+	h = &Handle{Ino: ino, id: sess<<40 | f.handles.Add(1)&(1<<40-1)}
+	if _, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}); errno != 0 {
 		return nil, false, errno
 	}
 	in.mu.Lock()
@@ -85,7 +88,7 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 			errno = e
 		}
 	}
-	if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}); e != 0 && e != syscall.ENOENT && errno == 0 {
+	if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}); e != 0 && e != syscall.EBADF && errno == 0 { // EBADF: closed with its expired session
 		errno = e
 	}
 	in := f.inode(h.Ino)

@@ -237,6 +237,9 @@ type statusJSON struct {
 	GC struct {
 		Pending uint64 `json:"pending"`
 	} `json:"gc"`
+	Heal struct {
+		Pending uint64 `json:"pending"`
+	} `json:"heal"`
 	Stores []struct {
 		ID    string `json:"id"`
 		Addr  string `json:"addr"`
