@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
@@ -17,6 +18,7 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/codec"
 	"github.com/ecfs/ecfs/store"
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -77,62 +79,126 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, err := net.Listen("tcp", *apiAddr)
+	d, err := startMeta(ctx, metaOptions{
+		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr, Pprof: *pprof,
+		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, Join: *join, JoinTimeout: *joinTimeout,
+		Health:    cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
+		HealEvery: *healEvery, GCEvery: *gcEvery,
+	}, log)
 	if err != nil {
-		return fmt.Errorf("listening for the API: %w", err)
+		return err
 	}
-	defer ln.Close()
+	defer d.Close()
+	select {
+	case err := <-d.Err():
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("stopping")
+	return nil
+}
+
+// metaOptions configure one metadata service member: the flags of
+// `ecfs meta`, and the lone member `ecfs dev` runs.
+type metaOptions struct {
+	ID       string
+	DataDir  string // Raft log, stable store and snapshots
+	RaftAddr string // host:port of the Raft TCP transport
+	// Transport, if set, replaces the TCP transport on RaftAddr (ecfs dev's
+	// single member needs no network for Raft).
+	Transport   raft.Transport
+	Fast        bool   // short Raft timeouts (a group on one host)
+	APIAddr     string // host:port of the metadata API (port 0: any free one)
+	HTTPAddr    string // host:port for /metrics and /healthz; empty: off
+	Pprof       bool   // also /debug/pprof/ on HTTPAddr
+	Secret      string
+	Bootstrap   bool         // start a new group (ignored when DataDir holds state)
+	Scheme      codec.Scheme // of a new filesystem, with Bootstrap
+	Join        string       // API address of a member to join through (ignored when DataDir holds state)
+	JoinTimeout time.Duration
+	Health      cluster.HealthConfig
+	HealEvery   time.Duration // how often the leader's healer runs
+	GCEvery     time.Duration // how often the leader's GC runs
+}
+
+// metaDaemon is a running metadata service member.
+type metaDaemon struct {
+	APIAddr string // the address the API listens on
+	Node    *cluster.Node
+
+	errc      chan error
+	undo      []func() // in reverse order they stop it
+	closeOnce sync.Once
+}
+
+// startMeta starts a metadata service member: Raft, the API, and the
+// leader's workers (health, healer, GC, session expiry, and with Bootstrap
+// the scheme's initialisation). It returns once the member serves (after
+// joining, with Join). The workers stop when ctx ends; Close stops the rest.
+func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDaemon, err error) {
+	d := &metaDaemon{errc: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	ln, err := net.Listen("tcp", o.APIAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for the API: %w", err)
+	}
+	d.APIAddr = ln.Addr().String()
+	d.undo = append(d.undo, func() { ln.Close() })
 	fsm := cluster.NewFSM()
 	node, err := cluster.NewNode(cluster.NodeConfig{
-		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, Bootstrap: *bootstrap, Logger: log,
+		ID: o.ID, DataDir: o.DataDir, RaftAddr: o.RaftAddr, Transport: o.Transport, Fast: o.Fast,
+		Bootstrap: o.Bootstrap, Logger: log,
 	}, fsm)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer node.Close()
-	srv := cluster.NewServer(node, fsm, ln.Addr().String(), secret, log)
-	defer srv.Close()
+	d.Node = node
+	d.undo = append(d.undo, func() { node.Close() })
+	srv := cluster.NewServer(node, fsm, d.APIAddr, o.Secret, log)
+	d.undo = append(d.undo, srv.Close)
 	g := srv.GRPCServer()
-	errc := make(chan error, 2)
-	go func() { errc <- g.Serve(ln) }()
-	defer g.Stop()
+	go func() {
+		if err := g.Serve(ln); err != nil {
+			d.errc <- fmt.Errorf("serving: %w", err)
+		}
+	}()
+	d.undo = append(d.undo, g.Stop)
 
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	actx, cancelAnnounce := context.WithCancel(ctx)
-	defer cancelAnnounce()
-	shards := store.NewClient(store.ClientConfig{Secret: secret})
-	defer shards.Close()
+	actx, cancel := context.WithCancel(ctx)
+	shards := store.NewClient(store.ClientConfig{Secret: o.Secret})
+	d.undo = append(d.undo, shards.Close, wg.Wait, cancel)
 	objects, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	wg.Add(5)
 	go func() {
 		defer wg.Done()
-		srv.RunHealer(actx, shardRebuilder{objects}, *healEvery, 16)
+		srv.RunHealer(actx, shardRebuilder{objects}, o.HealEvery, 16)
 	}()
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
-	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, *gcEvery) }()
-	go func() {
-		defer wg.Done()
-		srv.RunHealth(actx, cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter})
-	}()
-	if *bootstrap {
+	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, o.GCEvery) }()
+	go func() { defer wg.Done(); srv.RunHealth(actx, o.Health) }()
+	if o.Bootstrap {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = srv.Init(actx, scheme.String(), scheme.K, scheme.M) }()
+		go func() { defer wg.Done(); _ = srv.Init(actx, o.Scheme.String(), o.Scheme.K, o.Scheme.M) }()
 	}
 
-	if *httpAddr != "" {
+	if o.HTTPAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		hln, err := net.Listen("tcp", *httpAddr)
+		hln, err := net.Listen("tcp", o.HTTPAddr)
 		if err != nil {
-			return fmt.Errorf("listening for metrics: %w", err)
+			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
 		mux := http.NewServeMux()
-		if *pprof {
+		if o.Pprof {
 			mux.HandleFunc("/debug/pprof/", httppprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 		}
@@ -145,31 +211,42 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(w, "ok")
 		})
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- hs.Serve(hln) }()
-		defer hs.Close()
+		go func() { d.errc <- fmt.Errorf("serving: %w", hs.Serve(hln)) }()
+		d.undo = append(d.undo, func() { hs.Close() })
 	}
 
-	if *join != "" && !node.HadState() {
-		c, err := cluster.NewClient([]string{*join}, secret)
+	if o.Join != "" && !node.HadState() {
+		c, err := cluster.NewClient([]string{o.Join}, o.Secret)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		jctx, cancel := context.WithTimeout(ctx, *joinTimeout)
-		err = c.Join(jctx, &metapb.JoinReq{Id: *id, RaftAddr: *raftAddr, ApiAddr: ln.Addr().String()})
+		jctx, cancel := context.WithTimeout(ctx, o.JoinTimeout)
+		err = c.Join(jctx, &metapb.JoinReq{Id: o.ID, RaftAddr: o.RaftAddr, ApiAddr: d.APIAddr})
 		cancel()
 		c.Close()
 		if err != nil {
-			return fmt.Errorf("joining through %s: %w", *join, err)
+			return nil, fmt.Errorf("joining through %s: %w", o.Join, err)
 		}
 	}
-	log.Info("meta serving", "id", *id, "api", ln.Addr().String(), "raft", *raftAddr, "data_dir", *dataDir)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
+	raftAddr := o.RaftAddr
+	if o.Transport != nil {
+		raftAddr = string(o.Transport.LocalAddr())
 	}
-	log.Info("stopping")
-	return nil
+	log.Info("meta serving", "id", o.ID, "api", d.APIAddr, "raft", raftAddr, "data_dir", o.DataDir)
+	return d, nil
+}
+
+// Err delivers an error if the member stops serving by itself.
+func (d *metaDaemon) Err() <-chan error { return d.errc }
+
+// Close stops the member: its workers, its API and Raft. It may be called
+// more than once.
+func (d *metaDaemon) Close() {
+	d.closeOnce.Do(func() {
+		for i := len(d.undo) - 1; i >= 0; i-- {
+			d.undo[i]()
+		}
+	})
 }
 
 // shardDeleter lets the meta leader's GC delete shards through the store

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -64,90 +65,168 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *host == "" {
-		*host, _ = os.Hostname()
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := store.NewServer(store.Config{
-		DataDir:       *dataDir,
-		Disks:         disks,
-		Secret:        secret,
-		MaxShardSize:  *maxShard,
-		Reserve:       *reserve,
-		ScrubInterval: *scrubEvery,
-		ScrubRate:     *scrubRate,
-		Logger:        log,
-		Registerer:    reg,
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listening for the shard API: %w", err)
-	}
-	var hln net.Listener
-	if *httpAddr != "" {
-		if hln, err = net.Listen("tcp", *httpAddr); err != nil {
-			ln.Close()
-			return fmt.Errorf("listening for metrics: %w", err)
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	api := srv.HTTPServer(*addr)
-	errc := make(chan error, 3)
-	scrubCtx, stopScrub := context.WithCancel(ctx)
-	scrubbed := make(chan struct{})
-	go func() { srv.Scrub(scrubCtx); close(scrubbed) }()
-	defer func() { stopScrub(); <-scrubbed }()
-	go func() { errc <- fmt.Errorf("serving: %w", api.Serve(ln)) }()
-	var ops *http.Server
-	if hln != nil {
-		ops = &http.Server{Handler: opsHandler(srv, reg, *pprof), ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- fmt.Errorf("serving metrics: %w", ops.Serve(hln)) }()
-	}
-	log.Info("store serving", "store_id", srv.ID(), "addr", ln.Addr().String(), "http_addr", *httpAddr,
-		"disks", strings.Join(srv.Capacity().DiskPaths(), ","), "host", *host, "zone", *zone)
+	var metaAddrs []string
 	if *meta != "" {
-		adv, err := advertised(*advertise, ln.Addr().String(), *host)
-		if err != nil {
-			return err
-		}
-		mc, err := cluster.NewClient(strings.Split(*meta, ","), secret)
-		if err != nil {
-			return err
-		}
-		defer mc.Close()
-		hbDone := make(chan struct{})
-		go func() {
-			defer close(hbDone)
-			if err := reportLoop(ctx, mc, srv, adv, *host, *zone, *heartbeat, log); err != nil {
-				errc <- err
-			}
-		}()
-		defer func() { <-hbDone }()
+		metaAddrs = strings.Split(*meta, ",")
 	}
-
+	d, err := startStore(ctx, storeOptions{
+		DataDir: *dataDir, Disks: disks, Addr: *addr, HTTPAddr: *httpAddr, Pprof: *pprof, Secret: secret,
+		Meta: metaAddrs, Host: *host, Zone: *zone, Advertise: *advertise,
+		MaxShardSize: *maxShard, Reserve: *reserve, ScrubInterval: *scrubEvery, ScrubRate: *scrubRate,
+		ShutdownTimeout: *shutdown, Heartbeat: *heartbeat,
+	}, log)
+	if err != nil {
+		return err
+	}
 	select {
-	case err := <-errc:
+	case err := <-d.Err():
+		d.Close()
 		return err
 	case <-ctx.Done():
 	}
 	log.Info("stopping: finishing in-flight requests", "timeout", *shutdown)
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
-	defer cancel()
-	if ops != nil {
-		ops.Close()
-	}
-	if err := api.Shutdown(sctx); err != nil {
-		log.Warn("in-flight requests cut short", "err", err)
-		api.Close()
-	}
+	d.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// storeOptions configure one store daemon: the flags of `ecfs store`, and
+// the stores `ecfs dev` runs.
+type storeOptions struct {
+	DataDir         string   // the store id (and the default disk)
+	Disks           []string // shard directories; default DataDir/disk
+	Addr            string   // host:port of the shard API (port 0: any free one)
+	HTTPAddr        string   // host:port for /metrics and /healthz; empty: off
+	Pprof           bool     // also /debug/pprof/ on HTTPAddr
+	Secret          string
+	Meta            []string // metadata service addresses to report to; none: no reporting
+	Host, Zone      string   // placement labels; Host defaults to the hostname
+	Advertise       string   // the address handed out for the shard API; default from Addr and Host
+	MaxShardSize    int64
+	Reserve         int64
+	ScrubInterval   time.Duration
+	ScrubRate       int64
+	ShutdownTimeout time.Duration // how long Close lets in-flight requests finish
+	Heartbeat       time.Duration // how often to report to the metadata service
+}
+
+// storeDaemon is a running store.
+type storeDaemon struct {
+	ID         string // the store's persistent id
+	Addr       string // the address the shard API listens on
+	Advertised string // the address reported to the metadata service ("" without Meta)
+	Server     *store.Server
+
+	errc      chan error
+	undo      []func() // in reverse order they stop it
+	closeOnce sync.Once
+}
+
+// startStore opens the store in o.DataDir and serves it: the shard API, the
+// background scrub, metrics, and (with o.Meta) the reports to the metadata
+// service. Reporting and scrubbing stop when ctx ends; Close stops the rest.
+func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *storeDaemon, err error) {
+	if len(o.Meta) > 0 && o.Advertise != "" {
+		if _, err := advertised(o.Advertise, "", ""); err != nil {
+			return nil, err
+		}
+	}
+	if o.Host == "" {
+		o.Host, _ = os.Hostname()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := store.NewServer(store.Config{
+		DataDir:       o.DataDir,
+		Disks:         o.Disks,
+		Secret:        o.Secret,
+		MaxShardSize:  o.MaxShardSize,
+		Reserve:       o.Reserve,
+		ScrubInterval: o.ScrubInterval,
+		ScrubRate:     o.ScrubRate,
+		Logger:        log,
+		Registerer:    reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for the shard API: %w", err)
+	}
+	var hln net.Listener
+	if o.HTTPAddr != "" {
+		if hln, err = net.Listen("tcp", o.HTTPAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listening for metrics: %w", err)
+		}
+	}
+	d := &storeDaemon{ID: srv.ID(), Addr: ln.Addr().String(), Server: srv, errc: make(chan error, 3)}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	d.undo = append(d.undo, cancel)
+
+	api := srv.HTTPServer(o.Addr)
+	scrubbed := make(chan struct{})
+	go func() { srv.Scrub(ctx); close(scrubbed) }()
+	d.undo = append(d.undo, func() { <-scrubbed })
+	go func() { d.errc <- fmt.Errorf("serving: %w", api.Serve(ln)) }()
+	d.undo = append(d.undo, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+		defer cancel()
+		if err := api.Shutdown(sctx); err != nil {
+			log.Warn("in-flight requests cut short", "err", err)
+			api.Close()
+		}
+	})
+	if hln != nil {
+		ops := &http.Server{Handler: opsHandler(srv, reg, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
+		go func() { d.errc <- fmt.Errorf("serving metrics: %w", ops.Serve(hln)) }()
+		d.undo = append(d.undo, func() { ops.Close() })
+	}
+	log.Info("store serving", "store_id", srv.ID(), "addr", d.Addr, "http_addr", o.HTTPAddr,
+		"disks", strings.Join(srv.Capacity().DiskPaths(), ","), "host", o.Host, "zone", o.Zone)
+	if len(o.Meta) > 0 {
+		if d.Advertised, err = advertised(o.Advertise, d.Addr, o.Host); err != nil {
+			return nil, err
+		}
+		mc, err := cluster.NewClient(o.Meta, o.Secret)
+		if err != nil {
+			return nil, err
+		}
+		d.undo = append(d.undo, mc.Close)
+		hbDone := make(chan struct{})
+		go func() {
+			defer close(hbDone)
+			if err := reportLoop(ctx, mc, srv, d.Advertised, o.Host, o.Zone, o.Heartbeat, log); err != nil {
+				d.errc <- err
+			}
+		}()
+		d.undo = append(d.undo, func() { <-hbDone }, cancel)
+	}
+	return d, nil
+}
+
+// Err delivers an error if the store stops serving by itself, or the
+// metadata service refuses its secret.
+func (d *storeDaemon) Err() <-chan error { return d.errc }
+
+// Close stops the store: reporting and scrubbing at once, then the shard
+// API after its in-flight requests (up to the shutdown timeout). It may be
+// called more than once.
+func (d *storeDaemon) Close() {
+	d.closeOnce.Do(func() {
+		for i := len(d.undo) - 1; i >= 0; i-- {
+			d.undo[i]()
+		}
+	})
 }
 
 func opsHandler(srv *store.Server, reg *prometheus.Registry, withPprof bool) http.Handler {
