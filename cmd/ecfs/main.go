@@ -25,7 +25,7 @@ func commands() []command {
 		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
 		{"status", "show the metadata service: leader and members", runStatus},
 		{"keygen", "print a new cluster secret", runKeygen},
-		{"dev", "run the embedded default cluster and mount it (not built yet)", runDev},
+		{"dev", "run a whole cluster (1 meta, 6 stores) in one process and mount it", runDev},
 		{"version", "print the version", runVersion},
 	}
 }
