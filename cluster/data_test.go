@@ -63,14 +63,16 @@ func TestObjectHealth(t *testing.T) {
 			t.Fatalf("object health %+v, want %+v", got, want)
 		}
 	}
-	check(ObjectHealth{Total: 2, Degraded: 1})
+	check(ObjectHealth{Total: 2, Degraded: 1, HealPending: 1})
 	down := func(id string) {
 		at(&metapb.Command{Op: &metapb.Command_StoreState{StoreState: &metapb.StoreStateOp{Id: id, State: StoreDown}}})
 	}
 	down("a")
-	check(ObjectHealth{Total: 2, Degraded: 2})
+	// 5 stores up: object 1 (5 shards) is as whole as it can be, object 2
+	// (4) is not.
+	check(ObjectHealth{Total: 2, Degraded: 2, HealPending: 1})
 	down("b")
-	check(ObjectHealth{Total: 2, Degraded: 2, Unreadable: 1}) // object 2 has 3 of 6
+	check(ObjectHealth{Total: 2, Degraded: 2, Unreadable: 1, HealPending: 1}) // object 2 has 3 of 6
 	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "f"}}})
 	check(ObjectHealth{GCPending: 2})
 }

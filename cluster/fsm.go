@@ -168,10 +168,12 @@ func attrResult(a namespace.Attr, e syscall.Errno) *metapb.Result {
 // the number used when the namespace took it (a non-exclusive create of an
 // existing file does not).
 func (f *FSM) created(a namespace.Attr, e syscall.Errno, ino uint64) *metapb.Result {
+	r := attrResult(a, e)
 	if e == 0 && a.Ino == ino {
 		f.nextIno++
+		r.Created = true
 	}
-	return attrResult(a, e)
+	return r
 }
 
 func (f *FSM) apply(c *metapb.Command) *metapb.Result {
@@ -179,8 +181,17 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 	switch op := c.Op.(type) {
 	case *metapb.Command_Create:
 		o := op.Create
+		if o.Handle != 0 && !f.liveSession(o.Session) {
+			return errnoResult(syscall.ESTALE)
+		}
 		a, e := f.ns.Create(o.Parent, o.Name, namespace.FileType(o.Type), o.Mode, o.Uid, o.Gid, o.Rdev, f.nextIno, now, o.Excl)
-		return f.created(a, e, f.nextIno)
+		r := f.created(a, e, f.nextIno)
+		if e == 0 && o.Handle != 0 {
+			if e := f.ns.Open(a.Ino, o.Handle, o.Session); e != 0 {
+				r.Errno = uint32(e) // created, not opened: handle ids are unique, so only a caller's bug gets here
+			}
+		}
+		return r
 	case *metapb.Command_Mkdir:
 		o := op.Mkdir
 		a, e := f.ns.Mkdir(o.Parent, o.Name, o.Mode, o.Uid, o.Gid, f.nextIno, now)

@@ -54,3 +54,36 @@ func TestSessionsFenceAndExpire(t *testing.T) {
 		t.Fatalf("session ids (fencing tokens) must grow: %d after %d", s2.SessionId, s.SessionId)
 	}
 }
+
+// TestCreateAndOpenInOneStep: a create that carries a handle opens the file
+// in the same command: refused whole from a dead session; the unlinked file
+// lives until that handle closes.
+func TestCreateAndOpenInOneStep(t *testing.T) {
+	f := NewFSM()
+	at := func(c *metapb.Command) *metapb.Result { return applyAt(f, 0, c) }
+	s := at(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e9}}}).SessionId
+	withHandle := func(name string, session, handle uint64) *metapb.Command {
+		c := createCmd(namespace.RootIno, name, true)
+		c.GetCreate().Session, c.GetCreate().Handle = session, handle
+		return c
+	}
+	if r := at(withHandle("x", s+100, 7)); r.Errno != uint32(syscall.ESTALE) {
+		t.Fatalf("create+open from an unknown session: errno %d, want ESTALE", r.Errno)
+	}
+	if r := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: "x"}}}); r.Errno != uint32(syscall.ENOENT) {
+		t.Fatalf("a refused create+open left a file: %v", r)
+	}
+	r := at(withHandle("x", s, 7))
+	if r.Errno != 0 {
+		t.Fatalf("create+open: errno %d", r.Errno)
+	}
+	ino := r.Attr.Ino
+	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "x"}}})
+	if g := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}); g.Errno != 0 {
+		t.Fatalf("the unlinked file opened by its create is gone: errno %d", g.Errno)
+	}
+	at(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: s, Handle: 7}}})
+	if g := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}); g.Errno != uint32(syscall.ENOENT) {
+		t.Fatalf("after its last close the unlinked file is still there: errno %d", g.Errno)
+	}
+}

@@ -186,11 +186,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	uid, gid := caller(ctx)
-	a, errno := n.fs.Create(ctx, n.ino(), name, namespace.TypeFile, mode&namespace.PermMask, 0, uid, gid, flags&syscall.O_EXCL != 0)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	h, _, errno := n.fs.Open(ctx, a.Ino, flags)
+	a, h, errno := n.fs.CreateOpen(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

@@ -59,10 +59,8 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 			return nil, false, errno
 		}
 	}
-	// Handle ids are unique across the cluster: the session in the top
-	// bits, a counter below.
 	sess := f.session.Load()
-	h = &Handle{Ino: ino, id: sess<<40 | f.handles.Add(1)&(1<<40-1)}
+	h = f.newHandle(ino, sess)
 	if _, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}); errno != 0 {
 		return nil, false, errno
 	}
@@ -71,6 +69,44 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
 	in.mu.Unlock()
 	return h, keepCache, 0
+}
+
+// newHandle makes a handle id unique across the cluster: the session in the
+// top bits, a counter below.
+func (f *FS) newHandle(ino, session uint64) *Handle {
+	return &Handle{Ino: ino, id: session<<40 | f.handles.Add(1)&(1<<40-1)}
+}
+
+// CreateOpen creates a regular file (or, without O_EXCL, finds the
+// existing one) and opens it, in one metadata step. With O_TRUNC an
+// existing file is truncated.
+func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (*metapb.Attr, *Handle, syscall.Errno) {
+	sess := f.session.Load()
+	h := f.newHandle(0, sess)
+	excl := flags&syscall.O_EXCL != 0
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: excl,
+		Session: sess, Handle: h.id}}})
+	if errno != 0 {
+		return nil, nil, errno
+	}
+	h.Ino = r.Attr.Ino
+	in := f.inode(h.Ino)
+	in.mu.Lock()
+	in.setAttr(r.Attr)
+	in.opens++
+	if r.Created {
+		in.noCapsAt = time.Now() // a new file has no xattrs
+	}
+	in.mu.Unlock()
+	a := r.Attr
+	if flags&syscall.O_TRUNC != 0 && a.Size > 0 {
+		if a, errno = f.SetAttr(ctx, h.Ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
+			f.Release(ctx, h)
+			return nil, nil, errno
+		}
+	}
+	return a, h, 0
 }
 
 // Release closes a handle: its data is committed, the locks taken through

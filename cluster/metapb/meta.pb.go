@@ -158,15 +158,20 @@ func (x *Attr) GetVersion() uint64 {
 }
 
 type CreateOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Type          uint32                 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`
-	Mode          uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
-	Uid           uint32                 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
-	Rdev          uint32                 `protobuf:"varint,7,opt,name=rdev,proto3" json:"rdev,omitempty"`
-	Excl          bool                   `protobuf:"varint,8,opt,name=excl,proto3" json:"excl,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Parent uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Type   uint32                 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`
+	Mode   uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid    uint32                 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid    uint32                 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	Rdev   uint32                 `protobuf:"varint,7,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	Excl   bool                   `protobuf:"varint,8,opt,name=excl,proto3" json:"excl,omitempty"`
+	// With handle set, the file (new or existing) is also opened as handle
+	// of session, in the same step (create + open is one Raft entry). A dead
+	// session gives ESTALE and creates nothing.
+	Session       uint64 `protobuf:"varint,9,opt,name=session,proto3" json:"session,omitempty"`
+	Handle        uint64 `protobuf:"varint,10,opt,name=handle,proto3" json:"handle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +260,20 @@ func (x *CreateOp) GetExcl() bool {
 		return x.Excl
 	}
 	return false
+}
+
+func (x *CreateOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *CreateOp) GetHandle() uint64 {
+	if x != nil {
+		return x.Handle
+	}
+	return 0
 }
 
 type MkdirOp struct {
@@ -2781,6 +2800,7 @@ type Result struct {
 	Expires       int64                  `protobuf:"varint,6,opt,name=expires,proto3" json:"expires,omitempty"`                                      // SessionOp, RenewOp: the deadline, ns
 	Token         uint64                 `protobuf:"varint,7,opt,name=token,proto3" json:"token,omitempty"`                                          // LockOp: the fencing token of the lock now held
 	Queued        bool                   `protobuf:"varint,8,opt,name=queued,proto3" json:"queued,omitempty"`                                        // LockOp with wait: not granted yet, queued
+	Created       bool                   `protobuf:"varint,9,opt,name=created,proto3" json:"created,omitempty"`                                      // CreateOp: a new inode (not an existing file)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2867,6 +2887,13 @@ func (x *Result) GetToken() uint64 {
 func (x *Result) GetQueued() bool {
 	if x != nil {
 		return x.Queued
+	}
+	return false
+}
+
+func (x *Result) GetCreated() bool {
+	if x != nil {
+		return x.Created
 	}
 	return false
 }
@@ -4912,7 +4939,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05ctime\x18\n" +
 	" \x01(\x03R\x05ctime\x12\x12\n" +
 	"\x04rdev\x18\v \x01(\rR\x04rdev\x12\x18\n" +
-	"\aversion\x18\f \x01(\x04R\aversion\"\xaa\x01\n" +
+	"\aversion\x18\f \x01(\x04R\aversion\"\xdc\x01\n" +
 	"\bCreateOp\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4921,7 +4948,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x12\n" +
 	"\x04rdev\x18\a \x01(\rR\x04rdev\x12\x12\n" +
-	"\x04excl\x18\b \x01(\bR\x04excl\"m\n" +
+	"\x04excl\x18\b \x01(\bR\x04excl\x12\x18\n" +
+	"\asession\x18\t \x01(\x04R\asession\x12\x16\n" +
+	"\x06handle\x18\n" +
+	" \x01(\x04R\x06handle\"m\n" +
 	"\aMkdirOp\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -5102,7 +5132,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\brelocate\x187 \x01(\v2\x15.ecfs.meta.RelocateOpH\x00R\brelocateB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xea\x01\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\x84\x02\n" +
 	"\x06Result\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12#\n" +
@@ -5112,7 +5142,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"session_id\x18\x05 \x01(\x04R\tsessionId\x12\x18\n" +
 	"\aexpires\x18\x06 \x01(\x03R\aexpires\x12\x14\n" +
 	"\x05token\x18\a \x01(\x04R\x05token\x12\x16\n" +
-	"\x06queued\x18\b \x01(\bR\x06queued\"c\n" +
+	"\x06queued\x18\b \x01(\bR\x06queued\x12\x18\n" +
+	"\acreated\x18\t \x01(\bR\acreated\"c\n" +
 	"\fMountSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x15\n" +
 	"\x06ttl_ns\x18\x02 \x01(\x03R\x05ttlNs\x12\x18\n" +
