@@ -23,6 +23,8 @@ func commands() []command {
 	return []command{
 		{"meta", "run a metadata service member (Raft)", runMeta},
 		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
+		{"mount", "mount the filesystem (FUSE) and serve it until unmounted", runMount},
+		{"umount", "unmount an ecfs mount", runUmount},
 		{"status", "show the metadata service: leader and members", runStatus},
 		{"keygen", "print a new cluster secret", runKeygen},
 		{"dev", "run a whole cluster (1 meta, 6 stores) in one process and mount it", runDev},
