@@ -19,7 +19,7 @@ import (
 
 // fsCluster is a whole filesystem: meta members, store daemons and mounts.
 type fsCluster struct {
-	t      *testing.T
+	t      testing.TB
 	g      *metaGroup
 	c      *testCluster
 	mounts []*mountNode
@@ -34,7 +34,7 @@ type mountNode struct {
 
 // requireFUSE fails (never skips) when FUSE cannot be used: CI must run
 // these tests.
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is required for this test and /dev/fuse is missing: %v", err)
@@ -48,7 +48,7 @@ func requireFUSE(t *testing.T) {
 
 // newFSCluster starts metas meta members, stores store daemons (fast
 // health timeouts) and no mount.
-func newFSCluster(t *testing.T, metas, stores int) *fsCluster {
+func newFSCluster(t testing.TB, metas, stores int) *fsCluster {
 	t.Helper()
 	requireFUSE(t)
 	g := newMetaGroup(t, metas, "--suspect-after", "1s", "--down-after", "3s", "--heal-interval", "500ms", "--gc-interval", "500ms")
@@ -84,13 +84,14 @@ func (fc *fsCluster) start(m *mountNode) {
 		if !isMounted(m.dir) {
 			return fmt.Errorf("not mounted yet")
 		}
-		return nil
+		_, err := os.Stat(m.dir) // ENOTCONN: a dead mount still sits there
+		return err
 	})
 }
 
 // stop unmounts with SIGTERM (flush, unmount, exit 0), then makes sure:
 // SIGKILL and a lazy unmount if it did not go.
-func (m *mountNode) stop(t *testing.T) {
+func (m *mountNode) stop(t testing.TB) {
 	if m.p == nil {
 		return
 	}
@@ -126,7 +127,7 @@ func isMounted(dir string) bool {
 }
 
 // sh runs a shell command line and fails the test on error.
-func sh(t *testing.T, dir, cmdline string) string {
+func sh(t testing.TB, dir, cmdline string) string {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", cmdline)
 	cmd.Dir = dir

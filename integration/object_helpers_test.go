@@ -14,7 +14,7 @@ import (
 )
 
 // waitStoresUp polls ecfs status until n stores are up.
-func waitStoresUp(t *testing.T, g *metaGroup, n int) {
+func waitStoresUp(t testing.TB, g *metaGroup, n int) {
 	t.Helper()
 	waitFor(t, fmt.Sprint(n, " stores up"), 20*time.Second, func() error {
 		up := 0
