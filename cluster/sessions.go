@@ -86,7 +86,10 @@ func (f *FSM) applyOpen(op *metapb.OpenOp) *metapb.Result {
 	if !f.liveSession(op.Session) {
 		return errnoResult(syscall.ESTALE)
 	}
-	return errnoResult(f.ns.Open(op.Ino, op.Handle, op.Session))
+	if e := f.ns.Open(op.Ino, op.Handle, op.Session); e != 0 {
+		return errnoResult(e)
+	}
+	return attrResult(f.ns.GetAttr(op.Ino)) // the opener needs them (close-to-open) and saves a read
 }
 
 func (f *FSM) applyClose(op *metapb.CloseOp) *metapb.Result {

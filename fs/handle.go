@@ -38,8 +38,9 @@ const (
 	LockUnlock = 3
 )
 
-// Open opens ino. It asks the service for the current attributes
-// (close-to-open: what another mount closed before is seen); keepCache
+// Open opens ino, registered with the service in one step that also
+// returns the current attributes (close-to-open: what another mount closed
+// before is seen); keepCache
 // reports that the kernel's page cache of the file is still valid. With
 // O_TRUNC the file is truncated.
 func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, keepCache bool, errno syscall.Errno) {
@@ -50,24 +51,23 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 		prev = in.attr.Version
 	}
 	in.mu.Unlock()
-	a, errno := f.GetAttr(ctx, ino)
+	sess := f.session.Load()
+	h = f.newHandle(ino, sess)
+	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}})
 	if errno != 0 {
 		return nil, false, errno
 	}
-	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size > 0 {
-		if _, errno := f.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
-			return nil, false, errno
-		}
-	}
-	sess := f.session.Load()
-	h = f.newHandle(ino, sess)
-	if _, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}); errno != 0 {
-		return nil, false, errno
-	}
+	a := f.remember(r.Attr)
 	in.mu.Lock()
 	in.opens++
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
 	in.mu.Unlock()
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size > 0 {
+		if _, errno := f.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
+			f.Release(ctx, h)
+			return nil, false, errno
+		}
+	}
 	return h, keepCache, 0
 }
 

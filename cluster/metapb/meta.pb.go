@@ -1873,6 +1873,7 @@ func (x *GCDoneOp) GetObjects() []uint64 {
 }
 
 // OpenOp / CloseOp track open files, so an unlinked open file keeps its data.
+// OpenOp answers with the file's attributes.
 type OpenOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
