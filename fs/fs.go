@@ -84,6 +84,7 @@ type FS struct {
 	mu     sync.Mutex
 	inodes map[uint64]*inode
 
+	uploads  chan struct{} // slots of objects being stored at once
 	places   placer
 	objCache objectCache
 
@@ -127,6 +128,9 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		log:    cfg.Logger.With("component", "fs"),
 		mem:    newBudget(cfg.BufferSize),
 		inodes: map[uint64]*inode{},
+		// Encoding and shard transfers of a few blocks at once keep the
+		// stores busy; more only adds parity buffers and memory.
+		uploads: make(chan struct{}, 8),
 	}
 	f.places.fs = f
 	f.mem.pressure = f.relieve

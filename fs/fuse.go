@@ -58,6 +58,13 @@ func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	return fusefs.Mount(mountpoint, root, opts)
 }
 
+// uninterruptible: every call but a blocking lock wait ignores the
+// kernel's interrupts (the context go-fuse cancels). A Go program's own
+// preemption signals interrupt FUSE requests all the time; a close or an
+// unlink that answered EINTR after (or without) taking effect would be a
+// wrong answer that the caller cannot retry. Mutations are bounded by
+// --meta-timeout instead.
+
 // node is one inode as go-fuse sees it.
 type node struct {
 	fusefs.Inode
@@ -115,6 +122,7 @@ func fill(a *metapb.Attr, out *fuse.Attr) {
 
 // child makes the go-fuse inode of a looked-up or created entry.
 func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *fusefs.Inode {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	fill(a, &out.Attr)
 	mode := namespace.FileType(a.Type).IFMT()
 	return n.NewInode(ctx, &node{fs: n.fs}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
@@ -128,6 +136,7 @@ func caller(ctx context.Context) (uid, gid uint32) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	a, errno := n.fs.Lookup(ctx, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
@@ -136,6 +145,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 }
 
 func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	a, errno := n.fs.GetAttr(ctx, n.ino())
 	if errno != 0 {
 		return errno
@@ -145,6 +155,7 @@ func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 }
 
 func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	var s SetAttrIn
 	if m, ok := in.GetMode(); ok {
 		s.Valid |= namespace.SetMode
@@ -185,6 +196,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
 	a, h, errno := n.fs.CreateOpen(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid, flags)
 	if errno != 0 {
@@ -194,6 +206,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	var typ namespace.FileType
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG, 0:
@@ -218,6 +231,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
 	a, errno := n.fs.Mkdir(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid)
 	if errno != 0 {
@@ -227,6 +241,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
 	a, errno := n.fs.Symlink(ctx, n.ino(), name, target, uid, gid)
 	if errno != 0 {
@@ -236,6 +251,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	a, errno := n.fs.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
@@ -244,23 +260,28 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.Unlink(ctx, n.ino(), name)
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.Rmdir(ctx, n.ino(), name)
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.Rename(ctx, n.ino(), name, newParent.EmbeddedInode().StableAttr().Ino, newName, flags)
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	t, errno := n.fs.Readlink(ctx, n.ino())
 	return []byte(t), errno
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	v, errno := n.fs.GetXattr(ctx, n.ino(), attr)
 	if errno != 0 {
 		return 0, errno
@@ -272,14 +293,17 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.SetXattr(ctx, n.ino(), attr, data, flags)
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.RemoveXattr(ctx, n.ino(), attr)
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	names, errno := n.fs.ListXattr(ctx, n.ino())
 	if errno != 0 {
 		return 0, errno
@@ -295,6 +319,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	s, errno := n.fs.Statfs(ctx)
 	if errno != 0 {
 		return errno
@@ -308,6 +333,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	h, keep, errno := n.fs.Open(ctx, n.ino(), flags)
 	if errno != 0 {
 		return nil, 0, errno
@@ -320,6 +346,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 }
 
 func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	k, errno := n.fs.Read(ctx, n.ino(), dest, off)
 	if errno != 0 {
 		return nil, errno
@@ -328,19 +355,23 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 }
 
 func (n *node) Write(ctx context.Context, fh fusefs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	k, errno := n.fs.Write(ctx, n.ino(), data, off)
 	return uint32(k), errno
 }
 
 func (n *node) Flush(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.Flush(ctx, n.ino())
 }
 
 func (n *node) Fsync(ctx context.Context, fh fusefs.FileHandle, flags uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return n.fs.Fsync(ctx, n.ino())
 }
 
 func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	h, ok := fh.(*Handle)
 	if !ok {
 		return 0
@@ -372,6 +403,7 @@ func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) LockIn {
 }
 
 func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	c, errno := n.fs.GetLk(ctx, n.ino(), lockIn(owner, lk, flags))
 	if errno != 0 {
 		return errno
@@ -391,6 +423,7 @@ func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk
 }
 
 func (n *node) Setlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	h, ok := fh.(*Handle)
 	if !ok {
 		return syscall.EBADF
@@ -410,6 +443,7 @@ func (n *node) Setlkw(ctx context.Context, fh fusefs.FileHandle, owner uint64, l
 // as zeros, as a hole does) and FALLOC_FL_KEEP_SIZE (nothing to reserve:
 // space is taken when written). Other modes: EOPNOTSUPP.
 func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	const keepSize = 1
 	switch mode {
 	case keepSize:
@@ -429,6 +463,7 @@ func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uin
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return &dirHandle{fs: n.fs, ino: n.ino()}, 0, 0
 }
 
@@ -445,6 +480,7 @@ type dirHandle struct {
 const dirPage = 512
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	if len(d.buf) == 0 && !d.eof {
 		es, errno := d.fs.ReadDir(ctx, d.ino, d.cookie, dirPage)
 		if errno != 0 {
@@ -463,6 +499,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	d.cookie, d.buf, d.eof = off, nil, false
 	return 0
 }

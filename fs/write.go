@@ -228,7 +228,9 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 	}
 	if !inline {
 		var cmd *metapb.CommitOp
+		f.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
 		cmd, err = f.writeObjects(ctx, in.ino, u.buf)
+		<-f.uploads
 		if prev != nil {
 			<-prev
 		}
@@ -379,11 +381,7 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 	last := in.last
 	in.mu.Unlock()
 	if last != nil {
-		select {
-		case <-last:
-		case <-ctx.Done():
-			return syscall.EINTR
-		}
+		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	rtdebug "runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -249,6 +250,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Secret, err = readSecret(*secretFile); err != nil {
 		return err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The buffers are bounded by --buffer-size; ask the Go runtime to
+		// collect hard enough that garbage (encoded shards, request
+		// bodies) does not double the footprint.
+		rtdebug.SetMemoryLimit(cfg.BufferSize + 64<<20)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
