@@ -202,3 +202,77 @@ func (s *Server) RunGC(ctx context.Context, d ShardDeleter, every time.Duration)
 		}
 	})
 }
+
+// ShardStore lists a store's shards and deletes one: what the orphan GC
+// needs of the stores (cmd/ecfs wires it to the store client).
+type ShardStore interface {
+	// ListShards calls fn for every shard on the store at addr.
+	ListShards(ctx context.Context, addr string, fn func(object uint64, index int, mtime time.Time)) error
+	DeleteShard(ctx context.Context, addr string, object uint64, index int) error
+}
+
+// shardOrphan reports whether no object record places shard index of
+// object on store storeID: a shard of a write whose commit never came
+// (the writer died, or gave up), a straggler that landed after its write
+// was recorded without it, or one left by a deletion that failed halfway.
+func (f *FSM) shardOrphan(object uint64, index int, storeID string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	o := f.objects[object]
+	if o == nil {
+		return true
+	}
+	if index < 0 || index >= len(o.stores) || o.stores[index] == 0 {
+		return true
+	}
+	return f.storeIDs[o.stores[index]] != storeID
+}
+
+// RunOrphanGC, while this member leads, lists every up store's shards each
+// interval and deletes those no record points at once they are older than
+// grace. The grace period must be longer than a write can take from its
+// first shard to its commit (a mount retries a commit for its
+// --meta-timeout), or a shard about to be committed would be lost.
+func (s *Server) RunOrphanGC(ctx context.Context, st ShardStore, every, grace time.Duration) {
+	if every <= 0 || grace <= 0 {
+		return
+	}
+	s.whileLeader(ctx, every, func() {
+		// Everything committed before this point is applied: a member that
+		// just became leader may still be applying its log.
+		if err := s.node.Raft().Barrier(time.Minute).Error(); err != nil {
+			return
+		}
+		for _, info := range s.fsm.Stores() {
+			if info.State != StoreUp {
+				continue
+			}
+			var orphans [][2]uint64
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			err := st.ListShards(lctx, info.Addr, func(object uint64, index int, mtime time.Time) {
+				if time.Since(mtime) > grace && s.fsm.shardOrphan(object, index, info.Id) {
+					orphans = append(orphans, [2]uint64{object, uint64(index)})
+				}
+			})
+			cancel()
+			if err != nil {
+				s.log.Warn("orphan GC could not list a store's shards", "store", info.Id, "addr", info.Addr, "err", err)
+				continue
+			}
+			for _, o := range orphans {
+				// Check again: a commit may have claimed it since the listing.
+				if !s.fsm.shardOrphan(o[0], int(o[1]), info.Id) {
+					continue
+				}
+				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				err := st.DeleteShard(dctx, info.Addr, o[0], int(o[1]))
+				cancel()
+				if err != nil {
+					s.log.Warn("orphan GC could not delete a shard", "store", info.Id, "object", o[0], "shard", o[1], "err", err)
+					continue
+				}
+				s.log.Info("deleted an orphan shard", "store", info.Id, "object", o[0], "shard", o[1])
+			}
+		}
+	})
+}

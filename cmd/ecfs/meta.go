@@ -44,6 +44,8 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	healEvery := fs.Duration("heal-interval", time.Second, "how often the leader rebuilds shards that are missing or on down stores")
 	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
+	orphanEvery := fs.Duration("orphan-interval", 5*time.Minute, "how often the leader lists every store for orphan shards (no record points at them); 0: never")
+	orphanGrace := fs.Duration("orphan-grace", 10*time.Minute, "an orphan shard younger than this is kept (a write may still commit it); keep it above the mounts' --meta-timeout + --write-timeout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -83,7 +85,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr, Pprof: *pprof,
 		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, Join: *join, JoinTimeout: *joinTimeout,
 		Health:    cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
-		HealEvery: *healEvery, GCEvery: *gcEvery,
+		HealEvery: *healEvery, GCEvery: *gcEvery, OrphanEvery: *orphanEvery, OrphanGrace: *orphanGrace,
 	}, log)
 	if err != nil {
 		return err
@@ -119,6 +121,8 @@ type metaOptions struct {
 	Health      cluster.HealthConfig
 	HealEvery   time.Duration // how often the leader's healer runs
 	GCEvery     time.Duration // how often the leader's GC runs
+	OrphanEvery time.Duration // how often the leader looks for orphan shards (0: never)
+	OrphanGrace time.Duration // how old an orphan shard must be to go
 }
 
 // metaDaemon is a running metadata service member.
@@ -184,6 +188,8 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
 	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, o.GCEvery) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.RunOrphanGC(actx, shardDeleter{shards}, o.OrphanEvery, o.OrphanGrace) }()
 	go func() { defer wg.Done(); srv.RunHealth(actx, o.Health) }()
 	if o.Bootstrap {
 		wg.Add(1)
@@ -264,6 +270,37 @@ func (d shardDeleter) DeleteShards(ctx context.Context, object uint64, addrs []s
 		}
 	}
 	return nil
+}
+
+// ListShards lists the shards of the store at addr, page by page.
+func (d shardDeleter) ListShards(ctx context.Context, addr string, fn func(object uint64, index int, mtime time.Time)) error {
+	after := ""
+	for {
+		page, err := d.c.List(ctx, addr, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, sh := range page.Shards {
+			k, err := store.ParseShardKey(sh.Key)
+			if err != nil {
+				continue // not a shard the store should list; never delete what we cannot name
+			}
+			fn(uint64(k.Object), k.Index, sh.ModTime)
+		}
+		if page.Next == "" {
+			return nil
+		}
+		after = page.Next
+	}
+}
+
+// DeleteShard deletes one shard; one already gone is not an error.
+func (d shardDeleter) DeleteShard(ctx context.Context, addr string, object uint64, index int) error {
+	err := d.c.Delete(ctx, addr, store.ShardKey{Object: store.ObjectID(object), Index: index})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // shardRebuilder lets the meta leader's healer rebuild shards through the
