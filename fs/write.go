@@ -152,6 +152,11 @@ func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte) syscall.Errno
 // the next power of two of the span, at least 64 KiB, at most to the end of
 // the block, so that appends copy O(log n) times.
 func growSize(lo, hi int) int {
+	if lo == 0 && hi >= 128<<10 {
+		// A large write at the start of a block: a sequential writer.
+		// Take the whole block now rather than grow it by copies.
+		return BlockSize
+	}
 	size := 64 << 10
 	for size < hi-lo {
 		size *= 2
