@@ -76,3 +76,39 @@ func TestObjectHealth(t *testing.T) {
 	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "f"}}})
 	check(ObjectHealth{GCPending: 2})
 }
+
+// TestInitSetsInlineThreshold: the inline threshold chosen at bootstrap is
+// the namespace's, kept in snapshots; 0 turns inline data off.
+func TestInitSetsInlineThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		max  uint32
+		size int
+		want syscall.Errno
+	}{{0, 1, syscall.EFBIG}, {100, 100, 0}, {100, 101, syscall.EFBIG}, {1 << 20, 1 << 20, 0}} {
+		f := NewFSM()
+		at := func(c *metapb.Command) *metapb.Result { return applyAt(f, 0, c) }
+		m := tc.max
+		at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2, InlineMax: &m}}})
+		if f.InlineMax() != int(tc.max) {
+			t.Fatalf("inline max %d after init with %d", f.InlineMax(), tc.max)
+		}
+		s := at(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e9}}}).SessionId
+		ino := at(createCmd(namespace.RootIno, "f", true)).Attr.Ino
+		r := at(&metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{Session: s, Ino: ino, Data: make([]byte, tc.size)}}})
+		if syscall.Errno(r.Errno) != tc.want {
+			t.Errorf("inline max %d, %d bytes inline: errno %d, want %d", tc.max, tc.size, r.Errno, tc.want)
+		}
+		snap, _ := f.Snapshot()
+		sink := &memSink{}
+		if err := snap.Persist(sink); err != nil {
+			t.Fatal(err)
+		}
+		g := NewFSM()
+		if err := g.Restore(sink); err != nil {
+			t.Fatal(err)
+		}
+		if g.InlineMax() != int(tc.max) {
+			t.Fatalf("inline max %d after a snapshot round trip, want %d", g.InlineMax(), tc.max)
+		}
+	}
+}

@@ -83,6 +83,13 @@ func (f *FSM) forgetIdleSessions() {
 	}
 }
 
+// InlineMax is the filesystem's inline data threshold.
+func (f *FSM) InlineMax() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.ns.Limits().InlineMax
+}
+
 // NewFSM returns the state of a new, empty filesystem.
 func NewFSM() *FSM {
 	return &FSM{
@@ -252,6 +259,11 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		if in := op.Init; f.scheme == nil {
 			if in.K < 1 || in.M < 1 || in.K+in.M > 256 || in.Scheme == "" {
 				return errnoResult(syscall.EINVAL)
+			}
+			if in.InlineMax != nil {
+				if err := f.ns.SetInlineMax(int(*in.InlineMax)); err != nil {
+					return errnoResult(syscall.EINVAL)
+				}
 			}
 			f.scheme = in
 		}

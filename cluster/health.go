@@ -81,13 +81,18 @@ func (s *Server) whileLeader(ctx context.Context, every time.Duration, f func())
 
 // Init records the filesystem's scheme if none is set yet (bootstrap).
 func (s *Server) Init(ctx context.Context, scheme string, k, m int) error {
+	return s.InitWith(ctx, &metapb.InitOp{Scheme: scheme, K: uint32(k), M: uint32(m)})
+}
+
+// InitWith is Init with every setting of a new filesystem (the inline
+// threshold too).
+func (s *Server) InitWith(ctx context.Context, op *metapb.InitOp) error {
 	for ctx.Err() == nil {
 		if s.fsm.Scheme() != nil {
 			return nil
 		}
 		if s.node.IsLeader() {
-			_, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Init{
-				Init: &metapb.InitOp{Scheme: scheme, K: uint32(k), M: uint32(m)}}})
+			_, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Init{Init: op}})
 			if err == nil {
 				continue
 			}
@@ -118,7 +123,7 @@ func (s *Server) Place(ctx context.Context, req *metapb.PlaceReq) (*metapb.Place
 		return nil, toStatus(err)
 	}
 	stores := s.fsm.Stores()
-	resp := &metapb.PlaceResp{Scheme: sc.Scheme}
+	resp := &metapb.PlaceResp{Scheme: sc.Scheme, InlineMax: uint32(s.fsm.InlineMax())}
 	for i := range uint64(n) {
 		id := res.FirstId + i
 		chosen, err := place(stores, id, int(sc.K+sc.M), int(sc.K+1))

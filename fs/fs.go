@@ -54,7 +54,8 @@ type Config struct {
 	// Name identifies the mount in the session table.
 	Name string
 	// InlineMax is the largest file written inline into its inode (the
-	// metadata service may refuse: then it goes to objects). Default 16 KiB.
+	// metadata service may refuse: then it goes to objects); negative: never.
+	// Default: the filesystem's threshold (16 KiB unless set at bootstrap).
 	InlineMax int
 	// WriteTimeout is how long an object write keeps trying new
 	// placements while too few stores answer, before the data is reported
@@ -115,9 +116,6 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 20 * time.Second
 	}
-	if cfg.InlineMax == 0 {
-		cfg.InlineMax = 16 << 10
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -141,6 +139,12 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	if f.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
 		return nil, fmt.Errorf("fs: the filesystem's scheme %q: %w", pr.Scheme, err)
+	}
+	if cfg.InlineMax == 0 {
+		f.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
+		if pr.InlineMax == 0 {
+			f.cfg.InlineMax = -1
+		}
 	}
 	id, _, err := f.meta.OpenSession(ctx, cfg.Name, cfg.SessionTTL)
 	if err != nil {

@@ -1159,10 +1159,13 @@ func (x *StoreStateOp) GetState() string {
 
 // InitOp sets the filesystem's scheme once, at bootstrap.
 type InitOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"` // as written by codec.Scheme.String, validated by the proposer
-	K             uint32                 `protobuf:"varint,2,opt,name=k,proto3" json:"k,omitempty"`
-	M             uint32                 `protobuf:"varint,3,opt,name=m,proto3" json:"m,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Scheme string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"` // as written by codec.Scheme.String, validated by the proposer
+	K      uint32                 `protobuf:"varint,2,opt,name=k,proto3" json:"k,omitempty"`
+	M      uint32                 `protobuf:"varint,3,opt,name=m,proto3" json:"m,omitempty"`
+	// Largest file kept inline in its inode (0 disables); unset: the
+	// default, 16 KiB.
+	InlineMax     *uint32 `protobuf:"varint,4,opt,name=inline_max,json=inlineMax,proto3,oneof" json:"inline_max,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1214,6 +1217,13 @@ func (x *InitOp) GetK() uint32 {
 func (x *InitOp) GetM() uint32 {
 	if x != nil {
 		return x.M
+	}
+	return 0
+}
+
+func (x *InitOp) GetInlineMax() uint32 {
+	if x != nil && x.InlineMax != nil {
+		return *x.InlineMax
 	}
 	return 0
 }
@@ -4617,6 +4627,7 @@ type PlaceResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
 	Placements    []*Placement           `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
+	InlineMax     uint32                 `protobuf:"varint,3,opt,name=inline_max,json=inlineMax,proto3" json:"inline_max,omitempty"` // the filesystem's inline threshold (0: none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4663,6 +4674,13 @@ func (x *PlaceResp) GetPlacements() []*Placement {
 		return x.Placements
 	}
 	return nil
+}
+
+func (x *PlaceResp) GetInlineMax() uint32 {
+	if x != nil {
+		return x.InlineMax
+	}
+	return 0
 }
 
 // SessionResults is the exactly-once memory of one client session: the
@@ -5022,11 +5040,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x14.ecfs.meta.StoreInfoR\x04info\"4\n" +
 	"\fStoreStateOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\tR\x05state\"<\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"o\n" +
 	"\x06InitOp\x12\x16\n" +
 	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\f\n" +
 	"\x01k\x18\x02 \x01(\rR\x01k\x12\f\n" +
-	"\x01m\x18\x03 \x01(\rR\x01m\"\x1f\n" +
+	"\x01m\x18\x03 \x01(\rR\x01m\x12\"\n" +
+	"\n" +
+	"inline_max\x18\x04 \x01(\rH\x00R\tinlineMax\x88\x01\x01B\r\n" +
+	"\v_inline_max\"\x1f\n" +
 	"\aAllocOp\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"6\n" +
 	"\tSessionOp\x12\x15\n" +
@@ -5270,12 +5291,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tPlacement\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x1b\n" +
 	"\tstore_ids\x18\x02 \x03(\tR\bstoreIds\x12\x14\n" +
-	"\x05addrs\x18\x03 \x03(\tR\x05addrs\"Y\n" +
+	"\x05addrs\x18\x03 \x03(\tR\x05addrs\"x\n" +
 	"\tPlaceResp\x12\x16\n" +
 	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x124\n" +
 	"\n" +
 	"placements\x18\x02 \x03(\v2\x14.ecfs.meta.PlacementR\n" +
-	"placements\"\x88\x01\n" +
+	"placements\x12\x1d\n" +
+	"\n" +
+	"inline_max\x18\x03 \x01(\rR\tinlineMax\"\x88\x01\n" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
@@ -5472,6 +5495,7 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
+	file_cluster_metapb_meta_proto_msgTypes[15].OneofWrappers = []any{}
 	file_cluster_metapb_meta_proto_msgTypes[32].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),

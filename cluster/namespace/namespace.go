@@ -130,3 +130,16 @@ func (n *Namespace) maybeFree(ino Ino, i *inode) (bool, []uint64) {
 	}
 	return true, objs
 }
+
+// SetInlineMax changes the inline data threshold (0 disables inline data
+// for new writes; files that have some keep it). It fails if v is out of
+// range (see Limits.Validate).
+func (n *Namespace) SetInlineMax(v int) error {
+	l := n.lim
+	l.InlineMax = v
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	n.lim = l
+	return nil
+}

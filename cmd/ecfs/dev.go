@@ -193,7 +193,7 @@ func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, l
 	trans, c.trans = raft.NewInmemTransport("ecfs-dev")
 	c.meta, err = startMeta(context.Background(), metaOptions{
 		ID: "dev", DataDir: filepath.Join(dataDir, "meta"), RaftAddr: string(trans), Transport: c.trans, Fast: true,
-		APIAddr: "127.0.0.1:0", Secret: c.Secret, Bootstrap: true, Scheme: scheme,
+		APIAddr: "127.0.0.1:0", Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
 		Health:    cluster.HealthConfig{SuspectAfter: 10 * time.Second, DownAfter: time.Minute},
 		HealEvery: time.Second, GCEvery: 2 * time.Second, OrphanEvery: time.Minute, OrphanGrace: 10 * time.Minute,
 	}, log.With("daemon", "meta"))

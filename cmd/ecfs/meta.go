@@ -37,6 +37,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	secretFile := fs.String("secret-file", "", "file holding the cluster secret (ecfs keygen); required")
 	bootstrap := fs.Bool("bootstrap", false, "start a new group with this member")
 	ec := fs.String("ec", "4+2", "erasure-coding scheme of a new filesystem (with --bootstrap)")
+	inlineMax := fs.Int("inline-max", 16<<10, "files up to this many bytes are kept inline in the metadata, replicated by Raft (0: never; at most 1 MiB; with --bootstrap)")
 	join := fs.String("join", "", "API address of a member to join through")
 	joinTimeout := fs.Duration("join-timeout", time.Minute, "how long to keep trying to join")
 	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
@@ -67,6 +68,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 			return &usageError{fmt.Sprintf("address %q: %v", a, err)}
 		}
 	}
+	if *inlineMax < 0 || *inlineMax > 1<<20 {
+		return &usageError{"--inline-max must be between 0 and 1048576"}
+	}
 	if *suspectAfter <= 0 || *downAfter < *suspectAfter {
 		return &usageError{"need 0 < --suspect-after <= --down-after"}
 	}
@@ -83,7 +87,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 
 	d, err := startMeta(ctx, metaOptions{
 		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr, Pprof: *pprof,
-		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, Join: *join, JoinTimeout: *joinTimeout,
+		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, InlineMax: *inlineMax, Join: *join, JoinTimeout: *joinTimeout,
 		Health:    cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
 		HealEvery: *healEvery, GCEvery: *gcEvery, OrphanEvery: *orphanEvery, OrphanGrace: *orphanGrace,
 	}, log)
@@ -116,6 +120,7 @@ type metaOptions struct {
 	Secret      string
 	Bootstrap   bool         // start a new group (ignored when DataDir holds state)
 	Scheme      codec.Scheme // of a new filesystem, with Bootstrap
+	InlineMax   int          // inline threshold of a new filesystem, with Bootstrap
 	Join        string       // API address of a member to join through (ignored when DataDir holds state)
 	JoinTimeout time.Duration
 	Health      cluster.HealthConfig
@@ -193,7 +198,9 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	go func() { defer wg.Done(); srv.RunHealth(actx, o.Health) }()
 	if o.Bootstrap {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = srv.Init(actx, o.Scheme.String(), o.Scheme.K, o.Scheme.M) }()
+		im := uint32(o.InlineMax)
+		init := &metapb.InitOp{Scheme: o.Scheme.String(), K: uint32(o.Scheme.K), M: uint32(o.Scheme.M), InlineMax: &im}
+		go func() { defer wg.Done(); _ = srv.InitWith(actx, init) }()
 	}
 
 	if o.HTTPAddr != "" {
