@@ -45,9 +45,13 @@ func (f *FS) Read(ctx context.Context, ino uint64, p []byte, off int64) (int, sy
 	if errno := f.readCommitted(ctx, in, p, off); errno != 0 {
 		return 0, errno
 	}
+	// Under the lock: a buffer still dirty may be written (and grown) by a
+	// concurrent Write; sealed ones no longer change.
+	in.mu.Lock()
 	for _, b := range over {
 		b.overlay(p, off)
 	}
+	in.mu.Unlock()
 	return len(p), 0
 }
 
