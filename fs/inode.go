@@ -115,10 +115,8 @@ func (in *inode) report() *metapb.Attr {
 }
 
 // inlineOK reports whether small writes to block 0 may go inline: the
-// file is known to be small. in.mu is not needed: a wrong guess only costs
-// a refused attempt.
+// file is known to be small (a wrong guess only costs a refused attempt).
+// in.mu is held.
 func (in *inode) inlineOK(inlineMax int) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	return in.attr == nil || in.attr.Size <= uint64(inlineMax)
 }

@@ -51,7 +51,8 @@ func (b *buf) end() int { return b.base + len(b.data) }
 // upload is a sealed buffer on its way to the stores and the commit.
 type upload struct {
 	*buf
-	done chan struct{}
+	done   chan struct{}
+	inline bool // try to write it inline (decided when sealed, under in.mu)
 }
 
 // overlay copies the valid bytes of b that fall in [off, off+len(p)) of
@@ -177,7 +178,8 @@ func covers(ss []span, lo, hi int) bool {
 // of one file commit in the order they were sealed. in.mu is held.
 func (f *FS) seal(in *inode, b *buf) {
 	delete(in.dirty, b.block)
-	u := &upload{buf: b, done: make(chan struct{})}
+	u := &upload{buf: b, done: make(chan struct{}),
+		inline: b.block == 0 && b.end() <= f.cfg.InlineMax && in.inlineOK(f.cfg.InlineMax)}
 	prev := in.last
 	in.last = u.done
 	in.pending = append(in.pending, u)
@@ -221,8 +223,12 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		res *metapb.Result
 		err error
 	)
-	inline := u.block == 0 && u.end() <= f.cfg.InlineMax && in.inlineOK(f.cfg.InlineMax)
+	// The budget is given back before waiting for prev: the upload before
+	// needs the inode's lock to finish, which a writer waiting for memory
+	// may hold. The buffer stays a read overlay until the commit.
+	inline := u.inline
 	if inline {
+		f.mem.release(u.acct)
 		if prev != nil {
 			<-prev
 		}
@@ -236,6 +242,9 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		f.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
 		cmd, err = f.writeObjects(ctx, in.ino, u.buf)
 		<-f.uploads
+		if !u.inline {
+			f.mem.release(u.acct)
+		}
 		if prev != nil {
 			<-prev
 		}
@@ -243,7 +252,6 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 			res, err = f.commit(ctx, cmd)
 		}
 	}
-	f.mem.release(u.acct)
 	in.mu.Lock()
 	in.pending = slices.DeleteFunc(in.pending, func(p *upload) bool { return p == u })
 	if err != nil {
