@@ -263,6 +263,11 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		in.setAttr(res.Attr)
 	}
 	in.invalidate()
+	if len(in.pending) == 0 && len(in.dirty) == 0 {
+		// Everything written here is committed (or reported lost): the
+		// service's size holds, even if another mount truncated since.
+		in.localSize = 0
+	}
 	in.mu.Unlock()
 	close(u.done)
 }
