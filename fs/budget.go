@@ -3,9 +3,9 @@ package fs
 import "sync"
 
 // budget bounds the bytes held by write buffers. acquire waits while the
-// budget is used up; release gives bytes back. Whoever releases must never
-// need a lock that a waiting acquirer holds: buffers are released by
-// uploads, which take no inode lock before releasing.
+// budget is used up; release gives bytes back. Writers wait for it without
+// holding their inode's lock, and uploads release their buffer once
+// committed without taking one before, so waiting never closes a cycle.
 type budget struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
