@@ -1,6 +1,9 @@
 package fs
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // budget bounds the bytes held by write buffers. acquire waits while the
 // budget is used up; release gives bytes back. Writers wait for it without
@@ -39,15 +42,26 @@ func (b *budget) acquire(n int64) {
 	if b.tryAcquire(n) {
 		return
 	}
-	if b.pressure != nil {
-		b.pressure()
+	for {
+		if b.pressure != nil {
+			b.pressure()
+		}
+		// Wake up now and then to ask again: a holder whose lock was busy
+		// when asked may sit idle on its buffers.
+		t := time.AfterFunc(200*time.Millisecond, b.cond.Broadcast)
+		b.mu.Lock()
+		if b.used+n > b.limit && b.used > 0 {
+			b.cond.Wait()
+		}
+		if b.used+n <= b.limit || b.used == 0 {
+			b.used += n
+			b.mu.Unlock()
+			t.Stop()
+			return
+		}
+		b.mu.Unlock()
+		t.Stop()
 	}
-	b.mu.Lock()
-	for b.used+n > b.limit && b.used > 0 {
-		b.cond.Wait()
-	}
-	b.used += n
-	b.mu.Unlock()
 }
 
 func (b *budget) release(n int64) {

@@ -89,13 +89,23 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 		return 0, syscall.EIO
 	}
 	written := 0
+	var credit int64 // budget taken while the lock was let go, not used yet
+	defer func() { f.mem.release(credit) }()
 	for written < len(data) {
 		pos := off + int64(written)
 		blk := uint64(pos / BlockSize)
 		boff := int(pos % BlockSize)
 		n := min(len(data)-written, BlockSize-boff)
-		if errno := f.writeBlock(in, blk, boff, data[written:written+n]); errno != 0 {
-			return written, errno
+		need := f.writeBlock(in, blk, boff, data[written:written+n], &credit)
+		if need > 0 {
+			// Out of buffer memory: this file's buffers are uploading
+			// now. Wait for memory without the inode's lock, which the
+			// uploads need to finish; then try the same piece again.
+			in.mu.Unlock()
+			f.mem.acquire(need)
+			in.mu.Lock()
+			credit += need
+			continue
 		}
 		written += n
 	}
@@ -104,9 +114,11 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 	return written, 0
 }
 
-// writeBlock copies p into the buffer of block blk at block offset boff.
-// in.mu is held.
-func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte) syscall.Errno {
+// writeBlock copies p into the buffer of block blk at block offset boff,
+// paying for buffer growth from *credit or the budget. When the budget has
+// no room it uploads the file's buffers and returns the bytes to wait for
+// (nothing was written); otherwise 0. in.mu is held.
+func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte, credit *int64) int64 {
 	lo, hi := boff, boff+len(p)
 	b := in.dirty[blk]
 	if b != nil && len(b.ext) >= maxSpans && !covers(b.ext, lo, hi) {
@@ -121,21 +133,21 @@ func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte) syscall.Errno
 		// Grow: to the next power of two of the span (at least 64 KiB,
 		// at most the block), so appends copy O(log n) times.
 		size := growSize(nlo, nhi)
-		grow := int64(size) - int64(cap(b.data))
-		if grow > 0 && !f.mem.tryAcquire(grow) {
-			// Out of buffer memory: upload what this file holds (this
-			// buffer too), then wait for memory for a new buffer.
+		grow := max(int64(size)-int64(cap(b.data)), 0)
+		switch {
+		case grow <= *credit:
+			*credit -= grow
+		case f.mem.tryAcquire(grow - *credit):
+			*credit = 0
+		default:
+			// Upload what this file holds, this buffer too; the caller
+			// waits for a new buffer's worth of memory.
 			if in.dirty[blk] == b {
 				f.seal(in, b)
 			}
 			f.sealAll(in)
-			b = &buf{block: blk, base: lo}
-			nlo, nhi = lo, hi
-			size = growSize(nlo, nhi)
-			grow = int64(size)
-			f.mem.acquire(grow)
+			return int64(growSize(lo, hi))
 		}
-		grow = max(grow, 0)
 		nd := make([]byte, nhi-nlo, size)
 		copy(nd[b.base-nlo:], b.data)
 		b.data, b.base = nd, nlo
@@ -226,12 +238,12 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		res *metapb.Result
 		err error
 	)
-	// The budget is given back before waiting for prev: the upload before
-	// needs the inode's lock to finish, which a writer waiting for memory
-	// may hold. The buffer stays a read overlay until the commit.
+	// The buffer's memory is given back once it is committed (until then
+	// it is also a read overlay). No inode lock is taken before that: the
+	// budget's releasers must never wait for a lock; writers wait for
+	// memory without holding one.
 	inline := u.inline
 	if inline {
-		f.mem.release(u.acct)
 		if prev != nil {
 			<-prev
 		}
@@ -245,9 +257,6 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		f.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
 		cmd, err = f.writeObjects(ctx, in.ino, u.buf)
 		<-f.uploads
-		if !u.inline {
-			f.mem.release(u.acct)
-		}
 		if prev != nil {
 			<-prev
 		}
@@ -255,6 +264,7 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 			res, err = f.commit(ctx, cmd)
 		}
 	}
+	f.mem.release(u.acct)
 	in.mu.Lock()
 	in.pending = slices.DeleteFunc(in.pending, func(p *upload) bool { return p == u })
 	if err != nil {
