@@ -371,7 +371,6 @@ func (n *node) Fsync(ctx context.Context, fh fusefs.FileHandle, flags uint32) sy
 }
 
 func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
-	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	h, ok := fh.(*Handle)
 	if !ok {
 		return 0
@@ -463,7 +462,6 @@ func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uin
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	return &dirHandle{fs: n.fs, ino: n.ino()}, 0, 0
 }
 
@@ -499,7 +497,6 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	d.cookie, d.buf, d.eof = off, nil, false
 	return 0
 }
