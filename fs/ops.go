@@ -25,6 +25,15 @@ func (f *FS) remember(a *metapb.Attr) *metapb.Attr {
 	return in.report()
 }
 
+// applyAttr runs a mutation that answers attributes and remembers them.
+func (f *FS) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr, syscall.Errno) {
+	r, errno := f.apply(ctx, cmd)
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.remember(r.Attr), 0
+}
+
 func attrOf(r *metapb.ReadResp, errno syscall.Errno) (*metapb.Attr, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
@@ -80,42 +89,26 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 // excl an existing regular file is returned instead (its Ino differs from
 // a new one's: the caller cannot tell, nor needs to).
 func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(r.Attr), 0
 }
 
 // Mkdir makes a directory.
 func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(r.Attr), 0
 }
 
 // Symlink makes a symbolic link.
 func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(r.Attr), 0
 }
 
 // Link adds a hard link to ino.
 func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
+	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
 		Ino: ino, NewParent: newParent, NewName: newName}}})
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(r.Attr), 0
 }
 
 // Unlink removes a name (not a directory).
