@@ -39,6 +39,7 @@ type mountConfig struct {
 	SessionTTL   time.Duration // mount session lease (default 30 s)
 	WriteTimeout time.Duration // how long a block write tries other stores before EIO (default 20 s)
 	Name         string        // shown as the session's holder
+	StartTimeout time.Duration // how long to wait for the metadata service at start (default 20 s)
 	Debug        bool          // log every FUSE request
 	HTTPAddr     string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
 	Pprof        bool
@@ -119,7 +120,11 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		host, _ := os.Hostname()
 		cfg.Name = fmt.Sprintf("mount %s:%s pid %d", host, cfg.Mountpoint, os.Getpid())
 	}
-	sctx, cancel := context.WithTimeout(ctx, max(cfg.MetaTimeout, 10*time.Second))
+	start := cfg.StartTimeout
+	if start <= 0 {
+		start = 20 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(ctx, start)
 	f, err := fs.New(sctx, fs.Config{
 		Meta: mc, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
 		SessionTTL: cfg.SessionTTL, WriteTimeout: cfg.WriteTimeout, Name: cfg.Name, Logger: log,
@@ -191,6 +196,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	metaTimeout := fl.Duration("meta-timeout", time.Minute, "how long an operation waits for the metadata service (a leader change) before EIO")
 	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names")
 	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies")
+	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
 	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
@@ -200,7 +206,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
-		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
+		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
 	if *opts != "" {
 		for _, o := range strings.Split(*opts, ",") {
 			k, v, _ := strings.Cut(o, "=")
