@@ -218,6 +218,18 @@ func TestMountPOSIX(t *testing.T) {
 		}
 	})
 
+	t.Run("wrong secret", func(t *testing.T) {
+		bad, _ := writeSecret(t, t.TempDir())
+		dir := t.TempDir()
+		code, _, errs := runEcfs(t, "mount", "--meta", strings.Join(fc.g.addrs(), ","), "--secret-file", bad, dir)
+		if code != 1 || !strings.Contains(errs, "secret") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Fatalf("mount with a wrong secret: exit %d, stderr %q; want 1 and one line about the secret", code, errs)
+		}
+		if isMounted(dir) {
+			t.Fatal("mounted with a wrong secret")
+		}
+	})
+
 	t.Run("dead mount point recovered, umount", func(t *testing.T) {
 		m.p.kill()
 		// The kernel answers from its attribute cache until it expires.
