@@ -462,23 +462,41 @@ func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uin
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{fs: n.fs, ino: n.ino()}, 0, 0
+	parent := n.ino()
+	if _, p := n.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	return &dirHandle{fs: n.fs, ino: n.ino(), parent: parent}, 0, 0
 }
 
-// dirHandle lists a directory in pages, by the service's cookies (which
-// stay valid while the directory changes).
+// dirHandle lists a directory: "." and "..", then the service's entries in
+// pages, by its cookies (which stay valid while the directory changes).
+// The offset the kernel sees is 1 for ".", 2 for "..", and cookie+2 for an
+// entry.
 type dirHandle struct {
 	fs     *FS
 	ino    uint64
-	cookie uint64
+	parent uint64
+	dots   int    // how many of "." and ".." were returned
+	cookie uint64 // the service's cookie of the last entry returned
 	buf    []*metapb.DirEntry
 	eof    bool
 }
 
-const dirPage = 512
+const (
+	dirPage    = 512
+	dotEntries = 2
+)
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
+	if d.dots < dotEntries {
+		d.dots++
+		if d.dots == 1 {
+			return &fuse.DirEntry{Name: ".", Ino: d.ino, Mode: syscall.S_IFDIR, Off: 1}, 0
+		}
+		return &fuse.DirEntry{Name: "..", Ino: d.parent, Mode: syscall.S_IFDIR, Off: 2}, 0
+	}
 	if len(d.buf) == 0 && !d.eof {
 		es, errno := d.fs.ReadDir(ctx, d.ino, d.cookie, dirPage)
 		if errno != 0 {
@@ -493,11 +511,16 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	e := d.buf[0]
 	d.buf = d.buf[1:]
 	d.cookie = e.Cookie
-	return &fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: namespace.FileType(e.Type).IFMT(), Off: e.Cookie}, 0
+	return &fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: namespace.FileType(e.Type).IFMT(), Off: e.Cookie + dotEntries}, 0
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.cookie, d.buf, d.eof = off, nil, false
+	d.buf, d.eof = nil, false
+	if off < dotEntries {
+		d.dots, d.cookie = int(off), 0
+	} else {
+		d.dots, d.cookie = dotEntries, off-dotEntries
+	}
 	return 0
 }
 

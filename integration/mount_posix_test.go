@@ -213,6 +213,9 @@ func TestMountPOSIX(t *testing.T) {
 		if err := unix.Stat(path("hl"), &st); err != nil || st.Nlink != 2 {
 			t.Fatalf("hard link count %d %v", st.Nlink, err)
 		}
+		if out := sh(t, d, "ls -a open"); out != ".\n..\nn\n" {
+			t.Fatalf("ls -a of a directory: %q, want ., .. and its file", out)
+		}
 		if err := os.Remove(path("closed")); !errors.Is(err, unix.ENOTEMPTY) {
 			t.Fatalf("rmdir of a non-empty directory: %v", err)
 		}
