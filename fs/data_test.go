@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
@@ -385,7 +386,15 @@ func TestUnlinkedOpenFile(t *testing.T) {
 	mustErrno(t, "fsync", f.Fsync(ctx, h.Ino), 0)
 	checkContent(t, f, h.Ino, data, 1<<20)
 	mustErrno(t, "release", f.Release(ctx, h), 0)
-	_, errno = f.GetAttr(ctx, a.Ino)
+	// Closes reach the service in batches, within closeDelay.
+	deadline := time.Now().Add(100 * closeDelay)
+	for {
+		_, errno = f.GetAttr(ctx, a.Ino)
+		if errno == syscall.ENOENT || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(closeDelay / 5) // polling interval
+	}
 	mustErrno(t, "getattr after the last release", errno, syscall.ENOENT)
 }
 

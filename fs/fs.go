@@ -85,9 +85,14 @@ type FS struct {
 	mu     sync.Mutex
 	inodes map[uint64]*inode
 
-	uploads  chan struct{} // slots of objects being stored at once
-	places   placer
-	objCache objectCache
+	uploads chan struct{} // slots of objects being stored at once
+	places  placer
+	closer  closer
+	closing chan struct{} // closed by Close: the closer sends what is left
+
+	closeOnce sync.Once
+	closeErr  error
+	objCache  objectCache
 
 	stop    context.CancelFunc
 	renewed chan struct{}
@@ -155,6 +160,9 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.stop = cancel
 	f.renewed = make(chan struct{})
 	go f.renewLoop(rctx)
+	f.closer = closer{fs: f, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	f.closing = make(chan struct{})
+	go f.closer.run(f.closing)
 	return f, nil
 }
 
@@ -201,7 +209,14 @@ func (f *FS) renewLoop(ctx context.Context) {
 // Close flushes every file and ends the session (its locks are released
 // and its open files closed at once rather than after the TTL).
 func (f *FS) Close() error {
+	f.closeOnce.Do(func() { f.closeErr = f.close() })
+	return f.closeErr
+}
+
+func (f *FS) close() error {
 	err := f.FlushAll(context.Background())
+	close(f.closing)
+	<-f.closer.done
 	f.stop()
 	<-f.renewed
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

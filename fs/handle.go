@@ -110,8 +110,9 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 }
 
 // Release closes a handle: its data is committed, the locks taken through
-// it are dropped, and the service forgets it (an unlinked file is freed by
-// its last close).
+// it are dropped at once, and the service forgets the handle within
+// closeDelay (an unlinked file is freed by its last close): closes go in
+// batches, so that they do not hold up the next file's commits.
 func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	errno := f.Flush(ctx, h.Ino)
 	h.mu.Lock()
@@ -124,9 +125,7 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 			errno = e
 		}
 	}
-	if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}); e != 0 && e != syscall.EBADF && errno == 0 { // EBADF: closed with its expired session
-		errno = e
-	}
+	f.closer.add(h.id)
 	in := f.inode(h.Ino)
 	in.mu.Lock()
 	in.opens--
@@ -221,4 +220,69 @@ func (f *FS) GetLk(ctx context.Context, ino uint64, l LockIn) (Conflict, syscall
 		return Conflict{}, errno
 	}
 	return Conflict{Type: r.ConflictType, Start: r.ConflictStart, End: r.ConflictEnd, Owner: r.ConflictOwner}, 0
+}
+
+// closeDelay is how long a released handle may stay registered with the
+// metadata service: closes are sent in batches, one Raft entry for many.
+const closeDelay = 50 * time.Millisecond
+
+// closer sends the closes of released handles in batches.
+type closer struct {
+	fs      *FS
+	mu      sync.Mutex
+	pending []uint64
+	kick    chan struct{}
+	done    chan struct{}
+}
+
+func (c *closer) add(id uint64) {
+	c.mu.Lock()
+	c.pending = append(c.pending, id)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run sends what is pending every closeDelay until stop is closed, then
+// sends the rest.
+func (c *closer) run(stop <-chan struct{}) {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.kick:
+		case <-stop:
+			c.flush()
+			return
+		}
+		t := time.NewTimer(closeDelay)
+		select {
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+		}
+		c.flush()
+	}
+}
+
+// flush sends every pending close at once (the group commit puts them in
+// one Raft entry).
+func (c *closer) flush() {
+	c.mu.Lock()
+	ids := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// EBADF: it went with its expired session already.
+			if _, e := c.fs.apply(context.Background(), &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}); e != 0 && e != syscall.EBADF {
+				c.fs.log.Warn("closing a handle", "handle", id, "errno", e)
+			}
+		}()
+	}
+	wg.Wait()
 }
