@@ -52,7 +52,7 @@ func newFSCluster(t testing.TB, metas, stores int) *fsCluster {
 	t.Helper()
 	requireFUSE(t)
 	g := newMetaGroup(t, metas, "--suspect-after", "1s", "--down-after", "3s", "--heal-interval", "500ms", "--gc-interval", "500ms",
-		"--orphan-interval", "1s", "--orphan-grace", "30s")
+		"--orphan-interval", "5s", "--orphan-grace", "30s")
 	c := newStoresWith(t, t.TempDir(), g.secretFile, g.secret, stores,
 		"--meta", strings.Join(g.addrs(), ","), "--heartbeat", "250ms")
 	waitStoresUp(t, g, stores)
