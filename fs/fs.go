@@ -98,10 +98,6 @@ type FS struct {
 	renewed chan struct{}
 }
 
-// ErrStale is returned when the mount's session expired: its locks and
-// handles are gone.
-var ErrStale = errors.New("fs: the mount's session expired")
-
 // New opens a session with the metadata service and returns the
 // filesystem. Close ends it.
 func New(ctx context.Context, cfg Config) (*FS, error) {
@@ -174,8 +170,8 @@ func (f *FS) Session() uint64 { return f.session.Load() }
 
 // renewLoop renews the session every third of its TTL. A session that
 // expired anyway (the mount was cut off longer than its lease) is replaced
-// by a new one: its locks are lost, and files opened before are registered
-// again where they still exist.
+// by a new one: its locks are lost, and the files opened before are not
+// registered again (said in the log).
 func (f *FS) renewLoop(ctx context.Context) {
 	defer close(f.renewed)
 	t := time.NewTicker(f.cfg.SessionTTL / 3)
@@ -199,7 +195,7 @@ func (f *FS) renewLoop(ctx context.Context) {
 				continue
 			}
 			f.session.Store(id)
-			f.reopenHandles(ctx)
+			f.log.Error("new session opened; files opened before it are no longer registered: one unlinked elsewhere may be freed while open here (its reads then fail)", "session", id)
 		} else if err != nil && ctx.Err() == nil {
 			f.log.Warn("renewing the session", "err", err)
 		}

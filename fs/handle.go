@@ -133,11 +133,6 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	return errno
 }
 
-// reopenHandles registers the open handles again under a new session.
-// Handles are not tracked here; a file whose every name was removed while
-// the session was lost may be gone, which later reads report.
-func (f *FS) reopenHandles(context.Context) {}
-
 // Fsync commits what was written to ino.
 func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno { return f.Flush(ctx, ino) }
 

@@ -22,7 +22,6 @@ type inode struct {
 	last      chan struct{}   // closed when the newest upload is done
 	werr      error           // first upload failure since the last flush
 	localSize uint64          // end of the data written through this mount
-	dataVer   uint64          // bumped on every local write
 
 	// Read caches, valid for attribute version cacheVer.
 	cacheVer   uint64

@@ -110,7 +110,6 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 		written += n
 	}
 	in.localSize = max(in.localSize, uint64(off)+uint64(len(data)))
-	in.dataVer++
 	return written, 0
 }
 
