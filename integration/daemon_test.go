@@ -63,7 +63,8 @@ func TestStoreCommandLine(t *testing.T) {
 		{"port in use", []string{"store", "--data-dir", dir + "/s", "--secret-file", secret, "--addr", busy.Addr().String(), "--http-addr", ""}, 1, "address already in use"},
 		{"stray argument", []string{"store", "extra"}, 2, "unexpected argument"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
-		{"dev without a mount point", []string{"dev", dir + "/mnt"}, 1, "mount point"},
+		{"dev with a file for a mount point", []string{"dev", empty}, 1, "not a directory"},
+		{"dev with a mount point that cannot be made", []string{"dev", empty + "/mnt"}, 1, "mount point"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

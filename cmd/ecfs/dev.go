@@ -58,7 +58,16 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if st, err := os.Stat(mountpoint); err != nil {
+	st, err := os.Stat(mountpoint)
+	if os.IsNotExist(err) {
+		// The newcomer's first command: make the directory for them.
+		if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+			return fmt.Errorf("mount point: %w", err)
+		}
+		fmt.Fprintf(stdout, "created the mount point %s\n", mountpoint)
+		st, err = os.Stat(mountpoint)
+	}
+	if err != nil {
 		return fmt.Errorf("mount point: %w", err)
 	} else if !st.IsDir() {
 		return fmt.Errorf("mount point %s is not a directory", mountpoint)

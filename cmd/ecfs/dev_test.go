@@ -207,7 +207,7 @@ func TestDevCommandLine(t *testing.T) {
 	}{
 		{"help", []string{"dev", "--help"}, 0, ""},
 		{"bad scheme", []string{"dev", "--ec", "4", dir}, 2, "--ec"},
-		{"no mount point", []string{"dev", "--data-dir", dir + "/d", dir + "/nope"}, 1, "mount point"},
+		{"mount point that cannot be made", []string{"dev", "--data-dir", dir + "/d", file + "/nope"}, 1, "mount point"},
 		{"mount point is a file", []string{"dev", "--data-dir", dir + "/d", file}, 1, "not a directory"},
 	}
 	for _, tc := range cases {
