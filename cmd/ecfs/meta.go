@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -19,9 +18,6 @@ import (
 	"github.com/ecfs/ecfs/codec"
 	"github.com/ecfs/ecfs/store"
 	"github.com/hashicorp/raft"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func runMeta(args []string, stdout, stderr io.Writer) error {
@@ -204,19 +200,11 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	}
 
 	if o.HTTPAddr != "" {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		hln, err := net.Listen("tcp", o.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
-		mux := http.NewServeMux()
-		if o.Pprof {
-			mux.HandleFunc("/debug/pprof/", httppprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-		}
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		mux := opsMux(newRegistry(), o.Pprof, func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {
 				http.Error(w, "no leader", http.StatusServiceUnavailable)
 				return

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,9 +20,6 @@ import (
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/fs"
 	"github.com/ecfs/ecfs/store"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // mountConfig is what a mount needs; `ecfs mount` fills it from flags and
@@ -52,16 +48,7 @@ func serveOps(addr string, pprof bool, mp string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	if pprof {
-		mux.HandleFunc("/debug/pprof/", httppprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
-	}
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux := opsMux(newRegistry(), pprof, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := os.Stat(mp); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return

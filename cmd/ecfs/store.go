@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,8 +20,6 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/store"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func runStore(args []string, stdout, stderr io.Writer) error {
@@ -137,8 +134,7 @@ func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *store
 	if o.Host == "" {
 		o.Host, _ = os.Hostname()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	srv, err := store.NewServer(store.Config{
 		DataDir:       o.DataDir,
 		Disks:         o.Disks,
@@ -230,14 +226,7 @@ func (d *storeDaemon) Close() {
 }
 
 func opsHandler(srv *store.Server, reg *prometheus.Registry, withPprof bool) http.Handler {
-	mux := http.NewServeMux()
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", httppprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
-	}
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	return opsMux(reg, withPprof, func(w http.ResponseWriter, r *http.Request) {
 		c := srv.Capacity()
 		status := http.StatusOK
 		for _, d := range c.Disks {
@@ -249,7 +238,6 @@ func opsHandler(srv *store.Server, reg *prometheus.Registry, withPprof bool) htt
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(c)
 	})
-	return mux
 }
 
 // advertised is the address the metadata service hands out for this store.
