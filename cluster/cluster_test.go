@@ -286,8 +286,14 @@ func TestFollowerFarBehindCatchesUpFromSnapshot(t *testing.T) {
 	if d0 != d2 {
 		t.Fatal("the follower that caught up differs from the leader")
 	}
-	if n := nodes[2].raft.Stats()["last_snapshot_index"]; n == "0" {
-		t.Errorf("the follower caught up without a snapshot (last_snapshot_index %s): the test did not test that", n)
+	// raft restores the FSM from an installed snapshot before it records the
+	// snapshot's index, so the index is polled rather than read once.
+	deadline := time.Now().Add(5 * time.Second)
+	for nodes[2].raft.Stats()["last_snapshot_index"] == "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower caught up without installing a snapshot (last_snapshot_index 0): the test did not test that")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
