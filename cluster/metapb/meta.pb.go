@@ -170,8 +170,11 @@ type CreateOp struct {
 	// With handle set, the file (new or existing) is also opened as handle
 	// of session, in the same step (create + open is one Raft entry). A dead
 	// session gives ESTALE and creates nothing.
-	Session       uint64 `protobuf:"varint,9,opt,name=session,proto3" json:"session,omitempty"`
-	Handle        uint64 `protobuf:"varint,10,opt,name=handle,proto3" json:"handle,omitempty"`
+	Session uint64 `protobuf:"varint,9,opt,name=session,proto3" json:"session,omitempty"`
+	Handle  uint64 `protobuf:"varint,10,opt,name=handle,proto3" json:"handle,omitempty"`
+	// ino, when set, is the new inode's number, reserved before by an
+	// InoAllocOp (a mount creating under a directory lease picks it itself).
+	Ino           uint64 `protobuf:"varint,11,opt,name=ino,proto3" json:"ino,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,13 +279,24 @@ func (x *CreateOp) GetHandle() uint64 {
 	return 0
 }
 
+func (x *CreateOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
 type MkdirOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
-	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Parent uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Mode   uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid    uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid    uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Ino    uint64                 `protobuf:"varint,6,opt,name=ino,proto3" json:"ino,omitempty"` // as CreateOp.ino
+	// lease: the new directory is leased at once to the command's
+	// lease_session (see LeaseOp).
+	Lease         bool `protobuf:"varint,7,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -352,6 +366,20 @@ func (x *MkdirOp) GetGid() uint32 {
 	return 0
 }
 
+func (x *MkdirOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *MkdirOp) GetLease() bool {
+	if x != nil {
+		return x.Lease
+	}
+	return false
+}
+
 type SymlinkOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
@@ -359,6 +387,7 @@ type SymlinkOp struct {
 	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
 	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Ino           uint64                 `protobuf:"varint,6,opt,name=ino,proto3" json:"ino,omitempty"` // as CreateOp.ino
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -424,6 +453,13 @@ func (x *SymlinkOp) GetUid() uint32 {
 func (x *SymlinkOp) GetGid() uint32 {
 	if x != nil {
 		return x.Gid
+	}
+	return 0
+}
+
+func (x *SymlinkOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
 	}
 	return 0
 }
@@ -1228,6 +1264,122 @@ func (x *InitOp) GetInlineMax() uint32 {
 	return 0
 }
 
+// InoAllocOp reserves count inode numbers (Result.first_id is the first):
+// a mount holding a directory lease numbers the inodes it creates itself.
+type InoAllocOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InoAllocOp) Reset() {
+	*x = InoAllocOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InoAllocOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InoAllocOp) ProtoMessage() {}
+
+func (x *InoAllocOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InoAllocOp.ProtoReflect.Descriptor instead.
+func (*InoAllocOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *InoAllocOp) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// LeaseOp acquires, releases or revokes a directory's write lease.
+//
+// A directory leased to a mount session is that mount's alone to change and
+// to read: it answers lookups from its own copy of the entries and sends
+// its changes later, in batches (write-behind). Every other command that
+// touches the directory (an entry in it, its own attributes, removing it)
+// and every query of it is refused with Result.leased / ReadResp.leased and
+// errno EAGAIN, and the lease is marked revoked; the holder, which watches
+// for revocations (RevokesReq), sends what it holds back and releases the
+// lease, and the refused caller retries. A lease ends with its session.
+type LeaseOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Dir           uint64                 `protobuf:"varint,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // 1 acquire, 2 release, 3 revoke (ask the holder to give it up)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseOp) Reset() {
+	*x = LeaseOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseOp) ProtoMessage() {}
+
+func (x *LeaseOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseOp.ProtoReflect.Descriptor instead.
+func (*LeaseOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LeaseOp) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *LeaseOp) GetDir() uint64 {
+	if x != nil {
+		return x.Dir
+	}
+	return 0
+}
+
+func (x *LeaseOp) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
 // AllocOp reserves count object ids.
 type AllocOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1238,7 +1390,7 @@ type AllocOp struct {
 
 func (x *AllocOp) Reset() {
 	*x = AllocOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1402,7 @@ func (x *AllocOp) String() string {
 func (*AllocOp) ProtoMessage() {}
 
 func (x *AllocOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1415,7 @@ func (x *AllocOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocOp.ProtoReflect.Descriptor instead.
 func (*AllocOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AllocOp) GetCount() uint32 {
@@ -1285,7 +1437,7 @@ type SessionOp struct {
 
 func (x *SessionOp) Reset() {
 	*x = SessionOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1449,7 @@ func (x *SessionOp) String() string {
 func (*SessionOp) ProtoMessage() {}
 
 func (x *SessionOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1462,7 @@ func (x *SessionOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOp.ProtoReflect.Descriptor instead.
 func (*SessionOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionOp) GetTtlNs() int64 {
@@ -1337,7 +1489,7 @@ type RenewOp struct {
 
 func (x *RenewOp) Reset() {
 	*x = RenewOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1501,7 @@ func (x *RenewOp) String() string {
 func (*RenewOp) ProtoMessage() {}
 
 func (x *RenewOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1514,7 @@ func (x *RenewOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewOp.ProtoReflect.Descriptor instead.
 func (*RenewOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RenewOp) GetSession() uint64 {
@@ -1383,7 +1535,7 @@ type ExpireOp struct {
 
 func (x *ExpireOp) Reset() {
 	*x = ExpireOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1547,7 @@ func (x *ExpireOp) String() string {
 func (*ExpireOp) ProtoMessage() {}
 
 func (x *ExpireOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1560,7 @@ func (x *ExpireOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOp.ProtoReflect.Descriptor instead.
 func (*ExpireOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExpireOp) GetSession() uint64 {
@@ -1427,7 +1579,7 @@ type EndOp struct {
 
 func (x *EndOp) Reset() {
 	*x = EndOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1591,7 @@ func (x *EndOp) String() string {
 func (*EndOp) ProtoMessage() {}
 
 func (x *EndOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1604,7 @@ func (x *EndOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndOp.ProtoReflect.Descriptor instead.
 func (*EndOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EndOp) GetSession() uint64 {
@@ -1475,7 +1627,7 @@ type BlockWrite struct {
 
 func (x *BlockWrite) Reset() {
 	*x = BlockWrite{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1639,7 @@ func (x *BlockWrite) String() string {
 func (*BlockWrite) ProtoMessage() {}
 
 func (x *BlockWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1652,7 @@ func (x *BlockWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockWrite.ProtoReflect.Descriptor instead.
 func (*BlockWrite) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlockWrite) GetBlock() uint64 {
@@ -1551,7 +1703,7 @@ type ObjectRecord struct {
 
 func (x *ObjectRecord) Reset() {
 	*x = ObjectRecord{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1715,7 @@ func (x *ObjectRecord) String() string {
 func (*ObjectRecord) ProtoMessage() {}
 
 func (x *ObjectRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1728,7 @@ func (x *ObjectRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRecord.ProtoReflect.Descriptor instead.
 func (*ObjectRecord) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ObjectRecord) GetId() uint64 {
@@ -1620,7 +1772,7 @@ type CommitOp struct {
 
 func (x *CommitOp) Reset() {
 	*x = CommitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1784,7 @@ func (x *CommitOp) String() string {
 func (*CommitOp) ProtoMessage() {}
 
 func (x *CommitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1797,7 @@ func (x *CommitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOp.ProtoReflect.Descriptor instead.
 func (*CommitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommitOp) GetSession() uint64 {
@@ -1711,7 +1863,7 @@ type InlineOp struct {
 
 func (x *InlineOp) Reset() {
 	*x = InlineOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1875,7 @@ func (x *InlineOp) String() string {
 func (*InlineOp) ProtoMessage() {}
 
 func (x *InlineOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1888,7 @@ func (x *InlineOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InlineOp.ProtoReflect.Descriptor instead.
 func (*InlineOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InlineOp) GetSession() uint64 {
@@ -1781,7 +1933,7 @@ type RelocateOp struct {
 
 func (x *RelocateOp) Reset() {
 	*x = RelocateOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1945,7 @@ func (x *RelocateOp) String() string {
 func (*RelocateOp) ProtoMessage() {}
 
 func (x *RelocateOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1958,7 @@ func (x *RelocateOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateOp.ProtoReflect.Descriptor instead.
 func (*RelocateOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RelocateOp) GetObject() uint64 {
@@ -1847,7 +1999,7 @@ type GCDoneOp struct {
 
 func (x *GCDoneOp) Reset() {
 	*x = GCDoneOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2011,7 @@ func (x *GCDoneOp) String() string {
 func (*GCDoneOp) ProtoMessage() {}
 
 func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2024,7 @@ func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
 func (*GCDoneOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GCDoneOp) GetObjects() []uint64 {
@@ -1895,7 +2047,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2059,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2072,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -1954,7 +2106,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2118,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2131,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -2017,7 +2169,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2181,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2194,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -2121,7 +2273,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2285,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2298,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -2187,7 +2339,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2351,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2364,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -2220,6 +2372,54 @@ func (x *CancelWaitOp) GetReqId() uint64 {
 		return x.ReqId
 	}
 	return 0
+}
+
+// MultiOp is several commands applied in order in one step (a mount's
+// write-behind batch): each one whole, each with its own result; a failing
+// one does not stop the rest. Their session, seq and now are the outer
+// command's.
+type MultiOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiOp) Reset() {
+	*x = MultiOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiOp) ProtoMessage() {}
+
+func (x *MultiOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
+func (*MultiOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MultiOp) GetCommands() []*Command {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
 }
 
 // Command is one mutation. The leader fills in now and the identifiers it
@@ -2230,6 +2430,9 @@ type Command struct {
 	Seq     uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                     // the client's sequence number within it
 	Now     int64                  `protobuf:"varint,3,opt,name=now,proto3" json:"now,omitempty"`                     // the leader's clock, ns
 	NewIno  uint64                 `protobuf:"varint,4,opt,name=new_ino,json=newIno,proto3" json:"new_ino,omitempty"` // inode number allocated by the leader, if the op creates one
+	// lease_session: the mount session the command comes from; the
+	// directories leased to it are its to change (0: none).
+	LeaseSession uint64 `protobuf:"varint,5,opt,name=lease_session,json=leaseSession,proto3" json:"lease_session,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_Create
@@ -2260,6 +2463,9 @@ type Command struct {
 	//	*Command_GcDone
 	//	*Command_Inline
 	//	*Command_Relocate
+	//	*Command_InoAlloc
+	//	*Command_Lease
+	//	*Command_Multi
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2267,7 +2473,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2485,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2498,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -2319,6 +2525,13 @@ func (x *Command) GetNow() int64 {
 func (x *Command) GetNewIno() uint64 {
 	if x != nil {
 		return x.NewIno
+	}
+	return 0
+}
+
+func (x *Command) GetLeaseSession() uint64 {
+	if x != nil {
+		return x.LeaseSession
 	}
 	return 0
 }
@@ -2582,6 +2795,33 @@ func (x *Command) GetRelocate() *RelocateOp {
 	return nil
 }
 
+func (x *Command) GetInoAlloc() *InoAllocOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_InoAlloc); ok {
+			return x.InoAlloc
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetLease() *LeaseOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Lease); ok {
+			return x.Lease
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMulti() *MultiOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Multi); ok {
+			return x.Multi
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2698,6 +2938,18 @@ type Command_Relocate struct {
 	Relocate *RelocateOp `protobuf:"bytes,55,opt,name=relocate,proto3,oneof"`
 }
 
+type Command_InoAlloc struct {
+	InoAlloc *InoAllocOp `protobuf:"bytes,56,opt,name=ino_alloc,json=inoAlloc,proto3,oneof"`
+}
+
+type Command_Lease struct {
+	Lease *LeaseOp `protobuf:"bytes,57,opt,name=lease,proto3,oneof"`
+}
+
+type Command_Multi struct {
+	Multi *MultiOp `protobuf:"bytes,58,opt,name=multi,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -2754,6 +3006,12 @@ func (*Command_Inline) isCommand_Op() {}
 
 func (*Command_Relocate) isCommand_Op() {}
 
+func (*Command_InoAlloc) isCommand_Op() {}
+
+func (*Command_Lease) isCommand_Op() {}
+
+func (*Command_Multi) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -2765,7 +3023,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +3035,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +3048,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -2802,23 +3060,27 @@ func (x *Batch) GetCommands() []*Command {
 
 // Result is the outcome of one command.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"` // 0: success
-	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
-	FreedObjects  []uint64               `protobuf:"varint,3,rep,packed,name=freed_objects,json=freedObjects,proto3" json:"freed_objects,omitempty"` // objects no inode references any more
-	FirstId       uint64                 `protobuf:"varint,4,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`                       // AllocOp: the first id reserved
-	SessionId     uint64                 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`                 // SessionOp: the new session
-	Expires       int64                  `protobuf:"varint,6,opt,name=expires,proto3" json:"expires,omitempty"`                                      // SessionOp, RenewOp: the deadline, ns
-	Token         uint64                 `protobuf:"varint,7,opt,name=token,proto3" json:"token,omitempty"`                                          // LockOp: the fencing token of the lock now held
-	Queued        bool                   `protobuf:"varint,8,opt,name=queued,proto3" json:"queued,omitempty"`                                        // LockOp with wait: not granted yet, queued
-	Created       bool                   `protobuf:"varint,9,opt,name=created,proto3" json:"created,omitempty"`                                      // CreateOp: a new inode (not an existing file)
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Errno        uint32                 `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"` // 0: success
+	Attr         *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	FreedObjects []uint64               `protobuf:"varint,3,rep,packed,name=freed_objects,json=freedObjects,proto3" json:"freed_objects,omitempty"` // objects no inode references any more
+	FirstId      uint64                 `protobuf:"varint,4,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`                       // AllocOp: the first id reserved
+	SessionId    uint64                 `protobuf:"varint,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`                 // SessionOp: the new session
+	Expires      int64                  `protobuf:"varint,6,opt,name=expires,proto3" json:"expires,omitempty"`                                      // SessionOp, RenewOp: the deadline, ns
+	Token        uint64                 `protobuf:"varint,7,opt,name=token,proto3" json:"token,omitempty"`                                          // LockOp: the fencing token of the lock now held
+	Queued       bool                   `protobuf:"varint,8,opt,name=queued,proto3" json:"queued,omitempty"`                                        // LockOp with wait: not granted yet, queued
+	Created      bool                   `protobuf:"varint,9,opt,name=created,proto3" json:"created,omitempty"`                                      // CreateOp: a new inode (not an existing file)
+	// leased: refused (errno EAGAIN) because another mount session holds a
+	// lease on a directory the command touches; retry after it is released.
+	Leased        bool      `protobuf:"varint,10,opt,name=leased,proto3" json:"leased,omitempty"`
+	Results       []*Result `protobuf:"bytes,11,rep,name=results,proto3" json:"results,omitempty"` // MultiOp: one per command
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3092,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3105,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -2909,6 +3171,20 @@ func (x *Result) GetCreated() bool {
 	return false
 }
 
+func (x *Result) GetLeased() bool {
+	if x != nil {
+		return x.Leased
+	}
+	return false
+}
+
+func (x *Result) GetResults() []*Result {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // MountSession is a mount's session in a snapshot.
 type MountSession struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2922,7 +3198,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3210,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3223,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -2988,7 +3264,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3276,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3289,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -3039,7 +3315,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3327,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3340,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -3085,7 +3361,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3097,7 +3373,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3110,7 +3386,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -3146,7 +3422,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3434,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3447,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DirEntry) GetName() string {
@@ -3211,7 +3487,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3499,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3512,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -3256,7 +3532,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3544,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3557,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -3307,7 +3583,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3595,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3608,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -3357,7 +3633,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3645,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3658,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -3437,7 +3713,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3725,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3738,7 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
@@ -3480,7 +3756,7 @@ type StatfsReq struct {
 
 func (x *StatfsReq) Reset() {
 	*x = StatfsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3492,7 +3768,7 @@ func (x *StatfsReq) String() string {
 func (*StatfsReq) ProtoMessage() {}
 
 func (x *StatfsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3505,7 +3781,7 @@ func (x *StatfsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
 func (*StatfsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
@@ -3519,7 +3795,7 @@ type SlicesReq struct {
 
 func (x *SlicesReq) Reset() {
 	*x = SlicesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3807,7 @@ func (x *SlicesReq) String() string {
 func (*SlicesReq) ProtoMessage() {}
 
 func (x *SlicesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3820,7 @@ func (x *SlicesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
 func (*SlicesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SlicesReq) GetIno() uint64 {
@@ -3571,7 +3847,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3859,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3872,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -3613,6 +3889,51 @@ func (x *BlockSlices) GetSlices() []*BlockWrite {
 	return nil
 }
 
+// RevokesReq asks which of a session's directory leases were revoked.
+type RevokesReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokesReq) Reset() {
+	*x = RevokesReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokesReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokesReq) ProtoMessage() {}
+
+func (x *RevokesReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
+func (*RevokesReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RevokesReq) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
 // LockWaitReq asks whether a queued lock request was granted.
 type LockWaitReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3623,7 +3944,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3956,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3969,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -3676,14 +3997,18 @@ type ReadReq struct {
 	//	*ReadReq_Objects
 	//	*ReadReq_Statfs
 	//	*ReadReq_Slices
-	Op            isReadReq_Op `protobuf_oneof:"op"`
+	//	*ReadReq_Revokes
+	Op isReadReq_Op `protobuf_oneof:"op"`
+	// lease_session: the mount session asking; a query of a directory leased
+	// to another session is refused (ReadResp.leased).
+	LeaseSession  uint64 `protobuf:"varint,2,opt,name=lease_session,json=leaseSession,proto3" json:"lease_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3695,7 +4020,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3708,7 +4033,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -3824,6 +4149,22 @@ func (x *ReadReq) GetSlices() *SlicesReq {
 	return nil
 }
 
+func (x *ReadReq) GetRevokes() *RevokesReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Revokes); ok {
+			return x.Revokes
+		}
+	}
+	return nil
+}
+
+func (x *ReadReq) GetLeaseSession() uint64 {
+	if x != nil {
+		return x.LeaseSession
+	}
+	return 0
+}
+
 type isReadReq_Op interface {
 	isReadReq_Op()
 }
@@ -3872,6 +4213,10 @@ type ReadReq_Slices struct {
 	Slices *SlicesReq `protobuf:"bytes,20,opt,name=slices,proto3,oneof"`
 }
 
+type ReadReq_Revokes struct {
+	Revokes *RevokesReq `protobuf:"bytes,21,opt,name=revokes,proto3,oneof"`
+}
+
 func (*ReadReq_Lookup) isReadReq_Op() {}
 
 func (*ReadReq_Getattr) isReadReq_Op() {}
@@ -3893,6 +4238,8 @@ func (*ReadReq_Objects) isReadReq_Op() {}
 func (*ReadReq_Statfs) isReadReq_Op() {}
 
 func (*ReadReq_Slices) isReadReq_Op() {}
+
+func (*ReadReq_Revokes) isReadReq_Op() {}
 
 type ReadResp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -3917,15 +4264,19 @@ type ReadResp struct {
 	FreeBytes  uint64 `protobuf:"varint,15,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	Inodes     uint64 `protobuf:"varint,16,opt,name=inodes,proto3" json:"inodes,omitempty"`
 	// slices: per block asked, and the file's inline data.
-	Blocks        []*BlockSlices `protobuf:"bytes,17,rep,name=blocks,proto3" json:"blocks,omitempty"`
-	Inline        []byte         `protobuf:"bytes,18,opt,name=inline,proto3" json:"inline,omitempty"`
+	Blocks []*BlockSlices `protobuf:"bytes,17,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Inline []byte         `protobuf:"bytes,18,opt,name=inline,proto3" json:"inline,omitempty"`
+	// leased: refused (errno EAGAIN) because the directory is leased to
+	// another session (see LeaseOp); revoke it and retry.
+	Leased        bool     `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
+	Dirs          []uint64 `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"` // revokes: the revoked leases' directories
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3937,7 +4288,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3950,7 +4301,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -4079,6 +4430,20 @@ func (x *ReadResp) GetInline() []byte {
 	return nil
 }
 
+func (x *ReadResp) GetLeased() bool {
+	if x != nil {
+		return x.Leased
+	}
+	return false
+}
+
+func (x *ReadResp) GetDirs() []uint64 {
+	if x != nil {
+		return x.Dirs
+	}
+	return nil
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -4090,7 +4455,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4102,7 +4467,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4115,7 +4480,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *JoinReq) GetId() string {
@@ -4147,7 +4512,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4159,7 +4524,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4172,7 +4537,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 type RemoveReq struct {
@@ -4184,7 +4549,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4561,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4574,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -4227,7 +4592,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4239,7 +4604,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4252,7 +4617,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 type StatusReq struct {
@@ -4264,7 +4629,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4276,7 +4641,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4289,7 +4654,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -4311,7 +4676,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4323,7 +4688,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4701,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Member) GetId() string {
@@ -4391,7 +4756,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4403,7 +4768,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4416,7 +4781,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *StatusResp) GetId() string {
@@ -4526,7 +4891,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4538,7 +4903,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4551,7 +4916,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -4574,7 +4939,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4951,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4964,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -4634,7 +4999,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4646,7 +5011,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4659,7 +5024,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -4697,7 +5062,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4709,7 +5074,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4722,7 +5087,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -4767,13 +5132,14 @@ type FSMHeader struct {
 	NextSession   uint64                 `protobuf:"varint,9,opt,name=next_session,json=nextSession,proto3" json:"next_session,omitempty"`
 	LockGrants    []*LockGrant           `protobuf:"bytes,10,rep,name=lock_grants,json=lockGrants,proto3" json:"lock_grants,omitempty"`
 	Objects       []*ObjectRecord        `protobuf:"bytes,11,rep,name=objects,proto3" json:"objects,omitempty"`
+	Leases        []*DirLease            `protobuf:"bytes,12,rep,name=leases,proto3" json:"leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4785,7 +5151,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4798,7 +5164,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -4878,6 +5244,74 @@ func (x *FSMHeader) GetObjects() []*ObjectRecord {
 	return nil
 }
 
+func (x *FSMHeader) GetLeases() []*DirLease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+// DirLease is a directory's write lease in a snapshot.
+type DirLease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dir           uint64                 `protobuf:"varint,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Session       uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
+	Revoked       bool                   `protobuf:"varint,3,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirLease) Reset() {
+	*x = DirLease{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirLease) ProtoMessage() {}
+
+func (x *DirLease) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
+func (*DirLease) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DirLease) GetDir() uint64 {
+	if x != nil {
+		return x.Dir
+	}
+	return 0
+}
+
+func (x *DirLease) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *DirLease) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 // LockGrant is a queued lock request granted in the log, kept until its
 // session ends so the waiter can learn of it.
 type LockGrant struct {
@@ -4891,7 +5325,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4903,7 +5337,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4916,7 +5350,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -4958,7 +5392,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05ctime\x18\n" +
 	" \x01(\x03R\x05ctime\x12\x12\n" +
 	"\x04rdev\x18\v \x01(\rR\x04rdev\x12\x18\n" +
-	"\aversion\x18\f \x01(\x04R\aversion\"\xdc\x01\n" +
+	"\aversion\x18\f \x01(\x04R\aversion\"\xee\x01\n" +
 	"\bCreateOp\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4970,19 +5404,23 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04excl\x18\b \x01(\bR\x04excl\x12\x18\n" +
 	"\asession\x18\t \x01(\x04R\asession\x12\x16\n" +
 	"\x06handle\x18\n" +
-	" \x01(\x04R\x06handle\"m\n" +
+	" \x01(\x04R\x06handle\x12\x10\n" +
+	"\x03ino\x18\v \x01(\x04R\x03ino\"\x95\x01\n" +
 	"\aMkdirOp\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x05 \x01(\rR\x03gid\"s\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03ino\x18\x06 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05lease\x18\a \x01(\bR\x05lease\"\x85\x01\n" +
 	"\tSymlinkOp\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x05 \x01(\rR\x03gid\"T\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03ino\x18\x06 \x01(\x04R\x03ino\"T\n" +
 	"\x06LinkOp\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x1d\n" +
 	"\n" +
@@ -5047,7 +5485,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x01m\x18\x03 \x01(\rR\x01m\x12\"\n" +
 	"\n" +
 	"inline_max\x18\x04 \x01(\rH\x00R\tinlineMax\x88\x01\x01B\r\n" +
-	"\v_inline_max\"\x1f\n" +
+	"\v_inline_max\"\"\n" +
+	"\n" +
+	"InoAllocOp\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"I\n" +
+	"\aLeaseOp\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\x04R\x03dir\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x1f\n" +
 	"\aAllocOp\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"6\n" +
 	"\tSessionOp\x12\x15\n" +
@@ -5115,12 +5560,15 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\rR\x04kind\"%\n" +
 	"\fCancelWaitOp\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xaf\v\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"9\n" +
+	"\aMultiOp\x12.\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xe2\f\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03now\x18\x03 \x01(\x03R\x03now\x12\x17\n" +
-	"\anew_ino\x18\x04 \x01(\x04R\x06newIno\x12-\n" +
+	"\anew_ino\x18\x04 \x01(\x04R\x06newIno\x12#\n" +
+	"\rlease_session\x18\x05 \x01(\x04R\fleaseSession\x12-\n" +
 	"\x06create\x18\n" +
 	" \x01(\v2\x13.ecfs.meta.CreateOpH\x00R\x06create\x12*\n" +
 	"\x05mkdir\x18\v \x01(\v2\x12.ecfs.meta.MkdirOpH\x00R\x05mkdir\x120\n" +
@@ -5151,10 +5599,13 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"cancelWait\x12.\n" +
 	"\agc_done\x185 \x01(\v2\x13.ecfs.meta.GCDoneOpH\x00R\x06gcDone\x12-\n" +
 	"\x06inline\x186 \x01(\v2\x13.ecfs.meta.InlineOpH\x00R\x06inline\x123\n" +
-	"\brelocate\x187 \x01(\v2\x15.ecfs.meta.RelocateOpH\x00R\brelocateB\x04\n" +
+	"\brelocate\x187 \x01(\v2\x15.ecfs.meta.RelocateOpH\x00R\brelocate\x124\n" +
+	"\tino_alloc\x188 \x01(\v2\x15.ecfs.meta.InoAllocOpH\x00R\binoAlloc\x12*\n" +
+	"\x05lease\x189 \x01(\v2\x12.ecfs.meta.LeaseOpH\x00R\x05lease\x12*\n" +
+	"\x05multi\x18: \x01(\v2\x12.ecfs.meta.MultiOpH\x00R\x05multiB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\x84\x02\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xc9\x02\n" +
 	"\x06Result\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12#\n" +
@@ -5165,7 +5616,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aexpires\x18\x06 \x01(\x03R\aexpires\x12\x14\n" +
 	"\x05token\x18\a \x01(\x04R\x05token\x12\x16\n" +
 	"\x06queued\x18\b \x01(\bR\x06queued\x12\x18\n" +
-	"\acreated\x18\t \x01(\bR\acreated\"c\n" +
+	"\acreated\x18\t \x01(\bR\acreated\x12\x16\n" +
+	"\x06leased\x18\n" +
+	" \x01(\bR\x06leased\x12+\n" +
+	"\aresults\x18\v \x03(\v2\x11.ecfs.meta.ResultR\aresults\"c\n" +
 	"\fMountSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x15\n" +
 	"\x06ttl_ns\x18\x02 \x01(\x03R\x05ttlNs\x12\x18\n" +
@@ -5210,9 +5664,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06blocks\x18\x02 \x03(\x04R\x06blocks\"R\n" +
 	"\vBlockSlices\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\x04R\x05block\x12-\n" +
-	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"$\n" +
+	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"&\n" +
+	"\n" +
+	"RevokesReq\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"$\n" +
 	"\vLockWaitReq\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xd7\x04\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xaf\x05\n" +
 	"\aReadReq\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12.\n" +
 	"\x06lookup\x18\n" +
@@ -5226,8 +5683,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tlock_wait\x18\x11 \x01(\v2\x16.ecfs.meta.LockWaitReqH\x00R\blockWait\x121\n" +
 	"\aobjects\x18\x12 \x01(\v2\x15.ecfs.meta.ObjectsReqH\x00R\aobjects\x12.\n" +
 	"\x06statfs\x18\x13 \x01(\v2\x14.ecfs.meta.StatfsReqH\x00R\x06statfs\x12.\n" +
-	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slicesB\x04\n" +
-	"\x02op\"\xe2\x04\n" +
+	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
+	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
+	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
+	"\x02op\"\x8e\x05\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -5249,7 +5708,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"free_bytes\x18\x0f \x01(\x04R\tfreeBytes\x12\x16\n" +
 	"\x06inodes\x18\x10 \x01(\x04R\x06inodes\x12.\n" +
 	"\x06blocks\x18\x11 \x03(\v2\x16.ecfs.meta.BlockSlicesR\x06blocks\x12\x16\n" +
-	"\x06inline\x18\x12 \x01(\fR\x06inline\"Q\n" +
+	"\x06inline\x18\x12 \x01(\fR\x06inline\x12\x16\n" +
+	"\x06leased\x18\x13 \x01(\bR\x06leased\x12\x12\n" +
+	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -5303,7 +5764,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
 	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\x12\x1b\n" +
-	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\xee\x03\n" +
+	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\x9b\x04\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -5318,7 +5779,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\vlock_grants\x18\n" +
 	" \x03(\v2\x14.ecfs.meta.LockGrantR\n" +
 	"lockGrants\x121\n" +
-	"\aobjects\x18\v \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\"R\n" +
+	"\aobjects\x18\v \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\x12+\n" +
+	"\x06leases\x18\f \x03(\v2\x13.ecfs.meta.DirLeaseR\x06leases\"P\n" +
+	"\bDirLease\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\x04R\x03dir\x12\x18\n" +
+	"\asession\x18\x02 \x01(\x04R\asession\x12\x18\n" +
+	"\arevoked\x18\x03 \x01(\bR\arevoked\"R\n" +
 	"\tLockGrant\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
@@ -5343,7 +5809,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -5361,133 +5827,145 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*StoreOp)(nil),        // 13: ecfs.meta.StoreOp
 	(*StoreStateOp)(nil),   // 14: ecfs.meta.StoreStateOp
 	(*InitOp)(nil),         // 15: ecfs.meta.InitOp
-	(*AllocOp)(nil),        // 16: ecfs.meta.AllocOp
-	(*SessionOp)(nil),      // 17: ecfs.meta.SessionOp
-	(*RenewOp)(nil),        // 18: ecfs.meta.RenewOp
-	(*ExpireOp)(nil),       // 19: ecfs.meta.ExpireOp
-	(*EndOp)(nil),          // 20: ecfs.meta.EndOp
-	(*BlockWrite)(nil),     // 21: ecfs.meta.BlockWrite
-	(*ObjectRecord)(nil),   // 22: ecfs.meta.ObjectRecord
-	(*CommitOp)(nil),       // 23: ecfs.meta.CommitOp
-	(*InlineOp)(nil),       // 24: ecfs.meta.InlineOp
-	(*RelocateOp)(nil),     // 25: ecfs.meta.RelocateOp
-	(*GCDoneOp)(nil),       // 26: ecfs.meta.GCDoneOp
-	(*OpenOp)(nil),         // 27: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 28: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 29: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 30: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 31: ecfs.meta.CancelWaitOp
-	(*Command)(nil),        // 32: ecfs.meta.Command
-	(*Batch)(nil),          // 33: ecfs.meta.Batch
-	(*Result)(nil),         // 34: ecfs.meta.Result
-	(*MountSession)(nil),   // 35: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 36: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 37: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 38: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 39: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 40: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 41: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 42: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 43: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 44: ecfs.meta.ObjectsReq
-	(*StatfsReq)(nil),      // 45: ecfs.meta.StatfsReq
-	(*SlicesReq)(nil),      // 46: ecfs.meta.SlicesReq
-	(*BlockSlices)(nil),    // 47: ecfs.meta.BlockSlices
-	(*LockWaitReq)(nil),    // 48: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 49: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 50: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 51: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 52: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 53: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 54: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 55: ecfs.meta.StatusReq
-	(*Member)(nil),         // 56: ecfs.meta.Member
-	(*StatusResp)(nil),     // 57: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 58: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 59: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 60: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 61: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 62: ecfs.meta.FSMHeader
-	(*LockGrant)(nil),      // 63: ecfs.meta.LockGrant
+	(*InoAllocOp)(nil),     // 16: ecfs.meta.InoAllocOp
+	(*LeaseOp)(nil),        // 17: ecfs.meta.LeaseOp
+	(*AllocOp)(nil),        // 18: ecfs.meta.AllocOp
+	(*SessionOp)(nil),      // 19: ecfs.meta.SessionOp
+	(*RenewOp)(nil),        // 20: ecfs.meta.RenewOp
+	(*ExpireOp)(nil),       // 21: ecfs.meta.ExpireOp
+	(*EndOp)(nil),          // 22: ecfs.meta.EndOp
+	(*BlockWrite)(nil),     // 23: ecfs.meta.BlockWrite
+	(*ObjectRecord)(nil),   // 24: ecfs.meta.ObjectRecord
+	(*CommitOp)(nil),       // 25: ecfs.meta.CommitOp
+	(*InlineOp)(nil),       // 26: ecfs.meta.InlineOp
+	(*RelocateOp)(nil),     // 27: ecfs.meta.RelocateOp
+	(*GCDoneOp)(nil),       // 28: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 29: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 30: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 31: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 32: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 33: ecfs.meta.CancelWaitOp
+	(*MultiOp)(nil),        // 34: ecfs.meta.MultiOp
+	(*Command)(nil),        // 35: ecfs.meta.Command
+	(*Batch)(nil),          // 36: ecfs.meta.Batch
+	(*Result)(nil),         // 37: ecfs.meta.Result
+	(*MountSession)(nil),   // 38: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 39: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 40: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 41: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 42: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 43: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 44: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 45: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 46: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 47: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 48: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 49: ecfs.meta.SlicesReq
+	(*BlockSlices)(nil),    // 50: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 51: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 52: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 53: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 54: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 55: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 56: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 57: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 58: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 59: ecfs.meta.StatusReq
+	(*Member)(nil),         // 60: ecfs.meta.Member
+	(*StatusResp)(nil),     // 61: ecfs.meta.StatusResp
+	(*PlaceReq)(nil),       // 62: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 63: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 64: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 65: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 66: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 67: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 68: ecfs.meta.LockGrant
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
-	21, // 1: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
-	22, // 2: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
-	1,  // 3: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 4: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 5: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 6: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 7: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 8: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 9: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 10: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 11: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 12: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 13: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 14: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 15: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 16: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	16, // 17: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	17, // 18: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
-	18, // 19: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
-	19, // 20: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
-	20, // 21: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
-	23, // 22: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	27, // 23: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	28, // 24: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	29, // 25: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	30, // 26: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	31, // 27: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	26, // 28: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
-	24, // 29: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
-	25, // 30: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
-	32, // 31: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 32: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	21, // 33: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	36, // 34: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	37, // 35: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	38, // 36: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	40, // 37: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	41, // 38: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	42, // 39: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	43, // 40: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	48, // 41: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	44, // 42: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	45, // 43: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	46, // 44: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	0,  // 45: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	39, // 46: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	22, // 47: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	47, // 48: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	56, // 49: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 50: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	59, // 51: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	34, // 52: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 53: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	61, // 54: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 55: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 56: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	35, // 57: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	63, // 58: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	22, // 59: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	32, // 60: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	49, // 61: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	51, // 62: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	53, // 63: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	55, // 64: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	58, // 65: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	34, // 66: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	50, // 67: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	52, // 68: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	54, // 69: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	57, // 70: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	60, // 71: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	66, // [66:72] is the sub-list for method output_type
-	60, // [60:66] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	23, // 1: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
+	24, // 2: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
+	35, // 3: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
+	1,  // 4: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 5: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 6: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 7: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 8: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 9: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 10: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 11: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 12: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 13: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 14: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 15: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 16: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 17: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	18, // 18: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	19, // 19: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	20, // 20: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	21, // 21: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	22, // 22: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	25, // 23: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	29, // 24: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	30, // 25: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	31, // 26: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	32, // 27: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	33, // 28: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	28, // 29: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	26, // 30: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
+	27, // 31: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
+	16, // 32: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
+	17, // 33: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
+	34, // 34: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
+	35, // 35: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 36: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	37, // 37: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
+	23, // 38: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	39, // 39: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	40, // 40: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	41, // 41: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	43, // 42: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	44, // 43: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	45, // 44: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	46, // 45: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	52, // 46: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	47, // 47: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	48, // 48: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	49, // 49: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	51, // 50: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 51: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	42, // 52: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	24, // 53: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	50, // 54: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	60, // 55: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 56: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	63, // 57: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	37, // 58: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 59: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	65, // 60: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 61: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 62: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	38, // 63: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	68, // 64: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	24, // 65: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	67, // 66: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	35, // 67: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	53, // 68: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	55, // 69: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	57, // 70: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	59, // 71: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	62, // 72: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	37, // 73: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	54, // 74: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	56, // 75: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	58, // 76: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	61, // 77: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	64, // 78: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	73, // [73:79] is the sub-list for method output_type
+	67, // [67:73] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -5496,7 +5974,7 @@ func file_cluster_metapb_meta_proto_init() {
 		return
 	}
 	file_cluster_metapb_meta_proto_msgTypes[15].OneofWrappers = []any{}
-	file_cluster_metapb_meta_proto_msgTypes[32].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[35].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -5525,8 +6003,11 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_GcDone)(nil),
 		(*Command_Inline)(nil),
 		(*Command_Relocate)(nil),
+		(*Command_InoAlloc)(nil),
+		(*Command_Lease)(nil),
+		(*Command_Multi)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[49].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[53].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -5538,6 +6019,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Objects)(nil),
 		(*ReadReq_Statfs)(nil),
 		(*ReadReq_Slices)(nil),
+		(*ReadReq_Revokes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5545,7 +6027,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   64,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
