@@ -46,6 +46,7 @@ type FSM struct {
 	objects     map[uint64]*object
 	storeIDs    []string // interned store ids; index 0 means none
 	storeIdx    map[string]uint32
+	leases      map[uint64]*dirLease // directory write leases, by directory
 }
 
 type sessionResults struct {
@@ -107,6 +108,7 @@ func NewFSM() *FSM {
 		objects:     map[uint64]*object{},
 		storeIDs:    []string{""},
 		storeIdx:    map[string]uint32{},
+		leases:      map[uint64]*dirLease{},
 	}
 }
 
@@ -173,11 +175,14 @@ func attrResult(a namespace.Attr, e syscall.Errno) *metapb.Result {
 // created answers a create that was offered inode number ino (the FSM
 // allocates them in log order, so every replica picks the same) and marks
 // the number used when the namespace took it (a non-exclusive create of an
-// existing file does not).
+// existing file does not). A number preset by the command (reserved by an
+// InoAllocOp, below nextIno) leaves nextIno as it is.
 func (f *FSM) created(a namespace.Attr, e syscall.Errno, ino uint64) *metapb.Result {
 	r := attrResult(a, e)
 	if e == 0 && a.Ino == ino {
-		f.nextIno++
+		if ino == f.nextIno {
+			f.nextIno++
+		}
 		r.Created = true
 	}
 	return r
@@ -185,14 +190,21 @@ func (f *FSM) created(a namespace.Attr, e syscall.Errno, ino uint64) *metapb.Res
 
 func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 	now := c.Now
+	if r := f.precheck(c); r != nil {
+		return r
+	}
 	switch op := c.Op.(type) {
 	case *metapb.Command_Create:
 		o := op.Create
 		if o.Handle != 0 && !f.liveSession(o.Session) {
 			return errnoResult(syscall.ESTALE)
 		}
-		a, e := f.ns.Create(o.Parent, o.Name, namespace.FileType(o.Type), o.Mode, o.Uid, o.Gid, o.Rdev, f.nextIno, now, o.Excl)
-		r := f.created(a, e, f.nextIno)
+		ino, e := f.newIno(o.Ino)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		a, e := f.ns.Create(o.Parent, o.Name, namespace.FileType(o.Type), o.Mode, o.Uid, o.Gid, o.Rdev, ino, now, o.Excl)
+		r := f.created(a, e, ino)
 		if e == 0 && o.Handle != 0 {
 			if e := f.ns.Open(a.Ino, o.Handle, o.Session); e != 0 {
 				r.Errno = uint32(e) // created, not opened: handle ids are unique, so only a caller's bug gets here
@@ -201,12 +213,22 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return r
 	case *metapb.Command_Mkdir:
 		o := op.Mkdir
-		a, e := f.ns.Mkdir(o.Parent, o.Name, o.Mode, o.Uid, o.Gid, f.nextIno, now)
-		return f.created(a, e, f.nextIno)
+		ino, e := f.newIno(o.Ino)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		a, e := f.ns.Mkdir(o.Parent, o.Name, o.Mode, o.Uid, o.Gid, ino, now)
+		r := f.created(a, e, ino)
+		f.grantMkdirLease(c, r)
+		return r
 	case *metapb.Command_Symlink:
 		o := op.Symlink
-		a, e := f.ns.Symlink(o.Parent, o.Name, o.Target, o.Uid, o.Gid, f.nextIno, now)
-		return f.created(a, e, f.nextIno)
+		ino, e := f.newIno(o.Ino)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		a, e := f.ns.Symlink(o.Parent, o.Name, o.Target, o.Uid, o.Gid, ino, now)
+		return f.created(a, e, ino)
 	case *metapb.Command_Link:
 		o := op.Link
 		return attrResult(f.ns.Link(o.Ino, o.NewParent, o.NewName, now))
@@ -220,12 +242,21 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return &metapb.Result{FreedObjects: r.Objects}
 	case *metapb.Command_Rmdir:
 		o := op.Rmdir
-		return errnoResult(f.ns.Rmdir(o.Parent, o.Name, now))
+		dir := f.childDir(o.Parent, o.Name)
+		e := f.ns.Rmdir(o.Parent, o.Name, now)
+		if e == 0 {
+			delete(f.leases, dir)
+		}
+		return errnoResult(e)
 	case *metapb.Command_Rename:
 		o := op.Rename
+		src, target := f.childDir(o.OldParent, o.OldName), f.childDir(o.NewParent, o.NewName)
 		r, e := f.ns.Rename(o.OldParent, o.OldName, o.NewParent, o.NewName, o.Flags, now)
 		if e != 0 {
 			return errnoResult(e)
+		}
+		if target != src && o.Flags&namespace.RenameExchange == 0 {
+			delete(f.leases, target) // the empty directory it replaced is gone
 		}
 		f.gc = append(f.gc, r.Objects...)
 		return &metapb.Result{FreedObjects: r.Objects}
@@ -299,6 +330,12 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		first := f.nextObj
 		f.nextObj += n
 		return &metapb.Result{FirstId: first}
+	case *metapb.Command_InoAlloc:
+		return f.applyInoAlloc(op.InoAlloc)
+	case *metapb.Command_Lease:
+		return f.applyLease(op.Lease, c.LeaseSession)
+	case *metapb.Command_Multi:
+		return f.applyMulti(op.Multi, c)
 	}
 	// An operation this version does not know: refuse it the same way on
 	// every replica.
@@ -316,6 +353,9 @@ func toPB(a namespace.Attr) *metapb.Attr {
 func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if r := f.readLeased(q); r != nil {
+		return r
+	}
 	switch op := q.Op.(type) {
 	case *metapb.ReadReq_Lookup:
 		a, e := f.ns.Lookup(op.Lookup.Parent, op.Lookup.Name)
@@ -356,6 +396,8 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 	case *metapb.ReadReq_Listxattr:
 		n, e := f.ns.ListXattr(op.Listxattr.Ino)
 		return &metapb.ReadResp{Errno: uint32(e), Names: n}
+	case *metapb.ReadReq_Revokes:
+		return f.readRevokes(op.Revokes)
 	}
 	return &metapb.ReadResp{Errno: uint32(syscall.ENOSYS)}
 }
@@ -411,7 +453,7 @@ func (f *FSM) encode() ([]byte, error) {
 	defer f.mu.RUnlock()
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
 		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
-		Objects: f.encodeObjects()}
+		Objects: f.encodeObjects(), Leases: f.encodeLeases()}
 	for _, id := range slices.Sorted(maps.Keys(f.stores)) {
 		h.Stores = append(h.Stores, f.stores[id])
 	}
@@ -520,6 +562,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
 	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
 	f.recordObjects(h.Objects)
+	f.leases = decodeLeases(h.Leases)
 	return nil
 }
 

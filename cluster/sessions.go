@@ -52,6 +52,7 @@ func (f *FSM) applyExpire(id uint64, now int64, force bool) *metapb.Result {
 	}
 	delete(f.mounts, id)
 	f.releaseSessionLocks(id)
+	f.dropSessionLeases(id)
 	closed := f.ns.CloseSession(id)
 	f.gc = append(f.gc, closed.Objects...)
 	return &metapb.Result{FreedObjects: closed.Objects}

@@ -1,0 +1,280 @@
+package cluster
+
+import (
+	"maps"
+	"slices"
+	"syscall"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// Directory write leases (see metapb.LeaseOp): a directory leased to a mount
+// session is that session's alone to change and to read; any other
+// command or query touching it is refused with EAGAIN and Leased, and the
+// lease is marked revoked so the holder, which polls RevokesReq, hands its
+// changes back and releases it. A lease ends with its session or its
+// directory.
+
+// Lease modes of metapb.LeaseOp.
+const (
+	leaseAcquire = 1
+	leaseRelease = 2
+	leaseRevoke  = 3
+)
+
+// maxInoAlloc bounds one InoAllocOp.
+const maxInoAlloc = 65536
+
+type dirLease struct {
+	session uint64
+	revoked bool
+}
+
+func leasedResult() *metapb.Result {
+	return &metapb.Result{Errno: uint32(syscall.EAGAIN), Leased: true}
+}
+
+// conflict reports whether dir is leased to a live session other than ls,
+// and if so marks the lease revoked. A lease whose session is gone is
+// dropped on the way.
+func (f *FSM) conflict(dir, ls uint64) bool {
+	l := f.leases[dir]
+	if l == nil || l.session == ls {
+		return false
+	}
+	if !f.liveSession(l.session) {
+		delete(f.leases, dir)
+		return false
+	}
+	l.revoked = true
+	return true
+}
+
+// leasedToOther reports, without changing anything (queries hold only the
+// read lock), whether ino is leased to a live session other than ls.
+func (f *FSM) leasedToOther(ino, ls uint64) bool {
+	l := f.leases[ino]
+	return l != nil && l.session != ls && f.liveSession(l.session)
+}
+
+// childIno is the inode named name in parent (0 if none, or for "." and
+// "..", which name no child).
+func (f *FSM) childIno(parent uint64, name string) (uint64, namespace.FileType) {
+	if name == "." || name == ".." {
+		return 0, 0
+	}
+	a, e := f.ns.Lookup(parent, name)
+	if e != 0 {
+		return 0, 0
+	}
+	return a.Ino, a.Type
+}
+
+// childDir is the directory named name in parent, or 0.
+func (f *FSM) childDir(parent uint64, name string) uint64 {
+	if ino, t := f.childIno(parent, name); t == namespace.TypeDir {
+		return ino
+	}
+	return 0
+}
+
+// touchedDirs lists the directories (or, for attribute changes, the inode)
+// a namespace mutation changes, whose leases it must respect. Other
+// commands touch none.
+func (f *FSM) touchedDirs(c *metapb.Command) []uint64 {
+	switch op := c.Op.(type) {
+	case *metapb.Command_Create:
+		return []uint64{op.Create.Parent}
+	case *metapb.Command_Mkdir:
+		return []uint64{op.Mkdir.Parent}
+	case *metapb.Command_Symlink:
+		return []uint64{op.Symlink.Parent}
+	case *metapb.Command_Link:
+		return []uint64{op.Link.NewParent}
+	case *metapb.Command_Unlink:
+		return []uint64{op.Unlink.Parent}
+	case *metapb.Command_Rmdir:
+		o := op.Rmdir
+		return []uint64{o.Parent, f.childDir(o.Parent, o.Name)}
+	case *metapb.Command_Rename:
+		o := op.Rename
+		return []uint64{o.OldParent, o.NewParent, f.childDir(o.OldParent, o.OldName), f.childDir(o.NewParent, o.NewName)}
+	case *metapb.Command_Setattr:
+		return []uint64{op.Setattr.Ino}
+	case *metapb.Command_Setxattr:
+		return []uint64{op.Setxattr.Ino}
+	case *metapb.Command_Removexattr:
+		return []uint64{op.Removexattr.Ino}
+	}
+	return nil
+}
+
+// precheck refuses, before it does anything, a command that touches a
+// directory leased to another live session (every such lease is marked
+// revoked, so all their holders hear of it at once), or a leasing mkdir
+// from no live session. nil: go ahead.
+func (f *FSM) precheck(c *metapb.Command) *metapb.Result {
+	if m := c.GetMkdir(); m != nil && m.Lease && !f.liveSession(c.LeaseSession) {
+		return errnoResult(syscall.ESTALE)
+	}
+	if len(f.leases) == 0 {
+		return nil
+	}
+	refused := false
+	for _, d := range f.touchedDirs(c) {
+		if d != 0 && f.conflict(d, c.LeaseSession) {
+			refused = true
+		}
+	}
+	if refused {
+		return leasedResult()
+	}
+	return nil
+}
+
+// newIno is the inode number a create offers the namespace: the preset
+// one, which must have been reserved by an InoAllocOp (below nextIno; the
+// namespace refuses one in use), or else the next one.
+func (f *FSM) newIno(preset uint64) (uint64, syscall.Errno) {
+	if preset == 0 {
+		return f.nextIno, 0
+	}
+	if preset >= f.nextIno {
+		return 0, syscall.EINVAL
+	}
+	return preset, 0
+}
+
+// grantMkdirLease leases a directory just made by a leasing mkdir to the
+// command's session (checked live by precheck).
+func (f *FSM) grantMkdirLease(c *metapb.Command, r *metapb.Result) {
+	if m := c.GetMkdir(); m != nil && m.Lease && r.Errno == 0 && r.Attr != nil {
+		f.leases[r.Attr.Ino] = &dirLease{session: c.LeaseSession}
+	}
+}
+
+// dropSessionLeases ends the leases of a session that ended.
+func (f *FSM) dropSessionLeases(session uint64) {
+	for d, l := range f.leases {
+		if l.session == session {
+			delete(f.leases, d)
+		}
+	}
+}
+
+func (f *FSM) applyInoAlloc(op *metapb.InoAllocOp) *metapb.Result {
+	n := uint64(min(max(op.Count, 1), maxInoAlloc))
+	first := f.nextIno
+	f.nextIno += n
+	return &metapb.Result{FirstId: first}
+}
+
+func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
+	switch op.Mode {
+	case leaseAcquire:
+		if !f.liveSession(op.Session) {
+			return errnoResult(syscall.ESTALE)
+		}
+		a, e := f.ns.GetAttr(op.Dir)
+		if e != 0 {
+			return errnoResult(e)
+		}
+		if a.Type != namespace.TypeDir {
+			return errnoResult(syscall.ENOTDIR)
+		}
+		if f.conflict(op.Dir, op.Session) {
+			return leasedResult()
+		}
+		if f.leases[op.Dir] == nil {
+			f.leases[op.Dir] = &dirLease{session: op.Session}
+		}
+		return &metapb.Result{}
+	case leaseRelease:
+		if l := f.leases[op.Dir]; l != nil && l.session == op.Session {
+			delete(f.leases, op.Dir)
+		}
+		return &metapb.Result{}
+	case leaseRevoke:
+		if f.conflict(op.Dir, ls) {
+			return leasedResult()
+		}
+		return &metapb.Result{}
+	}
+	return errnoResult(syscall.EINVAL)
+}
+
+// applyMulti applies a batch's commands in order, each whole and with its
+// own result, under the outer command's time and lease session. The outer
+// command's session and seq make the whole batch exactly-once.
+func (f *FSM) applyMulti(op *metapb.MultiOp, c *metapb.Command) *metapb.Result {
+	r := &metapb.Result{Results: make([]*metapb.Result, len(op.Commands))}
+	for i, in := range op.Commands {
+		if in.GetMulti() != nil {
+			r.Results[i] = errnoResult(syscall.EINVAL)
+			continue
+		}
+		in.Now = c.Now
+		if in.LeaseSession == 0 {
+			in.LeaseSession = c.LeaseSession
+		}
+		ir := f.apply(in)
+		r.FreedObjects = append(r.FreedObjects, ir.FreedObjects...)
+		r.Results[i] = ir
+	}
+	return r
+}
+
+func (f *FSM) readRevokes(q *metapb.RevokesReq) *metapb.ReadResp {
+	r := &metapb.ReadResp{}
+	for d, l := range f.leases {
+		if l.session == q.Session && l.revoked {
+			r.Dirs = append(r.Dirs, d)
+		}
+	}
+	slices.Sort(r.Dirs)
+	return r
+}
+
+// readLeased refuses a query of an inode leased to another live session.
+func (f *FSM) readLeased(q *metapb.ReadReq) *metapb.ReadResp {
+	if len(f.leases) == 0 {
+		return nil
+	}
+	var ino uint64
+	switch op := q.Op.(type) {
+	case *metapb.ReadReq_Lookup:
+		ino = op.Lookup.Parent
+	case *metapb.ReadReq_Getattr:
+		ino = op.Getattr.Ino
+	case *metapb.ReadReq_Readdir:
+		ino = op.Readdir.Ino
+	case *metapb.ReadReq_Getxattr:
+		ino = op.Getxattr.Ino
+	case *metapb.ReadReq_Listxattr:
+		ino = op.Listxattr.Ino
+	default:
+		return nil
+	}
+	if f.leasedToOther(ino, q.LeaseSession) {
+		return &metapb.ReadResp{Errno: uint32(syscall.EAGAIN), Leased: true}
+	}
+	return nil
+}
+
+func (f *FSM) encodeLeases() []*metapb.DirLease {
+	out := make([]*metapb.DirLease, 0, len(f.leases))
+	for _, d := range slices.Sorted(maps.Keys(f.leases)) {
+		l := f.leases[d]
+		out = append(out, &metapb.DirLease{Dir: d, Session: l.session, Revoked: l.revoked})
+	}
+	return out
+}
+
+func decodeLeases(in []*metapb.DirLease) map[uint64]*dirLease {
+	out := make(map[uint64]*dirLease, len(in))
+	for _, l := range in {
+		out[l.Dir] = &dirLease{session: l.Session, revoked: l.Revoked}
+	}
+	return out
+}
