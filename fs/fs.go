@@ -63,6 +63,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Quorum is the write quorum; 0 means k+1.
 	Quorum int
+	// NoWriteBehind turns directory leases off: every operation waits for
+	// its Raft commit.
+	NoWriteBehind bool
 	Logger *slog.Logger
 }
 
@@ -96,6 +99,17 @@ type FS struct {
 
 	stop    context.CancelFunc
 	renewed chan struct{}
+	watched chan struct{}
+
+	// Write-behind under directory leases (lease.go, journal.go).
+	jr       journal
+	jrStop   chan struct{}
+	lmu      sync.Mutex
+	leases   map[uint64]*dirLease
+	inoMu    sync.Mutex
+	inoNext  uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
+	inoEnd   uint64
+	noLeases bool
 }
 
 // New opens a session with the metadata service and returns the
@@ -132,6 +146,9 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		uploads: make(chan struct{}, 8),
 	}
 	f.places.fs = f
+	f.leases = map[uint64]*dirLease{}
+	f.noLeases = cfg.NoWriteBehind
+	f.jr.init(f)
 	f.mem.pressure = f.relieve
 	f.objCache.m = map[uint64]*store.Object{}
 	pr, err := f.meta.Place(ctx, 0)
@@ -156,6 +173,10 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.stop = cancel
 	f.renewed = make(chan struct{})
 	go f.renewLoop(rctx)
+	f.watched = make(chan struct{})
+	go f.watchLeases(rctx)
+	f.jrStop = make(chan struct{})
+	go f.jr.run(f.jrStop)
 	f.closer = closer{fs: f, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	f.closing = make(chan struct{})
 	go f.closer.run(f.closing)
@@ -195,6 +216,7 @@ func (f *FS) renewLoop(ctx context.Context) {
 				continue
 			}
 			f.session.Store(id)
+			f.dropLeases()
 			f.log.Error("new session opened; files opened before it are no longer registered: one unlinked elsewhere may be freed while open here (its reads then fail)", "session", id)
 		} else if err != nil && ctx.Err() == nil {
 			f.log.Warn("renewing the session", "err", err)
@@ -213,8 +235,11 @@ func (f *FS) close() error {
 	err := f.FlushAll(context.Background())
 	close(f.closing)
 	<-f.closer.done
+	close(f.jrStop)
+	<-f.jr.done
 	f.stop()
 	<-f.renewed
+	<-f.watched
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, e := f.meta.Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: f.session.Load()}}}); e != nil && err == nil {
@@ -229,25 +254,70 @@ func (f *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // apply runs a mutation and turns a failure to reach the service into EIO.
+// The journal is applied first, so that the mutation follows everything
+// the mount did before. A mutation refused because another mount holds a
+// lease on a directory it touches is retried (the service has asked the
+// holder to give it back) until MetaTimeout.
 func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, syscall.Errno) {
+	f.jr.drain()
 	cctx, cancel := f.ctx(ctx)
 	defer cancel()
-	r, err := f.meta.Apply(cctx, cmd)
-	if err != nil {
-		return nil, f.ioErr("metadata", err)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		cmd.LeaseSession = f.session.Load()
+		r, err := f.meta.Apply(cctx, cmd)
+		if err != nil {
+			return nil, f.ioErr("metadata", err)
+		}
+		if !r.Leased {
+			return r, syscall.Errno(r.Errno)
+		}
+		if e := sleepCtx(cctx, delay); e != 0 {
+			return nil, e
+		}
 	}
-	return r, syscall.Errno(r.Errno)
 }
 
-// read runs a query, linearizable.
+// read runs a query, linearizable, after the journal is applied. A query of
+// a directory another mount leases revokes the lease and is retried.
 func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
+	f.jr.drain()
 	cctx, cancel := f.ctx(ctx)
 	defer cancel()
-	r, err := f.meta.Read(cctx, q)
-	if err != nil {
-		return nil, f.ioErr("metadata", err)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		q.LeaseSession = f.session.Load()
+		r, err := f.meta.Read(cctx, q)
+		if err != nil {
+			return nil, f.ioErr("metadata", err)
+		}
+		if !r.Leased {
+			return r, syscall.Errno(r.Errno)
+		}
+		if dir := leaseDir(q); dir != 0 {
+			if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: q.LeaseSession, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+				Dir: dir, Mode: 3}}}); err != nil {
+				return nil, f.ioErr("metadata", err)
+			}
+		}
+		if e := sleepCtx(cctx, delay); e != 0 {
+			return nil, e
+		}
 	}
-	return r, syscall.Errno(r.Errno)
+}
+
+// sleepCtx waits d, or returns EIO when ctx ends first (EINTR if it was
+// canceled).
+func sleepCtx(ctx context.Context, d time.Duration) syscall.Errno {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return 0
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return syscall.EINTR
+		}
+		return syscall.EIO
+	}
 }
 
 // ioErr logs err and returns EIO, or EINTR if the caller gave up.

@@ -18,6 +18,7 @@ import (
 type Handle struct {
 	Ino uint64
 	id  uint64
+	wb  bool // registered through the journal: closed through it too
 
 	mu     sync.Mutex
 	owners map[lockOwner]bool // lock owners that locked through this handle
@@ -44,6 +45,9 @@ const (
 // reports that the kernel's page cache of the file is still valid. With
 // O_TRUNC the file is truncated.
 func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, keepCache bool, errno syscall.Errno) {
+	if h, ok := f.wbOpen(ino, flags); ok {
+		return h, false, 0
+	}
 	in := f.inode(ino)
 	in.mu.Lock()
 	prev := uint64(0)
@@ -81,6 +85,9 @@ func (f *FS) newHandle(ino, session uint64) *Handle {
 // existing one) and opens it, in one metadata step. With O_TRUNC an
 // existing file is truncated.
 func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (*metapb.Attr, *Handle, syscall.Errno) {
+	if a, h, ok, errno := f.wbCreateOpen(ctx, parent, name, mode, uid, gid, flags); ok {
+		return a, h, errno
+	}
 	sess := f.session.Load()
 	h := f.newHandle(0, sess)
 	excl := flags&syscall.O_EXCL != 0
@@ -91,6 +98,9 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 		return nil, nil, errno
 	}
 	h.Ino = r.Attr.Ino
+	if r.Created {
+		f.noteEnt(parent, name, h.Ino, namespace.TypeFile)
+	}
 	in := f.inode(h.Ino)
 	in.mu.Lock()
 	in.setAttr(r.Attr)
@@ -125,7 +135,12 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 			errno = e
 		}
 	}
-	f.closer.add(h.id)
+	if h.wb {
+		// Its open went through the journal: so does its close, after it.
+		f.jr.add(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}, h.Ino)
+	} else {
+		f.closer.add(h.id)
+	}
 	in := f.inode(h.Ino)
 	in.mu.Lock()
 	in.opens--
@@ -133,8 +148,16 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	return errno
 }
 
-// Fsync commits what was written to ino.
-func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno { return f.Flush(ctx, ino) }
+// Fsync commits what was written to ino, and every change the mount
+// wrote behind before (the file's name and attributes among them).
+func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno {
+	errno := f.Flush(ctx, ino)
+	f.jr.drain()
+	if err := f.jr.failure(ino); err != nil && errno == 0 {
+		errno = syscall.EIO
+	}
+	return errno
+}
 
 // LockIn describes a lock request: a byte range [Start, End] (End
 // math.MaxUint64: to the end of the file) of type LockRead, LockWrite or

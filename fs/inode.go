@@ -31,6 +31,12 @@ type inode struct {
 	fetches    map[uint64]*blockFetch // whole committed blocks read (ahead)
 	lastRead   int64                  // end of the last read, to spot sequential reads
 
+	// Write-behind: wb is the lease under which the attributes are the
+	// mount's (nil: the service's); target is a symlink's made here.
+	wb        *dirLease
+	target    string
+	hasBlocks bool // data was committed as objects (inline is refused then)
+
 	opens    int       // handles open through this mount
 	noCapsAt time.Time // security.capability was absent as of then
 }

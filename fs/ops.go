@@ -43,6 +43,12 @@ func attrOf(r *metapb.ReadResp, errno syscall.Errno) (*metapb.Attr, syscall.Errn
 
 // Lookup finds name in directory parent.
 func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+	if a, ino, ok, errno := f.wbLookup(parent, name); ok {
+		if errno != 0 || a != nil {
+			return a, errno
+		}
+		return f.GetAttr(ctx, ino)
+	}
 	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
 	if errno != 0 {
 		return nil, errno
@@ -52,6 +58,9 @@ func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.At
 
 // GetAttr returns the attributes of ino, asked of the service.
 func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
+	if a := f.localAttr(ino); a != nil {
+		return a, 0
+	}
 	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
 	if errno != 0 {
 		return nil, errno
@@ -69,6 +78,10 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 	if errno := f.Flush(ctx, ino); errno != 0 {
 		return nil, errno
 	}
+	if a, ok := f.wbSetAttr(ino, in); ok {
+		return a, 0
+	}
+	f.settle(ino)
 	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
 		Ino: ino, Valid: in.Valid, Mode: in.Mode, Uid: in.Uid, Gid: in.Gid, Size: in.Size, Atime: in.Atime, Mtime: in.Mtime}}})
 	if errno != 0 {
@@ -89,50 +102,109 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 // excl an existing regular file is returned instead (its Ino differs from
 // a new one's: the caller cannot tell, nor needs to).
 func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
-	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
+	if errno == 0 {
+		f.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
+	}
+	return a, errno
 }
 
-// Mkdir makes a directory.
+// Mkdir makes a directory. The mount leases it: until another mount looks
+// into it, what is made inside is written behind (lease.go).
 func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
-		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
+	if f.noLeases {
+		return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+			Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
+	}
+	if a, ok, errno := f.wbMkdir(ctx, parent, name, mode, uid, gid); ok {
+		return a, errno
+	}
+	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}})
+	if errno == 0 {
+		f.addLease(a.Ino)
+		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
+	}
+	return a, errno
 }
 
 // Symlink makes a symbolic link.
 func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+	if a, ok, errno := f.wbSymlink(ctx, parent, name, target, uid, gid); ok {
+		return a, errno
+	}
+	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
+	if errno == 0 {
+		f.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
+	}
+	return a, errno
 }
 
 // Link adds a hard link to ino.
 func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
-	return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
+	f.settle(ino)
+	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
 		Ino: ino, NewParent: newParent, NewName: newName}}})
+	if errno == 0 {
+		f.noteEnt(newParent, newName, a.Ino, namespace.FileType(a.Type))
+	}
+	return a, errno
 }
 
 // Unlink removes a name (not a directory).
 func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Errno {
+	if ok, errno := f.wbUnlink(parent, name); ok {
+		return errno
+	}
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
+	if errno == 0 {
+		f.noteGone(parent, name)
+	}
 	return errno
 }
 
 // Rmdir removes an empty directory.
 func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errno {
+	if ok, errno := f.wbRmdir(parent, name); ok {
+		return errno
+	}
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
+	if errno == 0 {
+		f.noteGone(parent, name)
+	}
 	return errno
 }
 
 // Rename moves a name, with renameat2 flags (RENAME_NOREPLACE,
 // RENAME_EXCHANGE).
 func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) syscall.Errno {
+	if ok, errno := f.wbRename(parent, name, newParent, newName, flags); ok {
+		return errno
+	}
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
+	if errno == 0 {
+		f.noteRename(parent, name, newParent, newName, flags)
+	}
 	return errno
 }
 
 // Readlink returns a symlink's target.
 func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
+	if in := f.lookupInode(ino); in != nil {
+		if l := f.eligible(in); l != nil {
+			in.mu.Lock()
+			t := in.target
+			own := in.wb == l
+			in.mu.Unlock()
+			l.mu.RUnlock()
+			if own && t != "" {
+				return t, 0
+			}
+		}
+	}
 	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readlink{Readlink: &metapb.ReadlinkReq{Ino: ino}}})
 	if errno != 0 {
 		return "", errno
@@ -170,6 +242,9 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 	if isACL(name) {
 		return nil, syscall.EOPNOTSUPP
 	}
+	if f.localAttr(ino) != nil {
+		return nil, syscall.ENODATA // made here, and no xattr set since (that settles it)
+	}
 	if name == capsName {
 		in := f.inode(ino)
 		in.mu.Lock()
@@ -194,6 +269,9 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 
 // ListXattr returns the xattr names of ino.
 func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno) {
+	if f.localAttr(ino) != nil {
+		return nil, 0
+	}
 	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Listxattr{Listxattr: &metapb.ListXattrReq{Ino: ino}}})
 	if errno != 0 {
 		return nil, errno
@@ -216,6 +294,7 @@ func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte
 		return syscall.EOPNOTSUPP
 	}
 	f.forgetCaps(ino, name)
+	f.settle(ino)
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
 	return errno
 }
@@ -226,6 +305,7 @@ func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.E
 		return syscall.EOPNOTSUPP
 	}
 	f.forgetCaps(ino, name)
+	f.settle(ino)
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
 	return errno
 }

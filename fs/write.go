@@ -246,7 +246,7 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		if prev != nil {
 			<-prev
 		}
-		res, err = f.commitInline(ctx, in.ino, u.buf)
+		res, err = f.commitInline(ctx, in, u.buf)
 		if errors.Is(err, errNotInline) {
 			inline, err = false, nil
 		}
@@ -260,7 +260,7 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 			<-prev
 		}
 		if err == nil {
-			res, err = f.commit(ctx, cmd)
+			res, err = f.commit(ctx, in, cmd, u.buf)
 		}
 	}
 	f.mem.release(u.acct)
@@ -271,7 +271,7 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		if in.werr == nil {
 			in.werr = err
 		}
-	} else {
+	} else if res != nil {
 		in.setAttr(res.Attr)
 	}
 	in.invalidate()
@@ -287,8 +287,18 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 var errNotInline = errors.New("not inline")
 
 // commitInline writes b into the inode's inline data, one range per
-// extent, in one Raft entry each.
-func (f *FS) commitInline(ctx context.Context, ino uint64, b *buf) (*metapb.Result, error) {
+// extent, in one Raft entry each (or through the journal, without waiting
+// for it: then the result is nil).
+func (f *FS) commitInline(ctx context.Context, in *inode, b *buf) (*metapb.Result, error) {
+	ino := in.ino
+	if len(b.ext) == 1 {
+		e := b.ext[0]
+		cmd := &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
+			Session: f.session.Load(), Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}}
+		if f.wbCommit(in, cmd, uint64(e.hi), false) {
+			return nil, nil
+		}
+	}
 	var res *metapb.Result
 	for _, e := range b.ext {
 		r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
@@ -389,9 +399,13 @@ func resultAddrs(rs []store.ShardResult) []string {
 	return out
 }
 
-// commit applies a slice commit under the mount's session.
-func (f *FS) commit(ctx context.Context, cmd *metapb.CommitOp) (*metapb.Result, error) {
+// commit applies a slice commit under the mount's session (through the
+// journal for an eligible file: then the result is nil).
+func (f *FS) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp, b *buf) (*metapb.Result, error) {
 	cmd.Session = f.session.Load()
+	if f.wbCommit(in, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
+		return nil, nil
+	}
 	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
 	if errno != 0 {
 		return nil, fmt.Errorf("committing slices of inode %d: %w", cmd.Ino, errno)
@@ -419,6 +433,9 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 		in.werr = nil
 		return syscall.EIO
 	}
+	if f.jr.failure(ino) != nil {
+		return syscall.EIO // a change written behind was refused
+	}
 	return 0
 }
 
@@ -433,6 +450,12 @@ func (f *FS) FlushAll(ctx context.Context) error {
 	var failed []uint64
 	for _, ino := range inos {
 		if f.Flush(ctx, ino) != 0 {
+			failed = append(failed, ino)
+		}
+	}
+	f.jr.drain()
+	for _, ino := range inos {
+		if f.jr.failure(ino) != nil {
 			failed = append(failed, ino)
 		}
 	}

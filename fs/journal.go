@@ -1,0 +1,191 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/protobuf/proto"
+)
+
+// The journal holds the metadata changes this mount made under its
+// directory leases and has not sent yet (write-behind). One goroutine sends
+// them in order, many per Raft entry (a MultiOp), one batch in flight.
+//
+// Every other call to the metadata service waits for the journal to be
+// empty first (FS.apply, FS.read), so nothing this mount does overtakes a
+// change it made before; fsync waits for the changes of its file.
+type journal struct {
+	fs *FS
+
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when sent advances or room frees up
+	ops     []*jop     // appended, not yet taken by the sender
+	bytes   int        // encoded size of ops and of the batch in flight
+	next    uint64     // sequence number of the last op appended
+	sent    uint64     // every op up to this one is applied (or failed)
+	failed  map[uint64]error
+	broken  error // set when a batch could not be applied at all
+	kick    chan struct{}
+	stopped bool
+	done    chan struct{}
+}
+
+type jop struct {
+	seq  uint64
+	cmd  *metapb.Command
+	inos []uint64 // inodes whose state the op changes (failures are reported on them)
+	size int
+}
+
+// Bounds of one batch and of what waits in memory.
+const (
+	journalBatchOps   = 512
+	journalBatchBytes = 1 << 20
+	journalMaxBytes   = 64 << 20
+)
+
+func (j *journal) init(fs *FS) {
+	j.fs = fs
+	j.cond = sync.NewCond(&j.mu)
+	j.failed = map[uint64]error{}
+	j.kick = make(chan struct{}, 1)
+	j.done = make(chan struct{})
+}
+
+// add appends a change and returns its sequence number. It waits while too
+// much is waiting to be sent.
+func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
+	size := proto.Size(cmd)
+	j.mu.Lock()
+	for j.bytes > journalMaxBytes && j.broken == nil {
+		j.cond.Wait()
+	}
+	j.next++
+	seq := j.next
+	j.ops = append(j.ops, &jop{seq: seq, cmd: cmd, inos: inos, size: size})
+	j.bytes += size
+	j.mu.Unlock()
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+	return seq
+}
+
+// pending reports whether changes wait to be applied.
+func (j *journal) pending() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.sent < j.next
+}
+
+// wait returns once every change up to seq is applied or has failed.
+func (j *journal) wait(seq uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.sent < seq {
+		j.cond.Wait()
+	}
+}
+
+// drain waits for everything appended so far.
+func (j *journal) drain() {
+	j.mu.Lock()
+	seq := j.next
+	j.mu.Unlock()
+	j.wait(seq)
+}
+
+// failure returns (and forgets) the failure of a change to ino, if any.
+func (j *journal) failure(ino uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	err := j.failed[ino]
+	delete(j.failed, ino)
+	return err
+}
+
+// run sends the changes until stop is closed and nothing is left.
+func (j *journal) run(stop <-chan struct{}) {
+	defer close(j.done)
+	for {
+		j.mu.Lock()
+		var batch []*jop
+		size := 0
+		for len(j.ops) > 0 && len(batch) < journalBatchOps && (len(batch) == 0 || size+j.ops[0].size <= journalBatchBytes) {
+			size += j.ops[0].size
+			batch = append(batch, j.ops[0])
+			j.ops = j.ops[1:]
+		}
+		j.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-j.kick:
+				continue
+			case <-stop:
+				j.mu.Lock()
+				left := len(j.ops)
+				j.stopped = left == 0
+				j.mu.Unlock()
+				if left == 0 {
+					return
+				}
+				continue
+			}
+		}
+		j.send(batch, size)
+	}
+}
+
+// send applies one batch, retrying (exactly-once) until MetaTimeout.
+func (j *journal) send(batch []*jop, size int) {
+	f := j.fs
+	cmds := make([]*metapb.Command, len(batch))
+	for i, op := range batch {
+		cmds[i] = op.cmd
+	}
+	cmd := &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds}}}
+	ctx, cancel := f.ctx(context.Background())
+	r, err := f.meta.Apply(ctx, cmd)
+	cancel()
+	if err == nil && len(r.Results) != len(batch) {
+		err = fmt.Errorf("the metadata service answered %d results for %d changes", len(r.Results), len(batch))
+		if r.Errno != 0 {
+			err = fmt.Errorf("the metadata service refused the batch: %w", syscall.Errno(r.Errno))
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	failed := err != nil
+	if err != nil {
+		f.log.Error("sending write-behind changes failed: the files they touch report EIO on fsync/close", "changes", len(batch), "err", err)
+		j.broken = err
+		for _, op := range batch {
+			for _, ino := range op.inos {
+				j.failed[ino] = err
+			}
+		}
+	} else {
+		for i, op := range batch {
+			if e := r.Results[i].Errno; e != 0 {
+				failed = true
+				ferr := fmt.Errorf("write-behind %T refused: %w", op.cmd.Op, syscall.Errno(e))
+				f.log.Error("a write-behind change was refused", "op", fmt.Sprintf("%T", op.cmd.Op), "inodes", op.inos, "errno", syscall.Errno(e).Error())
+				for _, ino := range op.inos {
+					j.failed[ino] = ferr
+				}
+			}
+		}
+	}
+	j.sent = batch[len(batch)-1].seq
+	j.bytes -= size
+	j.cond.Broadcast()
+	if failed {
+		// The mount's view of its leased directories may be wrong now:
+		// give them all up, so that everything is asked of the service.
+		go f.dropLeases()
+	}
+}

@@ -1,0 +1,822 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"google.golang.org/protobuf/proto"
+)
+
+// Directory leases and write-behind.
+//
+// Every directory this mount makes is leased to it (MkdirOp.lease): until
+// another mount touches it, the directory is this mount's alone. The mount
+// then answers lookups in it from its own copy of the entries, numbers the
+// inodes it creates there itself (from ranges reserved with InoAllocOp),
+// and keeps the files it creates there ("eligible" inodes: their attributes
+// are the mount's) as its own: create, open, small writes (inline), chmod,
+// chown, utimes, close, rename within leased directories and unlink go to
+// the journal and are sent in batches; none waits for a Raft commit. A file
+// larger than the inline threshold still reaches its stores' write quorum
+// before close returns; only its slice commit is written behind.
+//
+// The promises hold because the lease is exclusive: another mount's
+// command or query that touches a leased directory is refused by the
+// metadata service, which marks the lease revoked; this mount sees that
+// (watchLeases), stops writing behind in the directory, sends its journal
+// and releases the lease; the other mount's retry then sees everything
+// (close-to-open, O_EXCL across mounts). fsync waits until the journal has
+// been applied. What a crash of this mount loses is what a crash of a local
+// disk's host loses: changes made since the last fsync.
+type dirLease struct {
+	dir uint64
+	// mu: read-held by an operation writing behind in the directory;
+	// write-held to give the lease up.
+	mu   sync.RWMutex
+	held bool
+
+	emu    sync.Mutex // guards ents and inodes
+	ents   map[string]dirEnt
+	inodes []*inode // inodes made eligible under this lease
+}
+
+type dirEnt struct {
+	ino uint64
+	typ namespace.FileType
+}
+
+// wbLease returns dir's lease, read-locked, if the mount holds it; the
+// caller read-unlocks it.
+func (f *FS) wbLease(dir uint64) *dirLease {
+	f.lmu.Lock()
+	l := f.leases[dir]
+	f.lmu.Unlock()
+	if l == nil {
+		return nil
+	}
+	l.mu.RLock()
+	if !l.held {
+		l.mu.RUnlock()
+		return nil
+	}
+	return l
+}
+
+// eligible returns the lease under which in's attributes are the mount's,
+// read-locked, or nil.
+func (f *FS) eligible(in *inode) *dirLease {
+	in.mu.Lock()
+	l := in.wb
+	in.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	l.mu.RLock()
+	if !l.held {
+		l.mu.RUnlock()
+		return nil
+	}
+	return l
+}
+
+// addLease records a lease granted to the mount for a directory it just
+// made (empty).
+func (f *FS) addLease(dir uint64) *dirLease {
+	l := &dirLease{dir: dir, held: true, ents: map[string]dirEnt{}}
+	f.lmu.Lock()
+	f.leases[dir] = l
+	f.lmu.Unlock()
+	return l
+}
+
+// allocIno hands out an inode number reserved for this mount.
+func (f *FS) allocIno(ctx context.Context) (uint64, syscall.Errno) {
+	f.inoMu.Lock()
+	defer f.inoMu.Unlock()
+	if f.inoNext == f.inoEnd {
+		const batch = 1024
+		cctx, cancel := f.ctx(ctx)
+		r, err := f.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_InoAlloc{InoAlloc: &metapb.InoAllocOp{Count: batch}}})
+		cancel()
+		if err != nil {
+			return 0, f.ioErr("metadata", err)
+		}
+		if r.Errno != 0 {
+			return 0, syscall.Errno(r.Errno)
+		}
+		f.inoNext, f.inoEnd = r.FirstId, r.FirstId+batch
+	}
+	f.inoNext++
+	return f.inoNext - 1, 0
+}
+
+// plainName reports a name the service surely takes (anything else goes
+// to the service, which says what is wrong with it).
+func plainName(name string) bool {
+	if name == "" || name == "." || name == ".." || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' || name[i] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// dirAttr returns the mount's view of directory dir's attributes.
+func (f *FS) dirAttr(ctx context.Context, dir uint64) (*metapb.Attr, syscall.Errno) {
+	in := f.inode(dir)
+	in.mu.Lock()
+	a := in.attr
+	in.mu.Unlock()
+	if a != nil {
+		return a, 0
+	}
+	return f.GetAttr(ctx, dir)
+}
+
+// touchDir records locally that an entry of dir changed (mtime, ctime,
+// nlink by dnlink), when dir's attributes are the mount's.
+func (f *FS) touchDir(dir uint64, now int64, dnlink int) {
+	in := f.lookupInode(dir)
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb == nil || in.attr == nil {
+		in.attr = nil // ask the service next time
+		return
+	}
+	a := proto.Clone(in.attr).(*metapb.Attr)
+	a.Mtime, a.Ctime = now, now
+	a.Nlink = uint32(int(a.Nlink) + dnlink)
+	a.Version++
+	in.attr = a
+}
+
+// newLocal records a new eligible inode.
+func (f *FS) newLocal(l *dirLease, a *metapb.Attr, opens int) *inode {
+	in := f.inode(a.Ino)
+	in.mu.Lock()
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.invalidate()
+	in.opens += opens
+	in.noCapsAt = time.Now() // a new file has no xattrs
+	in.mu.Unlock()
+	l.inodes = append(l.inodes, in)
+	return in
+}
+
+// newAttr is a new inode's attributes as the service will make them.
+func newAttr(ino uint64, typ namespace.FileType, mode, uid, gid uint32, parent *metapb.Attr, now int64) *metapb.Attr {
+	a := &metapb.Attr{Ino: ino, Type: uint32(typ), Mode: mode & namespace.PermMask, Uid: uid, Gid: gid, Nlink: 1,
+		Atime: now, Mtime: now, Ctime: now, Version: 1}
+	if parent.Mode&syscall.S_ISGID != 0 {
+		a.Gid = parent.Gid
+		if typ == namespace.TypeDir {
+			a.Mode |= syscall.S_ISGID
+		}
+	}
+	return a
+}
+
+// wbCreateOpen creates and opens a file in a leased directory. handled is
+// false when the directory is not leased or the name exists without
+// O_EXCL: the caller goes to the service.
+func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (a *metapb.Attr, h *Handle, handled bool, errno syscall.Errno) {
+	if !plainName(name) {
+		return nil, nil, false, 0
+	}
+	l := f.wbLease(parent)
+	if l == nil {
+		return nil, nil, false, 0
+	}
+	defer l.mu.RUnlock()
+	pa, errno := f.dirAttr(ctx, parent)
+	if errno != 0 {
+		return nil, nil, true, errno
+	}
+	l.emu.Lock()
+	defer l.emu.Unlock()
+	if _, ok := l.ents[name]; ok {
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, true, syscall.EEXIST
+		}
+		return nil, nil, false, 0
+	}
+	ino, errno := f.allocIno(ctx)
+	if errno != 0 {
+		return nil, nil, true, errno
+	}
+	now := time.Now().UnixNano()
+	a = newAttr(ino, namespace.TypeFile, mode, uid, gid, pa, now)
+	sess := f.session.Load()
+	h = f.newHandle(ino, sess)
+	h.wb = true
+	f.newLocal(l, a, 1)
+	l.ents[name] = dirEnt{ino, namespace.TypeFile}
+	f.touchDir(parent, now, 0)
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: true,
+		Session: sess, Handle: h.id, Ino: ino}}}, ino, parent)
+	return proto.Clone(a).(*metapb.Attr), h, true, 0
+}
+
+// wbMkdir makes a directory in a leased directory; the new one is leased
+// too.
+func (f *FS) wbMkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, bool, syscall.Errno) {
+	if !plainName(name) {
+		return nil, false, 0
+	}
+	l := f.wbLease(parent)
+	if l == nil {
+		return nil, false, 0
+	}
+	defer l.mu.RUnlock()
+	pa, errno := f.dirAttr(ctx, parent)
+	if errno != 0 {
+		return nil, true, errno
+	}
+	l.emu.Lock()
+	defer l.emu.Unlock()
+	if _, ok := l.ents[name]; ok {
+		return nil, true, syscall.EEXIST
+	}
+	ino, errno := f.allocIno(ctx)
+	if errno != 0 {
+		return nil, true, errno
+	}
+	now := time.Now().UnixNano()
+	a := newAttr(ino, namespace.TypeDir, mode, uid, gid, pa, now)
+	a.Nlink = 2
+	f.newLocal(l, a, 0)
+	f.addLease(ino)
+	l.ents[name] = dirEnt{ino, namespace.TypeDir}
+	f.touchDir(parent, now, 1)
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: ino, Lease: true}}}, ino, parent)
+	return proto.Clone(a).(*metapb.Attr), true, 0
+}
+
+// wbSymlink makes a symlink in a leased directory.
+func (f *FS) wbSymlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, bool, syscall.Errno) {
+	if target == "" || len(target) > 4095 || strings.IndexByte(target, 0) >= 0 {
+		return nil, false, 0 // the service says which error
+	}
+	if !plainName(name) {
+		return nil, false, 0
+	}
+	l := f.wbLease(parent)
+	if l == nil {
+		return nil, false, 0
+	}
+	defer l.mu.RUnlock()
+	pa, errno := f.dirAttr(ctx, parent)
+	if errno != 0 {
+		return nil, true, errno
+	}
+	l.emu.Lock()
+	defer l.emu.Unlock()
+	if _, ok := l.ents[name]; ok {
+		return nil, true, syscall.EEXIST
+	}
+	ino, errno := f.allocIno(ctx)
+	if errno != 0 {
+		return nil, true, errno
+	}
+	now := time.Now().UnixNano()
+	a := newAttr(ino, namespace.TypeSymlink, 0o777, uid, gid, pa, now)
+	a.Mode = 0o777
+	a.Size = uint64(len(target))
+	in := f.newLocal(l, a, 0)
+	in.mu.Lock()
+	in.target = target
+	in.mu.Unlock()
+	l.ents[name] = dirEnt{ino, namespace.TypeSymlink}
+	f.touchDir(parent, now, 0)
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid, Ino: ino}}}, ino, parent)
+	return proto.Clone(a).(*metapb.Attr), true, 0
+}
+
+// wbLookup answers a lookup in a leased directory: from the entries, and
+// the attributes of an eligible inode from the mount. ino is set when the
+// name exists but its attributes must be asked of the service.
+func (f *FS) wbLookup(parent uint64, name string) (a *metapb.Attr, ino uint64, handled bool, errno syscall.Errno) {
+	l := f.wbLease(parent)
+	if l == nil {
+		return nil, 0, false, 0
+	}
+	defer l.mu.RUnlock()
+	l.emu.Lock()
+	e, ok := l.ents[name]
+	l.emu.Unlock()
+	if !ok {
+		if name == "." || name == ".." {
+			return nil, 0, false, 0
+		}
+		return nil, 0, true, syscall.ENOENT
+	}
+	if a := f.localAttr(e.ino); a != nil {
+		return a, 0, true, 0
+	}
+	return nil, e.ino, true, 0
+}
+
+// localAttr returns an eligible inode's attributes (nil if it is not).
+func (f *FS) localAttr(ino uint64) *metapb.Attr {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return nil
+	}
+	l := f.eligible(in)
+	if l == nil {
+		return nil
+	}
+	defer l.mu.RUnlock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb != l || in.attr == nil {
+		return nil
+	}
+	return in.report()
+}
+
+// wbUnlink removes a name from a leased directory.
+func (f *FS) wbUnlink(parent uint64, name string) (bool, syscall.Errno) {
+	l := f.wbLease(parent)
+	if l == nil {
+		return false, 0
+	}
+	defer l.mu.RUnlock()
+	l.emu.Lock()
+	defer l.emu.Unlock()
+	e, ok := l.ents[name]
+	switch {
+	case !ok:
+		return true, syscall.ENOENT
+	case e.typ == namespace.TypeDir:
+		return true, syscall.EISDIR
+	}
+	delete(l.ents, name)
+	now := time.Now().UnixNano()
+	f.unlinked(e.ino, now)
+	f.touchDir(parent, now, 0)
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}}, e.ino, parent)
+	return true, 0
+}
+
+// unlinked records that ino lost a link.
+func (f *FS) unlinked(ino uint64, now int64) {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb == nil || in.attr == nil {
+		in.attr = nil
+		return
+	}
+	a := proto.Clone(in.attr).(*metapb.Attr)
+	if a.Nlink > 0 {
+		a.Nlink--
+	}
+	a.Ctime = now
+	a.Version++
+	in.attr = a
+}
+
+// wbRmdir removes an empty directory that is leased, from a leased
+// directory.
+func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
+	l := f.wbLease(parent)
+	if l == nil {
+		return false, 0
+	}
+	defer l.mu.RUnlock()
+	l.emu.Lock()
+	defer l.emu.Unlock()
+	e, ok := l.ents[name]
+	switch {
+	case !ok:
+		return true, syscall.ENOENT
+	case e.typ != namespace.TypeDir:
+		return true, syscall.ENOTDIR
+	}
+	f.lmu.Lock()
+	cl := f.leases[e.ino]
+	f.lmu.Unlock()
+	if cl == nil {
+		return false, 0
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if !cl.held {
+		return false, 0
+	}
+	cl.emu.Lock()
+	n := len(cl.ents)
+	cl.emu.Unlock()
+	if n > 0 {
+		return true, syscall.ENOTEMPTY
+	}
+	cl.held = false
+	f.lmu.Lock()
+	delete(f.leases, e.ino)
+	f.lmu.Unlock()
+	delete(l.ents, name)
+	now := time.Now().UnixNano()
+	f.unlinked(e.ino, now)
+	f.touchDir(parent, now, -1)
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}}, e.ino, parent)
+	return true, 0
+}
+
+// wbRename renames within or between leased directories: a file or
+// symlink anywhere, a directory within its parent, never over a directory.
+func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName string, flags uint32) (bool, syscall.Errno) {
+	if flags != 0 || !plainName(name) || !plainName(newName) {
+		return false, 0
+	}
+	first, second := min(parent, newParent), max(parent, newParent)
+	l1 := f.wbLease(first)
+	if l1 == nil {
+		return false, 0
+	}
+	defer l1.mu.RUnlock()
+	l2 := l1
+	if second != first {
+		if l2 = f.wbLease(second); l2 == nil {
+			return false, 0
+		}
+		defer l2.mu.RUnlock()
+		l2.emu.Lock()
+		defer l2.emu.Unlock()
+	}
+	l1.emu.Lock()
+	defer l1.emu.Unlock()
+	from, to := l1, l2
+	if parent != first {
+		from, to = l2, l1
+	}
+	e, ok := from.ents[name]
+	if !ok {
+		return true, syscall.ENOENT
+	}
+	old, exists := to.ents[newName]
+	switch {
+	case e.typ == namespace.TypeDir && parent != newParent:
+		return false, 0 // loops into its own subtree are the service's to check
+	case exists && (old.typ == namespace.TypeDir || e.typ == namespace.TypeDir):
+		return false, 0
+	case exists && old.ino == e.ino:
+		return true, 0 // two links of one file: rename does nothing
+	}
+	delete(from.ents, name)
+	to.ents[newName] = e
+	now := time.Now().UnixNano()
+	inos := []uint64{e.ino, parent, newParent}
+	if exists {
+		f.unlinked(old.ino, now)
+		inos = append(inos, old.ino)
+	}
+	if in := f.lookupInode(e.ino); in != nil {
+		in.mu.Lock()
+		if in.wb == from && from != to {
+			in.wb = to // it lives under the other lease now
+			to.inodes = append(to.inodes, in)
+		}
+		if in.wb != nil && in.attr != nil {
+			a := proto.Clone(in.attr).(*metapb.Attr)
+			a.Ctime = now
+			a.Version++
+			in.attr = a
+		}
+		in.mu.Unlock()
+	}
+	f.touchDir(parent, now, 0)
+	if newParent != parent {
+		f.touchDir(newParent, now, 0)
+	}
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
+		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName}}}, inos...)
+	return true, 0
+}
+
+// wbSetAttr changes an eligible inode's mode, owner or times (not its
+// size).
+func (f *FS) wbSetAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
+	if s.Valid&namespace.SetSize != 0 || s.Valid&namespace.SetCtime != 0 {
+		return nil, false
+	}
+	in := f.lookupInode(ino)
+	if in == nil {
+		return nil, false
+	}
+	l := f.eligible(in)
+	if l == nil {
+		return nil, false
+	}
+	defer l.mu.RUnlock()
+	in.mu.Lock()
+	if in.wb != l || in.attr == nil {
+		in.mu.Unlock()
+		return nil, false
+	}
+	now := time.Now().UnixNano()
+	a := proto.Clone(in.attr).(*metapb.Attr)
+	v := s.Valid
+	if v&namespace.SetMode != 0 {
+		a.Mode = s.Mode & namespace.PermMask
+	}
+	if v&namespace.SetUid != 0 {
+		a.Uid = s.Uid
+	}
+	if v&namespace.SetGid != 0 {
+		a.Gid = s.Gid
+	}
+	if v&(namespace.SetUid|namespace.SetGid) != 0 && v&namespace.SetMode == 0 && a.Type != uint32(namespace.TypeDir) {
+		a.Mode &^= syscall.S_ISUID
+		if a.Mode&syscall.S_IXGRP != 0 {
+			a.Mode &^= syscall.S_ISGID
+		}
+	}
+	switch {
+	case v&namespace.SetAtimeNow != 0:
+		a.Atime = now
+	case v&namespace.SetAtime != 0:
+		a.Atime = s.Atime
+	}
+	switch {
+	case v&namespace.SetMtimeNow != 0:
+		a.Mtime = now
+	case v&namespace.SetMtime != 0:
+		a.Mtime = s.Mtime
+	}
+	if v != 0 {
+		a.Ctime = now
+		a.Version++
+	}
+	in.attr = a
+	out := in.report()
+	in.mu.Unlock()
+	if v != 0 {
+		f.jr.add(&metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
+			Ino: ino, Valid: s.Valid, Mode: s.Mode, Uid: s.Uid, Gid: s.Gid, Atime: s.Atime, Mtime: s.Mtime}}}, ino)
+	}
+	return out, true
+}
+
+// wbOpen opens an eligible file.
+func (f *FS) wbOpen(ino uint64, flags uint32) (*Handle, bool) {
+	if flags&syscall.O_TRUNC != 0 {
+		return nil, false
+	}
+	in := f.lookupInode(ino)
+	if in == nil {
+		return nil, false
+	}
+	l := f.eligible(in)
+	if l == nil {
+		return nil, false
+	}
+	defer l.mu.RUnlock()
+	in.mu.Lock()
+	if in.wb != l || in.attr == nil || in.attr.Type != uint32(namespace.TypeFile) {
+		in.mu.Unlock()
+		return nil, false
+	}
+	in.opens++
+	in.mu.Unlock()
+	sess := f.session.Load()
+	h := f.newHandle(ino, sess)
+	h.wb = true
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}, ino)
+	return h, true
+}
+
+// wbCommit sends a data commit of an eligible file through the journal and
+// records its new size locally. end is the end of the data it commits.
+func (f *FS) wbCommit(in *inode, cmd *metapb.Command, end uint64, objects bool) bool {
+	l := f.eligible(in)
+	if l == nil {
+		return false
+	}
+	defer l.mu.RUnlock()
+	in.mu.Lock()
+	if in.wb != l || in.attr == nil || (!objects && in.hasBlocks) {
+		in.mu.Unlock()
+		return false
+	}
+	now := time.Now().UnixNano()
+	a := proto.Clone(in.attr).(*metapb.Attr)
+	a.Size = max(a.Size, end)
+	a.Mtime, a.Ctime = now, now
+	a.Version++
+	in.attr = a
+	in.cacheVer = a.Version
+	if objects {
+		in.hasBlocks = true
+	}
+	in.mu.Unlock()
+	f.jr.add(cmd, in.ino)
+	return true
+}
+
+// settle makes ino an ordinary inode again before an operation the mount
+// does not write behind: the journal is applied, and its attributes are
+// asked of the service from now on.
+func (f *FS) settle(ino uint64) {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	wb := in.wb != nil
+	in.mu.Unlock()
+	if !wb {
+		return
+	}
+	f.jr.drain()
+	in.mu.Lock()
+	in.wb, in.attr = nil, nil
+	in.mu.Unlock()
+}
+
+// giveBack ends the lease of dir: no more writing behind in it, the journal
+// is applied, the inodes made under it become ordinary, and the service
+// is told.
+func (f *FS) giveBack(dir uint64) {
+	f.lmu.Lock()
+	l := f.leases[dir]
+	delete(f.leases, dir)
+	f.lmu.Unlock()
+	if l != nil {
+		f.endLease(l)
+	}
+	f.jr.drain()
+	cctx, cancel := f.ctx(context.Background())
+	defer cancel()
+	if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: f.session.Load(), Dir: dir, Mode: 2}}}); err != nil {
+		f.log.Warn("releasing a directory lease", "dir", dir, "err", err)
+	}
+}
+
+// endLease stops writing behind under l and makes its inodes ordinary once
+// the journal is applied.
+func (f *FS) endLease(l *dirLease) {
+	l.mu.Lock()
+	l.held = false
+	l.mu.Unlock()
+	f.jr.drain()
+	l.emu.Lock()
+	ins := l.inodes
+	l.inodes, l.ents = nil, nil
+	l.emu.Unlock()
+	for _, in := range ins {
+		in.mu.Lock()
+		if in.wb == l {
+			in.wb, in.attr = nil, nil
+		}
+		in.mu.Unlock()
+	}
+}
+
+// dropLeases forgets every lease (the session was replaced, or the journal
+// could not be applied).
+func (f *FS) dropLeases() {
+	f.lmu.Lock()
+	ls := make([]*dirLease, 0, len(f.leases))
+	for _, l := range f.leases {
+		ls = append(ls, l)
+	}
+	clear(f.leases)
+	f.lmu.Unlock()
+	for _, l := range ls {
+		f.endLease(l)
+	}
+}
+
+// watchLeases gives back the leases the service revoked: another mount
+// waits for them.
+func (f *FS) watchLeases(ctx context.Context) {
+	defer close(f.watched)
+	t := time.NewTicker(leasePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.lmu.Lock()
+		n := len(f.leases)
+		f.lmu.Unlock()
+		if n == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, f.cfg.SessionTTL)
+		r, err := f.meta.Read(cctx, &metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{Session: f.session.Load()}}})
+		cancel()
+		if err != nil || r.Errno != 0 {
+			continue
+		}
+		for _, dir := range slices.Sorted(slices.Values(r.Dirs)) {
+			f.giveBack(dir)
+		}
+	}
+}
+
+// leasePoll is how often a mount holding leases asks which were revoked:
+// about the delay another mount waits for one.
+const leasePoll = 20 * time.Millisecond
+
+// leaseDir is the directory a query is about, for a revocation.
+func leaseDir(q *metapb.ReadReq) uint64 {
+	switch op := q.Op.(type) {
+	case *metapb.ReadReq_Lookup:
+		return op.Lookup.Parent
+	case *metapb.ReadReq_Getattr:
+		return op.Getattr.Ino
+	case *metapb.ReadReq_Readdir:
+		return op.Readdir.Ino
+	case *metapb.ReadReq_Getxattr:
+		return op.Getxattr.Ino
+	case *metapb.ReadReq_Listxattr:
+		return op.Listxattr.Ino
+	}
+	return 0
+}
+
+// noteEnt records in dir's lease an entry made through the service.
+func (f *FS) noteEnt(dir uint64, name string, ino uint64, typ namespace.FileType) {
+	f.lmu.Lock()
+	l := f.leases[dir]
+	f.lmu.Unlock()
+	if l == nil {
+		return
+	}
+	l.emu.Lock()
+	if l.ents != nil {
+		l.ents[name] = dirEnt{ino, typ}
+	}
+	l.emu.Unlock()
+}
+
+// noteGone records in dir's lease an entry removed through the service.
+func (f *FS) noteGone(dir uint64, name string) {
+	f.lmu.Lock()
+	l := f.leases[dir]
+	f.lmu.Unlock()
+	if l == nil {
+		return
+	}
+	l.emu.Lock()
+	delete(l.ents, name)
+	l.emu.Unlock()
+}
+
+// noteRename records a rename made through the service in the leases of
+// the directories.
+func (f *FS) noteRename(parent uint64, name string, newParent uint64, newName string, flags uint32) {
+	f.lmu.Lock()
+	l1, l2 := f.leases[parent], f.leases[newParent]
+	f.lmu.Unlock()
+	// What the names lead to now, asked of the service (this mount holds
+	// the leases, so it may ask).
+	ent := func(dir uint64, name string) (dirEnt, bool) {
+		r, errno := f.read(context.Background(), &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: dir, Name: name}}})
+		if errno != 0 {
+			return dirEnt{}, false
+		}
+		return dirEnt{r.Attr.Ino, namespace.FileType(r.Attr.Type)}, true
+	}
+	set := func(l *dirLease, dir uint64, name string) {
+		if l == nil {
+			return
+		}
+		e, ok := ent(dir, name)
+		l.emu.Lock()
+		defer l.emu.Unlock()
+		if l.ents == nil {
+			return
+		}
+		if ok {
+			l.ents[name] = e
+		} else {
+			delete(l.ents, name)
+		}
+	}
+	set(l1, parent, name)
+	set(l2, newParent, newName)
+}
