@@ -152,8 +152,7 @@ func (f *FS) touchDir(dir uint64, now int64, dnlink int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.wb == nil || in.attr == nil {
-		in.attr = nil // ask the service next time
-		return
+		return // the service's: GetAttr asks it (dirAttr needs only mode and group)
 	}
 	a := proto.Clone(in.attr).(*metapb.Attr)
 	a.Mtime, a.Ctime = now, now
