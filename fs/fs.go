@@ -66,7 +66,7 @@ type Config struct {
 	// NoWriteBehind turns directory leases off: every operation waits for
 	// its Raft commit.
 	NoWriteBehind bool
-	Logger *slog.Logger
+	Logger        *slog.Logger
 }
 
 // BlockSize is the size of a file content block: the unit of write buffers
