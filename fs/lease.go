@@ -89,6 +89,8 @@ func (f *FS) eligible(in *inode) *dirLease {
 // made (empty).
 func (f *FS) addLease(dir uint64) *dirLease {
 	l := &dirLease{dir: dir, held: true, ents: map[string]dirEnt{}}
+	l.mu.Lock() // nobody can use it before it is in the map
+	defer l.mu.Unlock()
 	f.lmu.Lock()
 	f.leases[dir] = l
 	f.lmu.Unlock()
@@ -256,8 +258,9 @@ func (f *FS) wbMkdir(ctx context.Context, parent uint64, name string, mode, uid,
 	now := time.Now().UnixNano()
 	a := newAttr(ino, namespace.TypeDir, mode, uid, gid, pa, now)
 	a.Nlink = 2
-	f.newLocal(l, a, 0)
-	f.addLease(ino)
+	// A leased directory's own attributes are the mount's while it holds
+	// its lease (another mount's getattr revokes it).
+	f.newLocal(f.addLease(ino), a, 0)
 	l.ents[name] = dirEnt{ino, namespace.TypeDir}
 	f.touchDir(parent, now, 1)
 	f.jr.add(&metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{

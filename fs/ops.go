@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
@@ -21,6 +23,9 @@ func (f *FS) remember(a *metapb.Attr) *metapb.Attr {
 	in := f.inode(a.Ino)
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.wb != nil && in.attr != nil {
+		return in.report() // the mount's own: newer than the service's
+	}
 	in.setAttr(a)
 	return in.report()
 }
@@ -123,7 +128,8 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}})
 	if errno == 0 {
-		f.addLease(a.Ino)
+		l := f.addLease(a.Ino)
+		f.newLocal(l, proto.Clone(a).(*metapb.Attr), 0)
 		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
 	}
 	return a, errno
