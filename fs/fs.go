@@ -281,6 +281,12 @@ func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, sy
 // a directory another mount leases revokes the lease and is retried.
 func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
 	f.jr.drain()
+	return f.query(ctx, q)
+}
+
+// query is read without waiting for the journal: for what it cannot
+// change, or after waiting for the part that can.
+func (f *FS) query(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
 	cctx, cancel := f.ctx(ctx)
 	defer cancel()
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {

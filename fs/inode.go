@@ -35,7 +35,8 @@ type inode struct {
 	// mount's (nil: the service's); target is a symlink's made here.
 	wb        *dirLease
 	target    string
-	hasBlocks bool // data was committed as objects (inline is refused then)
+	hasBlocks bool   // data was committed as objects (inline is refused then)
+	jseq      uint64 // the journal's last change of its existence or data
 
 	opens    int       // handles open through this mount
 	noCapsAt time.Time // security.capability was absent as of then

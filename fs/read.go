@@ -284,7 +284,11 @@ func (f *FS) blockSlices(ctx context.Context, in *inode, first, last uint64) (ma
 	if len(missing) == 0 && have {
 		return out, inline, 0
 	}
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: in.ino, Blocks: missing}}})
+	in.mu.Lock()
+	jseq := in.jseq
+	in.mu.Unlock()
+	f.jr.wait(jseq) // the file's own changes written behind, not everyone's
+	r, errno := f.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: in.ino, Blocks: missing}}})
 	if errno != 0 {
 		return nil, nil, errno
 	}
@@ -347,7 +351,7 @@ func (c *objectCache) get(ctx context.Context, f *FS, ids []uint64) (map[uint64]
 	if len(missing) == 0 {
 		return out, nil
 	}
-	r, errno := f.read(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: missing}}})
+	r, errno := f.query(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: missing}}})
 	if errno != 0 {
 		return nil, fmt.Errorf("reading object records: %w", errno)
 	}
