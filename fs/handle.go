@@ -159,6 +159,19 @@ func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno {
 	return errno
 }
 
+// SyncMeta returns once every change written behind so far is applied;
+// EIO if one failed since the last report.
+func (f *FS) SyncMeta() syscall.Errno {
+	f.jr.drain()
+	f.jr.mu.Lock()
+	defer f.jr.mu.Unlock()
+	if len(f.jr.failed) > 0 {
+		clear(f.jr.failed) // reported once
+		return syscall.EIO
+	}
+	return 0
+}
+
 // LockIn describes a lock request: a byte range [Start, End] (End
 // math.MaxUint64: to the end of the file) of type LockRead, LockWrite or
 // LockUnlock, of kind KindPosix or KindFlock, by owner.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,7 @@ type dirLease struct {
 	// write-held to give the lease up.
 	mu   sync.RWMutex
 	held bool
+	used atomic.Int64 // when it was last written behind in (unix ns)
 
 	emu    sync.Mutex // guards ents and inodes
 	ents   map[string]dirEnt
@@ -65,6 +67,7 @@ func (f *FS) wbLease(dir uint64) *dirLease {
 		l.mu.RUnlock()
 		return nil
 	}
+	l.used.Store(time.Now().UnixNano())
 	return l
 }
 
@@ -89,6 +92,7 @@ func (f *FS) eligible(in *inode) *dirLease {
 // made (empty).
 func (f *FS) addLease(dir uint64) *dirLease {
 	l := &dirLease{dir: dir, held: true, ents: map[string]dirEnt{}}
+	l.used.Store(time.Now().UnixNano())
 	l.mu.Lock() // nobody can use it before it is in the map
 	defer l.mu.Unlock()
 	f.lmu.Lock()
@@ -721,6 +725,7 @@ func (f *FS) watchLeases(ctx context.Context) {
 	defer close(f.watched)
 	t := time.NewTicker(leasePoll)
 	defer t.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -729,7 +734,20 @@ func (f *FS) watchLeases(ctx context.Context) {
 		}
 		f.lmu.Lock()
 		n := len(f.leases)
+		var idle []uint64
+		if time.Since(lastSweep) > leaseIdle/10 {
+			lastSweep = time.Now()
+			old := time.Now().Add(-leaseIdle).UnixNano()
+			for dir, l := range f.leases {
+				if l.used.Load() < old {
+					idle = append(idle, dir)
+				}
+			}
+		}
 		f.lmu.Unlock()
+		for _, dir := range idle {
+			f.giveBack(dir) // its entries and inodes need no memory any more
+		}
 		if n == 0 {
 			continue
 		}
@@ -748,6 +766,9 @@ func (f *FS) watchLeases(ctx context.Context) {
 // leasePoll is how often a mount holding leases asks which were revoked:
 // about the delay another mount waits for one.
 const leasePoll = 20 * time.Millisecond
+
+// leaseIdle is how long a lease is kept without being written behind in.
+const leaseIdle = 30 * time.Second
 
 // leaseDir is the directory a query is about, for a revocation.
 func leaseDir(q *metapb.ReadReq) uint64 {

@@ -25,20 +25,21 @@ import (
 // mountConfig is what a mount needs; `ecfs mount` fills it from flags and
 // `ecfs dev` from its embedded cluster.
 type mountConfig struct {
-	Meta         []string      // metadata service API addresses
-	Secret       string        // the cluster secret
-	Mountpoint   string        // directory to mount on
-	AllowOther   bool          // -o allow_other
-	BufferSize   int64         // bytes of write buffers (default 256 MiB)
-	MetaTimeout  time.Duration // how long a metadata call waits for a leader (default 60 s)
-	AttrTimeout  time.Duration // kernel attribute/entry cache (default 1 s)
-	SessionTTL   time.Duration // mount session lease (default 30 s)
-	WriteTimeout time.Duration // how long a block write tries other stores before EIO (default 20 s)
-	Name         string        // shown as the session's holder
-	StartTimeout time.Duration // how long to wait for the metadata service at start (default 20 s)
-	Debug        bool          // log every FUSE request
-	HTTPAddr     string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
-	Pprof        bool
+	Meta          []string      // metadata service API addresses
+	Secret        string        // the cluster secret
+	Mountpoint    string        // directory to mount on
+	AllowOther    bool          // -o allow_other
+	BufferSize    int64         // bytes of write buffers (default 256 MiB)
+	MetaTimeout   time.Duration // how long a metadata call waits for a leader (default 60 s)
+	AttrTimeout   time.Duration // kernel attribute/entry cache (default 1 s)
+	SessionTTL    time.Duration // mount session lease (default 30 s)
+	WriteTimeout  time.Duration // how long a block write tries other stores before EIO (default 20 s)
+	Name          string        // shown as the session's holder
+	StartTimeout  time.Duration // how long to wait for the metadata service at start (default 20 s)
+	Debug         bool          // log every FUSE request
+	HTTPAddr      string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
+	Pprof         bool
+	NoWriteBehind bool // every change waits for its Raft commit
 }
 
 // serveOps serves /metrics, /healthz and optionally /debug/pprof/ for a
@@ -115,6 +116,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	f, err := fs.New(sctx, fs.Config{
 		Meta: mc, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
 		SessionTTL: cfg.SessionTTL, WriteTimeout: cfg.WriteTimeout, Name: cfg.Name, Logger: log,
+		NoWriteBehind: cfg.NoWriteBehind,
 	})
 	cancel()
 	if err != nil {
@@ -174,7 +176,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		"umount, fusermount3 -u) or gets SIGTERM/SIGINT, which flush every file and unmount.\n"+
 		"A mount point left behind by a crashed mount is recovered first.\n"+
 		"-o takes comma-separated options: allow_other, buffer_size=BYTES, attr_timeout=DUR,\n"+
-		"meta_timeout=DUR, session_ttl=DUR, debug (the same as the flags).", stdout)
+		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug (the same as the flags).", stdout)
 	meta := fl.String("meta", "", "comma-separated metadata service addresses; required")
 	secretFile := fl.String("secret-file", "", "file holding the cluster secret; required")
 	opts := fl.String("o", "", "mount options (see above)")
@@ -186,6 +188,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
+	noWB := fl.Bool("no-write-behind", false, "do not lease the directories this mount makes: every change waits for its Raft commit (slower; a crash then loses nothing closed)")
 	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
 	pprof := fl.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
@@ -193,7 +196,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
-		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof}
+		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof, NoWriteBehind: *noWB}
 	if *opts != "" {
 		for _, o := range strings.Split(*opts, ",") {
 			k, v, _ := strings.Cut(o, "=")
@@ -203,6 +206,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 				cfg.AllowOther = true
 			case "debug":
 				cfg.Debug = true
+			case "no_write_behind":
+				cfg.NoWriteBehind = true
 			case "buffer_size":
 				cfg.BufferSize, err = strconv.ParseInt(v, 10, 64)
 			case "attr_timeout":
