@@ -135,11 +135,11 @@ func TestLeaseAcquireReleaseRevoke(t *testing.T) {
 // holder's own commands pass.
 func TestLeaseConflicts(t *testing.T) {
 	type env struct {
-		x                  *leaseFixture
-		leased, other      uint64 // the leased directory; an unleased one
-		sub                uint64 // an empty directory inside leased
-		fileIn, fileOut    uint64 // a file in leased ("f"), one in other ("g")
-		subOut, leasedGone uint64 // an empty directory in other ("e")
+		x               *leaseFixture
+		leased, other   uint64 // the leased directory; an unleased one
+		sub             uint64 // an empty directory inside leased
+		fileIn, fileOut uint64 // a file in leased ("f"), one in other ("g")
+		subOut          uint64 // an empty directory in other ("e")
 	}
 	setup := func(t *testing.T) *env {
 		x := newLeaseFixture(t)
