@@ -220,6 +220,9 @@ func (f *FSM) applyMulti(op *metapb.MultiOp, c *metapb.Command) *metapb.Result {
 		}
 		ir := f.apply(in)
 		r.FreedObjects = append(r.FreedObjects, ir.FreedObjects...)
+		if op.ErrorsOnly {
+			ir = &metapb.Result{Errno: ir.Errno, Leased: ir.Leased}
+		}
 		r.Results[i] = ir
 	}
 	return r

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/protobuf/proto"
@@ -29,6 +30,8 @@ type journal struct {
 	failed  map[uint64]error
 	broken  error // set when a batch could not be applied at all
 	kick    chan struct{}
+	urgent  chan struct{} // someone waits: send without lingering
+	waiters int
 	stopped bool
 	done    chan struct{}
 }
@@ -45,6 +48,11 @@ const (
 	journalBatchOps   = 512
 	journalBatchBytes = 1 << 20
 	journalMaxBytes   = 64 << 20
+	// A batch smaller than journalLingerOps waits up to journalLinger for
+	// more, unless someone waits for it: fewer, larger Raft entries cost
+	// the metadata service less.
+	journalLingerOps = 128
+	journalLinger    = 2 * time.Millisecond
 )
 
 func (j *journal) init(fs *FS) {
@@ -52,6 +60,7 @@ func (j *journal) init(fs *FS) {
 	j.cond = sync.NewCond(&j.mu)
 	j.failed = map[uint64]error{}
 	j.kick = make(chan struct{}, 1)
+	j.urgent = make(chan struct{}, 1)
 	j.done = make(chan struct{})
 }
 
@@ -86,9 +95,18 @@ func (j *journal) pending() bool {
 func (j *journal) wait(seq uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.sent >= seq {
+		return
+	}
+	j.waiters++
+	select {
+	case j.urgent <- struct{}{}:
+	default:
+	}
 	for j.sent < seq {
 		j.cond.Wait()
 	}
+	j.waiters--
 }
 
 // drain waits for everything appended so far.
@@ -112,6 +130,18 @@ func (j *journal) failure(ino uint64) error {
 func (j *journal) run(stop <-chan struct{}) {
 	defer close(j.done)
 	for {
+		j.mu.Lock()
+		n, waiters := len(j.ops), j.waiters
+		j.mu.Unlock()
+		if n > 0 && n < journalLingerOps && waiters == 0 {
+			t := time.NewTimer(journalLinger)
+			select {
+			case <-t.C:
+			case <-j.urgent:
+			case <-stop:
+			}
+			t.Stop()
+		}
 		j.mu.Lock()
 		var batch []*jop
 		size := 0
@@ -143,16 +173,32 @@ func (j *journal) run(stop <-chan struct{}) {
 // send applies one batch, retrying (exactly-once) until MetaTimeout.
 func (j *journal) send(batch []*jop, size int) {
 	f := j.fs
-	cmds := make([]*metapb.Command, len(batch))
+	sent := coalesce(batch)
+	cmds := make([]*metapb.Command, 0, len(batch))
 	for i, op := range batch {
-		cmds[i] = op.cmd
+		if sent[i] {
+			cmds = append(cmds, op.cmd)
+		}
 	}
-	cmd := &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds}}}
+	cmd := &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
 	ctx, cancel := f.ctx(context.Background())
 	r, err := f.meta.Apply(ctx, cmd)
 	cancel()
-	if err == nil && len(r.Results) != len(batch) {
-		err = fmt.Errorf("the metadata service answered %d results for %d changes", len(r.Results), len(batch))
+	if err == nil && len(r.Results) == len(cmds) {
+		// One result per change again, the dropped ones successful.
+		all := make([]*metapb.Result, len(batch))
+		k := 0
+		for i := range batch {
+			if sent[i] {
+				all[i] = r.Results[k]
+				k++
+			} else {
+				all[i] = &metapb.Result{}
+			}
+		}
+		r.Results = all
+	} else if err == nil {
+		err = fmt.Errorf("the metadata service answered %d results for %d changes", len(r.Results), len(cmds))
 		if r.Errno != 0 {
 			err = fmt.Errorf("the metadata service refused the batch: %w", syscall.Errno(r.Errno))
 		}
@@ -188,4 +234,39 @@ func (j *journal) send(batch []*jop, size int) {
 		// give them all up, so that everything is asked of the service.
 		go f.dropLeases()
 	}
+}
+
+// coalesce drops what the service need not see of a batch: a file opened
+// (or created and opened) and closed again within it, with no name removed
+// in between, needs no open-file record. It returns which changes to send.
+func coalesce(batch []*jop) []bool {
+	send := make([]bool, len(batch))
+	opened := map[uint64]int{} // handle -> index of its open or create
+	for i, op := range batch {
+		send[i] = true
+		switch o := op.cmd.Op.(type) {
+		case *metapb.Command_Create:
+			if o.Create.Handle != 0 {
+				opened[o.Create.Handle] = i
+			}
+		case *metapb.Command_Open:
+			opened[o.Open.Handle] = i
+		case *metapb.Command_Unlink, *metapb.Command_Rename, *metapb.Command_Rmdir:
+			clear(opened) // the open record may keep an unlinked file alive
+		case *metapb.Command_Close:
+			k, ok := opened[o.Close.Handle]
+			if !ok {
+				continue
+			}
+			delete(opened, o.Close.Handle)
+			send[i] = false
+			switch oo := batch[k].cmd.Op.(type) {
+			case *metapb.Command_Create:
+				oo.Create.Handle, oo.Create.Session = 0, 0
+			case *metapb.Command_Open:
+				send[k] = false
+			}
+		}
+	}
+	return send
 }

@@ -129,7 +129,7 @@ func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte, credit *int64
 	}
 	nlo, nhi := min(b.base, lo), max(b.end(), hi)
 	if nlo != b.base || nhi > b.base+cap(b.data) {
-		// Grow: to the next power of two of the span (at least 64 KiB,
+		// Grow: to the next power of two of the span (at least 8 KiB,
 		// at most the block), so appends copy O(log n) times.
 		size := growSize(nlo, nhi)
 		grow := max(int64(size)-int64(cap(b.data)), 0)
@@ -164,7 +164,7 @@ func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte, credit *int64
 }
 
 // growSize is the capacity of a buffer spanning block offsets [lo, hi):
-// the next power of two of the span, at least 64 KiB, at most to the end of
+// the next power of two of the span, at least 8 KiB, at most to the end of
 // the block, so that appends copy O(log n) times.
 func growSize(lo, hi int) int {
 	if lo == 0 && hi >= 128<<10 {
@@ -172,7 +172,7 @@ func growSize(lo, hi int) int {
 		// Take the whole block now rather than grow it by copies.
 		return BlockSize
 	}
-	size := 64 << 10
+	size := 8 << 10
 	for size < hi-lo {
 		size *= 2
 	}

@@ -344,3 +344,34 @@ func TestWriteBehindLargeFileAndRmRf(t *testing.T) {
 		t.Fatalf("m1 reads %d bytes of m2's big file, not what was written", len(b))
 	}
 }
+
+// TestCoalesce: an open-and-close within one batch sends no open record,
+// unless a name is removed in between.
+func TestCoalesce(t *testing.T) {
+	create := func(h uint64) *jop {
+		return &jop{cmd: &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{Name: "x", Session: 7, Handle: h}}}}
+	}
+	open := func(h uint64) *jop {
+		return &jop{cmd: &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: 7, Handle: h}}}}
+	}
+	closeOp := func(h uint64) *jop {
+		return &jop{cmd: &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: 7, Handle: h}}}}
+	}
+	inline := &jop{cmd: &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{Session: 7}}}}
+	unlink := &jop{cmd: &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Name: "x"}}}}
+
+	b := []*jop{create(1), inline, closeOp(1), open(2), closeOp(2), closeOp(3), create(4), unlink, closeOp(4)}
+	got := coalesce(b)
+	want := []bool{true, true, false, false, false, true, true, true, true}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("send %v, want %v", got, want)
+		}
+	}
+	if c := b[0].cmd.GetCreate(); c.Handle != 0 || c.Session != 0 {
+		t.Fatalf("the create closed within the batch still opens handle %d", c.Handle)
+	}
+	if c := b[6].cmd.GetCreate(); c.Handle != 4 {
+		t.Fatal("the create whose file was unlinked before its close lost its open record")
+	}
+}

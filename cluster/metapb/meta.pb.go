@@ -2379,8 +2379,11 @@ func (x *CancelWaitOp) GetReqId() uint64 {
 // one does not stop the rest. Their session, seq and now are the outer
 // command's.
 type MultiOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Commands []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	// errors_only: each result carries its errno (and freed objects) only,
+	// not the attributes: a write-behind batch needs no more.
+	ErrorsOnly    bool `protobuf:"varint,2,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2420,6 +2423,13 @@ func (x *MultiOp) GetCommands() []*Command {
 		return x.Commands
 	}
 	return nil
+}
+
+func (x *MultiOp) GetErrorsOnly() bool {
+	if x != nil {
+		return x.ErrorsOnly
+	}
+	return false
 }
 
 // Command is one mutation. The leader fills in now and the identifiers it
@@ -5560,9 +5570,11 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\rR\x04kind\"%\n" +
 	"\fCancelWaitOp\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"9\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"Z\n" +
 	"\aMultiOp\x12.\n" +
-	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xe2\f\n" +
+	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\x12\x1f\n" +
+	"\verrors_only\x18\x02 \x01(\bR\n" +
+	"errorsOnly\"\xe2\f\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
