@@ -110,6 +110,9 @@ type FS struct {
 	inoNext  uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
 	inoEnd   uint64
 	noLeases bool
+
+	hmu    sync.Mutex
+	opened map[*Handle]struct{} // open handles, registered again under a new session
 }
 
 // New opens a session with the metadata service and returns the
@@ -147,6 +150,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f.places.fs = f
 	f.leases = map[uint64]*dirLease{}
+	f.opened = map[*Handle]struct{}{}
 	f.noLeases = cfg.NoWriteBehind
 	f.jr.init(f)
 	f.mem.pressure = f.relieve
@@ -191,8 +195,9 @@ func (f *FS) Session() uint64 { return f.session.Load() }
 
 // renewLoop renews the session every third of its TTL. A session that
 // expired anyway (the mount was cut off longer than its lease) is replaced
-// by a new one: its locks are lost, and the files opened before are not
-// registered again (said in the log).
+// by a new one: its locks and directory leases are lost, and the files open
+// here are registered again under it (one freed meanwhile, unlinked
+// elsewhere, is said in the log; its reads fail).
 func (f *FS) renewLoop(ctx context.Context) {
 	defer close(f.renewed)
 	t := time.NewTicker(f.cfg.SessionTTL / 3)
@@ -217,7 +222,7 @@ func (f *FS) renewLoop(ctx context.Context) {
 			}
 			f.session.Store(id)
 			f.dropLeases()
-			f.log.Error("new session opened; files opened before it are no longer registered: one unlinked elsewhere may be freed while open here (its reads then fail)", "session", id)
+			f.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {
 			f.log.Warn("renewing the session", "err", err)
 		}

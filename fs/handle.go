@@ -46,6 +46,7 @@ const (
 // O_TRUNC the file is truncated.
 func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, keepCache bool, errno syscall.Errno) {
 	if h, ok := f.wbOpen(ino, flags); ok {
+		f.track(h)
 		return h, false, 0
 	}
 	in := f.inode(ino)
@@ -66,6 +67,7 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	in.opens++
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
 	in.mu.Unlock()
+	f.track(h)
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size > 0 {
 		if _, errno := f.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
 			f.Release(ctx, h)
@@ -86,6 +88,9 @@ func (f *FS) newHandle(ino, session uint64) *Handle {
 // existing file is truncated.
 func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (*metapb.Attr, *Handle, syscall.Errno) {
 	if a, h, ok, errno := f.wbCreateOpen(ctx, parent, name, mode, uid, gid, flags); ok {
+		if errno == 0 {
+			f.track(h)
+		}
 		return a, h, errno
 	}
 	sess := f.session.Load()
@@ -109,6 +114,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 		in.noCapsAt = time.Now() // a new file has no xattrs
 	}
 	in.mu.Unlock()
+	f.track(h)
 	a := r.Attr
 	if flags&syscall.O_TRUNC != 0 && a.Size > 0 {
 		if a, errno = f.SetAttr(ctx, h.Ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
@@ -125,9 +131,11 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 // batches, so that they do not hold up the next file's commits.
 func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	errno := f.Flush(ctx, h.Ino)
+	f.untrack(h)
 	h.mu.Lock()
 	owners := h.owners
 	h.owners = nil
+	id, wb := h.id, h.wb
 	h.mu.Unlock()
 	for o := range owners {
 		if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_UnlockOwner{UnlockOwner: &metapb.UnlockOwnerOp{
@@ -135,11 +143,11 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 			errno = e
 		}
 	}
-	if h.wb {
+	if wb {
 		// Its open went through the journal: so does its close, after it.
-		f.jr.add(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: h.id}}}, h.Ino)
+		f.jr.add(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: id}}}, h.Ino)
 	} else {
-		f.closer.add(h.id)
+		f.closer.add(id)
 	}
 	in := f.inode(h.Ino)
 	in.mu.Lock()
@@ -316,4 +324,48 @@ func (c *closer) flush() {
 		}()
 	}
 	wg.Wait()
+}
+
+func (f *FS) track(h *Handle) {
+	f.hmu.Lock()
+	f.opened[h] = struct{}{}
+	f.hmu.Unlock()
+}
+
+func (f *FS) untrack(h *Handle) {
+	f.hmu.Lock()
+	delete(f.opened, h)
+	f.hmu.Unlock()
+}
+
+// reopen registers every open handle again under session sess (the old
+// one expired: the service forgot them). A file freed meanwhile (unlinked
+// by another mount while no registration kept it) is said in the log.
+func (f *FS) reopen(ctx context.Context, sess uint64) {
+	f.hmu.Lock()
+	hs := make([]*Handle, 0, len(f.opened))
+	for h := range f.opened {
+		hs = append(hs, h)
+	}
+	f.hmu.Unlock()
+	for _, h := range hs {
+		id := f.newHandle(h.Ino, sess).id
+		_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: h.Ino, Handle: id}}})
+		if errno != 0 {
+			f.log.Error("a file open here was freed while the mount's session was gone: its reads fail", "ino", h.Ino, "errno", errno.Error())
+			continue
+		}
+		h.mu.Lock()
+		h.id, h.wb = id, false
+		h.mu.Unlock()
+		f.hmu.Lock()
+		_, still := f.opened[h]
+		f.hmu.Unlock()
+		if !still {
+			f.closer.add(id) // released meanwhile
+		}
+	}
+	if len(hs) > 0 {
+		f.log.Warn("open files registered again under the new session", "files", len(hs), "session", sess)
+	}
 }

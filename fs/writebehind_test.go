@@ -375,3 +375,35 @@ func TestCoalesce(t *testing.T) {
 		t.Fatal("the create whose file was unlinked before its close lost its open record")
 	}
 }
+
+// TestSessionReplacedReopensFiles: a mount whose session ended while it was
+// cut off opens a new one and registers its open files again, so a file
+// unlinked elsewhere afterwards stays readable through its descriptor.
+func TestSessionReplacedReopensFiles(t *testing.T) {
+	e := newEnv(t)
+	m1 := e.mount("m1", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
+	m2 := e.mount("m2", nil, nil)
+	ctx := testCtx(t)
+	data := bytes.Repeat([]byte("keep me "), 5000) // 40 KB: in objects
+	ino, errno := writeSmall(t, m2, RootIno, "f", data, true)
+	mustErrno(t, "create f", errno, 0)
+	h, _, errno := m1.Open(ctx, ino, syscall.O_RDONLY)
+	mustErrno(t, "open f", errno, 0)
+	old := m1.Session()
+	// The service ends the session, as it does when a mount is cut off
+	// past its TTL.
+	if _, err := e.client().Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: old}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the mount to open a new session", 10*time.Second, func() bool { return m1.Session() != old })
+	waitUntil(t, "the open file to be registered again", 10*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.id>>40 == m1.Session()
+	})
+	mustErrno(t, "unlink f elsewhere", m2.Unlink(ctx, RootIno, "f"), 0)
+	if b := mustRead(t, m1, ino, len(data)+1, 0); !bytes.Equal(b, data) {
+		t.Fatalf("read %d bytes through the descriptor after the unlink, want the %d written", len(b), len(data))
+	}
+	mustErrno(t, "release", m1.Release(ctx, h), 0)
+}
