@@ -21,6 +21,7 @@ const (
 	leaseAcquire = 1
 	leaseRelease = 2
 	leaseRevoke  = 3
+	leaseTry     = 4 // acquire only if nobody else holds it; revoke nothing
 )
 
 // maxInoAlloc bounds one InoAllocOp.
@@ -172,7 +173,7 @@ func (f *FSM) applyInoAlloc(op *metapb.InoAllocOp) *metapb.Result {
 
 func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 	switch op.Mode {
-	case leaseAcquire:
+	case leaseAcquire, leaseTry:
 		if !f.liveSession(op.Session) {
 			return errnoResult(syscall.ESTALE)
 		}
@@ -182,6 +183,9 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 		}
 		if a.Type != namespace.TypeDir {
 			return errnoResult(syscall.ENOTDIR)
+		}
+		if l := f.leases[op.Dir]; op.Mode == leaseTry && l != nil && l.session != op.Session && f.liveSession(l.session) {
+			return leasedResult() // held by another mount, which keeps it
 		}
 		if f.conflict(op.Dir, op.Session) {
 			return leasedResult()

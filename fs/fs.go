@@ -111,6 +111,10 @@ type FS struct {
 	inoEnd   uint64
 	noLeases bool
 
+	hitsMu    sync.Mutex
+	hits      map[uint64]int // changes through the service, by directory
+	acquiring atomic.Bool
+
 	hmu    sync.Mutex
 	opened map[*Handle]struct{} // open handles, registered again under a new session
 }

@@ -105,6 +105,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	h.Ino = r.Attr.Ino
 	if r.Created {
 		f.noteEnt(parent, name, h.Ino, namespace.TypeFile)
+		f.noteChange(parent)
 	}
 	in := f.inode(h.Ino)
 	in.mu.Lock()

@@ -34,6 +34,7 @@ type inode struct {
 	// Write-behind: wb is the lease under which the attributes are the
 	// mount's (nil: the service's); target is a symlink's made here.
 	wb        *dirLease
+	made      bool // made here under a lease: no xattrs until settled
 	target    string
 	hasBlocks bool   // data was committed as objects (inline is refused then)
 	jseq      uint64 // the journal's last change of its existence or data

@@ -171,7 +171,7 @@ func (f *FS) touchDir(dir uint64, now int64, dnlink int) {
 func (f *FS) newLocal(l *dirLease, a *metapb.Attr, opens int) *inode {
 	in := f.inode(a.Ino)
 	in.mu.Lock()
-	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.attr, in.cacheVer, in.wb, in.made = a, a.Version, l, true
 	in.invalidate()
 	in.opens += opens
 	in.noCapsAt = time.Now() // a new file has no xattrs
@@ -848,4 +848,125 @@ func (f *FS) noteRename(parent uint64, name string, newParent uint64, newName st
 	}
 	set(l1, parent, name)
 	set(l2, newParent, newName)
+}
+
+// madeHere reports an eligible inode this mount made (it has no xattrs:
+// setting one settles it).
+func (f *FS) madeHere(ino uint64) bool {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return false
+	}
+	l := f.eligible(in)
+	if l == nil {
+		return false
+	}
+	defer l.mu.RUnlock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.wb == l && in.made
+}
+
+// Leasing directories the mount did not make: after leaseAfter changes
+// through the service in one directory, the mount tries to lease it (if
+// no other mount holds it) and loads its entries; up to leaseMaxEntries.
+const (
+	leaseAfter      = 8
+	leaseMaxEntries = 100000
+)
+
+// noteChange counts a change made through the service in dir and starts
+// leasing it when it has seen enough.
+func (f *FS) noteChange(dir uint64) {
+	if f.noLeases {
+		return
+	}
+	f.hitsMu.Lock()
+	if f.hits == nil || len(f.hits) > 4096 {
+		f.hits = map[uint64]int{}
+	}
+	f.hits[dir]++
+	n := f.hits[dir]
+	if n >= leaseAfter {
+		delete(f.hits, dir)
+	}
+	f.hitsMu.Unlock()
+	if n >= leaseAfter && f.acquiring.CompareAndSwap(false, true) {
+		go func() {
+			defer f.acquiring.Store(false)
+			f.acquire(dir)
+		}()
+	}
+}
+
+// acquire leases dir and loads its entries. Operations in dir wait
+// meanwhile; changes this mount made through the service while it loads
+// are recorded after it (noteEnt and noteGone wait for it too).
+func (f *FS) acquire(dir uint64) {
+	f.lmu.Lock()
+	if f.leases[dir] != nil {
+		f.lmu.Unlock()
+		return
+	}
+	l := &dirLease{dir: dir, ents: map[string]dirEnt{}}
+	l.mu.Lock()
+	l.emu.Lock()
+	f.leases[dir] = l
+	f.lmu.Unlock()
+	ok := f.loadLease(l)
+	l.held = ok
+	l.used.Store(time.Now().UnixNano())
+	l.emu.Unlock()
+	l.mu.Unlock()
+	if !ok {
+		f.lmu.Lock()
+		if f.leases[dir] == l {
+			delete(f.leases, dir)
+		}
+		f.lmu.Unlock()
+	}
+}
+
+func (f *FS) loadLease(l *dirLease) bool {
+	ctx, cancel := f.ctx(context.Background())
+	defer cancel()
+	sess := f.session.Load()
+	r, err := f.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: l.dir, Mode: 4}}})
+	if err != nil || r.Errno != 0 {
+		return false // another mount holds it, or the service is away: go on without
+	}
+	release := func() {
+		_, _ = f.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+			Session: sess, Dir: l.dir, Mode: 2}}})
+	}
+	a, errno := f.GetAttr(ctx, l.dir)
+	if errno != 0 {
+		release()
+		return false
+	}
+	for cookie := uint64(0); ; {
+		q, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096}}})
+		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
+			release()
+			return false
+		}
+		for _, e := range q.Entries {
+			if e.Name != "." && e.Name != ".." {
+				l.ents[e.Name] = dirEnt{e.Ino, namespace.FileType(e.Type)}
+			}
+			cookie = e.Cookie
+		}
+		if len(q.Entries) == 0 {
+			break
+		}
+	}
+	// The directory's own attributes are the mount's while it holds the
+	// lease (the kernel asks for them after every change).
+	in := f.inode(l.dir)
+	in.mu.Lock()
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.mu.Unlock()
+	l.inodes = append(l.inodes, in)
+	return true
 }

@@ -111,6 +111,7 @@ func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespa
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
 	if errno == 0 {
 		f.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
+		f.noteChange(parent)
 	}
 	return a, errno
 }
@@ -131,6 +132,7 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 		l := f.addLease(a.Ino)
 		f.newLocal(l, proto.Clone(a).(*metapb.Attr), 0)
 		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
+		f.noteChange(parent)
 	}
 	return a, errno
 }
@@ -144,6 +146,7 @@ func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, ui
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
 	if errno == 0 {
 		f.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
+		f.noteChange(parent)
 	}
 	return a, errno
 }
@@ -167,6 +170,7 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
 	if errno == 0 {
 		f.noteGone(parent, name)
+		f.noteChange(parent)
 	}
 	return errno
 }
@@ -179,6 +183,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
 	if errno == 0 {
 		f.noteGone(parent, name)
+		f.noteChange(parent)
 	}
 	return errno
 }
@@ -193,6 +198,7 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
 	if errno == 0 {
 		f.noteRename(parent, name, newParent, newName, flags)
+		f.noteChange(newParent)
 	}
 	return errno
 }
@@ -248,7 +254,7 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 	if isACL(name) {
 		return nil, syscall.EOPNOTSUPP
 	}
-	if f.localAttr(ino) != nil {
+	if f.madeHere(ino) {
 		return nil, syscall.ENODATA // made here, and no xattr set since (that settles it)
 	}
 	if name == capsName {
@@ -275,7 +281,7 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 
 // ListXattr returns the xattr names of ino.
 func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno) {
-	if f.localAttr(ino) != nil {
+	if f.madeHere(ino) {
 		return nil, 0
 	}
 	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Listxattr{Listxattr: &metapb.ListXattrReq{Ino: ino}}})

@@ -407,3 +407,49 @@ func TestSessionReplacedReopensFiles(t *testing.T) {
 	}
 	mustErrno(t, "release", m1.Release(ctx, h), 0)
 }
+
+// TestLeaseOfExistingDirectory: a mount that keeps creating in a directory
+// another mount made leases it (the other does not hold it) and writes
+// behind there; the other mount still sees every file.
+func TestLeaseOfExistingDirectory(t *testing.T) {
+	e := newEnv(t)
+	g := &gatedMeta{}
+	m1 := e.mount("m1", gated(g), nil)
+	m2 := e.mount("m2", nil, nil)
+	d := mustMkdir(t, m2, RootIno, "d").Ino
+	// m2 holds d's lease from its mkdir; it gives it back when idle or
+	// when revoked. m1's first creates revoke it.
+	for i := range 2 * leaseAfter {
+		if _, errno := writeSmall(t, m1, d, fmt.Sprint("a", i), []byte{byte(i)}, true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	waitUntil(t, "m1 to lease d", 10*time.Second, func() bool {
+		m1.lmu.Lock()
+		defer m1.lmu.Unlock()
+		l := m1.leases[d]
+		return l != nil && l.mu.TryRLock() && func() bool { defer l.mu.RUnlock(); return l.held }()
+	})
+	before := g.multis.Load()
+	for i := range 20 {
+		if _, errno := writeSmall(t, m1, d, fmt.Sprint("b", i), []byte{byte(i)}, true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	if _, errno := writeSmall(t, m1, d, "a0", []byte("x"), true); errno != syscall.EEXIST {
+		t.Fatalf("O_EXCL create of a name made before the lease: %v, want EEXIST", errno)
+	}
+	waitUntil(t, "the journal to be sent", 10*time.Second, func() bool { return !m1.jr.pending() })
+	if g.multis.Load() == before {
+		t.Fatal("nothing was written behind in the leased directory")
+	}
+	got := listNames(t, m2, d)
+	if len(got) != 2*leaseAfter+20 {
+		t.Fatalf("m2 lists %d names, want %d", len(got), 2*leaseAfter+20)
+	}
+	for i := range 20 {
+		if b := mustRead(t, m2, lookupIno(t, m2, d, fmt.Sprint("b", i)), 4, 0); len(b) != 1 || b[0] != byte(i) {
+			t.Fatalf("m2 reads b%d as %v", i, b)
+		}
+	}
+}

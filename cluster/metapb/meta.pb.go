@@ -1321,10 +1321,12 @@ func (x *InoAllocOp) GetCount() uint32 {
 // for revocations (RevokesReq), sends what it holds back and releases the
 // lease, and the refused caller retries. A lease ends with its session.
 type LeaseOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
-	Dir           uint64                 `protobuf:"varint,2,opt,name=dir,proto3" json:"dir,omitempty"`
-	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // 1 acquire, 2 release, 3 revoke (ask the holder to give it up)
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Dir     uint64                 `protobuf:"varint,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	// 1 acquire, 2 release, 3 revoke (ask the holder to give it up),
+	// 4 try: acquire only if no other live session holds it (revokes nothing)
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
