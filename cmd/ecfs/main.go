@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -28,6 +29,7 @@ func commands() []command {
 		{"status", "show the metadata service: leader and members", runStatus},
 		{"keygen", "print a new cluster secret", runKeygen},
 		{"dev", "run a whole cluster (1 meta, 6 stores) in one process and mount it", runDev},
+		{"systemd", "print or install the systemd unit of meta, store or mount", runSystemd},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -41,6 +43,9 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func main() {
+	if filepath.Base(os.Args[0]) == "mount.ecfs" {
+		os.Exit(runMountHelper(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

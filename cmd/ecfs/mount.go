@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	rtdebug "runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -145,6 +146,9 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	if ready != nil {
 		ready()
 	}
+	if err := sdNotify("READY=1\nSTATUS=serving " + cfg.Mountpoint); err != nil {
+		log.Warn("systemd notification", "err", err)
+	}
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
 	select {
@@ -152,6 +156,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		log.Info("unmounted from outside")
 	case <-ctx.Done():
 		log.Info("unmounting", "mountpoint", cfg.Mountpoint)
+		_ = sdNotify("STOPPING=1")
 		if err := f.FlushAll(context.Background()); err != nil {
 			log.Error("flushing before unmount", "err", err)
 		}
@@ -176,7 +181,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		"umount, fusermount3 -u) or gets SIGTERM/SIGINT, which flush every file and unmount.\n"+
 		"A mount point left behind by a crashed mount is recovered first.\n"+
 		"-o takes comma-separated options: allow_other, buffer_size=BYTES, attr_timeout=DUR,\n"+
-		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug (the same as the flags).", stdout)
+		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug (the same as the flags); sloppy\n"+
+		"ignores options it does not know. For mount(8) and fstab, see mount.ecfs --help.", stdout)
 	meta := fl.String("meta", "", "comma-separated metadata service addresses; required")
 	secretFile := fl.String("secret-file", "", "file holding the cluster secret; required")
 	opts := fl.String("o", "", "mount options (see above)")
@@ -198,6 +204,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
 		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof, NoWriteBehind: *noWB}
 	if *opts != "" {
+		sloppy := slices.Contains(strings.Split(*opts, ","), "sloppy")
 		for _, o := range strings.Split(*opts, ",") {
 			k, v, _ := strings.Cut(o, "=")
 			var err error
@@ -222,8 +229,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 				*secretFile = v
 			case "meta":
 				*meta = strings.ReplaceAll(v, ";", ",")
-			case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev":
+			case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev", "sloppy", "":
 			default:
+				if sloppy {
+					fmt.Fprintf(stderr, "ecfs mount: ignoring unknown option %q (sloppy)\n", o)
+					continue
+				}
 				return &usageError{fmt.Sprintf("-o: unknown option %q", o)}
 			}
 			if err != nil {
