@@ -288,8 +288,32 @@ func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, sy
 
 // read runs a query, linearizable, after the journal is applied. A query of
 // a directory another mount leases revokes the lease and is retried.
+//
+// A query about one inode waits only for the changes written behind that
+// name it (a directory's entries are named by the directory), not for the
+// whole journal.
 func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
-	f.jr.drain()
+	switch op := q.Op.(type) {
+	case *metapb.ReadReq_Lookup:
+		f.jr.waitFor(op.Lookup.Parent)
+	case *metapb.ReadReq_Getattr:
+		f.jr.waitFor(op.Getattr.Ino)
+	case *metapb.ReadReq_Readdir:
+		f.jr.waitFor(op.Readdir.Ino)
+	case *metapb.ReadReq_Readlink:
+		f.jr.waitFor(op.Readlink.Ino)
+	case *metapb.ReadReq_Getxattr:
+		f.jr.waitFor(op.Getxattr.Ino)
+	case *metapb.ReadReq_Listxattr:
+		f.jr.waitFor(op.Listxattr.Ino)
+	case *metapb.ReadReq_Getlk:
+		f.jr.waitFor(op.Getlk.Ino)
+	case *metapb.ReadReq_Slices:
+		f.jr.waitFor(op.Slices.Ino)
+	case *metapb.ReadReq_Statfs, *metapb.ReadReq_LockWait, *metapb.ReadReq_Objects, *metapb.ReadReq_Revokes:
+	default:
+		f.jr.drain()
+	}
 	return f.query(ctx, q)
 }
 

@@ -36,8 +36,7 @@ type inode struct {
 	wb        *dirLease
 	made      bool // made here under a lease: no xattrs until settled
 	target    string
-	hasBlocks bool   // data was committed as objects (inline is refused then)
-	jseq      uint64 // the journal's last change of its existence or data
+	hasBlocks bool // data was committed as objects (inline is refused then)
 
 	opens    int       // handles open through this mount
 	noCapsAt time.Time // security.capability was absent as of then

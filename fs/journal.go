@@ -28,7 +28,8 @@ type journal struct {
 	next    uint64     // sequence number of the last op appended
 	sent    uint64     // every op up to this one is applied (or failed)
 	failed  map[uint64]error
-	broken  error // set when a batch could not be applied at all
+	last    map[uint64]uint64 // inode -> the last unapplied change naming it
+	broken  error             // set when a batch could not be applied at all
 	kick    chan struct{}
 	urgent  chan struct{} // someone waits: send without lingering
 	waiters int
@@ -59,6 +60,7 @@ func (j *journal) init(fs *FS) {
 	j.fs = fs
 	j.cond = sync.NewCond(&j.mu)
 	j.failed = map[uint64]error{}
+	j.last = map[uint64]uint64{}
 	j.kick = make(chan struct{}, 1)
 	j.urgent = make(chan struct{}, 1)
 	j.done = make(chan struct{})
@@ -75,6 +77,9 @@ func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
 	j.next++
 	seq := j.next
 	j.ops = append(j.ops, &jop{seq: seq, cmd: cmd, inos: inos, size: size})
+	for _, ino := range inos {
+		j.last[ino] = seq
+	}
 	j.bytes += size
 	j.mu.Unlock()
 	select {
@@ -107,6 +112,17 @@ func (j *journal) wait(seq uint64) {
 		j.cond.Wait()
 	}
 	j.waiters--
+}
+
+// waitFor waits for the changes appended so far that name one of inos.
+func (j *journal) waitFor(inos ...uint64) {
+	j.mu.Lock()
+	var seq uint64
+	for _, ino := range inos {
+		seq = max(seq, j.last[ino])
+	}
+	j.mu.Unlock()
+	j.wait(seq)
 }
 
 // drain waits for everything appended so far.
@@ -228,6 +244,11 @@ func (j *journal) send(batch []*jop, size int) {
 	}
 	j.sent = batch[len(batch)-1].seq
 	j.bytes -= size
+	for ino, seq := range j.last {
+		if seq <= j.sent {
+			delete(j.last, ino)
+		}
+	}
 	j.cond.Broadcast()
 	if failed {
 		// The mount's view of its leased directories may be wrong now:

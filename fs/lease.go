@@ -226,15 +226,12 @@ func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode,
 	sess := f.session.Load()
 	h = f.newHandle(ino, sess)
 	h.wb = true
-	in := f.newLocal(l, a, 1)
+	f.newLocal(l, a, 1)
 	l.ents[name] = dirEnt{ino, namespace.TypeFile}
 	f.touchDir(parent, now, 0)
-	seq := f.jr.add(&metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	f.jr.add(&metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: true,
 		Session: sess, Handle: h.id, Ino: ino}}}, ino, parent)
-	in.mu.Lock()
-	in.jseq = seq
-	in.mu.Unlock()
 	return proto.Clone(a).(*metapb.Attr), h, true, 0
 }
 
@@ -637,10 +634,7 @@ func (f *FS) wbCommit(in *inode, cmd *metapb.Command, end uint64, objects bool) 
 		in.hasBlocks = true
 	}
 	in.mu.Unlock()
-	seq := f.jr.add(cmd, in.ino)
-	in.mu.Lock()
-	in.jseq = max(in.jseq, seq)
-	in.mu.Unlock()
+	f.jr.add(cmd, in.ino)
 	return true
 }
 

@@ -284,10 +284,7 @@ func (f *FS) blockSlices(ctx context.Context, in *inode, first, last uint64) (ma
 	if len(missing) == 0 && have {
 		return out, inline, 0
 	}
-	in.mu.Lock()
-	jseq := in.jseq
-	in.mu.Unlock()
-	f.jr.wait(jseq) // the file's own changes written behind, not everyone's
+	f.jr.waitFor(in.ino) // the file's own changes written behind, not everyone's
 	r, errno := f.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: in.ino, Blocks: missing}}})
 	if errno != 0 {
 		return nil, nil, errno
