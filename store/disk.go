@@ -335,18 +335,27 @@ func (d *disks) ensureFanout(dir string) error {
 	if known {
 		return nil
 	}
+	mid := filepath.Dir(dir)
+	d.mu.Lock()
+	midKnown := d.fanouts[mid] // exists, and its entry is durable
+	d.mu.Unlock()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	// Make the new directory entries durable too.
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	// Make the new directory entries durable too: the leaf's in its
+	// parent, and the parent's in the shards directory unless that is
+	// known to be done.
+	if err := syncDir(mid); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
-		return err
+	if !midKnown {
+		if err := syncDir(filepath.Dir(mid)); err != nil {
+			return err
+		}
 	}
 	d.mu.Lock()
 	d.fanouts[dir] = true
+	d.fanouts[mid] = true
 	d.mu.Unlock()
 	return nil
 }
