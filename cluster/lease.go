@@ -213,6 +213,14 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 // command's session and seq make the whole batch exactly-once.
 func (f *FSM) applyMulti(op *metapb.MultiOp, c *metapb.Command) *metapb.Result {
 	r := &metapb.Result{Results: make([]*metapb.Result, len(op.Commands))}
+	if c.LeaseSession != 0 && !f.liveSession(c.LeaseSession) {
+		// Written behind under leases that ended with their session: the
+		// mount's view of those directories is stale, so none of it applies.
+		for i := range r.Results {
+			r.Results[i] = errnoResult(syscall.ESTALE)
+		}
+		return r
+	}
 	for i, in := range op.Commands {
 		if in.GetMulti() != nil {
 			r.Results[i] = errnoResult(syscall.EINVAL)

@@ -594,3 +594,20 @@ func TestLeaseSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("restored lease does not conflict: %v", r)
 	}
 }
+
+// TestMultiOpOfEndedSession: a batch written behind under a session that
+// has ended changes nothing (its view of the leased directories is stale).
+func TestMultiOpOfEndedSession(t *testing.T) {
+	x := newLeaseFixture(t)
+	before, _ := x.f.Digest()
+	r := x.apply(999, multiCmd(
+		&metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{Parent: namespace.RootIno, Name: "f", Type: uint32(namespace.TypeFile), Mode: 0o644, Excl: true}}},
+		&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "g"}}},
+	))
+	if len(r.Results) != 2 || r.Results[0].Errno != estale || r.Results[1].Errno != estale {
+		t.Fatalf("results %v, want ESTALE for each", r.Results)
+	}
+	if after, _ := x.f.Digest(); after != before {
+		t.Fatal("a batch of an ended session changed the state")
+	}
+}

@@ -39,6 +39,7 @@ type journal struct {
 
 type jop struct {
 	seq  uint64
+	sess uint64 // the mount session whose leases it was written under
 	cmd  *metapb.Command
 	inos []uint64 // inodes whose state the op changes (failures are reported on them)
 	size int
@@ -76,7 +77,7 @@ func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
 	}
 	j.next++
 	seq := j.next
-	j.ops = append(j.ops, &jop{seq: seq, cmd: cmd, inos: inos, size: size})
+	j.ops = append(j.ops, &jop{seq: seq, sess: j.fs.session.Load(), cmd: cmd, inos: inos, size: size})
 	for _, ino := range inos {
 		j.last[ino] = seq
 	}
@@ -161,7 +162,7 @@ func (j *journal) run(stop <-chan struct{}) {
 		j.mu.Lock()
 		var batch []*jop
 		size := 0
-		for len(j.ops) > 0 && len(batch) < journalBatchOps && (len(batch) == 0 || size+j.ops[0].size <= journalBatchBytes) {
+		for len(j.ops) > 0 && len(batch) < journalBatchOps && (len(batch) == 0 || size+j.ops[0].size <= journalBatchBytes && j.ops[0].sess == batch[0].sess) {
 			size += j.ops[0].size
 			batch = append(batch, j.ops[0])
 			j.ops = j.ops[1:]
@@ -196,7 +197,7 @@ func (j *journal) send(batch []*jop, size int) {
 			cmds = append(cmds, op.cmd)
 		}
 	}
-	cmd := &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
+	cmd := &metapb.Command{LeaseSession: batch[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
 	ctx, cancel := f.ctx(context.Background())
 	r, err := f.meta.Apply(ctx, cmd)
 	cancel()

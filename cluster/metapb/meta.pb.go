@@ -2379,7 +2379,8 @@ func (x *CancelWaitOp) GetReqId() uint64 {
 // MultiOp is several commands applied in order in one step (a mount's
 // write-behind batch): each one whole, each with its own result; a failing
 // one does not stop the rest. Their session, seq and now are the outer
-// command's.
+// command's. A batch whose lease_session has ended is refused whole (every
+// result ESTALE): it was written behind under that session's leases.
 type MultiOp struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Commands []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
