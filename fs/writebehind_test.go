@@ -453,3 +453,24 @@ func TestLeaseOfExistingDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestNoWriteBehind: with write-behind off, nothing is leased or batched:
+// every change is in the service when the call returns.
+func TestNoWriteBehind(t *testing.T) {
+	e := newEnv(t)
+	g := &gatedMeta{}
+	m1 := e.mount("m1", func(c *Config) { gated(g)(c); c.NoWriteBehind = true }, nil)
+	d := mustMkdir(t, m1, RootIno, "d").Ino
+	for i := range 2 * leaseAfter {
+		if _, errno := writeSmall(t, m1, d, fmt.Sprint("f", i), []byte("x"), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	r, err := e.client().Read(testCtx(t), &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d}}})
+	if err != nil || r.Errno != 0 || r.Leased || len(r.Entries) != 2*leaseAfter {
+		t.Fatalf("the service's listing: %v, %v (want %d entries, no lease)", r, err, 2*leaseAfter)
+	}
+	if n := g.multis.Load(); n != 0 {
+		t.Fatalf("%d batches written behind with write-behind off", n)
+	}
+}
