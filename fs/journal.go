@@ -53,8 +53,8 @@ const (
 	// A batch smaller than journalLingerOps waits up to journalLinger for
 	// more, unless someone waits for it: fewer, larger Raft entries cost
 	// the metadata service less.
-	journalLingerOps = 128
-	journalLinger    = 2 * time.Millisecond
+	journalLingerOps = 512
+	journalLinger    = 5 * time.Millisecond
 )
 
 func (j *journal) init(fs *FS) {
