@@ -146,7 +146,7 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	}
 	if wb {
 		// Its open went through the journal: so does its close, after it.
-		f.jr.add(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: id}}}, h.Ino)
+		f.jr.addOpenClose(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: id}}}, h.Ino)
 	} else {
 		f.closer.add(id)
 	}

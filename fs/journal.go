@@ -68,8 +68,20 @@ func (j *journal) init(fs *FS) {
 }
 
 // add appends a change and returns its sequence number. It waits while too
-// much is waiting to be sent.
+// much is waiting to be sent. inos are the inodes whose state it changes:
+// queries about them wait for it (waitFor), and its failure is reported on
+// them.
 func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
+	return j.append(cmd, true, inos)
+}
+
+// addOpenClose appends an open or close record of ino: it changes nothing
+// a query answers, so no query waits for it.
+func (j *journal) addOpenClose(cmd *metapb.Command, ino uint64) uint64 {
+	return j.append(cmd, false, []uint64{ino})
+}
+
+func (j *journal) append(cmd *metapb.Command, changes bool, inos []uint64) uint64 {
 	size := proto.Size(cmd)
 	j.mu.Lock()
 	for j.bytes > journalMaxBytes && j.broken == nil {
@@ -78,8 +90,10 @@ func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
 	j.next++
 	seq := j.next
 	j.ops = append(j.ops, &jop{seq: seq, sess: j.fs.session.Load(), cmd: cmd, inos: inos, size: size})
-	for _, ino := range inos {
-		j.last[ino] = seq
+	if changes {
+		for _, ino := range inos {
+			j.last[ino] = seq
+		}
 	}
 	j.bytes += size
 	j.mu.Unlock()

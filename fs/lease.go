@@ -606,7 +606,7 @@ func (f *FS) wbOpen(ino uint64, flags uint32) (*Handle, bool) {
 	sess := f.session.Load()
 	h := f.newHandle(ino, sess)
 	h.wb = true
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}, ino)
+	f.jr.addOpenClose(&metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}, ino)
 	return h, true
 }
 
