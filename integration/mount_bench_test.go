@@ -52,7 +52,9 @@ func BenchmarkMount(b *testing.B) {
 		}
 	}
 
-	fc := newFSCluster(b, 1, 6)
+	// The daemons' default timers (heal every 1 s, GC every 2 s, orphan
+	// scan every 5 min, heartbeats every 3 s), not the tests' fast ones.
+	fc := newFSClusterWith(b, 1, 6, nil, nil)
 	m := fc.mount() // default --buffer-size (mountBufferSize)
 	// The local reference lives beside the stores' data dirs (all under the
 	// test's temporary directory, one file system).

@@ -50,11 +50,20 @@ func requireFUSE(t testing.TB) {
 // health timeouts) and no mount.
 func newFSCluster(t testing.TB, metas, stores int) *fsCluster {
 	t.Helper()
+	return newFSClusterWith(t, metas, stores,
+		[]string{"--suspect-after", "1s", "--down-after", "3s", "--heal-interval", "500ms", "--gc-interval", "500ms",
+			"--orphan-interval", "5s", "--orphan-grace", "30s"},
+		[]string{"--heartbeat", "250ms"})
+}
+
+// newFSClusterWith starts a cluster with these extra meta and store flags
+// (none: the production defaults).
+func newFSClusterWith(t testing.TB, metas, stores int, metaFlags, storeFlags []string) *fsCluster {
+	t.Helper()
 	requireFUSE(t)
-	g := newMetaGroup(t, metas, "--suspect-after", "1s", "--down-after", "3s", "--heal-interval", "500ms", "--gc-interval", "500ms",
-		"--orphan-interval", "5s", "--orphan-grace", "30s")
+	g := newMetaGroup(t, metas, metaFlags...)
 	c := newStoresWith(t, t.TempDir(), g.secretFile, g.secret, stores,
-		"--meta", strings.Join(g.addrs(), ","), "--heartbeat", "250ms")
+		append([]string{"--meta", strings.Join(g.addrs(), ",")}, storeFlags...)...)
 	waitStoresUp(t, g, stores)
 	return &fsCluster{t: t, g: g, c: c}
 }
