@@ -762,7 +762,7 @@ func (f *FS) watchLeases(ctx context.Context) {
 const leasePoll = 20 * time.Millisecond
 
 // leaseIdle is how long a lease is kept without being written behind in.
-const leaseIdle = 30 * time.Second
+const leaseIdle = 5 * time.Minute
 
 // leaseDir is the directory a query is about, for a revocation.
 func leaseDir(q *metapb.ReadReq) uint64 {
