@@ -47,6 +47,7 @@ type FSM struct {
 	storeIDs    []string // interned store ids; index 0 means none
 	storeIdx    map[string]uint32
 	leases      map[uint64]*dirLease // directory write leases, by directory
+	revokedCh   chan struct{}        // closed at each new revocation (not state: not in snapshots)
 }
 
 type sessionResults struct {
@@ -563,6 +564,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
 	f.recordObjects(h.Objects)
 	f.leases = decodeLeases(h.Leases)
+	f.notifyRevoked() // revocations may be among what was restored
 	return nil
 }
 

@@ -48,8 +48,29 @@ func (f *FSM) conflict(dir, ls uint64) bool {
 		delete(f.leases, dir)
 		return false
 	}
-	l.revoked = true
+	if !l.revoked {
+		l.revoked = true
+		f.notifyRevoked()
+	}
 	return true
+}
+
+// notifyRevoked wakes the long polls of RevokesReq. f.mu is held (write).
+func (f *FSM) notifyRevoked() {
+	if f.revokedCh != nil {
+		close(f.revokedCh)
+	}
+	f.revokedCh = make(chan struct{})
+}
+
+// RevokeWatch returns a channel closed at the next revocation.
+func (f *FSM) RevokeWatch() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.revokedCh == nil {
+		f.revokedCh = make(chan struct{})
+	}
+	return f.revokedCh
 }
 
 // leasedToOther reports, without changing anything (queries hold only the

@@ -611,3 +611,26 @@ func TestMultiOpOfEndedSession(t *testing.T) {
 		t.Fatal("a batch of an ended session changed the state")
 	}
 }
+
+// TestRevokeWatch: the channel a long poll waits on closes when a lease is
+// revoked, not before.
+func TestRevokeWatch(t *testing.T) {
+	x := newLeaseFixture(t)
+	d := x.mkdir(namespace.RootIno, "d")
+	x.acquire(x.a, d)
+	ch := x.f.RevokeWatch()
+	select {
+	case <-ch:
+		t.Fatal("closed before any revocation")
+	default:
+	}
+	x.apply(x.b, &metapb.Command{Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Dir: d, Mode: leaseRevoke}}})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("not closed by a revocation")
+	}
+	if got := x.revokes(x.a); !slices.Equal(got, []uint64{d}) {
+		t.Fatalf("revokes %v", got)
+	}
+}

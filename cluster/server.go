@@ -161,7 +161,31 @@ func (s *Server) Read(ctx context.Context, req *metapb.ReadReq) (*metapb.ReadRes
 			return nil, toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
 		}
 	}
+	if rv := req.GetRevokes(); rv != nil && rv.WaitMs > 0 {
+		return s.waitRevokes(ctx, req, time.Duration(min(rv.WaitMs, 30000))*time.Millisecond)
+	}
 	return s.fsm.Read(req), nil
+}
+
+// waitRevokes answers a RevokesReq once the session has a revoked lease,
+// or after wait with none.
+func (s *Server) waitRevokes(ctx context.Context, req *metapb.ReadReq, wait time.Duration) (*metapb.ReadResp, error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		ch := s.fsm.RevokeWatch() // before reading: a revocation in between is not missed
+		r := s.fsm.Read(req)
+		if len(r.Dirs) > 0 || r.Errno != 0 {
+			return r, nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return r, nil
+		case <-ctx.Done():
+			return nil, toStatus(ctx.Err())
+		}
+	}
 }
 
 // Join adds a voter and records its API address; idempotent.

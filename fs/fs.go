@@ -102,14 +102,15 @@ type FS struct {
 	watched chan struct{}
 
 	// Write-behind under directory leases (lease.go, journal.go).
-	jr       journal
-	jrStop   chan struct{}
-	lmu      sync.Mutex
-	leases   map[uint64]*dirLease
-	inoMu    sync.Mutex
-	inoNext  uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
-	inoEnd   uint64
-	noLeases bool
+	jr        journal
+	jrStop    chan struct{}
+	lmu       sync.Mutex
+	leases    map[uint64]*dirLease
+	leaseKick chan struct{} // a lease was granted: watch for its revocation
+	inoMu     sync.Mutex
+	inoNext   uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
+	inoEnd    uint64
+	noLeases  bool
 
 	hitsMu    sync.Mutex
 	hits      map[uint64]int // changes through the service, by directory
@@ -154,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f.places.fs = f
 	f.leases = map[uint64]*dirLease{}
+	f.leaseKick = make(chan struct{}, 1)
 	f.opened = map[*Handle]struct{}{}
 	f.noLeases = cfg.NoWriteBehind
 	f.jr.init(f)

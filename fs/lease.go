@@ -98,6 +98,10 @@ func (f *FS) addLease(dir uint64) *dirLease {
 	f.lmu.Lock()
 	f.leases[dir] = l
 	f.lmu.Unlock()
+	select {
+	case f.leaseKick <- struct{}{}:
+	default:
+	}
 	return l
 }
 
@@ -714,18 +718,12 @@ func (f *FS) dropLeases() {
 }
 
 // watchLeases gives back the leases the service revoked: another mount
-// waits for them.
+// waits for them. While the mount holds leases it keeps one long poll
+// (RevokesReq.wait_ms) open; it also gives back leases idle for leaseIdle.
 func (f *FS) watchLeases(ctx context.Context) {
 	defer close(f.watched)
-	t := time.NewTicker(leasePoll)
-	defer t.Stop()
 	lastSweep := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for ctx.Err() == nil {
 		f.lmu.Lock()
 		n := len(f.leases)
 		var idle []uint64
@@ -743,12 +741,22 @@ func (f *FS) watchLeases(ctx context.Context) {
 			f.giveBack(dir) // its entries and inodes need no memory any more
 		}
 		if n == 0 {
+			select { // nothing to watch until a lease is granted
+			case <-ctx.Done():
+			case <-f.leaseKick:
+			case <-time.After(leaseIdle / 10):
+			}
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, f.cfg.SessionTTL)
-		r, err := f.meta.Read(cctx, &metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{Session: f.session.Load()}}})
+		cctx, cancel := context.WithTimeout(ctx, leaseWait+f.cfg.MetaTimeout)
+		r, err := f.meta.Read(cctx, &metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{
+			Session: f.session.Load(), WaitMs: uint32(leaseWait / time.Millisecond)}}})
 		cancel()
 		if err != nil || r.Errno != 0 {
+			if ctx.Err() == nil {
+				f.log.Warn("watching for revoked directory leases", "err", err, "errno", r.GetErrno())
+				_ = sleepCtx(ctx, time.Second)
+			}
 			continue
 		}
 		for _, dir := range slices.Sorted(slices.Values(r.Dirs)) {
@@ -757,9 +765,8 @@ func (f *FS) watchLeases(ctx context.Context) {
 	}
 }
 
-// leasePoll is how often a mount holding leases asks which were revoked:
-// about the delay another mount waits for one.
-const leasePoll = 20 * time.Millisecond
+// leaseWait is how long one long poll for revocations lasts.
+const leaseWait = 5 * time.Second
 
 // leaseIdle is how long a lease is kept without being written behind in.
 const leaseIdle = 5 * time.Minute
@@ -918,6 +925,11 @@ func (f *FS) acquire(dir uint64) {
 			delete(f.leases, dir)
 		}
 		f.lmu.Unlock()
+		return
+	}
+	select {
+	case f.leaseKick <- struct{}{}:
+	default:
 	}
 }
 

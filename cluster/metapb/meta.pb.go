@@ -3904,8 +3904,11 @@ func (x *BlockSlices) GetSlices() []*BlockWrite {
 
 // RevokesReq asks which of a session's directory leases were revoked.
 type RevokesReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	// wait_ms: if none is revoked now, wait up to this long (at most 30 s)
+	// for one before answering (a long poll: holders need not poll often).
+	WaitMs        uint32 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3943,6 +3946,13 @@ func (*RevokesReq) Descriptor() ([]byte, []int) {
 func (x *RevokesReq) GetSession() uint64 {
 	if x != nil {
 		return x.Session
+	}
+	return 0
+}
+
+func (x *RevokesReq) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
 	}
 	return 0
 }
@@ -5679,10 +5689,11 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06blocks\x18\x02 \x03(\x04R\x06blocks\"R\n" +
 	"\vBlockSlices\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\x04R\x05block\x12-\n" +
-	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"&\n" +
+	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"?\n" +
 	"\n" +
 	"RevokesReq\x12\x18\n" +
-	"\asession\x18\x01 \x01(\x04R\asession\"$\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x17\n" +
+	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"$\n" +
 	"\vLockWaitReq\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xaf\x05\n" +
 	"\aReadReq\x12\x14\n" +
