@@ -197,83 +197,83 @@ func newAttr(ino uint64, typ namespace.FileType, mode, uid, gid uint32, parent *
 	return a
 }
 
-// wbCreateOpen creates and opens a file in a leased directory. handled is
-// false when the directory is not leased or the name exists without
-// O_EXCL: the caller goes to the service.
-func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (a *metapb.Attr, h *Handle, handled bool, errno syscall.Errno) {
+// wbMake makes name, of type typ, in leased directory parent: it numbers
+// the new inode, gives it the attributes the service will, enters it and
+// journals the command that finish returns (finish completes the
+// attributes and records the inode). handled is false when parent is not
+// leased, the name is not plain, or it exists and !excl: the caller goes
+// to the service. An existing name with excl is EEXIST.
+func (f *FS) wbMake(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, uid, gid uint32, excl bool,
+	finish func(l *dirLease, a *metapb.Attr) *metapb.Command) (a *metapb.Attr, handled bool, errno syscall.Errno) {
 	if !plainName(name) {
-		return nil, nil, false, 0
+		return nil, false, 0
 	}
 	l := f.wbLease(parent)
 	if l == nil {
-		return nil, nil, false, 0
+		return nil, false, 0
 	}
 	defer l.mu.RUnlock()
 	pa, errno := f.dirAttr(ctx, parent)
 	if errno != 0 {
-		return nil, nil, true, errno
+		return nil, true, errno
+	}
+	// Numbered before the entries are locked: now and then this asks the
+	// service for more numbers, and lookups in the directory need not wait
+	// for that. A number not used (the name exists) is not missed.
+	ino, errno := f.allocIno(ctx)
+	if errno != 0 {
+		return nil, true, errno
 	}
 	l.emu.Lock()
 	defer l.emu.Unlock()
 	if _, ok := l.ents[name]; ok {
-		if flags&syscall.O_EXCL != 0 {
-			return nil, nil, true, syscall.EEXIST
+		if !excl {
+			return nil, false, 0
 		}
-		return nil, nil, false, 0
-	}
-	ino, errno := f.allocIno(ctx)
-	if errno != 0 {
-		return nil, nil, true, errno
+		return nil, true, syscall.EEXIST
 	}
 	now := time.Now().UnixNano()
-	a = newAttr(ino, namespace.TypeFile, mode, uid, gid, pa, now)
-	sess := f.session.Load()
-	h = f.newHandle(ino, sess)
-	h.wb = true
-	f.newLocal(l, a, 1)
-	l.ents[name] = dirEnt{ino, namespace.TypeFile}
-	f.touchDir(parent, now, 0)
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
-		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: true,
-		Session: sess, Handle: h.id, Ino: ino}}}, ino, parent)
-	return proto.Clone(a).(*metapb.Attr), h, true, 0
+	a = newAttr(ino, typ, mode, uid, gid, pa, now)
+	cmd := finish(l, a)
+	l.ents[name] = dirEnt{ino, typ}
+	dnlink := 0
+	if typ == namespace.TypeDir {
+		dnlink = 1
+	}
+	f.touchDir(parent, now, dnlink)
+	f.jr.add(cmd, ino, parent)
+	return proto.Clone(a).(*metapb.Attr), true, 0
+}
+
+// wbCreateOpen creates and opens a file in a leased directory. handled is
+// false when the directory is not leased or the name exists without
+// O_EXCL: the caller goes to the service.
+func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (a *metapb.Attr, h *Handle, handled bool, errno syscall.Errno) {
+	a, handled, errno = f.wbMake(ctx, parent, name, namespace.TypeFile, mode, uid, gid, flags&syscall.O_EXCL != 0,
+		func(l *dirLease, a *metapb.Attr) *metapb.Command {
+			sess := f.session.Load()
+			h = f.newHandle(a.Ino, sess)
+			h.wb = true
+			f.newLocal(l, a, 1)
+			return &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+				Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: true,
+				Session: sess, Handle: h.id, Ino: a.Ino}}}
+		})
+	return a, h, handled, errno
 }
 
 // wbMkdir makes a directory in a leased directory; the new one is leased
 // too.
 func (f *FS) wbMkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, bool, syscall.Errno) {
-	if !plainName(name) {
-		return nil, false, 0
-	}
-	l := f.wbLease(parent)
-	if l == nil {
-		return nil, false, 0
-	}
-	defer l.mu.RUnlock()
-	pa, errno := f.dirAttr(ctx, parent)
-	if errno != 0 {
-		return nil, true, errno
-	}
-	l.emu.Lock()
-	defer l.emu.Unlock()
-	if _, ok := l.ents[name]; ok {
-		return nil, true, syscall.EEXIST
-	}
-	ino, errno := f.allocIno(ctx)
-	if errno != 0 {
-		return nil, true, errno
-	}
-	now := time.Now().UnixNano()
-	a := newAttr(ino, namespace.TypeDir, mode, uid, gid, pa, now)
-	a.Nlink = 2
-	// A leased directory's own attributes are the mount's while it holds
-	// its lease (another mount's getattr revokes it).
-	f.newLocal(f.addLease(ino), a, 0)
-	l.ents[name] = dirEnt{ino, namespace.TypeDir}
-	f.touchDir(parent, now, 1)
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
-		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: ino, Lease: true}}}, ino, parent)
-	return proto.Clone(a).(*metapb.Attr), true, 0
+	return f.wbMake(ctx, parent, name, namespace.TypeDir, mode, uid, gid, true,
+		func(_ *dirLease, a *metapb.Attr) *metapb.Command {
+			a.Nlink = 2
+			// A leased directory's own attributes are the mount's while it
+			// holds its lease (another mount's getattr revokes it).
+			f.newLocal(f.addLease(a.Ino), a, 0)
+			return &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+				Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: a.Ino, Lease: true}}}
+		})
 }
 
 // wbSymlink makes a symlink in a leased directory.
@@ -281,40 +281,16 @@ func (f *FS) wbSymlink(ctx context.Context, parent uint64, name, target string, 
 	if target == "" || len(target) > 4095 || strings.IndexByte(target, 0) >= 0 {
 		return nil, false, 0 // the service says which error
 	}
-	if !plainName(name) {
-		return nil, false, 0
-	}
-	l := f.wbLease(parent)
-	if l == nil {
-		return nil, false, 0
-	}
-	defer l.mu.RUnlock()
-	pa, errno := f.dirAttr(ctx, parent)
-	if errno != 0 {
-		return nil, true, errno
-	}
-	l.emu.Lock()
-	defer l.emu.Unlock()
-	if _, ok := l.ents[name]; ok {
-		return nil, true, syscall.EEXIST
-	}
-	ino, errno := f.allocIno(ctx)
-	if errno != 0 {
-		return nil, true, errno
-	}
-	now := time.Now().UnixNano()
-	a := newAttr(ino, namespace.TypeSymlink, 0o777, uid, gid, pa, now)
-	a.Mode = 0o777
-	a.Size = uint64(len(target))
-	in := f.newLocal(l, a, 0)
-	in.mu.Lock()
-	in.target = target
-	in.mu.Unlock()
-	l.ents[name] = dirEnt{ino, namespace.TypeSymlink}
-	f.touchDir(parent, now, 0)
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
-		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid, Ino: ino}}}, ino, parent)
-	return proto.Clone(a).(*metapb.Attr), true, 0
+	return f.wbMake(ctx, parent, name, namespace.TypeSymlink, 0o777, uid, gid, true,
+		func(l *dirLease, a *metapb.Attr) *metapb.Command {
+			a.Size = uint64(len(target))
+			in := f.newLocal(l, a, 0)
+			in.mu.Lock()
+			in.target = target
+			in.mu.Unlock()
+			return &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+				Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid, Ino: a.Ino}}}
+		})
 }
 
 // wbLookup answers a lookup in a leased directory: from the entries, and
