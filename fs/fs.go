@@ -288,12 +288,11 @@ func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, sy
 	}
 }
 
-// read runs a query, linearizable, after the journal is applied. A query of
-// a directory another mount leases revokes the lease and is retried.
-//
-// A query about one inode waits only for the changes written behind that
-// name it (a directory's entries are named by the directory), not for the
-// whole journal.
+// read runs a query, linearizable, once the changes this mount wrote
+// behind that it could see are applied: for a query about one inode, those
+// that name it (a directory's entries are named by the directory), not the
+// whole journal. A query of a directory another mount leases revokes the
+// lease and is retried.
 func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
 	switch op := q.Op.(type) {
 	case *metapb.ReadReq_Lookup:
