@@ -93,8 +93,6 @@ func (f *FS) eligible(in *inode) *dirLease {
 func (f *FS) addLease(dir uint64) *dirLease {
 	l := &dirLease{dir: dir, held: true, ents: map[string]dirEnt{}}
 	l.used.Store(time.Now().UnixNano())
-	l.mu.Lock() // nobody can use it before it is in the map
-	defer l.mu.Unlock()
 	f.lmu.Lock()
 	f.leases[dir] = l
 	f.lmu.Unlock()
@@ -164,9 +162,18 @@ func (f *FS) touchDir(dir uint64, now int64, dnlink int) {
 	if in.wb == nil || in.attr == nil {
 		return // the service's: GetAttr asks it (dirAttr needs only mode and group)
 	}
+	in.changeLocal(func(a *metapb.Attr) {
+		a.Mtime, a.Ctime = now, now
+		a.Nlink = uint32(int(a.Nlink) + dnlink)
+	})
+}
+
+// changeLocal changes the mount's own attributes of an eligible inode: on a
+// copy (dirAttr hands the current one out), with a new version. in.mu is
+// held.
+func (in *inode) changeLocal(change func(a *metapb.Attr)) {
 	a := proto.Clone(in.attr).(*metapb.Attr)
-	a.Mtime, a.Ctime = now, now
-	a.Nlink = uint32(int(a.Nlink) + dnlink)
+	change(a)
 	a.Version++
 	in.attr = a
 }
@@ -372,13 +379,10 @@ func (f *FS) unlinked(ino uint64, now int64) {
 		in.attr = nil
 		return
 	}
-	a := proto.Clone(in.attr).(*metapb.Attr)
-	if a.Nlink > 0 {
-		a.Nlink--
-	}
-	a.Ctime = now
-	a.Version++
-	in.attr = a
+	in.changeLocal(func(a *metapb.Attr) {
+		a.Nlink = max(a.Nlink, 1) - 1
+		a.Ctime = now
+	})
 }
 
 // wbRmdir removes an empty directory that is leased, from a leased
@@ -482,10 +486,7 @@ func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName stri
 			to.inodes = append(to.inodes, in)
 		}
 		if in.wb != nil && in.attr != nil {
-			a := proto.Clone(in.attr).(*metapb.Attr)
-			a.Ctime = now
-			a.Version++
-			in.attr = a
+			in.changeLocal(func(a *metapb.Attr) { a.Ctime = now })
 		}
 		in.mu.Unlock()
 	}
@@ -604,12 +605,11 @@ func (f *FS) wbCommit(in *inode, cmd *metapb.Command, end uint64, objects bool) 
 		return false
 	}
 	now := time.Now().UnixNano()
-	a := proto.Clone(in.attr).(*metapb.Attr)
-	a.Size = max(a.Size, end)
-	a.Mtime, a.Ctime = now, now
-	a.Version++
-	in.attr = a
-	in.cacheVer = a.Version
+	in.changeLocal(func(a *metapb.Attr) {
+		a.Size = max(a.Size, end)
+		a.Mtime, a.Ctime = now, now
+	})
+	in.cacheVer = in.attr.Version
 	if objects {
 		in.hasBlocks = true
 	}
