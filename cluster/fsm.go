@@ -298,6 +298,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 				}
 			}
 			f.scheme = in
+			f.ns.StampRoot(now) // the root was made at time 0: no clock before this
 		}
 		return &metapb.Result{}
 	case *metapb.Command_SessionOpen:

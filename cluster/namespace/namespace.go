@@ -143,3 +143,21 @@ func (n *Namespace) SetInlineMax(v int) error {
 	n.lim = l
 	return nil
 }
+
+// StampRoot gives the root directory's times that are still 0 (a new
+// namespace is made before anyone read a clock) the bootstrap time now, and
+// reports whether it changed any. The FSM calls it with the leader's time
+// of the command that initialises the filesystem.
+func (n *Namespace) StampRoot(now int64) bool {
+	r := n.inodes[RootIno]
+	if r == nil || now == 0 || (r.atime != 0 && r.mtime != 0 && r.ctime != 0) {
+		return false
+	}
+	for _, t := range []*int64{&r.atime, &r.mtime, &r.ctime} {
+		if *t == 0 {
+			*t = now
+		}
+	}
+	r.version++
+	return true
+}
