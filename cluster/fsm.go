@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/locks"
@@ -48,6 +49,9 @@ type FSM struct {
 	storeIdx    map[string]uint32
 	leases      map[uint64]*dirLease // directory write leases, by directory
 	revokedCh   chan struct{}        // closed at each new revocation (not state: not in snapshots)
+	// beforeApply, when a test sets it, runs before each entry is applied
+	// (outside the lock): a member that applies slowly. Nil in production.
+	beforeApply atomic.Pointer[func()]
 }
 
 type sessionResults struct {
@@ -117,6 +121,9 @@ func NewFSM() *FSM {
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
+	}
+	if h := f.beforeApply.Load(); h != nil {
+		(*h)()
 	}
 	var b metapb.Batch
 	if err := proto.Unmarshal(l.Data, &b); err != nil {

@@ -29,6 +29,7 @@ type Server struct {
 	apiAddr string
 	secret  string
 	commit  *committer
+	barrier *termBarrier
 	check   *leaderCheck
 	log     *slog.Logger
 
@@ -43,16 +44,19 @@ func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger) *
 	}
 	return &Server{
 		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret,
-		commit: newCommitter(node.raft, 10*time.Second),
-		check:  &leaderCheck{raft: node.raft},
-		log:    log.With("component", "meta-api"),
-		conns:  map[string]*grpc.ClientConn{},
+		commit:  newCommitter(node.raft, 10*time.Second),
+		barrier: newTermBarrier(node.raft),
+		check:   &leaderCheck{raft: node.raft},
+		log:     log.With("component", "meta-api"),
+		conns:   map[string]*grpc.ClientConn{},
 	}
 }
 
-// Close stops the group commit and drops forwarding connections.
+// Close stops the group commit and the leadership watch, and drops
+// forwarding connections.
 func (s *Server) Close() {
 	s.commit.close()
+	s.barrier.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range s.conns {
@@ -150,21 +154,41 @@ func (s *Server) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result
 	return res, nil
 }
 
-// Read answers a query; unless it may be stale, only the leader answers,
-// after confirming it still leads.
+// Read answers a query; unless it may be stale, only the leader answers
+// (a follower forwards it), once it may answer linearizably.
 func (s *Server) Read(ctx context.Context, req *metapb.ReadReq) (*metapb.ReadResp, error) {
 	if !req.Stale {
 		if resp, fwd, err := viaLeader(s, ctx, req, metapb.MetaClient.Read); fwd {
 			return resp, err
 		}
-		if err := s.check.verify(ctx); err != nil {
-			return nil, toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
+		if err := s.linearizable(ctx); err != nil {
+			return nil, err
 		}
 	}
 	if rv := req.GetRevokes(); rv != nil && rv.WaitMs > 0 {
 		return s.waitRevokes(ctx, req, time.Duration(min(rv.WaitMs, 30000))*time.Millisecond)
 	}
 	return s.fsm.Read(req), nil
+}
+
+// linearizable returns nil when this member's state machine holds every
+// write acknowledged before the call: it has applied all entries of earlier
+// terms (its barrier of this term completed; a new leader may still be
+// applying the previous leader's) and it still leads (a round of
+// VerifyLeader begun after the call). The barrier is checked again after
+// the round, so both hold for one term. Otherwise the error is one the
+// client retries (Unavailable), or ctx's.
+func (s *Server) linearizable(ctx context.Context) error {
+	if err := s.barrier.wait(ctx); err != nil {
+		return toStatus(err)
+	}
+	if err := s.check.verify(ctx); err != nil {
+		return toStatus(fmt.Errorf("%w: %v", ErrNotLeader, err))
+	}
+	if !s.barrier.ready() {
+		return toStatus(fmt.Errorf("%w: leadership changed while it was confirmed", ErrNotLeader))
+	}
+	return nil
 }
 
 // waitRevokes answers a RevokesReq once the session has a revoked lease,
