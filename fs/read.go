@@ -245,18 +245,17 @@ func (f *FS) readRange(ctx context.Context, in *inode, p []byte, off int64) sysc
 }
 
 // readObject reads len(dst) bytes of obj at off. A failure is tried once
-// more with the object's record read again: the healer may have moved
-// shards since it was cached.
+// more with the object's record read again from the leader: the record may
+// come from a member that is behind, or the healer may have moved shards
+// since it was cached.
 func (f *FS) readObject(ctx context.Context, obj *store.Object, off int64, dst []byte) error {
 	n, _, err := f.objs.ReadAt(ctx, *obj, dst, off)
 	if err != nil && ctx.Err() == nil {
-		f.objCache.drop(uint64(obj.ID))
-		objs, gerr := f.objCache.get(ctx, f, []uint64{uint64(obj.ID)})
-		if gerr != nil {
-			return err
+		fresh, rerr := f.objCache.refresh(ctx, f, uint64(obj.ID))
+		if rerr != nil {
+			return fmt.Errorf("%w (and reading its record again: %v)", err, rerr)
 		}
-		obj = objs[uint64(obj.ID)]
-		n, _, err = f.objs.ReadAt(ctx, *obj, dst, off)
+		n, _, err = f.objs.ReadAt(ctx, *fresh, dst, off)
 	}
 	if err != nil {
 		return err
@@ -332,7 +331,10 @@ func (c *objectCache) drop(id uint64) {
 	c.mu.Unlock()
 }
 
-// get returns the records of ids, asking the service for those not cached.
+// get returns the records of ids, asking the service for those not
+// cached. Any member may answer (a stale read, the common case); the
+// records missing from its answer are asked of the leader, since a member
+// that is behind may not have applied a commit another mount just made.
 func (c *objectCache) get(ctx context.Context, f *FS, ids []uint64) (map[uint64]*store.Object, error) {
 	out := make(map[uint64]*store.Object, len(ids))
 	var missing []uint64
@@ -348,21 +350,55 @@ func (c *objectCache) get(ctx context.Context, f *FS, ids []uint64) (map[uint64]
 	if len(missing) == 0 {
 		return out, nil
 	}
-	r, errno := f.query(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: missing}}})
+	if err := c.fetch(ctx, f, missing, true, out); err != nil {
+		return nil, err
+	}
+	var behind []uint64
+	for _, id := range missing {
+		if out[id] == nil {
+			behind = append(behind, id)
+		}
+	}
+	if len(behind) == 0 {
+		return out, nil
+	}
+	if err := c.fetch(ctx, f, behind, false, out); err != nil {
+		return nil, err
+	}
+	for _, id := range behind {
+		if out[id] == nil {
+			return nil, fmt.Errorf("object %016x has no record", id)
+		}
+	}
+	return out, nil
+}
+
+// refresh reads the record of id again, from the leader, and caches it.
+func (c *objectCache) refresh(ctx context.Context, f *FS, id uint64) (*store.Object, error) {
+	c.drop(id)
+	out := make(map[uint64]*store.Object, 1)
+	if err := c.fetch(ctx, f, []uint64{id}, false, out); err != nil {
+		return nil, err
+	}
+	if out[id] == nil {
+		return nil, fmt.Errorf("object %016x has no record", id)
+	}
+	return out[id], nil
+}
+
+// fetch asks the service for the records of ids (any member may answer
+// when stale, else the leader) and adds those it has to out and the cache.
+func (c *objectCache) fetch(ctx context.Context, f *FS, ids []uint64, stale bool, out map[uint64]*store.Object) error {
+	r, errno := f.query(ctx, &metapb.ReadReq{Stale: stale, Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: ids}}})
 	if errno != 0 {
-		return nil, fmt.Errorf("reading object records: %w", errno)
+		return fmt.Errorf("reading object records: %w", errno)
 	}
 	for _, rec := range r.Objects {
 		o := &store.Object{ID: store.ObjectID(rec.Id), Scheme: f.scheme, Length: rec.Length, Placement: rec.Stores}
 		out[rec.Id] = o
 		c.put(rec.Id, o)
 	}
-	for _, id := range missing {
-		if out[id] == nil {
-			return nil, fmt.Errorf("object %016x has no record", id)
-		}
-	}
-	return out, nil
+	return nil
 }
 
 // placer hands out placements for new objects, fetched in batches, and
