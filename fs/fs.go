@@ -203,7 +203,10 @@ func (f *FS) Session() uint64 { return f.session.Load() }
 // expired anyway (the mount was cut off longer than its lease) is replaced
 // by a new one: its locks and directory leases are lost, and the files open
 // here are registered again under it (one freed meanwhile, unlinked
-// elsewhere, is said in the log; its reads fail).
+// elsewhere, is said in the log; its reads fail). What was written under
+// the old session is committed under it or not at all (the service refuses
+// it: EIO at fsync and close), and descriptors that took locks under it
+// are fenced (fence).
 func (f *FS) renewLoop(ctx context.Context) {
 	defer close(f.renewed)
 	t := time.NewTicker(f.cfg.SessionTTL / 3)
@@ -226,6 +229,7 @@ func (f *FS) renewLoop(ctx context.Context) {
 				f.log.Error("opening a new session", "err", err)
 				continue
 			}
+			f.fence()
 			f.session.Store(id)
 			f.dropLeases()
 			f.reopen(ctx, id)

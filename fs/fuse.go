@@ -356,17 +356,27 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 
 func (n *node) Write(ctx context.Context, fh fusefs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	k, errno := n.fs.Write(ctx, n.ino(), data, off)
+	h, ok := fh.(*Handle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	k, errno := n.fs.WriteFile(ctx, h, data, off)
 	return uint32(k), errno
 }
 
 func (n *node) Flush(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
+	if h, ok := fh.(*Handle); ok {
+		return n.fs.FlushFile(ctx, h)
+	}
 	return n.fs.Flush(ctx, n.ino())
 }
 
 func (n *node) Fsync(ctx context.Context, fh fusefs.FileHandle, flags uint32) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
+	if h, ok := fh.(*Handle); ok {
+		return n.fs.FsyncFile(ctx, h)
+	}
 	return n.fs.Fsync(ctx, n.ino())
 }
 
@@ -466,7 +476,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 	if _, p := n.Parent(); p != nil {
 		parent = p.StableAttr().Ino
 	}
-	return &dirHandle{fs: n.fs, ino: n.ino(), parent: parent}, 0, 0
+	return &dirHandle{fs: n.fs, ino: n.ino(), parent: parent, seen: n.fs.ErrSeq(n.ino())}, 0, 0
 }
 
 // dirHandle lists a directory: "." and "..", then the service's entries in
@@ -481,6 +491,7 @@ type dirHandle struct {
 	cookie uint64 // the service's cookie of the last entry returned
 	buf    []*metapb.DirEntry
 	eof    bool
+	seen   uint64 // failures of the directory's changes this descriptor was told of (errseq)
 }
 
 const (
@@ -529,5 +540,5 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
 // Fsyncdir returns once the changes this mount wrote behind are applied
 // (the directory's entries among them).
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return d.fs.SyncMeta()
+	return d.fs.SyncDir(context.WithoutCancel(ctx), d.ino, &d.seen)
 }

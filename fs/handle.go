@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"math"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,6 +20,14 @@ type Handle struct {
 	Ino uint64
 	id  uint64
 	wb  bool // registered through the journal: closed through it too
+
+	// seen is how many failures of the file this descriptor was told of
+	// (errseq; guarded by the inode's mu).
+	seen uint64
+	// fenced: a lock was taken through this descriptor under a session
+	// that has since expired (the lock may be another mount's now): it
+	// writes nothing more, and its fsync and close report EIO.
+	fenced atomic.Bool
 
 	mu     sync.Mutex
 	owners map[lockOwner]bool // lock owners that locked through this handle
@@ -65,6 +74,7 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	a := f.remember(r.Attr)
 	in.mu.Lock()
 	in.opens++
+	h.seen = in.errsSeen
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
 	in.mu.Unlock()
 	f.track(h)
@@ -111,6 +121,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	in.mu.Lock()
 	in.setAttr(r.Attr)
 	in.opens++
+	h.seen = in.errsSeen
 	if r.Created {
 		in.noCapsAt = time.Now() // a new file has no xattrs
 	}
@@ -131,7 +142,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 // closeDelay (an unlinked file is freed by its last close): closes go in
 // batches, so that they do not hold up the next file's commits.
 func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
-	errno := f.Flush(ctx, h.Ino)
+	errno := f.FlushFile(ctx, h)
 	f.untrack(h)
 	h.mu.Lock()
 	owners := h.owners
@@ -146,7 +157,7 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	}
 	if wb {
 		// Its open went through the journal: so does its close, after it.
-		f.jr.addOpenClose(&metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: f.session.Load(), Handle: id}}}, h.Ino)
+		f.jr.addOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)
 	} else {
 		f.closer.add(id)
 	}
@@ -158,27 +169,49 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 }
 
 // Fsync commits what was written to ino, and every change the mount
-// wrote behind before (the file's name and attributes among them).
+// wrote behind before (the file's name and attributes among them), and
+// reports a failure no descriptor was told of (EIO).
 func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno {
-	errno := f.Flush(ctx, ino)
-	f.jr.drain()
-	if err := f.jr.failure(ino); err != nil && errno == 0 {
-		errno = syscall.EIO
+	return f.fsync(ctx, ino, nil)
+}
+
+// FsyncFile is Fsync through descriptor h: it reports every failure of the
+// file since h was last told of one (errseq: another descriptor's fsync
+// does not take it away), and EIO for a descriptor whose locks were lost
+// with an expired session.
+func (f *FS) FsyncFile(ctx context.Context, h *Handle) syscall.Errno {
+	errno := f.fsync(ctx, h.Ino, &h.seen)
+	if h.fenced.Load() {
+		return syscall.EIO
 	}
 	return errno
 }
 
-// SyncMeta returns once every change written behind so far is applied;
-// EIO if one failed since the last report.
-func (f *FS) SyncMeta() syscall.Errno {
+func (f *FS) fsync(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
+	f.wait(ino)
 	f.jr.drain()
-	f.jr.mu.Lock()
-	defer f.jr.mu.Unlock()
-	if len(f.jr.failed) > 0 {
-		clear(f.jr.failed) // reported once
-		return syscall.EIO
-	}
-	return 0
+	in := f.inode(ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.werr = nil
+	return in.takeErr(cur)
+}
+
+// ErrSeq samples ino's error sequence for a new descriptor of a directory
+// (see SyncDir).
+func (f *FS) ErrSeq(ino uint64) uint64 {
+	in := f.inode(ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.errsSeen
+}
+
+// SyncDir returns once every change written behind so far is applied, and
+// reports EIO if a change of directory ino (an entry made, removed or
+// renamed in it) failed since the descriptor whose cursor is cur was last
+// told. A failure elsewhere is not reported here, nor taken from anyone.
+func (f *FS) SyncDir(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
+	return f.fsync(ctx, ino, cur)
 }
 
 // LockIn describes a lock request: a byte range [Start, End] (End
@@ -337,6 +370,32 @@ func (f *FS) untrack(h *Handle) {
 	f.hmu.Lock()
 	delete(f.opened, h)
 	f.hmu.Unlock()
+}
+
+// fence marks every open descriptor that took a lock as fenced: the
+// session is about to be replaced, and its locks may be another mount's by
+// now. Called before the new session is stored, so that a write either
+// sees the fence or is buffered under the old session (whose commit the
+// service refuses).
+func (f *FS) fence() {
+	f.hmu.Lock()
+	hs := make([]*Handle, 0, len(f.opened))
+	for h := range f.opened {
+		hs = append(hs, h)
+	}
+	f.hmu.Unlock()
+	n := 0
+	for _, h := range hs {
+		h.mu.Lock()
+		if len(h.owners) > 0 {
+			h.fenced.Store(true)
+			n++
+		}
+		h.mu.Unlock()
+	}
+	if n > 0 {
+		f.log.Error("the mount's session expired while files were locked here: those descriptors report EIO from now on", "descriptors", n)
+	}
 }
 
 // reopen registers every open handle again under session sess (the old

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -20,8 +21,18 @@ type inode struct {
 	dirty     map[uint64]*buf // unsealed buffers by block
 	pending   []*upload       // sealed, not yet committed, in seal order
 	last      chan struct{}   // closed when the newest upload is done
-	werr      error           // first upload failure since the last flush
+	werr      error           // first upload failure since the last write (told to the next writer)
 	localSize uint64          // end of the data written through this mount
+
+	// Errors (errseq, as Linux keeps them per file): errs counts the
+	// failures of data or changes of this inode (uploads, commits, changes
+	// written behind) ever; each descriptor remembers how many it was told
+	// of (Handle.seen), and errsSeen is the count as of the last time any
+	// descriptor was told, which a new descriptor starts from: a failure
+	// nobody heard of yet reaches the next fsync or close, and a success
+	// never clears one another descriptor has not heard of.
+	errs     uint64
+	errsSeen uint64
 
 	// Read caches, valid for attribute version cacheVer.
 	cacheVer   uint64
@@ -71,7 +82,7 @@ func (f *FS) Forget(ino uint64) {
 		return
 	}
 	defer in.mu.Unlock()
-	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 {
+	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 && in.errs == in.errsSeen {
 		delete(f.inodes, ino)
 	}
 }
@@ -125,4 +136,32 @@ func (in *inode) report() *metapb.Attr {
 // in.mu is held.
 func (in *inode) inlineOK(inlineMax int) bool {
 	return in.attr == nil || in.attr.Size <= uint64(inlineMax)
+}
+
+// failed records a failure of data or of a change of each of inos: the
+// descriptors open on them, and the next to open, report EIO at fsync and
+// close (errseq).
+func (f *FS) failed(inos ...uint64) {
+	for _, ino := range inos {
+		in := f.inode(ino)
+		in.mu.Lock()
+		in.errs++
+		in.mu.Unlock()
+	}
+}
+
+// takeErr reports EIO when ino failed since the descriptor cur was last
+// told (cur nil: since any descriptor was), and moves cur up to now. in.mu
+// is held.
+func (in *inode) takeErr(cur *uint64) syscall.Errno {
+	since := in.errsSeen
+	if cur != nil {
+		since = *cur
+		*cur = in.errs
+	}
+	in.errsSeen = in.errs
+	if in.errs > since {
+		return syscall.EIO
+	}
+	return 0
 }

@@ -27,9 +27,8 @@ type journal struct {
 	bytes   int        // encoded size of ops and of the batch in flight
 	next    uint64     // sequence number of the last op appended
 	sent    uint64     // every op up to this one is applied (or failed)
-	failed  map[uint64]error
 	last    map[uint64]uint64 // inode -> the last unapplied change naming it
-	broken  error             // set when a batch could not be applied at all
+	broken  error             // the last batch could not be applied at all (lifts the memory cap)
 	kick    chan struct{}
 	urgent  chan struct{} // someone waits: send without lingering
 	waiters int
@@ -39,7 +38,7 @@ type journal struct {
 
 type jop struct {
 	seq  uint64
-	sess uint64 // the mount session whose leases it was written under
+	sess uint64 // the mount session whose lease (or handle) it was written under
 	cmd  *metapb.Command
 	inos []uint64 // inodes whose state the op changes (failures are reported on them)
 	size int
@@ -60,28 +59,28 @@ const (
 func (j *journal) init(fs *FS) {
 	j.fs = fs
 	j.cond = sync.NewCond(&j.mu)
-	j.failed = map[uint64]error{}
 	j.last = map[uint64]uint64{}
 	j.kick = make(chan struct{}, 1)
 	j.urgent = make(chan struct{}, 1)
 	j.done = make(chan struct{})
 }
 
-// add appends a change and returns its sequence number. It waits while too
-// much is waiting to be sent. inos are the inodes whose state it changes:
-// queries about them wait for it (waitFor), and its failure is reported on
-// them.
-func (j *journal) add(cmd *metapb.Command, inos ...uint64) uint64 {
-	return j.append(cmd, true, inos)
+// add appends a change made under session sess (the session of the lease
+// it was written under: it is sent under that session or not at all) and
+// returns its sequence number. It waits while too much is waiting to be
+// sent. inos are the inodes whose state it changes: queries about them
+// wait for it (waitFor), and its failure is reported on them.
+func (j *journal) add(sess uint64, cmd *metapb.Command, inos ...uint64) uint64 {
+	return j.append(sess, cmd, true, inos)
 }
 
 // addOpenClose appends an open or close record of ino: it changes nothing
 // a query answers, so no query waits for it.
-func (j *journal) addOpenClose(cmd *metapb.Command, ino uint64) uint64 {
-	return j.append(cmd, false, []uint64{ino})
+func (j *journal) addOpenClose(sess uint64, cmd *metapb.Command, ino uint64) uint64 {
+	return j.append(sess, cmd, false, []uint64{ino})
 }
 
-func (j *journal) append(cmd *metapb.Command, changes bool, inos []uint64) uint64 {
+func (j *journal) append(sess uint64, cmd *metapb.Command, changes bool, inos []uint64) uint64 {
 	size := proto.Size(cmd)
 	j.mu.Lock()
 	for j.bytes > journalMaxBytes && j.broken == nil {
@@ -89,7 +88,7 @@ func (j *journal) append(cmd *metapb.Command, changes bool, inos []uint64) uint6
 	}
 	j.next++
 	seq := j.next
-	j.ops = append(j.ops, &jop{seq: seq, sess: j.fs.session.Load(), cmd: cmd, inos: inos, size: size})
+	j.ops = append(j.ops, &jop{seq: seq, sess: sess, cmd: cmd, inos: inos, size: size})
 	if changes {
 		for _, ino := range inos {
 			j.last[ino] = seq
@@ -146,15 +145,6 @@ func (j *journal) drain() {
 	seq := j.next
 	j.mu.Unlock()
 	j.wait(seq)
-}
-
-// failure returns (and forgets) the failure of a change to ino, if any.
-func (j *journal) failure(ino uint64) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	err := j.failed[ino]
-	delete(j.failed, ino)
-	return err
 }
 
 // run sends the changes until stop is closed and nothing is left.
@@ -234,29 +224,27 @@ func (j *journal) send(batch []*jop, size int) {
 			err = fmt.Errorf("the metadata service refused the batch: %w", syscall.Errno(r.Errno))
 		}
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	// Failures are recorded on their inodes (errseq: every descriptor that
+	// could have seen the change hears of it) before the batch counts as
+	// sent, so that whoever waited for it finds them.
 	failed := err != nil
 	if err != nil {
 		f.log.Error("sending write-behind changes failed: the files they touch report EIO on fsync/close", "changes", len(batch), "err", err)
-		j.broken = err
 		for _, op := range batch {
-			for _, ino := range op.inos {
-				j.failed[ino] = err
-			}
+			f.failed(op.inos...)
 		}
 	} else {
 		for i, op := range batch {
 			if e := r.Results[i].Errno; e != 0 {
 				failed = true
-				ferr := fmt.Errorf("write-behind %T refused: %w", op.cmd.Op, syscall.Errno(e))
 				f.log.Error("a write-behind change was refused", "op", fmt.Sprintf("%T", op.cmd.Op), "inodes", op.inos, "errno", syscall.Errno(e).Error())
-				for _, ino := range op.inos {
-					j.failed[ino] = ferr
-				}
+				f.failed(op.inos...)
 			}
 		}
 	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.broken = err // lifted again by the next batch that goes through
 	j.sent = batch[len(batch)-1].seq
 	j.bytes -= size
 	for ino, seq := range j.last {

@@ -36,7 +36,8 @@ import (
 // been applied. What a crash of this mount loses is what a crash of a local
 // disk's host loses: changes made since the last fsync.
 type dirLease struct {
-	dir uint64
+	dir  uint64
+	sess uint64 // the session it was granted to: what is written behind under it is sent under it
 	// mu: read-held by an operation writing behind in the directory;
 	// write-held to give the lease up.
 	mu   sync.RWMutex
@@ -90,8 +91,8 @@ func (f *FS) eligible(in *inode) *dirLease {
 
 // addLease records a lease granted to the mount for a directory it just
 // made (empty).
-func (f *FS) addLease(dir uint64) *dirLease {
-	l := &dirLease{dir: dir, held: true, ents: map[string]dirEnt{}}
+func (f *FS) addLease(dir, sess uint64) *dirLease {
+	l := &dirLease{dir: dir, sess: sess, held: true, ents: map[string]dirEnt{}}
 	l.used.Store(time.Now().UnixNano())
 	f.lmu.Lock()
 	f.leases[dir] = l
@@ -124,10 +125,16 @@ func (f *FS) allocIno(ctx context.Context) (uint64, syscall.Errno) {
 	return f.inoNext - 1, 0
 }
 
+// maxNameLen is the longest name the namespace takes (its MaxNameLen;
+// statfs reports it too). Lookup, unlink and rmdir answer ENAMETOOLONG for
+// a longer one; the operations that make a name leave it to the service
+// (plainName).
+const maxNameLen = 255
+
 // plainName reports a name the service surely takes (anything else goes
 // to the service, which says what is wrong with it).
 func plainName(name string) bool {
-	if name == "" || name == "." || name == ".." || len(name) > 255 {
+	if name == "" || name == "." || name == ".." || len(name) > maxNameLen {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
@@ -248,7 +255,7 @@ func (f *FS) wbMake(ctx context.Context, parent uint64, name string, typ namespa
 		dnlink = 1
 	}
 	f.touchDir(parent, now, dnlink)
-	f.jr.add(cmd, ino, parent)
+	f.jr.add(l.sess, cmd, ino, parent)
 	return proto.Clone(a).(*metapb.Attr), true, 0
 }
 
@@ -258,7 +265,7 @@ func (f *FS) wbMake(ctx context.Context, parent uint64, name string, typ namespa
 func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (a *metapb.Attr, h *Handle, handled bool, errno syscall.Errno) {
 	a, handled, errno = f.wbMake(ctx, parent, name, namespace.TypeFile, mode, uid, gid, flags&syscall.O_EXCL != 0,
 		func(l *dirLease, a *metapb.Attr) *metapb.Command {
-			sess := f.session.Load()
+			sess := l.sess
 			h = f.newHandle(a.Ino, sess)
 			h.wb = true
 			f.newLocal(l, a, 1)
@@ -273,11 +280,11 @@ func (f *FS) wbCreateOpen(ctx context.Context, parent uint64, name string, mode,
 // too.
 func (f *FS) wbMkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, bool, syscall.Errno) {
 	return f.wbMake(ctx, parent, name, namespace.TypeDir, mode, uid, gid, true,
-		func(_ *dirLease, a *metapb.Attr) *metapb.Command {
+		func(l *dirLease, a *metapb.Attr) *metapb.Command {
 			a.Nlink = 2
 			// A leased directory's own attributes are the mount's while it
 			// holds its lease (another mount's getattr revokes it).
-			f.newLocal(f.addLease(a.Ino), a, 0)
+			f.newLocal(f.addLease(a.Ino, l.sess), a, 0)
 			return &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 				Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: a.Ino, Lease: true}}}
 		})
@@ -363,7 +370,7 @@ func (f *FS) wbUnlink(parent uint64, name string) (bool, syscall.Errno) {
 	now := time.Now().UnixNano()
 	f.unlinked(e.ino, now)
 	f.touchDir(parent, now, 0)
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}}, e.ino, parent)
+	f.jr.add(l.sess, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}}, e.ino, parent)
 	return true, 0
 }
 
@@ -386,16 +393,19 @@ func (f *FS) unlinked(ino uint64, now int64) {
 }
 
 // wbRmdir removes an empty directory that is leased, from a leased
-// directory.
+// directory. The child is found under the parent's lease; then both leases
+// are locked in the order of the lock hierarchy (locking.go: ascending
+// directory number, every lease's mu before any entry lock) and the entry
+// is checked again.
 func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
 	l := f.wbLease(parent)
 	if l == nil {
 		return false, 0
 	}
-	defer l.mu.RUnlock()
 	l.emu.Lock()
-	defer l.emu.Unlock()
 	e, ok := l.ents[name]
+	l.emu.Unlock()
+	l.mu.RUnlock()
 	switch {
 	case !ok:
 		return true, syscall.ENOENT
@@ -408,26 +418,50 @@ func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
 	if cl == nil {
 		return false, 0
 	}
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if !cl.held {
-		return false, 0
+	var pl *dirLease
+	if e.ino < parent {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if pl = f.wbLease(parent); pl == nil {
+			return false, 0
+		}
+		defer pl.mu.RUnlock()
+	} else {
+		if pl = f.wbLease(parent); pl == nil {
+			return false, 0
+		}
+		defer pl.mu.RUnlock()
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
 	}
-	cl.emu.Lock()
-	n := len(cl.ents)
-	cl.emu.Unlock()
-	if n > 0 {
+	if !cl.held || cl.sess != pl.sess {
+		return false, 0 // the service decides
+	}
+	first, second := pl, cl
+	if e.ino < parent {
+		first, second = cl, pl
+	}
+	first.emu.Lock()
+	defer first.emu.Unlock()
+	second.emu.Lock()
+	defer second.emu.Unlock()
+	if now, ok := pl.ents[name]; !ok || now != e {
+		return false, 0 // changed meanwhile: the service decides
+	}
+	if len(cl.ents) > 0 {
 		return true, syscall.ENOTEMPTY
 	}
 	cl.held = false
 	f.lmu.Lock()
-	delete(f.leases, e.ino)
+	if f.leases[e.ino] == cl {
+		delete(f.leases, e.ino)
+	}
 	f.lmu.Unlock()
-	delete(l.ents, name)
+	delete(pl.ents, name)
 	now := time.Now().UnixNano()
 	f.unlinked(e.ino, now)
 	f.touchDir(parent, now, -1)
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}}, e.ino, parent)
+	f.jr.add(pl.sess, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}}, e.ino, parent)
 	return true, 0
 }
 
@@ -449,11 +483,17 @@ func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName stri
 			return false, 0
 		}
 		defer l2.mu.RUnlock()
+		if l2.sess != l1.sess {
+			return false, 0
+		}
+	}
+	// Entry locks after every lease lock, ascending (locking.go).
+	l1.emu.Lock()
+	defer l1.emu.Unlock()
+	if l2 != l1 {
 		l2.emu.Lock()
 		defer l2.emu.Unlock()
 	}
-	l1.emu.Lock()
-	defer l1.emu.Unlock()
 	from, to := l1, l2
 	if parent != first {
 		from, to = l2, l1
@@ -494,7 +534,7 @@ func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName stri
 	if newParent != parent {
 		f.touchDir(newParent, now, 0)
 	}
-	f.jr.add(&metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
+	f.jr.add(l1.sess, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName}}}, inos...)
 	return true, 0
 }
@@ -557,7 +597,7 @@ func (f *FS) wbSetAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
 	out := in.report()
 	in.mu.Unlock()
 	if v != 0 {
-		f.jr.add(&metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
+		f.jr.add(l.sess, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
 			Ino: ino, Valid: s.Valid, Mode: s.Mode, Uid: s.Uid, Gid: s.Gid, Atime: s.Atime, Mtime: s.Mtime}}}, ino)
 	}
 	return out, true
@@ -584,21 +624,28 @@ func (f *FS) wbOpen(ino uint64, flags uint32) (*Handle, bool) {
 	}
 	in.opens++
 	in.mu.Unlock()
-	sess := f.session.Load()
-	h := f.newHandle(ino, sess)
+	h := f.newHandle(ino, l.sess)
 	h.wb = true
-	f.jr.addOpenClose(&metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}}, ino)
+	in.mu.Lock()
+	h.seen = in.errsSeen
+	in.mu.Unlock()
+	f.jr.addOpenClose(l.sess, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: l.sess, Ino: ino, Handle: h.id}}}, ino)
 	return h, true
 }
 
-// wbCommit sends a data commit of an eligible file through the journal and
-// records its new size locally. end is the end of the data it commits.
-func (f *FS) wbCommit(in *inode, cmd *metapb.Command, end uint64, objects bool) bool {
+// wbCommit sends a data commit of an eligible file, written under session
+// sess, through the journal and records its new size locally. end is the
+// end of the data it commits. Data written under another session than the
+// lease's is not written behind.
+func (f *FS) wbCommit(in *inode, sess uint64, cmd *metapb.Command, end uint64, objects bool) bool {
 	l := f.eligible(in)
 	if l == nil {
 		return false
 	}
 	defer l.mu.RUnlock()
+	if l.sess != sess {
+		return false
+	}
 	in.mu.Lock()
 	if in.wb != l || in.attr == nil || (!objects && in.hasBlocks) {
 		in.mu.Unlock()
@@ -614,7 +661,7 @@ func (f *FS) wbCommit(in *inode, cmd *metapb.Command, end uint64, objects bool) 
 		in.hasBlocks = true
 	}
 	in.mu.Unlock()
-	f.jr.add(cmd, in.ino)
+	f.jr.add(l.sess, cmd, in.ino)
 	return true
 }
 
@@ -885,7 +932,7 @@ func (f *FS) acquire(dir uint64) {
 		f.lmu.Unlock()
 		return
 	}
-	l := &dirLease{dir: dir, ents: map[string]dirEnt{}}
+	l := &dirLease{dir: dir, sess: f.session.Load(), ents: map[string]dirEnt{}}
 	l.mu.Lock()
 	l.emu.Lock()
 	f.leases[dir] = l
@@ -912,7 +959,7 @@ func (f *FS) acquire(dir uint64) {
 func (f *FS) loadLease(l *dirLease) bool {
 	ctx, cancel := f.ctx(context.Background())
 	defer cancel()
-	sess := f.session.Load()
+	sess := l.sess
 	r, err := f.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 		Session: sess, Dir: l.dir, Mode: 4}}})
 	if err != nil || r.Errno != 0 {

@@ -48,6 +48,9 @@ func attrOf(r *metapb.ReadResp, errno syscall.Errno) (*metapb.Attr, syscall.Errn
 
 // Lookup finds name in directory parent.
 func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+	if len(name) > maxNameLen {
+		return nil, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
+	}
 	if a, ino, ok, errno := f.wbLookup(parent, name); ok {
 		if errno != 0 || a != nil {
 			return a, errno
@@ -126,10 +129,11 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 	if a, ok, errno := f.wbMkdir(ctx, parent, name, mode, uid, gid); ok {
 		return a, errno
 	}
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
-		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}})
+	cmd := &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}}
+	a, errno := f.applyAttr(ctx, cmd)
 	if errno == 0 {
-		l := f.addLease(a.Ino)
+		l := f.addLease(a.Ino, cmd.LeaseSession) // granted to the session it was made under
 		f.newLocal(l, proto.Clone(a).(*metapb.Attr), 0)
 		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
 		f.noteChange(parent)
@@ -164,6 +168,9 @@ func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*
 
 // Unlink removes a name (not a directory).
 func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Errno {
+	if len(name) > maxNameLen {
+		return syscall.ENAMETOOLONG
+	}
 	if ok, errno := f.wbUnlink(parent, name); ok {
 		return errno
 	}
@@ -177,6 +184,9 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 
 // Rmdir removes an empty directory.
 func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errno {
+	if len(name) > maxNameLen {
+		return syscall.ENAMETOOLONG
+	}
 	if ok, errno := f.wbRmdir(parent, name); ok {
 		return errno
 	}

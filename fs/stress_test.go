@@ -189,7 +189,8 @@ func TestUploadFailure(t *testing.T) {
 	openRead(t, other, a.Ino, nil)
 
 	// A background upload (a full block) that fails is reported by the
-	// next write, and then not again.
+	// next write, and by the next flush (errseq: a failure a writer heard
+	// of still reaches fsync and close), and then not again.
 	mustWrite(t, f, a.Ino, pattern(BlockSize, 2), 0)
 	waitUntil(t, "the failed upload", 10*time.Second, func() bool {
 		in := f.inode(a.Ino)
@@ -199,7 +200,8 @@ func TestUploadFailure(t *testing.T) {
 	})
 	_, errno := f.Write(ctx, a.Ino, []byte("more"), BlockSize)
 	mustErrno(t, "write after a failed background upload", errno, syscall.EIO)
-	mustErrno(t, "flush after the error was reported", f.Flush(ctx, a.Ino), 0)
+	mustErrno(t, "flush after the write reported the error", f.Flush(ctx, a.Ino), syscall.EIO)
+	mustErrno(t, "flush after the flush reported the error", f.Flush(ctx, a.Ino), 0)
 
 	// The stores are back: writing works again.
 	objs.failWrites.Store(false)

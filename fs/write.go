@@ -40,6 +40,7 @@ const maxSpans = 64
 // data[i] is the byte at block offset base+i, valid where ext says.
 type buf struct {
 	block uint64
+	sess  uint64 // the session it was written under: committed under it or not at all
 	base  int
 	data  []byte
 	ext   []span // block offsets, sorted and disjoint
@@ -67,9 +68,25 @@ func (b *buf) overlay(p []byte, off int64) {
 	}
 }
 
+// WriteFile is Write through descriptor h: a descriptor whose locks were
+// lost with an expired session writes nothing more (EIO), so a holder that
+// froze past its lease cannot overwrite what the next holder wrote.
+func (f *FS) WriteFile(ctx context.Context, h *Handle, data []byte, off int64) (int, syscall.Errno) {
+	sess := f.session.Load()
+	if h.fenced.Load() {
+		return 0, syscall.EIO
+	}
+	return f.write(ctx, h.Ino, sess, data, off)
+}
+
 // Write buffers data at offset off of file ino. Full blocks are uploaded in
-// the background; the rest waits for Flush, Fsync or memory pressure.
+// the background; the rest waits for Flush, Fsync or memory pressure. The
+// data is committed under the mount's current session, or not at all.
 func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int, syscall.Errno) {
+	return f.write(ctx, ino, f.session.Load(), data, off)
+}
+
+func (f *FS) write(ctx context.Context, ino, sess uint64, data []byte, off int64) (int, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
@@ -96,7 +113,7 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 		blk := uint64(pos / BlockSize)
 		boff := int(pos % BlockSize)
 		n := min(len(data)-written, BlockSize-boff)
-		need := f.writeBlock(in, blk, boff, data[written:written+n], &credit)
+		need := f.writeBlock(in, sess, blk, boff, data[written:written+n], &credit)
 		if need > 0 {
 			// Out of buffer memory: this file's buffers are uploading
 			// now. Wait for memory without the inode's lock, which the
@@ -116,16 +133,18 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 // writeBlock copies p into the buffer of block blk at block offset boff,
 // paying for buffer growth from *credit or the budget. When the budget has
 // no room it uploads the file's buffers and returns the bytes to wait for
-// (nothing was written); otherwise 0. in.mu is held.
-func (f *FS) writeBlock(in *inode, blk uint64, boff int, p []byte, credit *int64) int64 {
+// (nothing was written); otherwise 0. A buffer written under another
+// session than sess is sealed first: each is committed under its own.
+// in.mu is held.
+func (f *FS) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, credit *int64) int64 {
 	lo, hi := boff, boff+len(p)
 	b := in.dirty[blk]
-	if b != nil && len(b.ext) >= maxSpans && !covers(b.ext, lo, hi) {
+	if b != nil && (b.sess != sess || len(b.ext) >= maxSpans && !covers(b.ext, lo, hi)) {
 		f.seal(in, b)
 		b = nil
 	}
 	if b == nil {
-		b = &buf{block: blk, base: lo}
+		b = &buf{block: blk, sess: sess, base: lo}
 	}
 	nlo, nhi := min(b.base, lo), max(b.end(), hi)
 	if nlo != b.base || nhi > b.base+cap(b.data) {
@@ -271,6 +290,7 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		if in.werr == nil {
 			in.werr = err
 		}
+		in.errs++
 	} else if res != nil {
 		in.setAttr(res.Attr)
 	}
@@ -294,15 +314,15 @@ func (f *FS) commitInline(ctx context.Context, in *inode, b *buf) (*metapb.Resul
 	if len(b.ext) == 1 {
 		e := b.ext[0]
 		cmd := &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
-			Session: f.session.Load(), Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}}
-		if f.wbCommit(in, cmd, uint64(e.hi), false) {
+			Session: b.sess, Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}}
+		if f.wbCommit(in, b.sess, cmd, uint64(e.hi), false) {
 			return nil, nil
 		}
 	}
 	var res *metapb.Result
 	for _, e := range b.ext {
 		r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
-			Session: f.session.Load(), Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}})
+			Session: b.sess, Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}})
 		switch errno {
 		case 0:
 			res = r
@@ -399,11 +419,13 @@ func resultAddrs(rs []store.ShardResult) []string {
 	return out
 }
 
-// commit applies a slice commit under the mount's session (through the
-// journal for an eligible file: then the result is nil).
+// commit applies a slice commit under the session the data was written
+// under (through the journal for an eligible file: then the result is
+// nil). The service refuses it (ESTALE) if that session has ended: its
+// locks may have gone to another mount since, which may have written.
 func (f *FS) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp, b *buf) (*metapb.Result, error) {
-	cmd.Session = f.session.Load()
-	if f.wbCommit(in, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
+	cmd.Session = b.sess
+	if f.wbCommit(in, b.sess, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
 		return nil, nil
 	}
 	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
@@ -413,12 +435,43 @@ func (f *FS) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp, b *buf
 	return r, nil
 }
 
-// Flush uploads and commits everything written to ino and reports the
-// first upload failure since the last Flush (EIO).
+// Flush uploads and commits everything written to ino and reports a
+// failure no descriptor was told of yet (EIO): for callers without one.
 func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
-	in := f.lookupInode(ino)
+	return f.flush(ctx, ino, nil)
+}
+
+// FlushFile is Flush for descriptor h (close): it reports a failure of the
+// file since h was last told of one, and EIO for a descriptor whose locks
+// were lost with an expired session.
+func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
+	errno := f.flush(ctx, h.Ino, &h.seen)
+	if h.fenced.Load() {
+		return syscall.EIO
+	}
+	return errno
+}
+
+// flush uploads and commits everything written to ino and reports, for
+// the descriptor whose error cursor is cur (nil: none), a failure it was
+// not told of (errseq).
+func (f *FS) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
+	in := f.wait(ino)
 	if in == nil {
 		return 0
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.werr = nil // told now: the next write need not be refused for it
+	return in.takeErr(cur)
+}
+
+// wait uploads and commits everything written to ino so far and returns
+// its inode (nil if the mount holds nothing of it).
+func (f *FS) wait(ino uint64) *inode {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return nil
 	}
 	in.mu.Lock()
 	f.sealAll(in)
@@ -427,19 +480,11 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 	if last != nil {
 		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.werr != nil {
-		in.werr = nil
-		return syscall.EIO
-	}
-	if f.jr.failure(ino) != nil {
-		return syscall.EIO // a change written behind was refused
-	}
-	return 0
+	return in
 }
 
-// FlushAll flushes every file (unmount).
+// FlushAll flushes every file (unmount) and says which lost data or
+// changes no descriptor was told of.
 func (f *FS) FlushAll(ctx context.Context) error {
 	f.mu.Lock()
 	inos := make([]uint64, 0, len(f.inodes))
@@ -447,15 +492,13 @@ func (f *FS) FlushAll(ctx context.Context) error {
 		inos = append(inos, ino)
 	}
 	f.mu.Unlock()
+	for _, ino := range inos {
+		f.wait(ino)
+	}
+	f.jr.drain()
 	var failed []uint64
 	for _, ino := range inos {
 		if f.Flush(ctx, ino) != 0 {
-			failed = append(failed, ino)
-		}
-	}
-	f.jr.drain()
-	for _, ino := range inos {
-		if f.jr.failure(ino) != nil {
 			failed = append(failed, ino)
 		}
 	}
