@@ -42,6 +42,10 @@ type jop struct {
 	cmd  *metapb.Command
 	inos []uint64 // inodes whose state the op changes (failures are reported on them)
 	size int
+	// openClose: an open or close record; its failure loses nothing a
+	// descriptor could see (the file it names is gone), so it is logged,
+	// not reported.
+	openClose bool
 }
 
 // Bounds of one batch and of what waits in memory.
@@ -88,7 +92,7 @@ func (j *journal) append(sess uint64, cmd *metapb.Command, changes bool, inos []
 	}
 	j.next++
 	seq := j.next
-	j.ops = append(j.ops, &jop{seq: seq, sess: sess, cmd: cmd, inos: inos, size: size})
+	j.ops = append(j.ops, &jop{seq: seq, sess: sess, cmd: cmd, inos: inos, size: size, openClose: !changes})
 	if changes {
 		for _, ino := range inos {
 			j.last[ino] = seq
@@ -231,14 +235,18 @@ func (j *journal) send(batch []*jop, size int) {
 	if err != nil {
 		f.log.Error("sending write-behind changes failed: the files they touch report EIO on fsync/close", "changes", len(batch), "err", err)
 		for _, op := range batch {
-			f.failed(op.inos...)
+			if !op.openClose {
+				f.failed(op.inos...)
+			}
 		}
 	} else {
 		for i, op := range batch {
 			if e := r.Results[i].Errno; e != 0 {
 				failed = true
 				f.log.Error("a write-behind change was refused", "op", fmt.Sprintf("%T", op.cmd.Op), "inodes", op.inos, "errno", syscall.Errno(e).Error())
-				f.failed(op.inos...)
+				if !op.openClose {
+					f.failed(op.inos...)
+				}
 			}
 		}
 	}
