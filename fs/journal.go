@@ -22,11 +22,11 @@ type journal struct {
 	fs *FS
 
 	mu      sync.Mutex
-	cond    *sync.Cond // signalled when sent advances or room frees up
-	ops     []*jop     // appended, not yet taken by the sender
-	bytes   int        // encoded size of ops and of the batch in flight
-	next    uint64     // sequence number of the last op appended
-	sent    uint64     // every op up to this one is applied (or failed)
+	cond    *sync.Cond        // signalled when sent advances or room frees up
+	ops     []*jop            // appended, not yet taken by the sender
+	bytes   int               // encoded size of ops and of the batch in flight
+	next    uint64            // sequence number of the last op appended
+	sent    uint64            // every op up to this one is applied (or failed)
 	last    map[uint64]uint64 // inode -> the last unapplied change naming it
 	broken  error             // the last batch could not be applied at all (lifts the memory cap)
 	kick    chan struct{}
