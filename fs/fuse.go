@@ -28,6 +28,11 @@ type MountOptions struct {
 // Mount mounts f on mountpoint and serves it in the background; the
 // returned server's Wait returns once it is unmounted.
 func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
+	return fusefs.Mount(mountpoint, &node{fs: f}, mountOptions(o))
+}
+
+// mountOptions is go-fuse's configuration of a mount.
+func mountOptions(o MountOptions) *fusefs.Options {
 	if o.AttrTimeout <= 0 {
 		o.AttrTimeout = time.Second
 	}
@@ -35,12 +40,15 @@ func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	if o.FsName == "" {
 		o.FsName = "ecfs"
 	}
-	root := &node{fs: f}
-	opts := &fusefs.Options{
+	return &fusefs.Options{
 		EntryTimeout:    &o.AttrTimeout,
 		AttrTimeout:     &o.AttrTimeout,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &fusefs.StableAttr{Ino: RootIno, Mode: syscall.S_IFDIR},
+		// A mode of 0000 is a mode (chmod 0, open(O_CREAT, 0)): go-fuse
+		// would show it as 0644/0755 otherwise. The kernel checks
+		// permissions (default_permissions), not go-fuse.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			AllowOther:    o.AllowOther,
 			Options:       []string{"default_permissions"},
@@ -55,7 +63,6 @@ func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 			Logger:        log.New(os.Stderr, "fuse: ", log.Lmicroseconds),
 		},
 	}
-	return fusefs.Mount(mountpoint, root, opts)
 }
 
 // uninterruptible: every call but a blocking lock wait ignores the

@@ -811,7 +811,10 @@ func leaseDir(q *metapb.ReadReq) uint64 {
 	return 0
 }
 
-// noteEnt records in dir's lease an entry made through the service.
+// noteEnt records in dir's lease an entry made through the service (mknod,
+// link, ...), and the change in dir's attributes when they are the mount's.
+// An entry the lease already has was seen by loading it (acquire): so were
+// dir's attributes.
 func (f *FS) noteEnt(dir uint64, name string, ino uint64, typ namespace.FileType) {
 	f.lmu.Lock()
 	l := f.leases[dir]
@@ -820,13 +823,28 @@ func (f *FS) noteEnt(dir uint64, name string, ino uint64, typ namespace.FileType
 		return
 	}
 	l.emu.Lock()
+	seen := false
 	if l.ents != nil {
+		seen = l.ents[name] == dirEnt{ino, typ}
 		l.ents[name] = dirEnt{ino, typ}
 	}
 	l.emu.Unlock()
+	if !seen {
+		f.touchDir(dir, time.Now().UnixNano(), dirLinks(typ))
+	}
 }
 
-// noteGone records in dir's lease an entry removed through the service.
+// dirLinks is what an entry of type typ adds to its directory's nlink.
+func dirLinks(typ namespace.FileType) int {
+	if typ == namespace.TypeDir {
+		return 1
+	}
+	return 0
+}
+
+// noteGone records in dir's lease an entry removed through the service,
+// and the change in the attributes the mount keeps of dir and of the
+// inode.
 func (f *FS) noteGone(dir uint64, name string) {
 	f.lmu.Lock()
 	l := f.leases[dir]
@@ -835,12 +853,20 @@ func (f *FS) noteGone(dir uint64, name string) {
 		return
 	}
 	l.emu.Lock()
+	e, ok := l.ents[name]
 	delete(l.ents, name)
 	l.emu.Unlock()
+	if ok {
+		now := time.Now().UnixNano()
+		f.unlinked(e.ino, now)
+		f.touchDir(dir, now, -dirLinks(e.typ))
+	}
 }
 
 // noteRename records a rename made through the service in the leases of
-// the directories.
+// the directories, and the change in the attributes the mount keeps of
+// them (a directory moved to another parent moves a link) and of the
+// inodes.
 func (f *FS) noteRename(parent uint64, name string, newParent uint64, newName string, flags uint32) {
 	f.lmu.Lock()
 	l1, l2 := f.leases[parent], f.leases[newParent]
@@ -854,24 +880,68 @@ func (f *FS) noteRename(parent uint64, name string, newParent uint64, newName st
 		}
 		return dirEnt{r.Attr.Ino, namespace.FileType(r.Attr.Type)}, true
 	}
-	set := func(l *dirLease, dir uint64, name string) {
-		if l == nil {
-			return
-		}
-		e, ok := ent(dir, name)
+	// set records what name leads to now and returns what it led to.
+	set := func(l *dirLease, e dirEnt, ok bool, name string) (dirEnt, bool) {
 		l.emu.Lock()
 		defer l.emu.Unlock()
-		if l.ents == nil {
-			return
+		old, had := l.ents[name]
+		if l.ents != nil {
+			if ok {
+				l.ents[name] = e
+			} else {
+				delete(l.ents, name)
+			}
 		}
-		if ok {
-			l.ents[name] = e
-		} else {
-			delete(l.ents, name)
+		return old, had
+	}
+	// moved is what was at name, other what was at newName (it is at name
+	// now after an exchange, else gone): from the leases before, or from the
+	// service after.
+	var moved, other, back dirEnt
+	var okMoved, okOther, okBack bool
+	if l1 != nil {
+		back, okBack = ent(parent, name)
+		moved, okMoved = set(l1, back, okBack, name)
+	}
+	if l2 != nil {
+		now, ok := ent(newParent, newName)
+		other, okOther = set(l2, now, ok, newName)
+		moved, okMoved = now, ok
+	}
+	exchange := flags&namespace.RenameExchange != 0
+	if exchange && l1 != nil {
+		other, okOther = back, okBack
+	}
+	links := func(e dirEnt, ok bool) int {
+		if !ok {
+			return 0
+		}
+		return dirLinks(e.typ)
+	}
+	dm, do := links(moved, okMoved), links(other, okOther)
+	now := time.Now().UnixNano()
+	if exchange {
+		f.touchDir(parent, now, do-dm)
+		f.touchDir(newParent, now, dm-do)
+	} else {
+		f.touchDir(parent, now, -dm)
+		f.touchDir(newParent, now, dm-do)
+		if okOther && other.ino != moved.ino {
+			f.unlinked(other.ino, now) // replaced
 		}
 	}
-	set(l1, parent, name)
-	set(l2, newParent, newName)
+	for _, e := range []dirEnt{moved, other} {
+		if e.ino == 0 || (e == other && !exchange) {
+			continue
+		}
+		if in := f.lookupInode(e.ino); in != nil { // renamed: its ctime
+			in.mu.Lock()
+			if in.wb != nil && in.attr != nil {
+				in.changeLocal(func(a *metapb.Attr) { a.Ctime = now })
+			}
+			in.mu.Unlock()
+		}
+	}
 }
 
 // madeHere reports an eligible inode this mount made (it has no xattrs:
