@@ -4,7 +4,7 @@ BIN       ?= bin/ecfs
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build deps test test-unit test-integration lint bench proto clean
+.PHONY: all build deps test test-unit test-integration test-faults lint bench proto clean
 
 all: build
 
@@ -19,7 +19,14 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 ./codec/... ./store/... ./cluster/... ./fs/... ./cmd/...
-	$(GO) test -count=1 -timeout 15m ./integration/...
+	$(GO) test -count=1 -timeout 15m -skip '^TestFaults' ./integration/...
+	$(MAKE) test-faults
+
+# The fault harness (root: network namespaces, veth, tmpfs; FUSE): real
+# processes partitioned, frozen, killed, slowed and out of disk under
+# concurrent clients, their histories checked with porcupine. About 5 min.
+test-faults: deps
+	$(GO) test -count=1 -v -run '^TestFaults' -timeout 10m ./integration/
 
 test-unit:
 	$(GO) test -race -count=1 ./codec/... ./store/... ./cluster/... ./fs/... ./cmd/...
