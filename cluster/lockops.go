@@ -43,7 +43,7 @@ func (f *FSM) applyLock(op *metapb.LockOp) *metapb.Result {
 	)
 	switch kind {
 	case locks.KindPosix:
-		res, granted = f.locks.SetLk(op.Ino, owner, r, typ)
+		res, granted = f.locks.SetLk(op.Ino, owner, r, typ, op.Pid)
 	case locks.KindFlock:
 		res, granted = f.locks.Flock(op.Ino, owner, typ)
 	default:
@@ -59,7 +59,7 @@ func (f *FSM) applyLock(op *metapb.LockOp) *metapb.Result {
 	if op.ReqId == 0 {
 		return errnoResult(syscall.EINVAL)
 	}
-	res, granted, err := f.locks.Wait(op.Ino, owner, kind, r, typ, op.ReqId)
+	res, granted, err := f.locks.Wait(op.Ino, owner, kind, r, typ, op.ReqId, op.Pid)
 	f.recordGrants(res.Grants)
 	switch {
 	case errors.Is(err, locks.ErrDeadlock):
@@ -117,7 +117,7 @@ func (f *FSM) readGetLk(q *metapb.GetLkReq) *metapb.ReadResp {
 		return &metapb.ReadResp{}
 	}
 	return &metapb.ReadResp{ConflictType: uint32(c.Type), ConflictStart: c.Range.Start, ConflictEnd: c.Range.End,
-		ConflictSession: c.Owner.Session, ConflictOwner: c.Owner.ID}
+		ConflictSession: c.Owner.Session, ConflictOwner: c.Owner.ID, ConflictPid: c.Pid}
 }
 
 func (f *FSM) readLockWait(q *metapb.LockWaitReq) *metapb.ReadResp {

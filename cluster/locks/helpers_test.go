@@ -31,7 +31,7 @@ func mustValid(t testing.TB, tb *Table) {
 
 func mustSetLk(t testing.TB, tb *Table, ino uint64, o Owner, r Range, typ LockType) Result {
 	t.Helper()
-	res, ok := tb.SetLk(ino, o, r, typ)
+	res, ok := tb.SetLk(ino, o, r, typ, 0)
 	if !ok {
 		t.Fatalf("SetLk(%d, %v, %+v, %v) refused", ino, o, r, typ)
 	}
@@ -52,7 +52,7 @@ func mustFlock(t testing.TB, tb *Table, ino uint64, o Owner, typ LockType) Resul
 // mustWait makes a blocking request and checks whether it was granted at once.
 func mustWait(t testing.TB, tb *Table, o Owner, kind Kind, r Range, typ LockType, reqID uint64, granted bool) Result {
 	t.Helper()
-	res, ok, err := tb.Wait(testIno, o, kind, r, typ, reqID)
+	res, ok, err := tb.Wait(testIno, o, kind, r, typ, reqID, 0)
 	if err != nil || ok != granted {
 		t.Fatalf("Wait(%v, %v, %+v, %v, %d) = %v, %v; want granted %v", o, kind, r, typ, reqID, ok, err, granted)
 	}

@@ -148,6 +148,7 @@ type LockInfo struct {
 	Range Range
 	Type  LockType // Read (Shared) or Write (Exclusive)
 	Token uint64   // the fencing token of the grant that made this lock
+	Pid   uint32   // POSIX: the process that asked for it (F_GETLK reports it); 0 unknown
 }
 
 // WaitInfo describes a queued request.
@@ -157,6 +158,7 @@ type WaitInfo struct {
 	Owner Owner
 	Range Range
 	Type  LockType
+	Pid   uint32
 }
 
 // Grant is a queued request that the table granted: the caller answers the
@@ -217,6 +219,7 @@ type seg struct {
 	r     Range
 	typ   LockType
 	token uint64
+	pid   uint32 // POSIX: the process that asked (a lock split keeps it, a merge takes the new one's)
 }
 
 // waiter is a queued request.
@@ -227,6 +230,7 @@ type waiter struct {
 	owner Owner
 	r     Range // wholeFile for flock
 	typ   LockType
+	pid   uint32
 	seq   uint64 // orders the requests of a queue
 }
 
@@ -346,7 +350,7 @@ func (t *Table) Holds(ino uint64, owner Owner, token uint64) bool {
 }
 
 func (s seg) info(kind Kind) LockInfo {
-	return LockInfo{Kind: kind, Owner: s.owner, Range: s.r, Type: s.typ, Token: s.token}
+	return LockInfo{Kind: kind, Owner: s.owner, Range: s.r, Type: s.typ, Token: s.token, Pid: s.pid}
 }
 
 // compareInfos orders locks by kind, start, owner, end.
@@ -389,7 +393,7 @@ func (t *Table) Waiters(ino uint64) []WaitInfo {
 	}
 	out := make([]WaitInfo, 0, len(in.queue))
 	for _, w := range in.queue {
-		out = append(out, WaitInfo{ReqID: w.reqID, Kind: w.kind, Owner: w.owner, Range: w.r, Type: w.typ})
+		out = append(out, WaitInfo{ReqID: w.reqID, Kind: w.kind, Owner: w.owner, Range: w.r, Type: w.typ, Pid: w.pid})
 	}
 	return out
 }
@@ -406,12 +410,12 @@ func (t *Table) Counts() Counts {
 
 // apply makes owner's lock of kind on r be typ, ignoring other owners, and
 // returns the token of the lock now held (0 for Unlock) and whether the state
-// changed. A request the owner already holds keeps its token.
-func (t *Table) apply(in *inode, kind Kind, owner Owner, r Range, typ LockType) (uint64, bool) {
+// changed. A request the owner already holds keeps its token (and pid).
+func (t *Table) apply(in *inode, kind Kind, owner Owner, r Range, typ LockType, pid uint32) (uint64, bool) {
 	if kind == KindFlock {
 		return t.setFlock(in, owner, typ)
 	}
-	return t.setPosix(in, owner, r, typ)
+	return t.setPosix(in, owner, r, typ, pid)
 }
 
 // ReleaseSession drops every lock and every waiter of session (it ended or

@@ -7,7 +7,7 @@ import (
 
 // SetLk is F_SETLK: it sets owner's POSIX lock on r of ino to typ (Read,
 // Write or Unlock) if no lock of another owner conflicts, and reports whether
-// it did. A Write conflicts with any lock of another owner overlapping r, a
+// it did. pid is the process that asks: the lock records it for GetLk. A Write conflicts with any lock of another owner overlapping r, a
 // Read with another owner's overlapping Write; Unlock never conflicts.
 //
 // The request replaces the owner's own locks on r whatever their type,
@@ -20,7 +20,7 @@ import (
 // SetLk ignores the wait queue, as the kernel's F_SETLK does: only Wait
 // keeps the queue's order. An invalid range or type is refused (false) and
 // changes nothing.
-func (t *Table) SetLk(ino uint64, owner Owner, r Range, typ LockType) (Result, bool) {
+func (t *Table) SetLk(ino uint64, owner Owner, r Range, typ LockType, pid uint32) (Result, bool) {
 	if !r.Valid() || (typ != Unlock && !typ.holding()) {
 		return Result{}, false
 	}
@@ -35,7 +35,7 @@ func (t *Table) SetLk(ino uint64, owner Owner, r Range, typ LockType) (Result, b
 	if typ != Unlock && in.conflictsHeld(KindPosix, owner, r, typ) {
 		return Result{}, false
 	}
-	tok, changed := t.setPosix(in, owner, r, typ)
+	tok, changed := t.setPosix(in, owner, r, typ, pid)
 	res := Result{Token: tok}
 	if changed {
 		res.Grants = t.grantWaiters(ino)
@@ -102,7 +102,7 @@ func (in *inode) conflictsHeld(kind Kind, owner Owner, r Range, typ LockType) bo
 // setPosix makes owner's POSIX locks on r be typ (none for Unlock), ignoring
 // other owners. It returns the token of the lock now covering r (0 for
 // Unlock) and whether anything changed.
-func (t *Table) setPosix(in *inode, owner Owner, r Range, typ LockType) (uint64, bool) {
+func (t *Table) setPosix(in *inode, owner Owner, r Range, typ LockType, pid uint32) (uint64, bool) {
 	lo, hi := in.ownerSpan(owner)
 	old := in.posix[lo:hi]
 	touched := false
@@ -117,7 +117,7 @@ func (t *Table) setPosix(in *inode, owner Owner, r Range, typ LockType) (uint64,
 	}
 
 	mine := make([]seg, 0, len(old)+2)
-	nw := seg{owner: owner, r: r, typ: typ}
+	nw := seg{owner: owner, r: r, typ: typ, pid: pid}
 	for _, s := range old {
 		switch {
 		case typ != Unlock && s.typ == typ && s.r.touches(r):
@@ -130,10 +130,10 @@ func (t *Table) setPosix(in *inode, owner Owner, r Range, typ LockType) (uint64,
 			mine = append(mine, s)
 		default: // keep what sticks out of r on either side
 			if s.r.Start < r.Start {
-				mine = append(mine, seg{owner: owner, r: Range{s.r.Start, r.Start - 1}, typ: s.typ, token: s.token})
+				mine = append(mine, seg{owner: owner, r: Range{s.r.Start, r.Start - 1}, typ: s.typ, token: s.token, pid: s.pid})
 			}
 			if s.r.End > r.End {
-				mine = append(mine, seg{owner: owner, r: Range{r.End + 1, s.r.End}, typ: s.typ, token: s.token})
+				mine = append(mine, seg{owner: owner, r: Range{r.End + 1, s.r.End}, typ: s.typ, token: s.token, pid: s.pid})
 			}
 		}
 	}

@@ -107,7 +107,7 @@ func TestSetLk(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := New()
 			for i, op := range tc.ops {
-				if _, ok := tb.SetLk(testIno, op.o, op.r, op.typ); ok != op.ok {
+				if _, ok := tb.SetLk(testIno, op.o, op.r, op.typ, 0); ok != op.ok {
 					t.Fatalf("op %d: SetLk(%v, %+v, %v) = %v, want %v", i, op.o, op.r, op.typ, ok, op.ok)
 				}
 				mustValid(t, tb)
@@ -171,7 +171,7 @@ func TestGetLk(t *testing.T) {
 			}
 			// GetLk predicts SetLk.
 			snap := tb.Digest()
-			if _, ok := tb.SetLk(testIno, alice, tc.r, tc.typ); ok != (got == nil) && tc.r.Valid() {
+			if _, ok := tb.SetLk(testIno, alice, tc.r, tc.typ, 0); ok != (got == nil) && tc.r.Valid() {
 				t.Fatalf("SetLk granted %v, GetLk returned %+v", ok, got)
 			}
 			if got != nil && tb.Digest() != snap {

@@ -126,7 +126,7 @@ func (h *harness) randomOp() {
 		a, b := h.cells()
 		typ := h.typ(true)
 		h.last = fmt.Sprintf("SetLk(%d, %v, %v, %v)", ino, o, cellRange(a, b), typ)
-		got, gotOK := h.tb.SetLk(ino, o, cellRange(a, b), typ)
+		got, gotOK := h.tb.SetLk(ino, o, cellRange(a, b), typ, 0)
 		want, wantOK := h.m.setLk(ino, o, a, b, typ)
 		h.compareResult(got, gotOK, nil, want, wantOK, nil)
 		h.count("setlk", gotOK)
@@ -193,7 +193,7 @@ func (h *harness) randomWait(ino uint64, o Owner) {
 	}
 	typ := h.typ(false)
 	h.last = fmt.Sprintf("Wait(%d, %v, %v, %v, %v, %d)", ino, o, kind, cellRange(a, b), typ, reqID)
-	got, gotOK, gotErr := h.tb.Wait(ino, o, kind, cellRange(a, b), typ, reqID)
+	got, gotOK, gotErr := h.tb.Wait(ino, o, kind, cellRange(a, b), typ, reqID, 0)
 	want, wantOK, wantErr := h.m.wait(ino, &mWaiter{reqID: reqID, kind: kind, owner: o, a: a, b: b, typ: typ})
 	h.compareResult(got, gotOK, gotErr, want, wantOK, wantErr)
 	if errors.Is(gotErr, ErrDeadlock) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Snapshot format, version 1:
@@ -23,7 +24,11 @@ import (
 //	  POSIX count, per lock (by owner, then start): session, id, start, end, type, token
 //	  flock count, per lock (by owner):              session, id, type, token
 //	  waiter count, per waiter (oldest first):       req id, kind, session, id, start, end, type
+//	then, only if one of them is not 0, the pids: per inode in ascending order,
+//	  per POSIX lock, then per waiter, in the order above: pid
 //
+// (Snapshots written before locks recorded pids have no pids: they decode
+// with every pid 0.)
 // The encoding of a state is unique, and the decoder accepts nothing else:
 // a body that is not the encoding of a reachable-looking state (sorted,
 // merged, without conflicts, without a grantable waiter) is ErrCorrupt.
@@ -126,7 +131,63 @@ func (t *Table) encode() []byte {
 			u(uint64(w.typ))
 		}
 	}
+	if t.hasPids() {
+		for _, ino := range t.sortedInos() {
+			in := t.inodes[ino]
+			for _, s := range in.posix {
+				u(uint64(s.pid))
+			}
+			for _, w := range in.queue {
+				u(uint64(w.pid))
+			}
+		}
+	}
 	return b
+}
+
+// hasPids reports whether a lock or a waiter has a pid.
+func (t *Table) hasPids() bool {
+	for _, in := range t.inodes {
+		for _, s := range in.posix {
+			if s.pid != 0 {
+				return true
+			}
+		}
+		for _, w := range in.queue {
+			if w.pid != 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pids reads the pid list that follows the inodes.
+func (d *decoder) pids(t *Table) {
+	if d.err != nil || len(d.b) == 0 {
+		return
+	}
+	var any bool
+	pid := func() uint32 {
+		v := d.uvarint()
+		if v > math.MaxUint32 {
+			d.fail("pid %d out of range", v)
+		}
+		any = any || v != 0
+		return uint32(v)
+	}
+	for _, ino := range t.sortedInos() {
+		in := t.inodes[ino]
+		for i := range in.posix {
+			in.posix[i].pid = pid()
+		}
+		for _, w := range in.queue {
+			w.pid = pid()
+		}
+	}
+	if !any {
+		d.fail("a pid list of zeros")
+	}
 }
 
 // decoder reads varints from a body; the first error sticks.
@@ -225,6 +286,7 @@ func decode(b []byte) (*Table, error) {
 			t.enqueue(in, w)
 		}
 	}
+	d.pids(t)
 	if d.err != nil {
 		return nil, d.err
 	}

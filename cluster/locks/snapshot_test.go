@@ -91,8 +91,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 				if g, w := got.ReleaseSession(s), tb.ReleaseSession(s); !slices.Equal(g, w) {
 					t.Fatalf("ReleaseSession(%d): restored grants %+v, original %+v", s, g, w)
 				}
-				a, _ := got.SetLk(9, bob, rg(0, 0), Write)
-				b, _ := tb.SetLk(9, bob, rg(0, 0), Write)
+				a, _ := got.SetLk(9, bob, rg(0, 0), Write, 0)
+				b, _ := tb.SetLk(9, bob, rg(0, 0), Write, 0)
 				if a.Token != b.Token {
 					t.Fatalf("next token %d, original %d", a.Token, b.Token)
 				}

@@ -5,7 +5,8 @@ import "slices"
 // Wait is a blocking request: F_SETLKW (kind KindPosix, typ Read or Write on
 // r) or flock without LOCK_NB (KindFlock, Shared or Exclusive; r is
 // ignored). reqID names the request in the Grant that answers it later and
-// in CancelWait; it must not name a queued request (ErrDuplicate).
+// in CancelWait; it must not name a queued request (ErrDuplicate). pid is
+// the process that asks (POSIX): the lock records it when granted.
 //
 // The request is granted at once (true, with Result as from SetLk or Flock)
 // if no lock of another owner conflicts with it and no queued request does.
@@ -37,7 +38,7 @@ import "slices"
 // hang a process that holds a Shared flock through one descriptor and waits
 // for another Shared one through a second descriptor while an Exclusive
 // request is queued in between (Linux would grant it).
-func (t *Table) Wait(ino uint64, owner Owner, kind Kind, r Range, typ LockType, reqID uint64) (Result, bool, error) {
+func (t *Table) Wait(ino uint64, owner Owner, kind Kind, r Range, typ LockType, reqID uint64, pid uint32) (Result, bool, error) {
 	switch kind {
 	case KindPosix:
 		if !r.Valid() {
@@ -56,11 +57,11 @@ func (t *Table) Wait(ino uint64, owner Owner, kind Kind, r Range, typ LockType, 
 	}
 	in := t.inode(ino)
 	defer t.gc(ino)
-	w := &waiter{reqID: reqID, ino: ino, kind: kind, owner: owner, r: r, typ: typ, seq: t.seq + 1}
+	w := &waiter{reqID: reqID, ino: ino, kind: kind, owner: owner, r: r, typ: typ, pid: pid, seq: t.seq + 1}
 
 	e := newQueueEval(in)
 	if !e.blocked(w, in.queue) {
-		tok, changed := t.apply(in, kind, owner, r, typ)
+		tok, changed := t.apply(in, kind, owner, r, typ, pid)
 		res := Result{Token: tok}
 		if changed {
 			res.Grants = t.grantWaiters(ino)
@@ -123,7 +124,7 @@ func (t *Table) grantWaiters(ino uint64) []Grant {
 			t.unindex(w)
 			e.grant(w)
 			lowers := w.typ == Read && in.holdsConflicting(w.owner, w.kind, w.r, Read)
-			tok, _ := t.apply(in, w.kind, w.owner, w.r, w.typ)
+			tok, _ := t.apply(in, w.kind, w.owner, w.r, w.typ, w.pid)
 			grants = append(grants, Grant{ReqID: w.reqID, Ino: ino, Owner: w.owner, Token: tok})
 			if lowers {
 				again = true // e is stale, and an earlier request may pass now

@@ -12,10 +12,10 @@ func TestWaitGrantsFIFO(t *testing.T) {
 		name    string
 		release func(tb *Table) []Grant
 	}{
-		{"unlock", func(tb *Table) []Grant { res, _ := tb.SetLk(testIno, alice, rg(0, 99), Unlock); return res.Grants }},
+		{"unlock", func(tb *Table) []Grant { res, _ := tb.SetLk(testIno, alice, rg(0, 99), Unlock, 0); return res.Grants }},
 		{"ReleaseOwner", func(tb *Table) []Grant { return tb.ReleaseOwner(testIno, alice) }},
 		{"ReleaseSession", func(tb *Table) []Grant { return tb.ReleaseSession(alice.Session) }},
-		{"downgrade", func(tb *Table) []Grant { res, _ := tb.SetLk(testIno, alice, rg(0, 99), Read); return res.Grants }},
+		{"downgrade", func(tb *Table) []Grant { res, _ := tb.SetLk(testIno, alice, rg(0, 99), Read, 0); return res.Grants }},
 	}
 	for _, rel := range releases {
 		t.Run(rel.name, func(t *testing.T) {
@@ -91,7 +91,7 @@ func TestWaitOwnerNotBehindItsWaiter(t *testing.T) {
 	mustSetLk(t, tb, testIno, carol, rg(0, 9), Read)
 	mustWait(t, tb, bob, KindPosix, rg(0, 9), Write, 1, false)
 	mustWait(t, tb, alice, KindPosix, rg(5, 19), Read, 2, true)
-	if res, ok, err := tb.Wait(testIno, alice, KindPosix, rg(0, 9), Write, 3); ok || err != nil || len(res.Grants) != 0 {
+	if res, ok, err := tb.Wait(testIno, alice, KindPosix, rg(0, 9), Write, 3, 0); ok || err != nil || len(res.Grants) != 0 {
 		t.Fatalf("upgrade beside carol's read: %v, %v, %+v", ok, err, res)
 	}
 	mustValid(t, tb)
@@ -142,7 +142,7 @@ func TestDeadlock(t *testing.T) {
 				mustSetLk(t, tb, l.ino, l.o, l.r, l.typ)
 			}
 			for i, w := range tc.waits {
-				_, ok, err := tb.Wait(w.ino, w.o, KindPosix, w.r, w.typ, uint64(i+1))
+				_, ok, err := tb.Wait(w.ino, w.o, KindPosix, w.r, w.typ, uint64(i+1), 0)
 				last := i == len(tc.waits)-1
 				switch {
 				case last && !errors.Is(err, ErrDeadlock):
@@ -234,7 +234,7 @@ func TestReleaseSessionWaiters(t *testing.T) {
 	mustSetLk(t, tb, testIno+1, alice, rg(0, 9), Write)
 	mustWait(t, tb, bob, KindPosix, rg(0, 9), Write, 1, false)
 	mustWait(t, tb, carol, KindPosix, rg(0, 9), Write, 2, false)
-	if _, _, err := tb.Wait(testIno+1, carol, KindPosix, rg(5, 5), Read, 3); err != nil {
+	if _, _, err := tb.Wait(testIno+1, carol, KindPosix, rg(5, 5), Read, 3, 0); err != nil {
 		t.Fatal(err)
 	}
 	// bob's session ends while it waits: its request goes, carol's moves up.
@@ -276,7 +276,7 @@ func TestWaitErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tb.Digest()
-			if _, ok, err := tb.Wait(testIno, carol, tc.kind, tc.r, tc.typ, tc.reqID); ok || !errors.Is(err, tc.err) {
+			if _, ok, err := tb.Wait(testIno, carol, tc.kind, tc.r, tc.typ, tc.reqID, 0); ok || !errors.Is(err, tc.err) {
 				t.Fatalf("Wait = %v, %v; want %v", ok, err, tc.err)
 			}
 			if tb.Digest() != before {

@@ -2155,16 +2155,20 @@ func (x *CloseOp) GetHandle() uint64 {
 // cannot be granted now is queued as req_id and granted later in the log;
 // the holder polls ReadReq.lock_wait. Refused (ESTALE) from an expired session.
 type LockOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Owner         uint64                 `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
-	Kind          uint32                 `protobuf:"varint,4,opt,name=kind,proto3" json:"kind,omitempty"`
-	Type          uint32                 `protobuf:"varint,5,opt,name=type,proto3" json:"type,omitempty"`
-	Start         uint64                 `protobuf:"varint,6,opt,name=start,proto3" json:"start,omitempty"`
-	End           uint64                 `protobuf:"varint,7,opt,name=end,proto3" json:"end,omitempty"` // inclusive; 2^64-1 reaches the end of the file
-	Wait          bool                   `protobuf:"varint,8,opt,name=wait,proto3" json:"wait,omitempty"`
-	ReqId         uint64                 `protobuf:"varint,9,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Ino     uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Owner   uint64                 `protobuf:"varint,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Kind    uint32                 `protobuf:"varint,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	Type    uint32                 `protobuf:"varint,5,opt,name=type,proto3" json:"type,omitempty"`
+	Start   uint64                 `protobuf:"varint,6,opt,name=start,proto3" json:"start,omitempty"`
+	End     uint64                 `protobuf:"varint,7,opt,name=end,proto3" json:"end,omitempty"` // inclusive; 2^64-1 reaches the end of the file
+	Wait    bool                   `protobuf:"varint,8,opt,name=wait,proto3" json:"wait,omitempty"`
+	ReqId   uint64                 `protobuf:"varint,9,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	// The process that asks (POSIX locks): F_GETLK reports it to a process
+	// that the lock blocks, on any mount (the kernel shows 0 where no such
+	// process runs).
+	Pid           uint32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2258,6 +2262,13 @@ func (x *LockOp) GetWait() bool {
 func (x *LockOp) GetReqId() uint64 {
 	if x != nil {
 		return x.ReqId
+	}
+	return 0
+}
+
+func (x *LockOp) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
 	}
 	return 0
 }
@@ -4292,7 +4303,8 @@ type ReadResp struct {
 	// leased: refused (errno EAGAIN) because the directory is leased to
 	// another session (see LeaseOp); revoke it and retry.
 	Leased        bool     `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
-	Dirs          []uint64 `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"` // revokes: the revoked leases' directories
+	Dirs          []uint64 `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
+	ConflictPid   uint32   `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4465,6 +4477,13 @@ func (x *ReadResp) GetDirs() []uint64 {
 		return x.Dirs
 	}
 	return nil
+}
+
+func (x *ReadResp) GetConflictPid() uint32 {
+	if x != nil {
+		return x.ConflictPid
+	}
+	return 0
 }
 
 type JoinReq struct {
@@ -5566,7 +5585,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06handle\x18\x03 \x01(\x04R\x06handle\";\n" +
 	"\aCloseOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
-	"\x06handle\x18\x02 \x01(\x04R\x06handle\"\xc5\x01\n" +
+	"\x06handle\x18\x02 \x01(\x04R\x06handle\"\xd7\x01\n" +
 	"\x06LockOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -5576,7 +5595,9 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05start\x18\x06 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\a \x01(\x04R\x03end\x12\x12\n" +
 	"\x04wait\x18\b \x01(\bR\x04wait\x12\x15\n" +
-	"\x06req_id\x18\t \x01(\x04R\x05reqId\"e\n" +
+	"\x06req_id\x18\t \x01(\x04R\x05reqId\x12\x10\n" +
+	"\x03pid\x18\n" +
+	" \x01(\rR\x03pid\"e\n" +
 	"\rUnlockOwnerOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -5712,7 +5733,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
 	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\x8e\x05\n" +
+	"\x02op\"\xb1\x05\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -5736,7 +5757,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06blocks\x18\x11 \x03(\v2\x16.ecfs.meta.BlockSlicesR\x06blocks\x12\x16\n" +
 	"\x06inline\x18\x12 \x01(\fR\x06inline\x12\x16\n" +
 	"\x06leased\x18\x13 \x01(\bR\x06leased\x12\x12\n" +
-	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\"Q\n" +
+	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\x12!\n" +
+	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
