@@ -55,8 +55,8 @@ var faultMountFlags = []string{"--session-ttl", "4s", "--meta-timeout", "6s", "-
 	"--attr-timeout", "1ns", "--log-level", "warn"}
 
 // newFaultCluster starts 3 metas, 6 stores (4+2) and the given mounts, each
-// in its own namespace. storeDisk, if set, makes store i's data dir a
-// tmpfs of that many MiB.
+// in its own namespace. Store tmpfsStore (if >= 0) keeps its data on a
+// tmpfs of tmpfsMiB MiB.
 func newFaultCluster(t testing.TB, mounts int, tmpfsStore int, tmpfsMiB int) *faultCluster {
 	t.Helper()
 	n := newFaultNet(t)
@@ -281,7 +281,7 @@ func (fc *faultCluster) killMount(i int) {
 
 // note records an injected fault for the summary.
 func (fc *faultCluster) note(format string, args ...any) {
-	s := fmt.Sprintf(format, args...)
+	s := time.Now().Format("15:04:05.000 ") + fmt.Sprintf(format, args...)
 	fc.faults = append(fc.faults, s)
 	fc.t.Logf("fault %d: %s", len(fc.faults), s)
 }

@@ -199,16 +199,16 @@ var regModel = porcupine.Model{
 
 // faultReport collects what one test checked and found.
 type faultReport struct {
-	mu         sync.Mutex
-	histories  int
-	opCounts   []int
-	pending    int
-	anomalies  []string
-	unexpected int
+	mu        sync.Mutex
+	histories int
+	opCounts  []int
+	pending   int
+	anomalies []string
+	unknown   int // histories the checker gave up on
 }
 
 func (r *faultReport) anomaly(t testing.TB, format string, args ...any) {
-	s := fmt.Sprintf(format, args...)
+	s := time.Now().Format("15:04:05.000 ") + fmt.Sprintf(format, args...)
 	r.mu.Lock()
 	r.anomalies = append(r.anomalies, s)
 	n := len(r.anomalies)
@@ -237,7 +237,7 @@ func (r *faultReport) check(t testing.TB, model porcupine.Model, h *history) {
 	r.pending += pend
 	r.mu.Unlock()
 	began := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(model, ops, 90*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(model, ops, 30*time.Second)
 	t.Logf("history %s: %d operations (%d pending) in %d partitions: %s in %v", h.name, len(ops), pend, len(parts), res, time.Since(began).Round(time.Millisecond))
 	switch res {
 	case porcupine.Illegal:
@@ -247,7 +247,10 @@ func (r *faultReport) check(t testing.TB, model porcupine.Model, h *history) {
 		}
 		r.anomaly(t, "history %s is not linearizable (%d operations, %d pending); see %s\n%s", h.name, len(ops), pend, path, explain(model, parts, info, h.start))
 	case porcupine.Unknown:
-		t.Logf("history %s: the checker gave up after 90 s: inconclusive", h.name)
+		t.Logf("history %s: the checker gave up after 30 s: inconclusive", h.name)
+		r.mu.Lock()
+		r.unknown++
+		r.mu.Unlock()
 	}
 }
 
@@ -318,9 +321,9 @@ func (r *faultReport) summary(t testing.TB, fc *faultCluster, took time.Duration
 	} else {
 		lo = 0
 	}
-	t.Logf("SUMMARY %s: %d histories checked, operations per history min %d / mean %d / max %d (%d in all, %d pending), "+
+	t.Logf("SUMMARY %s: %d histories checked (%d inconclusive), operations per history min %d / mean %d / max %d (%d in all, %d pending), "+
 		"%d faults injected, %d anomalies found, %v",
-		t.Name(), r.histories, lo, avg, hi, sum, r.pending, len(fc.faults), len(r.anomalies), took.Round(time.Second))
+		t.Name(), r.histories, r.unknown, lo, avg, hi, sum, r.pending, len(fc.faults), len(r.anomalies), took.Round(time.Second))
 	for i, f := range fc.faults {
 		t.Logf("  fault %d: %s", i+1, f)
 	}

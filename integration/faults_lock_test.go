@@ -32,6 +32,12 @@ func (k lockKind) String() string { return [...]string{"flock", "fcntl"}[k] }
 
 type lockAck struct {
 	holder, seq, token int
+	granted, acked     time.Time
+}
+
+func (a lockAck) String() string {
+	return fmt.Sprintf("holder %d seq %d (lock granted %s, write acknowledged %s)", a.holder, a.seq,
+		a.granted.Format("15:04:05.000"), a.acked.Format("15:04:05.000"))
 }
 
 // freezeReq stops holder at the point where it has read the log's size and
@@ -87,6 +93,7 @@ func (lr *lockRun) round(k lockKind, holder, seq int, dir string) {
 		return
 	}
 	defer lr.lock(k, lf, syscall.LOCK_UN) //nolint:errcheck // the lock is released with the session anyway
+	granted := time.Now()
 	df, err := syscall.Open(filepath.Join(dir, k.String()+".log"), syscall.O_RDWR, 0)
 	if err != nil {
 		lr.fail(k, "open log", err)
@@ -120,7 +127,7 @@ func (lr *lockRun) round(k lockKind, holder, seq int, dir string) {
 		return
 	}
 	lr.mu.Lock()
-	lr.acks[k] = append(lr.acks[k], lockAck{holder: holder, seq: seq, token: token})
+	lr.acks[k] = append(lr.acks[k], lockAck{holder: holder, seq: seq, token: token, granted: granted, acked: time.Now()})
 	lr.mu.Unlock()
 }
 
@@ -264,13 +271,11 @@ func (lr *lockRun) checkLog(k lockKind, path string) {
 	owner := map[int]lockAck{}
 	for _, a := range lr.acks[k] {
 		if o, dup := owner[a.token]; dup {
-			lr.rep.anomaly(t, "%s: token %d acknowledged to holder %d (seq %d) and to holder %d (seq %d): two holders in the critical section",
-				k, a.token, o.holder, o.seq, a.holder, a.seq)
+			lr.rep.anomaly(t, "%s: token %d acknowledged to %v and to %v: two holders in the critical section", k, a.token, o, a)
 		}
 		owner[a.token] = a
 		if got, ok := slots[a.token]; !ok || got != [2]int{a.holder, a.seq} {
-			lr.rep.anomaly(t, "%s: acknowledged record token %d (holder %d seq %d) is not in the log: slot holds %v (present %v)",
-				k, a.token, a.holder, a.seq, got, ok)
+			lr.rep.anomaly(t, "%s: acknowledged record token %d, %v, is not in the log: the slot holds holder/seq %v (present %v)", k, a.token, a, got, ok)
 		}
 	}
 }
