@@ -400,7 +400,7 @@ func (n *node) OnForget() { n.fs.Forget(n.ino()) }
 
 // lockIn converts a FUSE lock request.
 func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) LockIn {
-	l := LockIn{Kind: KindPosix, Owner: owner, Start: lk.Start, End: lk.End}
+	l := LockIn{Kind: KindPosix, Owner: owner, Start: lk.Start, End: lk.End, Pid: lk.Pid}
 	if flags&fuse.FUSE_LK_FLOCK != 0 {
 		l.Kind = KindFlock
 	}
@@ -433,7 +433,7 @@ func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk
 		if c.Type == LockWrite {
 			out.Typ = syscall.F_WRLCK
 		}
-		out.Pid = 0
+		out.Pid = c.Pid // the kernel shows 0 for a process it does not know (another host's)
 	}
 	return 0
 }

@@ -106,15 +106,19 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	sess := f.session.Load()
 	h := f.newHandle(0, sess)
 	excl := flags&syscall.O_EXCL != 0
+	unlock := f.lockService(parent)
 	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: excl,
 		Session: sess, Handle: h.id}}})
+	if errno == 0 && r.Created {
+		f.noteEnt(parent, name, r.Attr.Ino, namespace.TypeFile)
+	}
+	unlock()
 	if errno != 0 {
 		return nil, nil, errno
 	}
 	h.Ino = r.Attr.Ino
 	if r.Created {
-		f.noteEnt(parent, name, h.Ino, namespace.TypeFile)
 		f.noteChange(parent)
 	}
 	in := f.inode(h.Ino)
@@ -222,6 +226,7 @@ type LockIn struct {
 	Type       uint32
 	Owner      uint64
 	Start, End uint64
+	Pid        uint32 // the process that asks (POSIX): F_GETLK reports it to others
 }
 
 // Lock takes, converts or drops a lock, cluster-wide. Without wait a
@@ -232,7 +237,7 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 		l.Start, l.End = 0, math.MaxUint64
 	}
 	op := &metapb.LockOp{Session: f.session.Load(), Ino: h.Ino, Owner: l.Owner, Kind: l.Kind, Type: l.Type,
-		Start: l.Start, End: l.End, Wait: wait && l.Type != LockUnlock}
+		Start: l.Start, End: l.End, Wait: wait && l.Type != LockUnlock, Pid: l.Pid}
 	if op.Wait {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
@@ -283,6 +288,7 @@ type Conflict struct {
 	Type       uint32
 	Start, End uint64
 	Owner      uint64
+	Pid        uint32 // the process that took it, as its mount recorded it
 }
 
 // GetLk reports the first lock that conflicts with l.
@@ -292,7 +298,7 @@ func (f *FS) GetLk(ctx context.Context, ino uint64, l LockIn) (Conflict, syscall
 	if errno != 0 {
 		return Conflict{}, errno
 	}
-	return Conflict{Type: r.ConflictType, Start: r.ConflictStart, End: r.ConflictEnd, Owner: r.ConflictOwner}, 0
+	return Conflict{Type: r.ConflictType, Start: r.ConflictStart, End: r.ConflictEnd, Owner: r.ConflictOwner, Pid: r.ConflictPid}, 0
 }
 
 // closeDelay is how long a released handle may stay registered with the

@@ -39,9 +39,10 @@ type dirLease struct {
 	dir  uint64
 	sess uint64 // the session it was granted to: what is written behind under it is sent under it
 	// mu: read-held by an operation writing behind in the directory;
-	// write-held to give the lease up.
+	// write-held to give the lease up (locking.go). held changes only
+	// under mu write-held; it may be read without mu (localAttr).
 	mu   sync.RWMutex
-	held bool
+	held atomic.Bool
 	used atomic.Int64 // when it was last written behind in (unix ns)
 
 	emu    sync.Mutex // guards ents and inodes
@@ -64,7 +65,7 @@ func (f *FS) wbLease(dir uint64) *dirLease {
 		return nil
 	}
 	l.mu.RLock()
-	if !l.held {
+	if !l.held.Load() {
 		l.mu.RUnlock()
 		return nil
 	}
@@ -82,7 +83,7 @@ func (f *FS) eligible(in *inode) *dirLease {
 		return nil
 	}
 	l.mu.RLock()
-	if !l.held {
+	if !l.held.Load() {
 		l.mu.RUnlock()
 		return nil
 	}
@@ -90,10 +91,13 @@ func (f *FS) eligible(in *inode) *dirLease {
 }
 
 // addLease records a lease granted to the mount for a directory it just
-// made (empty).
-func (f *FS) addLease(dir, sess uint64) *dirLease {
-	l := &dirLease{dir: dir, sess: sess, held: true, ents: map[string]dirEnt{}}
+// made (empty), whose attributes a are the mount's from now on. The lease
+// is complete before anyone can see it (dropLeases may end it at once).
+func (f *FS) addLease(dir, sess uint64, a *metapb.Attr) *dirLease {
+	l := &dirLease{dir: dir, sess: sess, ents: map[string]dirEnt{}}
+	l.held.Store(true)
 	l.used.Store(time.Now().UnixNano())
+	f.newLocal(l, a, 0)
 	f.lmu.Lock()
 	f.leases[dir] = l
 	f.lmu.Unlock()
@@ -185,7 +189,8 @@ func (in *inode) changeLocal(change func(a *metapb.Attr)) {
 	in.attr = a
 }
 
-// newLocal records a new eligible inode.
+// newLocal records a new eligible inode under l (l.emu is held, or l is
+// not published yet).
 func (f *FS) newLocal(l *dirLease, a *metapb.Attr, opens int) *inode {
 	in := f.inode(a.Ino)
 	in.mu.Lock()
@@ -284,7 +289,7 @@ func (f *FS) wbMkdir(ctx context.Context, parent uint64, name string, mode, uid,
 			a.Nlink = 2
 			// A leased directory's own attributes are the mount's while it
 			// holds its lease (another mount's getattr revokes it).
-			f.newLocal(f.addLease(a.Ino, l.sess), a, 0)
+			f.addLease(a.Ino, l.sess, a)
 			return &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 				Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: a.Ino, Lease: true}}}
 		})
@@ -331,20 +336,19 @@ func (f *FS) wbLookup(parent uint64, name string) (a *metapb.Attr, ino uint64, h
 	return nil, e.ino, true, 0
 }
 
-// localAttr returns an eligible inode's attributes (nil if it is not).
+// localAttr returns an eligible inode's attributes (nil if it is not). It
+// takes no lease lock (wbLookup calls it holding the directory's, and a
+// second read lock of one RWMutex waits behind a waiting writer): a lease
+// being given up has held false before the journal is sent and its inodes
+// are made ordinary, so nothing here is older than the service's.
 func (f *FS) localAttr(ino uint64) *metapb.Attr {
 	in := f.lookupInode(ino)
 	if in == nil {
 		return nil
 	}
-	l := f.eligible(in)
-	if l == nil {
-		return nil
-	}
-	defer l.mu.RUnlock()
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.wb != l || in.attr == nil {
+	if in.wb == nil || !in.wb.held.Load() || in.attr == nil {
 		return nil
 	}
 	return in.report()
@@ -434,7 +438,7 @@ func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
 	}
-	if !cl.held || cl.sess != pl.sess {
+	if !cl.held.Load() || cl.sess != pl.sess {
 		return false, 0 // the service decides
 	}
 	first, second := pl, cl
@@ -451,7 +455,7 @@ func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
 	if len(cl.ents) > 0 {
 		return true, syscall.ENOTEMPTY
 	}
-	cl.held = false
+	cl.held.Store(false)
 	f.lmu.Lock()
 	if f.leases[e.ino] == cl {
 		delete(f.leases, e.ino)
@@ -555,7 +559,9 @@ func (f *FS) wbSetAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
 	}
 	defer l.mu.RUnlock()
 	in.mu.Lock()
-	if in.wb != l || in.attr == nil {
+	if in.wb != l || in.attr == nil || in.attr.Nlink == 0 && in.opens == 0 {
+		// Not the mount's, or gone (unlinked, not open): the service
+		// answers (ENOENT for one gone).
 		in.mu.Unlock()
 		return nil, false
 	}
@@ -709,7 +715,7 @@ func (f *FS) giveBack(dir uint64) {
 // the journal is applied.
 func (f *FS) endLease(l *dirLease) {
 	l.mu.Lock()
-	l.held = false
+	l.held.Store(false)
 	l.mu.Unlock()
 	f.jr.drain()
 	l.emu.Lock()
@@ -809,6 +815,74 @@ func leaseDir(q *metapb.ReadReq) uint64 {
 		return op.Listxattr.Ino
 	}
 	return 0
+}
+
+// lockService write-locks the leases this mount holds of dirs (ascending,
+// as locking.go orders them) for a change made through the service in
+// them, and returns what unlocks them. From before the change is applied
+// until its note has recorded it in the mount's view (noteEnt, noteGone,
+// noteRename), nothing is written behind in those directories: a change
+// written behind is never based on a view that lacks one the service has
+// already applied.
+func (f *FS) lockService(dirs ...uint64) (unlock func()) {
+	dirs = slices.Compact(slices.Sorted(slices.Values(dirs)))
+	var ls []*dirLease
+	for _, d := range dirs {
+		f.lmu.Lock()
+		l := f.leases[d]
+		f.lmu.Unlock()
+		if l != nil {
+			l.mu.Lock()
+			ls = append(ls, l)
+		}
+	}
+	return func() {
+		for i := len(ls) - 1; i >= 0; i-- {
+			ls[i].mu.Unlock()
+		}
+	}
+}
+
+// victimDir returns the directory at name in parent if the mount leases it
+// (0 otherwise): a change through the service may remove it (rmdir, a
+// rename over it), so its lease is locked with the others (lockService)
+// and forgotten once the change is applied (dropRemoved): the service
+// dropped it, and nothing may be written behind in a removed directory.
+func (f *FS) victimDir(ctx context.Context, parent uint64, name string) uint64 {
+	f.lmu.Lock()
+	n := len(f.leases)
+	f.lmu.Unlock()
+	if n == 0 {
+		return 0
+	}
+	a, errno := f.Lookup(ctx, parent, name)
+	if errno != 0 || a.Type != uint32(namespace.TypeDir) {
+		return 0
+	}
+	f.lmu.Lock()
+	_, ok := f.leases[a.Ino]
+	f.lmu.Unlock()
+	if !ok {
+		return 0
+	}
+	return a.Ino
+}
+
+// dropRemoved forgets the lease of dir (0: none), which a change through
+// the service removed; the caller holds its mu (lockService) and ends it
+// (endLease) once it has let go.
+func (f *FS) dropRemoved(dir uint64) *dirLease {
+	if dir == 0 {
+		return nil
+	}
+	f.lmu.Lock()
+	l := f.leases[dir]
+	delete(f.leases, dir)
+	f.lmu.Unlock()
+	if l != nil {
+		l.held.Store(false)
+	}
+	return l
 }
 
 // noteEnt records in dir's lease an entry made through the service (mknod,
@@ -1008,7 +1082,7 @@ func (f *FS) acquire(dir uint64) {
 	f.leases[dir] = l
 	f.lmu.Unlock()
 	ok := f.loadLease(l)
-	l.held = ok
+	l.held.Store(ok)
 	l.used.Store(time.Now().UnixNano())
 	l.emu.Unlock()
 	l.mu.Unlock()

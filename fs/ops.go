@@ -110,10 +110,14 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 // excl an existing regular file is returned instead (its Ino differs from
 // a new one's: the caller cannot tell, nor needs to).
 func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
+	unlock := f.lockService(parent)
 	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
 	if errno == 0 {
 		f.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
+	}
+	unlock()
+	if errno == 0 {
 		f.noteChange(parent)
 	}
 	return a, errno
@@ -131,11 +135,14 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 	}
 	cmd := &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}}
+	unlock := f.lockService(parent)
 	a, errno := f.applyAttr(ctx, cmd)
 	if errno == 0 {
-		l := f.addLease(a.Ino, cmd.LeaseSession) // granted to the session it was made under
-		f.newLocal(l, proto.Clone(a).(*metapb.Attr), 0)
+		f.addLease(a.Ino, cmd.LeaseSession, proto.Clone(a).(*metapb.Attr)) // granted to the session it was made under
 		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
+	}
+	unlock()
+	if errno == 0 {
 		f.noteChange(parent)
 	}
 	return a, errno
@@ -146,10 +153,14 @@ func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, ui
 	if a, ok, errno := f.wbSymlink(ctx, parent, name, target, uid, gid); ok {
 		return a, errno
 	}
+	unlock := f.lockService(parent)
 	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
 	if errno == 0 {
 		f.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
+	}
+	unlock()
+	if errno == 0 {
 		f.noteChange(parent)
 	}
 	return a, errno
@@ -158,11 +169,13 @@ func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, ui
 // Link adds a hard link to ino.
 func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
 	f.settle(ino)
+	unlock := f.lockService(newParent)
 	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
 		Ino: ino, NewParent: newParent, NewName: newName}}})
 	if errno == 0 {
 		f.noteEnt(newParent, newName, a.Ino, namespace.FileType(a.Type))
 	}
+	unlock()
 	return a, errno
 }
 
@@ -174,9 +187,13 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 	if ok, errno := f.wbUnlink(parent, name); ok {
 		return errno
 	}
+	unlock := f.lockService(parent)
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
 	if errno == 0 {
 		f.noteGone(parent, name)
+	}
+	unlock()
+	if errno == 0 {
 		f.noteChange(parent)
 	}
 	return errno
@@ -190,9 +207,19 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	if ok, errno := f.wbRmdir(parent, name); ok {
 		return errno
 	}
+	child := f.victimDir(ctx, parent, name)
+	unlock := f.lockService(parent, child)
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
+	var gone *dirLease
 	if errno == 0 {
 		f.noteGone(parent, name)
+		gone = f.dropRemoved(child)
+	}
+	unlock()
+	if gone != nil {
+		f.endLease(gone)
+	}
+	if errno == 0 {
 		f.noteChange(parent)
 	}
 	return errno
@@ -204,10 +231,27 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 	if ok, errno := f.wbRename(parent, name, newParent, newName, flags); ok {
 		return errno
 	}
+	var victim uint64 // a directory the rename may replace
+	if flags&namespace.RenameExchange == 0 {
+		if victim = f.victimDir(ctx, newParent, newName); victim != 0 {
+			if a, errno := f.Lookup(ctx, parent, name); errno == 0 && a.Ino == victim {
+				victim = 0 // renamed onto itself
+			}
+		}
+	}
+	unlock := f.lockService(parent, newParent, victim)
 	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
+	var gone *dirLease
 	if errno == 0 {
 		f.noteRename(parent, name, newParent, newName, flags)
+		gone = f.dropRemoved(victim)
+	}
+	unlock()
+	if gone != nil {
+		f.endLease(gone)
+	}
+	if errno == 0 {
 		f.noteChange(newParent)
 	}
 	return errno

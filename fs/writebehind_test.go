@@ -428,7 +428,7 @@ func TestLeaseOfExistingDirectory(t *testing.T) {
 		m1.lmu.Lock()
 		defer m1.lmu.Unlock()
 		l := m1.leases[d]
-		return l != nil && l.mu.TryRLock() && func() bool { defer l.mu.RUnlock(); return l.held }()
+		return l != nil && l.mu.TryRLock() && func() bool { defer l.mu.RUnlock(); return l.held.Load() }()
 	})
 	before := g.multis.Load()
 	for i := range 20 {
