@@ -121,9 +121,8 @@ func TestPOSIXLeasedDir(t *testing.T) {
 	})
 
 	t.Run("F_GETLK pid", func(t *testing.T) {
-		// The service records and answers the pid (LockOp.pid,
-		// ReadResp.conflict_pid); the mount's core does not pass it yet.
-		t.Skip("issue 8, hole 5: fs/handle.go's LockIn and Conflict do not carry the pid yet")
+		// The mount passes the pid (LockIn.Pid), the service records it
+		// (LockOp.pid) and answers it (ReadResp.conflict_pid).
 		sh(t, d, "echo data > locked")
 		// Another process holds a POSIX write lock on the file.
 		holder := exec.Command("python3", "-c", `import fcntl, sys
