@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"os"
 	"math/rand/v2"
+	"os"
 	"runtime/pprof"
 	"sync"
 	"syscall"
@@ -26,7 +26,9 @@ import (
 // type, and every directory's link count is 2 + its subdirectories.
 func TestCoreConcurrentTreeOps(t *testing.T) {
 	e := newEnv(t)
-	m := e.mount("busy", func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})) }, nil)
+	m := e.mount("busy", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}, nil)
 	ctx := testCtx(t)
 	top := mustMkdir(t, m, RootIno, "top").Ino // leased to m
 	const nsub = 3
@@ -146,4 +148,3 @@ func checkTree(t *testing.T, f *FS, dir uint64) {
 		t.Errorf("directory %d has %d links, want 2 + %d subdirectories", dir, a.Nlink, subdirs)
 	}
 }
-
