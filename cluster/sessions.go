@@ -102,13 +102,15 @@ func (f *FSM) applyClose(op *metapb.CloseOp) *metapb.Result {
 	return &metapb.Result{FreedObjects: r.Objects}
 }
 
-// expired lists the sessions whose deadline is before now.
-func (f *FSM) expired(now int64) []uint64 {
+// expired lists the sessions whose deadline is before now and whose TTL
+// has passed since since: the time from which the leader has been able to
+// hear every renewal (see RunExpiry).
+func (f *FSM) expired(now, since int64) []uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []uint64
 	for id, s := range f.mounts {
-		if s.expires < now {
+		if s.expires < now && since+s.ttl < now {
 			out = append(out, id)
 		}
 	}
@@ -139,9 +141,26 @@ func (s *Server) RunExpiry(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = 250 * time.Millisecond
 	}
+	// A session is expired only once the leader has been able to hear its
+	// renewals for a whole TTL (a grace period, as Chubby gives): from
+	// when this member began to lead in the current term, or from when it
+	// woke up from a stall (SIGSTOP, a long GC pause: the loop missed its
+	// ticks), since renewals sent meanwhile could not reach it. Otherwise
+	// an election or a frozen leader would end every mount's session (and
+	// give its locks away) although each renewed in time.
+	var term uint64
+	var since, last time.Time
 	s.whileLeader(ctx, every, func() {
-		now := time.Now().UnixNano()
-		for _, id := range s.fsm.expired(now) {
+		t := time.Now()
+		if cur := s.node.raft.CurrentTerm(); cur != term || t.Sub(last) > 4*every+time.Second {
+			if !last.IsZero() && cur == term {
+				s.log.Warn("the session expiry loop stalled: every session gets a full TTL again", "stalled", t.Sub(last).Round(time.Millisecond))
+			}
+			term, since = cur, t
+		}
+		last = t
+		now := t.UnixNano()
+		for _, id := range s.fsm.expired(now, since.UnixNano()) {
 			r, err := s.commit.propose(ctx, &metapb.Command{Now: now, Op: &metapb.Command_Expire{Expire: &metapb.ExpireOp{Session: id}}})
 			if err == nil && r.Errno == 0 {
 				s.log.Info("session expired", "session", id)
