@@ -155,10 +155,22 @@ func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	a, errno := n.fs.GetAttr(ctx, n.ino())
 	if errno != 0 {
-		return errno
+		return stale(errno)
 	}
 	fill(a, &out.Attr)
 	return 0
+}
+
+// stale turns "no such inode" into ESTALE for an operation on an inode the
+// kernel found by name earlier: another mount has since replaced or removed
+// that name's file (a rename over it). The kernel then looks the name up
+// again once (LOOKUP_REVAL) and retries, as it does for NFS, so that
+// open(2) and stat(2) of a name that always exists never fail with ENOENT.
+func stale(errno syscall.Errno) syscall.Errno {
+	if errno == syscall.ENOENT {
+		return syscall.ESTALE
+	}
+	return errno
 }
 
 func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -343,7 +355,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	h, keep, errno := n.fs.Open(ctx, n.ino(), flags)
 	if errno != 0 {
-		return nil, 0, errno
+		return nil, 0, stale(errno)
 	}
 	var ff uint32
 	if keep {

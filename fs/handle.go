@@ -272,7 +272,10 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 		q, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: op.ReqId}}})
 		switch {
 		case errno == syscall.ENOENT:
-			return syscall.EINTR // withdrawn (the session ended)
+			// Withdrawn: the session ended (the mount was cut off past
+			// its TTL). No signal is pending, so not EINTR (which the
+			// kernel would turn into ERESTARTSYS for the program).
+			return syscall.ENOLCK
 		case errno == syscall.EINTR:
 			continue
 		case errno != 0:
