@@ -106,12 +106,19 @@ type FS struct {
 	jrStop    chan struct{}
 	lmu       sync.Mutex
 	leases    map[uint64]*dirLease
-	leaseKick chan struct{} // a lease was granted: watch for its revocation
+	returning map[uint64]int // directories being given back (giveBack), by lmu
+	leaseKick chan struct{}  // a lease was granted: watch for its revocation
 	inoMu     sync.Mutex
 	inoNext   uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
 	inoEnd    uint64
 	noLeases  bool
 
+	// svcMu: read-held by a change through the service from before it is
+	// applied until the mount's view has recorded it (lockService);
+	// write-held by acquire while it loads a directory's entries, so that
+	// no change made here through the service is missed by both the load
+	// and its note (locking.go, level 0).
+	svcMu     sync.RWMutex
 	hitsMu    sync.Mutex
 	hits      map[uint64]int // changes through the service, by directory
 	acquiring atomic.Bool
@@ -155,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f.places.fs = f
 	f.leases = map[uint64]*dirLease{}
+	f.returning = map[uint64]int{}
 	f.leaseKick = make(chan struct{}, 1)
 	f.opened = map[*Handle]struct{}{}
 	f.noLeases = cfg.NoWriteBehind
@@ -231,7 +239,7 @@ func (f *FS) renewLoop(ctx context.Context) {
 			}
 			f.fence()
 			f.session.Store(id)
-			f.dropLeases()
+			f.dropLeases(false)
 			f.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {
 			f.log.Warn("renewing the session", "err", err)

@@ -264,7 +264,7 @@ func (j *journal) send(batch []*jop, size int) {
 	if failed {
 		// The mount's view of its leased directories may be wrong now:
 		// give them all up, so that everything is asked of the service.
-		go f.dropLeases()
+		go f.dropLeases(true)
 	}
 }
 

@@ -698,15 +698,25 @@ func (f *FS) giveBack(dir uint64) {
 	f.lmu.Lock()
 	l := f.leases[dir]
 	delete(f.leases, dir)
+	f.returning[dir]++ // acquire keeps off until the service is told
 	f.lmu.Unlock()
+	defer func() {
+		f.lmu.Lock()
+		if f.returning[dir]--; f.returning[dir] <= 0 {
+			delete(f.returning, dir)
+		}
+		f.lmu.Unlock()
+	}()
+	sess := f.session.Load()
 	if l != nil {
+		sess = l.sess
 		f.endLease(l)
 	}
 	f.jr.drain()
 	cctx, cancel := f.ctx(context.Background())
 	defer cancel()
-	if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: f.session.Load(), Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: f.session.Load(), Dir: dir, Mode: 2}}}); err != nil {
+	if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: dir, Mode: 2}}}); err != nil {
 		f.log.Warn("releasing a directory lease", "dir", dir, "err", err)
 	}
 }
@@ -731,17 +741,29 @@ func (f *FS) endLease(l *dirLease) {
 	}
 }
 
-// dropLeases forgets every lease (the session was replaced, or the journal
-// could not be applied).
-func (f *FS) dropLeases() {
+// dropLeases forgets every lease: the session was replaced (its leases
+// ended with it), or a batch of the journal could not be applied (the
+// mount's view of those directories may be wrong: they are given back, so
+// that everything is asked of the service, and another mount that waits
+// for one of them is not left waiting: a mount with no lease does not
+// watch for revocations).
+func (f *FS) dropLeases(giveBack bool) {
 	f.lmu.Lock()
 	ls := make([]*dirLease, 0, len(f.leases))
 	for _, l := range f.leases {
 		ls = append(ls, l)
 	}
-	clear(f.leases)
 	f.lmu.Unlock()
 	for _, l := range ls {
+		if giveBack {
+			f.giveBack(l.dir)
+			continue
+		}
+		f.lmu.Lock()
+		if f.leases[l.dir] == l {
+			delete(f.leases, l.dir)
+		}
+		f.lmu.Unlock()
 		f.endLease(l)
 	}
 }
@@ -825,6 +847,7 @@ func leaseDir(q *metapb.ReadReq) uint64 {
 // written behind is never based on a view that lacks one the service has
 // already applied.
 func (f *FS) lockService(dirs ...uint64) (unlock func()) {
+	f.svcMu.RLock()
 	dirs = slices.Compact(slices.Sorted(slices.Values(dirs)))
 	var ls []*dirLease
 	for _, d := range dirs {
@@ -840,6 +863,7 @@ func (f *FS) lockService(dirs ...uint64) (unlock func()) {
 		for i := len(ls) - 1; i >= 0; i-- {
 			ls[i].mu.Unlock()
 		}
+		f.svcMu.RUnlock()
 	}
 }
 
@@ -1071,8 +1095,15 @@ func (f *FS) noteChange(dir uint64) {
 // meanwhile; changes this mount made through the service while it loads
 // are recorded after it (noteEnt and noteGone wait for it too).
 func (f *FS) acquire(dir uint64) {
+	// No change through the service is in flight meanwhile: one applied
+	// after the entries are read but noted before the lease is visible
+	// would be missing from the mount's view.
+	f.svcMu.Lock()
+	defer f.svcMu.Unlock()
 	f.lmu.Lock()
-	if f.leases[dir] != nil {
+	if f.leases[dir] != nil || f.returning[dir] > 0 {
+		// Held, or being given back: leasing it again now could be undone
+		// by the release on its way.
 		f.lmu.Unlock()
 		return
 	}

@@ -6,6 +6,8 @@ package fs
 // drives every path from many goroutines under -race without FUSE (whose
 // per-directory kernel locks would hide a mistake).
 //
+//  0. FS.svcMu (read: a change through the service, in lockService;
+//     write: acquire, while it leases a directory and loads its entries).
 //  1. dirLease.mu (read: an operation written behind in the directory;
 //     write: giving the lease up, rmdir of a leased child, or a change made
 //     through the service in the directory: lockService), of several
