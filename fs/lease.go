@@ -697,7 +697,6 @@ func (f *FS) settle(ino uint64) {
 func (f *FS) giveBack(dir uint64) {
 	f.lmu.Lock()
 	l := f.leases[dir]
-	delete(f.leases, dir)
 	f.returning[dir]++ // acquire keeps off until the service is told
 	f.lmu.Unlock()
 	defer func() {
@@ -709,8 +708,16 @@ func (f *FS) giveBack(dir uint64) {
 	}()
 	sess := f.session.Load()
 	if l != nil {
+		// Ended while still listed: a change through the service meanwhile
+		// locks it (lockService) and so waits for the changes written
+		// behind under it; only then is it forgotten.
 		sess = l.sess
 		f.endLease(l)
+		f.lmu.Lock()
+		if f.leases[dir] == l {
+			delete(f.leases, dir)
+		}
+		f.lmu.Unlock()
 	}
 	f.jr.drain()
 	cctx, cancel := f.ctx(context.Background())
@@ -759,12 +766,12 @@ func (f *FS) dropLeases(giveBack bool) {
 			f.giveBack(l.dir)
 			continue
 		}
+		f.endLease(l)
 		f.lmu.Lock()
 		if f.leases[l.dir] == l {
 			delete(f.leases, l.dir)
 		}
 		f.lmu.Unlock()
-		f.endLease(l)
 	}
 }
 

@@ -1,0 +1,131 @@
+package fs
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// TestTwoMountsNamespaceLinearizable: clients on two mounts create (O_EXCL),
+// unlink, rename and list a few names in one directory, each change
+// acknowledged once the directory's fsync returned. The directory's lease
+// moves between the mounts all the time (each revokes the other's, and
+// leases it again after a few changes through the service). The history
+// must be linearizable (porcupine, the same model as the fault harness's).
+func TestTwoMountsNamespaceLinearizable(t *testing.T) {
+	e := newEnv(t)
+	logs := func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	m := []*FS{e.mount("one", logs, nil), e.mount("two", logs, nil)}
+	ctx := testCtx(t)
+	dir := mustMkdir(t, m[0], RootIno, "d").Ino
+	const names = 4
+	type in struct{ kind, a, b int } // kind: 0 create, 1 unlink, 2 rename, 3 list
+	type out struct {
+		errno syscall.Errno
+		set   uint8
+	}
+	model := porcupine.Model{
+		Init: func() any { return uint8(0) },
+		Step: func(state, input, output any) (bool, any) {
+			s, i, o := state.(uint8), input.(in), output.(out)
+			has := s&(1<<i.a) != 0
+			switch i.kind {
+			case 0:
+				if has {
+					return o.errno == syscall.EEXIST, s
+				}
+				return o.errno == 0, s | 1<<i.a
+			case 1:
+				if !has {
+					return o.errno == syscall.ENOENT, s
+				}
+				return o.errno == 0, s &^ (1 << i.a)
+			case 2:
+				if !has {
+					return o.errno == syscall.ENOENT, s
+				}
+				return o.errno == 0, s&^(1<<i.a) | 1<<i.b
+			}
+			return o.set == s, s
+		},
+		DescribeOperation: func(input, output any) string {
+			i, o := input.(in), output.(out)
+			return fmt.Sprintf("%s(n%d,n%d) -> %v %04b", [...]string{"create", "unlink", "rename", "list"}[i.kind], i.a, i.b, o.errno, o.set)
+		},
+	}
+	start := time.Now()
+	var mu sync.Mutex
+	var hist []porcupine.Operation
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(4 * time.Second)
+	for c := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := m[c%2]
+			r := rand.New(rand.NewPCG(uint64(c), 7))
+			seen := f.ErrSeq(dir)
+			for time.Now().Before(deadline) {
+				i := in{kind: r.IntN(4), a: r.IntN(names), b: r.IntN(names)}
+				for i.kind == 2 && i.b == i.a {
+					i.b = r.IntN(names)
+				}
+				name := func(k int) string { return fmt.Sprint("n", k) }
+				call := time.Since(start).Nanoseconds()
+				var o out
+				switch i.kind {
+				case 0:
+					_, h, errno := f.CreateOpen(ctx, dir, name(i.a), 0o644, 0, 0, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY)
+					if errno == 0 {
+						errno = f.Release(ctx, h)
+					}
+					o.errno = errno
+				case 1:
+					o.errno = f.Unlink(ctx, dir, name(i.a))
+				case 2:
+					o.errno = f.Rename(ctx, dir, name(i.a), dir, name(i.b), 0)
+				case 3:
+					ents, errno := f.ReadDir(ctx, dir, 0, 100)
+					o.errno = errno
+					for _, e := range ents {
+						var k int
+						if _, err := fmt.Sscanf(e.Name, "n%d", &k); err == nil {
+							o.set |= 1 << k
+						}
+					}
+				}
+				if o.errno == 0 && i.kind != 3 {
+					o.errno = f.SyncDir(ctx, dir, &seen)
+				}
+				ret := time.Since(start).Nanoseconds()
+				switch o.errno {
+				case 0, syscall.EEXIST, syscall.ENOENT:
+				default:
+					t.Errorf("client %d: %v: unexpected errno %v", c, i, o.errno)
+					return
+				}
+				mu.Lock()
+				hist = append(hist, porcupine.Operation{ClientId: c, Input: i, Call: call, Output: o, Return: ret})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res, info := porcupine.CheckOperationsVerbose(model, hist, 30*time.Second)
+	t.Logf("%d operations: %v", len(hist), res)
+	if res != porcupine.Ok {
+		p := t.TempDir() + "/history.html"
+		_ = porcupine.VisualizePath(model, info, p)
+		// The ops around where the linearization got stuck.
+		t.Fatalf("the history of %d operations is not linearizable (%v); see %s", len(hist), res, p)
+	}
+}
