@@ -81,10 +81,25 @@ func retryable(err error) bool {
 // call runs f against members in turn until it succeeds, fails for good, or
 // ctx ends.
 func (c *Client) call(ctx context.Context, f func(context.Context, metapb.MetaClient) error) error {
+	return c.callWait(ctx, 0, f)
+}
+
+// callWait is call for a request the member may hold for up to wait (a
+// long poll). One attempt gets at most half of what is left of ctx (but
+// more than wait): a member cut off by a partition does not refuse, it
+// hangs, and a caller with a short deadline (a session renewal) must still
+// get to try another member.
+func (c *Client) callWait(ctx context.Context, wait time.Duration, f func(context.Context, metapb.MetaClient) error) error {
 	backoff := 10 * time.Millisecond
 	for {
 		i := int(c.cur.Load()) % len(c.conns)
-		actx, cancel := context.WithTimeout(ctx, c.attempt)
+		attempt := c.attempt + wait
+		if dl, ok := ctx.Deadline(); ok {
+			if share := time.Until(dl) / 2; share > wait+500*time.Millisecond && share < attempt {
+				attempt = share
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, attempt)
 		err := f(actx, metapb.NewMetaClient(c.conns[i]))
 		cancel()
 		if err == nil {
@@ -93,13 +108,16 @@ func (c *Client) call(ctx context.Context, f func(context.Context, metapb.MetaCl
 		if status.Code(err) == codes.Unauthenticated {
 			return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 		}
+		if retryable(err) {
+			// The next call starts with the next member too.
+			c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.conns)))
+		}
 		if !retryable(err) || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("cluster: metadata service: %w (last error: %v)", ctx.Err(), err)
 			}
 			return err
 		}
-		c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.conns)))
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -126,7 +144,8 @@ func (c *Client) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result
 // Read answers a query.
 func (c *Client) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
 	var res *metapb.ReadResp
-	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+	wait := time.Duration(q.GetRevokes().GetWaitMs()) * time.Millisecond
+	err := c.callWait(ctx, wait, func(ctx context.Context, m metapb.MetaClient) error {
 		var err error
 		res, err = m.Read(ctx, q)
 		return err

@@ -73,7 +73,9 @@ func (s *Server) whileLeader(ctx context.Context, every time.Duration, f func())
 			return
 		case <-t.C:
 		}
-		if s.node.IsLeader() {
+		// Only once this leader has applied every entry of earlier terms
+		// (its barrier): the healer, GC and expiry plan from the FSM.
+		if s.node.IsLeader() && s.barrier.ready() {
 			f()
 		}
 	}

@@ -41,6 +41,7 @@ type workload struct {
 	phases []*nsPhase
 	values atomic.Uint64
 	stop   chan struct{}
+	halted sync.Once
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
@@ -60,6 +61,9 @@ func newWorkload(t testing.TB, rep *faultReport, mounts []string) *workload {
 	w := &workload{t: t, rep: rep, mounts: mounts, start: time.Now(), stop: make(chan struct{}), writes: map[uint64]regWrite{},
 		down: make([]atomic.Bool, len(mounts))}
 	w.reg = newHistory("registers", w.start)
+	// Clients stop before the test returns, even when it fails midway (a
+	// client reporting to a finished test panics the whole binary).
+	t.Cleanup(w.halt)
 	if err := os.Mkdir(filepath.Join(mounts[0], "reg"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +124,7 @@ func (w *workload) run(nsPer, regPer int) {
 
 // halt stops the clients and waits for their last calls.
 func (w *workload) halt() {
-	close(w.stop)
+	w.halted.Do(func() { close(w.stop) })
 	w.wg.Wait()
 }
 
