@@ -129,9 +129,15 @@ func (c *Client) callWait(ctx context.Context, wait time.Duration, f func(contex
 	}
 }
 
-// Apply commits a mutation exactly once.
+// Apply commits a mutation exactly once. A command that already carries
+// this client's session and a sequence number is the same command sent
+// again (its earlier call's outcome was unknown): it is applied at most
+// once, and the service answers what it answered the first time. To send
+// a new command, clear Seq.
 func (c *Client) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
-	cmd.Session, cmd.Seq = c.session, c.seq.Add(1)
+	if cmd.Session != c.session || cmd.Seq == 0 {
+		cmd.Session, cmd.Seq = c.session, c.seq.Add(1)
+	}
 	var res *metapb.Result
 	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
 		var err error

@@ -287,6 +287,7 @@ func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, sy
 	defer cancel()
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		cmd.LeaseSession = f.session.Load()
+		cmd.Seq = 0 // a new attempt, not the same command again
 		r, err := f.meta.Apply(cctx, cmd)
 		if err != nil {
 			return nil, f.ioErr("metadata", err)

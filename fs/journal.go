@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -206,9 +207,7 @@ func (j *journal) send(batch []*jop, size int) {
 		}
 	}
 	cmd := &metapb.Command{LeaseSession: batch[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
-	ctx, cancel := f.ctx(context.Background())
-	r, err := f.meta.Apply(ctx, cmd)
-	cancel()
+	r, err := j.apply(cmd)
 	if err == nil && len(r.Results) == len(cmds) {
 		// One result per change again, the dropped ones successful.
 		all := make([]*metapb.Result, len(batch))
@@ -265,6 +264,31 @@ func (j *journal) send(batch []*jop, size int) {
 		// The mount's view of its leased directories may be wrong now:
 		// give them all up, so that everything is asked of the service.
 		go f.dropLeases(true)
+	}
+}
+
+// apply sends a batch until the service says what became of it. A call
+// whose outcome is unknown (the service was out of reach: a partition, a
+// frozen leader) is sent again as the same command, which the service
+// applies at most once: failing it would report EIO for changes that may
+// well have been applied, while the mount, reading its directories as if
+// they had not, would drift from the service. It gives up after
+// journalRetry: by then the session has expired if the service was really
+// gone (its batches are refused, ESTALE, a definite answer).
+func (j *journal) apply(cmd *metapb.Command) (*metapb.Result, error) {
+	f := j.fs
+	give := time.Now().Add(f.cfg.MetaTimeout + 2*f.cfg.SessionTTL)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := f.ctx(context.Background())
+		r, err := f.meta.Apply(ctx, cmd)
+		cancel()
+		if err == nil || errors.Is(err, context.Canceled) || time.Now().After(give) {
+			return r, err
+		}
+		if attempt == 0 {
+			f.log.Warn("sending write-behind changes: no answer yet; sending them again", "err", err)
+		}
+		time.Sleep(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second))
 	}
 }
 
