@@ -112,6 +112,7 @@ type FS struct {
 	inoNext   uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
 	inoEnd    uint64
 	noLeases  bool
+	debugOn   bool // the logger takes Debug records (per-change logs)
 
 	// svcMu: read-held by a change through the service from before it is
 	// applied until the mount's view has recorded it (lockService);
@@ -166,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.leaseKick = make(chan struct{}, 1)
 	f.opened = map[*Handle]struct{}{}
 	f.noLeases = cfg.NoWriteBehind
+	f.debugOn = f.log.Enabled(ctx, slog.LevelDebug)
 	f.jr.init(f)
 	f.mem.pressure = f.relieve
 	f.objCache.m = map[uint64]*store.Object{}
@@ -293,6 +295,9 @@ func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, sy
 			return nil, f.ioErr("metadata", err)
 		}
 		if !r.Leased {
+			if f.debugOn {
+				f.log.Debug("applied", "cmd", fmt.Sprintf("%v", cmd.Op), "errno", syscall.Errno(r.Errno).Error())
+			}
 			return r, syscall.Errno(r.Errno)
 		}
 		if e := sleepCtx(cctx, delay); e != 0 {

@@ -260,6 +260,9 @@ func (f *FS) wbMake(ctx context.Context, parent uint64, name string, typ namespa
 		dnlink = 1
 	}
 	f.touchDir(parent, now, dnlink)
+	if f.debugOn {
+		f.log.Debug("written behind", "op", "make", "dir", parent, "name", name, "ino", ino)
+	}
 	f.jr.add(l.sess, cmd, ino, parent)
 	return proto.Clone(a).(*metapb.Attr), true, 0
 }
@@ -374,6 +377,9 @@ func (f *FS) wbUnlink(parent uint64, name string) (bool, syscall.Errno) {
 	now := time.Now().UnixNano()
 	f.unlinked(e.ino, now)
 	f.touchDir(parent, now, 0)
+	if f.debugOn {
+		f.log.Debug("written behind", "op", "unlink", "dir", parent, "name", name, "ino", e.ino)
+	}
 	f.jr.add(l.sess, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}}, e.ino, parent)
 	return true, 0
 }
@@ -537,6 +543,9 @@ func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName stri
 	f.touchDir(parent, now, 0)
 	if newParent != parent {
 		f.touchDir(newParent, now, 0)
+	}
+	if f.debugOn {
+		f.log.Debug("written behind", "op", "rename", "dir", parent, "name", name, "to", newParent, "new", newName, "ino", e.ino)
 	}
 	f.jr.add(l1.sess, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName}}}, inos...)
@@ -725,6 +734,9 @@ func (f *FS) giveBack(dir uint64) {
 	if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 		Session: sess, Dir: dir, Mode: 2}}}); err != nil {
 		f.log.Warn("releasing a directory lease", "dir", dir, "err", err)
+	}
+	if f.debugOn {
+		f.log.Debug("directory lease given back", "dir", dir, "held", l != nil)
 	}
 }
 
@@ -1120,6 +1132,9 @@ func (f *FS) acquire(dir uint64) {
 	f.leases[dir] = l
 	f.lmu.Unlock()
 	ok := f.loadLease(l)
+	if f.debugOn {
+		f.log.Debug("directory leased", "dir", dir, "ok", ok, "entries", len(l.ents))
+	}
 	l.held.Store(ok)
 	l.used.Store(time.Now().UnixNano())
 	l.emu.Unlock()

@@ -90,6 +90,25 @@ const (
 type nsIn struct {
 	kind nsKind
 	a, b int
+	id   uint32 // unique per call: a create's file identity
+}
+
+// nsState is which file (identity: its create's id; 0: none) each name
+// holds, and for each name the name its file was last renamed from (-1:
+// none), for the one rename the kernel answers by itself (nsModel).
+type nsState struct {
+	file [nsNames]uint32
+	from [nsNames]int8
+}
+
+func (s nsState) names() uint8 {
+	var m uint8
+	for i, f := range s.file {
+		if f != 0 {
+			m |= 1 << i
+		}
+	}
+	return m
 }
 
 type nsOut struct {
@@ -98,29 +117,49 @@ type nsOut struct {
 	names   uint8         // nsList: the bit of each name seen
 }
 
+// nsModel: create, unlink, rename and list of nsNames in one directory.
+// One outcome is allowed that a linearizable file system would not give,
+// because the kernel gives it before asking the file system: rename(a, b)
+// returns 0 and does nothing when the kernel's entries for a and b name the
+// same inode ("two links of one file"), and on a mount whose entries for a
+// were looked up just before another mount renamed a to b, they do. So
+// rename(a, b) may also succeed with a gone when the file at b is the one
+// last renamed there from a: the outcome the caller asked for.
 var nsModel = porcupine.Model{
-	Init: func() any { return uint8(0) },
+	Init: func() any {
+		return nsState{from: [nsNames]int8{-1, -1, -1, -1}}
+	},
 	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(uint8), input.(nsIn), output.(nsOut)
-		has := func(i int) bool { return s&(1<<i) != 0 }
+		s, in, out := state.(nsState), input.(nsIn), output.(nsOut)
+		has := func(i int) bool { return s.file[i] != 0 }
 		switch in.kind {
 		case nsCreate:
 			if has(in.a) {
 				return out.unknown || out.errno == syscall.EEXIST, s
 			}
-			return out.unknown || out.errno == 0, s | 1<<in.a
+			n := s
+			n.file[in.a], n.from[in.a] = in.id, -1
+			return out.unknown || out.errno == 0, n
 		case nsUnlink:
 			if !has(in.a) {
 				return out.unknown || out.errno == syscall.ENOENT, s
 			}
-			return out.unknown || out.errno == 0, s &^ (1 << in.a)
+			n := s
+			n.file[in.a], n.from[in.a] = 0, -1
+			return out.unknown || out.errno == 0, n
 		case nsRename:
 			if !has(in.a) {
+				if out.errno == 0 && has(in.b) && s.from[in.b] == int8(in.a) {
+					return true, s // the kernel's "same file": see above
+				}
 				return out.unknown || out.errno == syscall.ENOENT, s
 			}
-			return out.unknown || out.errno == 0, s&^(1<<in.a) | 1<<in.b
+			n := s
+			n.file[in.b], n.from[in.b] = s.file[in.a], int8(in.a)
+			n.file[in.a], n.from[in.a] = 0, -1
+			return out.unknown || out.errno == 0, n
 		default:
-			return out.names == s, s
+			return out.names == s.names(), s
 		}
 	},
 	DescribeOperation: func(input, output any) string {
@@ -136,7 +175,7 @@ var nsModel = porcupine.Model{
 		}
 		return fmt.Sprintf("%s(n%d,n%d) -> %s", [...]string{"create", "unlink", "rename", "list"}[in.kind], in.a, in.b, res)
 	},
-	DescribeState: func(state any) string { return nsSet(state.(uint8)) },
+	DescribeState: func(state any) string { return nsSet(state.(nsState).names()) },
 }
 
 func nsSet(s uint8) string {

@@ -163,8 +163,12 @@ func (n *faultNet) cleanup() {
 	for _, f := range n.beforeKill {
 		f()
 	}
+	logDir := os.Getenv("ECFS_FAULTS_LOGDIR") // every process's whole log, for debugging
 	for i, p := range n.procs {
 		p.kill()
+		if logDir != "" {
+			_ = os.WriteFile(filepath.Join(logDir, fmt.Sprintf("%s-%s-%d.log", n.t.Name(), n.names[i], i)), []byte(p.logs.String()), 0o644)
+		}
 		if n.t.Failed() {
 			out := p.logs.String()
 			if len(out) > 6000 {

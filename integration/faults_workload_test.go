@@ -40,6 +40,7 @@ type workload struct {
 	phase  atomic.Pointer[nsPhase]
 	phases []*nsPhase
 	values atomic.Uint64
+	ids    atomic.Uint32 // identities of namespace calls (nsIn.id)
 	stop   chan struct{}
 	halted sync.Once
 	wg     sync.WaitGroup
@@ -167,7 +168,7 @@ func (w *workload) nsClient(id, mi int) {
 		p := w.phase.Load()
 		dir := filepath.Join(mnt, p.dir)
 		name := func(i int) string { return filepath.Join(dir, fmt.Sprint("n", i)) }
-		in := nsIn{kind: nsKind(r.IntN(4)), a: r.IntN(nsNames), b: r.IntN(nsNames)}
+		in := nsIn{kind: nsKind(r.IntN(4)), a: r.IntN(nsNames), b: r.IntN(nsNames), id: w.ids.Add(1)}
 		for in.kind == nsRename && in.b == in.a {
 			in.b = r.IntN(nsNames)
 		}
