@@ -184,7 +184,12 @@ func (f *FS) Fsync(ctx context.Context, ino uint64) syscall.Errno {
 // does not take it away), and EIO for a descriptor whose locks were lost
 // with an expired session.
 func (f *FS) FsyncFile(ctx context.Context, h *Handle) syscall.Errno {
-	errno := f.fsync(ctx, h.Ino, &h.seen)
+	return h.told(f.fsync(ctx, h.Ino, &h.seen))
+}
+
+// told is what the descriptor's fsync or close reports: errno, or EIO if
+// it is fenced.
+func (h *Handle) told(errno syscall.Errno) syscall.Errno {
 	if h.fenced.Load() {
 		return syscall.EIO
 	}

@@ -445,11 +445,7 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 // file since h was last told of one, and EIO for a descriptor whose locks
 // were lost with an expired session.
 func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
-	errno := f.flush(ctx, h.Ino, &h.seen)
-	if h.fenced.Load() {
-		return syscall.EIO
-	}
-	return errno
+	return h.told(f.flush(ctx, h.Ino, &h.seen))
 }
 
 // flush uploads and commits everything written to ino and reports, for
