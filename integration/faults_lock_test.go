@@ -50,7 +50,6 @@ type freezeReq struct {
 type lockRun struct {
 	t      *testing.T
 	rep    *faultReport
-	mounts []string
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	freeze [2]atomic.Pointer[freezeReq]

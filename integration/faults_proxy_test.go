@@ -14,7 +14,6 @@ type faultProxy struct {
 	ln     net.Listener
 	target string
 	delay  atomic.Int64 // ns added before each burst, both ways
-	refuse atomic.Bool  // reset new connections at once
 	resets atomic.Int64 // connections reset on command
 	mu     sync.Mutex
 	conns  map[*net.TCPConn]bool
@@ -37,8 +36,6 @@ func newFaultProxy(n *faultNet, target string) *faultProxy {
 func (p *faultProxy) addr() string { return p.ln.Addr().String() }
 
 func (p *faultProxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
-
-func (p *faultProxy) setRefuse(on bool) { p.refuse.Store(on) }
 
 // resetAll ends every open connection with a TCP RST.
 func (p *faultProxy) resetAll() int {
@@ -76,11 +73,6 @@ func (p *faultProxy) serve() {
 			return
 		}
 		in := c.(*net.TCPConn)
-		if p.refuse.Load() {
-			p.resets.Add(1)
-			rst(in)
-			continue
-		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
