@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,11 +22,7 @@ import (
 func TestReadAfterElectionSeesAcknowledgedWrites(t *testing.T) {
 	g := newTestGroup(t, 3)
 	l := g.leader(t)
-	srvs := make([]*Server, len(g.nodes))
-	for i := range g.nodes {
-		srvs[i] = NewServer(g.nodes[i], g.fsms[i], "", "", slog.New(slog.DiscardHandler))
-		t.Cleanup(srvs[i].Close)
-	}
+	srvs := g.servers(t)
 	slow, other := (l+1)%3, (l+2)%3
 
 	t.Run("first term as leader", func(t *testing.T) {

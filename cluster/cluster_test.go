@@ -75,6 +75,18 @@ func newTestGroup(t *testing.T, n int) *testGroup {
 	return g
 }
 
+// servers is an API server on each member of g (no network), closed with
+// the test.
+func (g *testGroup) servers(t *testing.T) []*Server {
+	t.Helper()
+	srvs := make([]*Server, len(g.nodes))
+	for i := range g.nodes {
+		srvs[i] = NewServer(g.nodes[i], g.fsms[i], "", "", slog.New(slog.DiscardHandler))
+		t.Cleanup(srvs[i].Close)
+	}
+	return srvs
+}
+
 func (g *testGroup) leader(t *testing.T) int {
 	t.Helper()
 	idx := -1

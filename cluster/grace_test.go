@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -20,20 +19,16 @@ import (
 func TestSessionGraceAfterElection(t *testing.T) {
 	g := newTestGroup(t, 3)
 	l := g.leader(t)
-	srvs := make([]*Server, len(g.nodes))
+	srvs := g.servers(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, len(g.nodes))
 	for i := range g.nodes {
-		srvs[i] = NewServer(g.nodes[i], g.fsms[i], "", "", slog.New(slog.DiscardHandler))
 		go func() { srvs[i].RunExpiry(ctx, 20*time.Millisecond); done <- struct{}{} }()
 	}
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the servers close (cleanups run last first)
 		cancel()
 		for range g.nodes {
 			<-done
-		}
-		for _, s := range srvs {
-			s.Close()
 		}
 	})
 	const ttl = 2 * time.Second

@@ -22,7 +22,10 @@ import (
 )
 
 // Meta is what the filesystem needs of the metadata service;
-// *cluster.Client implements it.
+// *cluster.Client implements it. Apply is exactly-once per command: a
+// command that comes back with the Session and Seq an earlier call gave it
+// is the same command sent again (the journal resends a batch whose answer
+// was lost); clear Seq to send a new one.
 type Meta interface {
 	Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error)
 	Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error)

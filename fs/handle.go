@@ -386,20 +386,25 @@ func (f *FS) untrack(h *Handle) {
 	f.hmu.Unlock()
 }
 
+// openHandles is the descriptors open now.
+func (f *FS) openHandles() []*Handle {
+	f.hmu.Lock()
+	defer f.hmu.Unlock()
+	hs := make([]*Handle, 0, len(f.opened))
+	for h := range f.opened {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
 // fence marks every open descriptor that took a lock as fenced: the
 // session is about to be replaced, and its locks may be another mount's by
 // now. Called before the new session is stored, so that a write either
 // sees the fence or is buffered under the old session (whose commit the
 // service refuses).
 func (f *FS) fence() {
-	f.hmu.Lock()
-	hs := make([]*Handle, 0, len(f.opened))
-	for h := range f.opened {
-		hs = append(hs, h)
-	}
-	f.hmu.Unlock()
 	n := 0
-	for _, h := range hs {
+	for _, h := range f.openHandles() {
 		h.mu.Lock()
 		if len(h.owners) > 0 {
 			h.fenced.Store(true)
@@ -416,12 +421,7 @@ func (f *FS) fence() {
 // one expired: the service forgot them). A file freed meanwhile (unlinked
 // by another mount while no registration kept it) is said in the log.
 func (f *FS) reopen(ctx context.Context, sess uint64) {
-	f.hmu.Lock()
-	hs := make([]*Handle, 0, len(f.opened))
-	for h := range f.opened {
-		hs = append(hs, h)
-	}
-	f.hmu.Unlock()
+	hs := f.openHandles()
 	for _, h := range hs {
 		id := f.newHandle(h.Ino, sess).id
 		_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: h.Ino, Handle: id}}})

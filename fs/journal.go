@@ -273,8 +273,9 @@ func (j *journal) send(batch []*jop, size int) {
 // applies at most once: failing it would report EIO for changes that may
 // well have been applied, while the mount, reading its directories as if
 // they had not, would drift from the service. It gives up after
-// journalRetry: by then the session has expired if the service was really
-// gone (its batches are refused, ESTALE, a definite answer).
+// MetaTimeout + 2 session TTLs: by then the session has expired if the
+// service was really gone (its batches are refused, ESTALE, a definite
+// answer).
 func (j *journal) apply(cmd *metapb.Command) (*metapb.Result, error) {
 	f := j.fs
 	give := time.Now().Add(f.cfg.MetaTimeout + 2*f.cfg.SessionTTL)
