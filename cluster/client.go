@@ -242,3 +242,14 @@ func (c *Client) RemoveMember(ctx context.Context, id string) error {
 		return err
 	})
 }
+
+// Admin sends an operator's request to the leader (see metapb.AdminReq).
+func (c *Client) Admin(ctx context.Context, req *metapb.AdminReq) (*metapb.AdminResp, error) {
+	var res *metapb.AdminResp
+	err := c.call(ctx, func(ctx context.Context, m metapb.MetaClient) error {
+		var err error
+		res, err = m.Admin(ctx, req)
+		return err
+	})
+	return res, err
+}

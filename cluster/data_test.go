@@ -72,7 +72,9 @@ func TestObjectHealth(t *testing.T) {
 	// (4) is not.
 	check(ObjectHealth{Total: 2, Degraded: 2, HealPending: 1})
 	down("b")
-	check(ObjectHealth{Total: 2, Degraded: 2, Unreadable: 1, HealPending: 1}) // object 2 has 3 of 6
+	// Object 2 has 3 of 6: nothing to rebuild it from. Object 1 has 4 on
+	// the 4 stores up: nowhere to put more.
+	check(ObjectHealth{Total: 2, Degraded: 2, Unreadable: 1, HealPending: 0})
 	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "f"}}})
 	check(ObjectHealth{GCPending: 2})
 }

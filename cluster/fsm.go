@@ -47,8 +47,13 @@ type FSM struct {
 	objects     map[uint64]*object
 	storeIDs    []string // interned store ids; index 0 means none
 	storeIdx    map[string]uint32
-	leases      map[uint64]*dirLease // directory write leases, by directory
-	revokedCh   chan struct{}        // closed at each new revocation (not state: not in snapshots)
+	// Derived from the objects and the GC queue, not in snapshots (see
+	// healq.go): the heal queue, the queued set, shards per store index.
+	heal      map[uint64]struct{}
+	gcQueued  map[uint64]bool
+	onStore   []int64
+	leases    map[uint64]*dirLease // directory write leases, by directory
+	revokedCh chan struct{}        // closed at each new revocation (not state: not in snapshots)
 	// beforeApply, when a test sets it, runs before each entry is applied
 	// (outside the lock): a member that applies slowly. Nil in production.
 	beforeApply atomic.Pointer[func()]
@@ -113,6 +118,8 @@ func NewFSM() *FSM {
 		objects:     map[uint64]*object{},
 		storeIDs:    []string{""},
 		storeIdx:    map[string]uint32{},
+		heal:        map[uint64]struct{}{},
+		gcQueued:    map[uint64]bool{},
 		leases:      map[uint64]*dirLease{},
 	}
 }
@@ -246,7 +253,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		if e != 0 {
 			return errnoResult(e)
 		}
-		f.gc = append(f.gc, r.Objects...)
+		f.queueGC(r.Objects)
 		return &metapb.Result{FreedObjects: r.Objects}
 	case *metapb.Command_Rmdir:
 		o := op.Rmdir
@@ -266,14 +273,14 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		if target != src && o.Flags&namespace.RenameExchange == 0 {
 			delete(f.leases, target) // the empty directory it replaced is gone
 		}
-		f.gc = append(f.gc, r.Objects...)
+		f.queueGC(r.Objects)
 		return &metapb.Result{FreedObjects: r.Objects}
 	case *metapb.Command_Setattr:
 		o := op.Setattr
 		a, freed, e := f.ns.SetAttr(o.Ino, namespace.SetAttrIn{
 			Valid: o.Valid, Mode: o.Mode, Uid: o.Uid, Gid: o.Gid, Size: o.Size, Atime: o.Atime, Mtime: o.Mtime,
 		}, now)
-		f.gc = append(f.gc, freed...)
+		f.queueGC(freed)
 		r := attrResult(a, e)
 		r.FreedObjects = freed
 		return r
@@ -330,6 +337,8 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyCancelWait(op.CancelWait)
 	case *metapb.Command_Inline:
 		return f.applyInline(op.Inline, now)
+	case *metapb.Command_Report:
+		return f.applyReport(op.Report)
 	case *metapb.Command_Relocate:
 		return f.applyRelocate(op.Relocate)
 	case *metapb.Command_GcDone:
@@ -571,6 +580,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
 	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
 	f.recordObjects(h.Objects)
+	f.rebuildDerived()
 	f.leases = decodeLeases(h.Leases)
 	f.notifyRevoked() // revocations may be among what was restored
 	return nil

@@ -15,6 +15,7 @@ import (
 type object struct {
 	length int64
 	stores []uint32
+	bad    uint64 // shards reported bad, until rewritten (bit i: shard i)
 }
 
 // storeIndex interns a store id, so an object costs 4 bytes per shard.
@@ -33,11 +34,16 @@ func (f *FSM) storeIndex(id string) uint32 {
 
 func (f *FSM) recordObjects(recs []*metapb.ObjectRecord) {
 	for _, r := range recs {
-		o := &object{length: r.Length, stores: make([]uint32, len(r.Stores))}
+		o := &object{length: r.Length, stores: make([]uint32, len(r.Stores)), bad: r.Bad}
 		for i, s := range r.Stores {
 			o.stores[i] = f.storeIndex(s)
 		}
+		if old := f.objects[r.Id]; old != nil {
+			f.countShards(old, -1)
+		}
 		f.objects[r.Id] = o
+		f.countShards(o, 1)
+		f.reassess(r.Id)
 	}
 }
 
@@ -45,7 +51,12 @@ func (f *FSM) applyGCDone(op *metapb.GCDoneOp) *metapb.Result {
 	done := map[uint64]bool{}
 	for _, id := range op.Objects {
 		done[id] = true
+		if o := f.objects[id]; o != nil {
+			f.countShards(o, -1)
+		}
 		delete(f.objects, id)
+		delete(f.gcQueued, id)
+		delete(f.heal, id)
 	}
 	f.gc = slices.DeleteFunc(f.gc, func(id uint64) bool { return done[id] })
 	return &metapb.Result{}
@@ -53,8 +64,14 @@ func (f *FSM) applyGCDone(op *metapb.GCDoneOp) *metapb.Result {
 
 // objectRecord renders an object with store ids (addrs false) or addresses.
 func (f *FSM) objectRecord(id uint64, o *object, addrs bool) *metapb.ObjectRecord {
-	r := &metapb.ObjectRecord{Id: id, Length: o.length, Stores: make([]string, len(o.stores))}
+	r := &metapb.ObjectRecord{Id: id, Length: o.length, Stores: make([]string, len(o.stores)), Bad: o.bad}
 	for i, s := range o.stores {
+		if addrs {
+			// A query's answer marks every shard not to be relied on.
+			if n := f.need(o, i); n == shardRewrite || n == shardRebuild {
+				r.Bad |= 1 << uint(i)
+			}
+		}
 		if s == 0 {
 			continue
 		}
@@ -108,61 +125,29 @@ func (f *FSM) gcBatch(n int) []*metapb.ObjectRecord {
 }
 
 // ObjectHealth counts the recorded objects, those with fewer than k+m
-// shards on up stores (degraded: the healer's work) and those with fewer
-// than k (unreadable until stores come back), and the objects waiting for
-// GC. Objects waiting for GC are not counted as degraded.
+// healthy shards (degraded) and those with fewer than k (unreadable until
+// stores come back), and the objects waiting for GC. Objects waiting for
+// GC are not counted. It looks at the heal queue only: an object outside it
+// has every shard where it belongs.
 type ObjectHealth struct {
 	Total, Degraded, Unreadable, GCPending int
-	// HealPending counts objects with fewer healthy shards than k+m or
-	// the number of up stores, whichever is less: what the healer can
-	// still fix.
+	// HealPending counts the objects the healer can still make whole (or
+	// move off draining stores) with the stores up now.
 	HealPending int
+	// Corrupt counts the shards known bad and not yet rebuilt.
+	Corrupt int
 }
 
-// ObjectHealth scans every object record.
+// ObjectHealth summarises the objects' health from the heal queue.
 func (f *FSM) ObjectHealth() ObjectHealth {
+	_, st := f.healCandidates(0, nil)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	h := ObjectHealth{GCPending: len(f.gc)}
-	if f.scheme == nil {
-		return h
-	}
-	up := make([]bool, len(f.storeIDs))
-	nup := 0
-	for i, id := range f.storeIDs {
-		if st := f.stores[id]; st != nil && (st.State == StoreUp || st.State == StoreSuspect) {
-			up[i] = true
-		}
-	}
-	for _, st := range f.stores {
-		if st.State == StoreUp {
-			nup++
-		}
-	}
-	queued := make(map[uint64]bool, len(f.gc))
-	for _, id := range f.gc {
-		queued[id] = true
-	}
-	k, n := int(f.scheme.K), int(f.scheme.K+f.scheme.M)
-	for id, o := range f.objects {
-		if queued[id] {
-			continue
-		}
-		h.Total++
-		good := 0
-		for _, s := range o.stores {
-			if s != 0 && up[s] {
-				good++
-			}
-		}
-		if good < n {
-			h.Degraded++
-		}
-		if good < min(n, nup) {
-			h.HealPending++
-		}
-		if good < k {
-			h.Unreadable++
+	h := ObjectHealth{GCPending: len(f.gc), Total: len(f.objects),
+		Degraded: int(st.degraded), Unreadable: int(st.unreadable), HealPending: int(st.pending), Corrupt: int(st.corrupt)}
+	for id := range f.gcQueued {
+		if f.objects[id] != nil {
+			h.Total--
 		}
 	}
 	return h

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -32,6 +33,8 @@ type Server struct {
 	barrier *termBarrier
 	check   *leaderCheck
 	log     *slog.Logger
+	healer  atomic.Pointer[healer] // while RunHealer runs
+	fsck    func(context.Context, *metapb.FsckReq) (*metapb.FsckResp, error)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by API address, for forwarding
@@ -258,6 +261,11 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 		AppliedIndex: r.AppliedIndex(),
 		Inodes:       s.fsm.Inodes(),
 		Stores:       s.fsm.Stores(),
+		Heal:         s.HealStatus(),
+	}
+	on := s.fsm.ShardsOn()
+	for _, st := range resp.Stores {
+		st.Shards = uint64(on[st.Id])
 	}
 	if sc := s.fsm.Scheme(); sc != nil {
 		resp.Scheme = sc.Scheme

@@ -54,7 +54,7 @@ func (f *FSM) applyExpire(id uint64, now int64, force bool) *metapb.Result {
 	f.releaseSessionLocks(id)
 	f.dropSessionLeases(id)
 	closed := f.ns.CloseSession(id)
-	f.gc = append(f.gc, closed.Objects...)
+	f.queueGC(closed.Objects)
 	return &metapb.Result{FreedObjects: closed.Objects}
 }
 
@@ -77,7 +77,7 @@ func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 	if e == 0 {
 		f.recordObjects(op.Objects)
 	}
-	f.gc = append(f.gc, freed...)
+	f.queueGC(freed)
 	r := attrResult(a, e)
 	r.FreedObjects = freed
 	return r
@@ -98,7 +98,7 @@ func (f *FSM) applyClose(op *metapb.CloseOp) *metapb.Result {
 	if e != 0 {
 		return errnoResult(e)
 	}
-	f.gc = append(f.gc, r.Objects...)
+	f.queueGC(r.Objects)
 	return &metapb.Result{FreedObjects: r.Objects}
 }
 

@@ -34,10 +34,17 @@ func (f *FSM) applyStore(op *metapb.StoreOp, now int64) *metapb.Result {
 		Id: in.Id, Addr: in.Addr, Host: in.Host, Zone: in.Zone,
 		TotalBytes: in.TotalBytes, FreeBytes: in.FreeBytes, State: StoreUp, LastHeartbeat: now,
 	}
-	if old := f.stores[in.Id]; old != nil && old.State == StoreDraining {
+	old := f.stores[in.Id]
+	if old != nil && old.State == StoreDraining {
 		s.State = StoreDraining // a heartbeat does not undo a drain
 	}
 	f.stores[in.Id] = s
+	if old == nil || old.State != s.State || old.Addr != s.Addr {
+		f.reassessStore(f.storeIndex(in.Id))
+	}
+	for _, c := range in.Corrupt {
+		f.markBad(c.Object, c.Index, in.Id)
+	}
 	return &metapb.Result{}
 }
 
@@ -48,7 +55,10 @@ func (f *FSM) applyStoreState(op *metapb.StoreStateOp) *metapb.Result {
 	}
 	switch op.State {
 	case StoreUp, StoreSuspect, StoreDown, StoreDraining:
-		s.State = op.State
+		if s.State != op.State {
+			s.State = op.State
+			f.reassessStore(f.storeIndex(op.Id))
+		}
 		return &metapb.Result{}
 	}
 	return errnoResult(22)
@@ -76,6 +86,17 @@ func (f *FSM) Scheme() *metapb.InitOp {
 	return proto.Clone(f.scheme).(*metapb.InitOp)
 }
 
+// MinFreeBytes is the free space below which a store gets no new shards
+// (from writes or the healer) until it reports more: a store that is full,
+// or nearly, would refuse them.
+const MinFreeBytes = 8 << 20
+
+// placeable reports whether new shards may go to st: it is up and, if it
+// reports its capacity, has room.
+func placeable(st *metapb.StoreInfo) bool {
+	return st != nil && st.State == StoreUp && (st.TotalBytes <= 0 || st.FreeBytes >= MinFreeBytes)
+}
+
 // place chooses the stores of one object's k+m shards among the up stores:
 // rendezvous hashing on the object id weighted by free space, distinct
 // hosts first, then distinct zones. With fewer than k+m up stores but at
@@ -88,7 +109,7 @@ func place(stores []*metapb.StoreInfo, object uint64, shards, quorum int) ([]*me
 	}
 	var cands []cand
 	for _, st := range stores {
-		if st.State != StoreUp {
+		if !placeable(st) {
 			continue
 		}
 		w := float64(max(st.FreeBytes, 1))

@@ -137,3 +137,18 @@ func (s *Server) scrubPass(ctx context.Context) (n, bad int, err error) {
 		after = next
 	}
 }
+
+// CorruptShards returns up to n of the shards known corrupt (what GET
+// /v1/corrupt lists), for the store's heartbeat to report to the healer.
+func (s *Server) CorruptShards(n int) []ShardKey {
+	s.corrupt.mu.Lock()
+	defer s.corrupt.mu.Unlock()
+	out := make([]ShardKey, 0, min(len(s.corrupt.keys), n))
+	for k := range s.corrupt.keys {
+		if len(out) == n {
+			break
+		}
+		out = append(out, k)
+	}
+	return out
+}

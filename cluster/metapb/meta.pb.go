@@ -1005,6 +1005,13 @@ type StoreInfo struct {
 	FreeBytes     int64                  `protobuf:"varint,6,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	State         string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`                                       // up, suspect, down, draining
 	LastHeartbeat int64                  `protobuf:"varint,8,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"` // leader's clock, ns
+	// corrupt: in a heartbeat, shards the store found rotten (by its scrub,
+	// a read or a verify) and still holds; the state keeps them as the
+	// objects' bad shards, not here.
+	Corrupt []*ShardRef `protobuf:"bytes,9,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	// shards: in a status answer, the shards recorded on this store (what a
+	// drain has left to move); not kept in the state.
+	Shards        uint64 `protobuf:"varint,10,opt,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1091,6 +1098,20 @@ func (x *StoreInfo) GetState() string {
 func (x *StoreInfo) GetLastHeartbeat() int64 {
 	if x != nil {
 		return x.LastHeartbeat
+	}
+	return 0
+}
+
+func (x *StoreInfo) GetCorrupt() []*ShardRef {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
+}
+
+func (x *StoreInfo) GetShards() uint64 {
+	if x != nil {
+		return x.Shards
 	}
 	return 0
 }
@@ -1695,10 +1716,14 @@ func (x *BlockWrite) GetObjOff() uint32 {
 // ObjectRecord is a newly written object: its length and the store of each
 // shard ("" for a shard that is missing: unplaced or failed to write).
 type ObjectRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
-	Stores        []string               `protobuf:"bytes,3,rep,name=stores,proto3" json:"stores,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Length int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Stores []string               `protobuf:"bytes,3,rep,name=stores,proto3" json:"stores,omitempty"`
+	// bad: bit i set when shard i is known bad. In the state (and snapshots):
+	// reported rotten or missing on its store, until the healer rewrites it.
+	// In a query's answer also: unplaced, or on a store that is down or gone.
+	Bad           uint64 `protobuf:"varint,4,opt,name=bad,proto3" json:"bad,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1752,6 +1777,13 @@ func (x *ObjectRecord) GetStores() []string {
 		return x.Stores
 	}
 	return nil
+}
+
+func (x *ObjectRecord) GetBad() uint64 {
+	if x != nil {
+		return x.Bad
+	}
+	return 0
 }
 
 // CommitOp makes written data visible: the objects, the slices, the size
@@ -1991,6 +2023,174 @@ func (x *RelocateOp) GetFrom() string {
 	return ""
 }
 
+// ShardRef names one shard of an object.
+type ShardRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        uint64                 `protobuf:"varint,1,opt,name=object,proto3" json:"object,omitempty"`
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardRef) Reset() {
+	*x = ShardRef{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardRef) ProtoMessage() {}
+
+func (x *ShardRef) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardRef.ProtoReflect.Descriptor instead.
+func (*ShardRef) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ShardRef) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *ShardRef) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// BadShard is a shard a reader or a store found bad.
+type BadShard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        uint64                 `protobuf:"varint,1,opt,name=object,proto3" json:"object,omitempty"`
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Store         string                 `protobuf:"bytes,3,opt,name=store,proto3" json:"store,omitempty"`   // the store's id or address, as the reporter knows it
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"` // corrupt, missing
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BadShard) Reset() {
+	*x = BadShard{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BadShard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BadShard) ProtoMessage() {}
+
+func (x *BadShard) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BadShard.ProtoReflect.Descriptor instead.
+func (*BadShard) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BadShard) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *BadShard) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BadShard) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
+}
+
+func (x *BadShard) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ReportOp records shards found bad. A report naming a store that no longer
+// holds that shard (it was moved or rebuilt meanwhile) is ignored.
+type ReportOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []*BadShard            `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOp) Reset() {
+	*x = ReportOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOp) ProtoMessage() {}
+
+func (x *ReportOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOp.ProtoReflect.Descriptor instead.
+func (*ReportOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReportOp) GetShards() []*BadShard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 // GCDoneOp drops objects whose shards the GC deleted.
 type GCDoneOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2001,7 +2201,7 @@ type GCDoneOp struct {
 
 func (x *GCDoneOp) Reset() {
 	*x = GCDoneOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2213,7 @@ func (x *GCDoneOp) String() string {
 func (*GCDoneOp) ProtoMessage() {}
 
 func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2226,7 @@ func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
 func (*GCDoneOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GCDoneOp) GetObjects() []uint64 {
@@ -2049,7 +2249,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2261,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2274,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -2108,7 +2308,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2320,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2333,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -2175,7 +2375,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2387,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2400,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -2286,7 +2486,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2498,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2511,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -2352,7 +2552,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2564,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2577,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -2404,7 +2604,7 @@ type MultiOp struct {
 
 func (x *MultiOp) Reset() {
 	*x = MultiOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2616,7 @@ func (x *MultiOp) String() string {
 func (*MultiOp) ProtoMessage() {}
 
 func (x *MultiOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2629,7 @@ func (x *MultiOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
 func (*MultiOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MultiOp) GetCommands() []*Command {
@@ -2490,6 +2690,7 @@ type Command struct {
 	//	*Command_InoAlloc
 	//	*Command_Lease
 	//	*Command_Multi
+	//	*Command_Report
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2497,7 +2698,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2710,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2723,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -2846,6 +3047,15 @@ func (x *Command) GetMulti() *MultiOp {
 	return nil
 }
 
+func (x *Command) GetReport() *ReportOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Report); ok {
+			return x.Report
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2974,6 +3184,10 @@ type Command_Multi struct {
 	Multi *MultiOp `protobuf:"bytes,58,opt,name=multi,proto3,oneof"`
 }
 
+type Command_Report struct {
+	Report *ReportOp `protobuf:"bytes,59,opt,name=report,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -3036,6 +3250,8 @@ func (*Command_Lease) isCommand_Op() {}
 
 func (*Command_Multi) isCommand_Op() {}
 
+func (*Command_Report) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -3047,7 +3263,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3275,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3288,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -3104,7 +3320,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3332,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3345,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -3222,7 +3438,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3450,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3463,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -3288,7 +3504,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3516,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3529,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -3339,7 +3555,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3567,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3580,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -3385,7 +3601,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3613,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3626,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -3446,7 +3662,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3674,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3687,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DirEntry) GetName() string {
@@ -3511,7 +3727,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3739,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3752,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -3556,7 +3772,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3784,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3797,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -3607,7 +3823,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3619,7 +3835,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3632,7 +3848,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -3657,7 +3873,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3885,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3898,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -3737,7 +3953,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3749,7 +3965,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3762,7 +3978,7 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
@@ -3780,7 +3996,7 @@ type StatfsReq struct {
 
 func (x *StatfsReq) Reset() {
 	*x = StatfsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3792,7 +4008,7 @@ func (x *StatfsReq) String() string {
 func (*StatfsReq) ProtoMessage() {}
 
 func (x *StatfsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3805,7 +4021,7 @@ func (x *StatfsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
 func (*StatfsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
@@ -3819,7 +4035,7 @@ type SlicesReq struct {
 
 func (x *SlicesReq) Reset() {
 	*x = SlicesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3831,7 +4047,7 @@ func (x *SlicesReq) String() string {
 func (*SlicesReq) ProtoMessage() {}
 
 func (x *SlicesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3844,7 +4060,7 @@ func (x *SlicesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
 func (*SlicesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SlicesReq) GetIno() uint64 {
@@ -3871,7 +4087,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3883,7 +4099,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3896,7 +4112,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -3926,7 +4142,7 @@ type RevokesReq struct {
 
 func (x *RevokesReq) Reset() {
 	*x = RevokesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4154,7 @@ func (x *RevokesReq) String() string {
 func (*RevokesReq) ProtoMessage() {}
 
 func (x *RevokesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4167,7 @@ func (x *RevokesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
 func (*RevokesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokesReq) GetSession() uint64 {
@@ -3978,7 +4194,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4206,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4219,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -4042,7 +4258,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4054,7 +4270,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4067,7 +4283,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -4311,7 +4527,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4323,7 +4539,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4552,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -4497,7 +4713,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4509,7 +4725,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4522,7 +4738,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *JoinReq) GetId() string {
@@ -4554,7 +4770,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4566,7 +4782,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4579,7 +4795,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 type RemoveReq struct {
@@ -4591,7 +4807,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4603,7 +4819,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4616,7 +4832,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -4634,7 +4850,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4646,7 +4862,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4659,7 +4875,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 type StatusReq struct {
@@ -4671,7 +4887,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4683,7 +4899,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4696,7 +4912,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -4718,7 +4934,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +4946,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +4959,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Member) GetId() string {
@@ -4791,14 +5007,15 @@ type StatusResp struct {
 	ObjectsUnreadable uint64                 `protobuf:"varint,13,opt,name=objects_unreadable,json=objectsUnreadable,proto3" json:"objects_unreadable,omitempty"` // fewer than k
 	// fewer healthy shards than the up stores could hold: the healer's
 	// remaining work (0 once every object is as whole as the stores allow)
-	ObjectsHealPending uint64 `protobuf:"varint,14,opt,name=objects_heal_pending,json=objectsHealPending,proto3" json:"objects_heal_pending,omitempty"`
+	ObjectsHealPending uint64      `protobuf:"varint,14,opt,name=objects_heal_pending,json=objectsHealPending,proto3" json:"objects_heal_pending,omitempty"`
+	Heal               *HealStatus `protobuf:"bytes,15,opt,name=heal,proto3" json:"heal,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +5027,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +5040,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *StatusResp) GetId() string {
@@ -4924,6 +5141,652 @@ func (x *StatusResp) GetObjectsHealPending() uint64 {
 	return 0
 }
 
+func (x *StatusResp) GetHeal() *HealStatus {
+	if x != nil {
+		return x.Heal
+	}
+	return nil
+}
+
+// HealStatus is the healer's state. The queue figures come from the state
+// (any member); the rates, counters and last error from the leader's healer
+// (leader set when they do).
+type HealStatus struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Pending      uint64                 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`                               // objects the healer can still make whole
+	PendingBytes uint64                 `protobuf:"varint,2,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"` // their length
+	Corrupt      uint64                 `protobuf:"varint,3,opt,name=corrupt,proto3" json:"corrupt,omitempty"`                               // shards known rotten and not yet rebuilt
+	// pending_by_risk[i]: pending objects with i healthy shards beyond k
+	// (0: one more loss and the object is unreadable).
+	PendingByRisk []uint64          `protobuf:"varint,4,rep,packed,name=pending_by_risk,json=pendingByRisk,proto3" json:"pending_by_risk,omitempty"`
+	Leader        bool              `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Rate          float64           `protobuf:"fixed64,6,opt,name=rate,proto3" json:"rate,omitempty"`            // bytes read for rebuilding per second, last 10 s
+	EtaS          int64             `protobuf:"varint,7,opt,name=eta_s,json=etaS,proto3" json:"eta_s,omitempty"` // seconds until pending_bytes is done at rate; 0 idle or unknown
+	LastError     string            `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	RebuiltShards uint64            `protobuf:"varint,9,opt,name=rebuilt_shards,json=rebuiltShards,proto3" json:"rebuilt_shards,omitempty"`
+	RebuiltBytes  uint64            `protobuf:"varint,10,opt,name=rebuilt_bytes,json=rebuiltBytes,proto3" json:"rebuilt_bytes,omitempty"`                                               // bytes of shards written by the healer
+	ReadBytes     uint64            `protobuf:"varint,11,opt,name=read_bytes,json=readBytes,proto3" json:"read_bytes,omitempty"`                                                        // bytes read to rebuild them
+	Failures      map[string]uint64 `protobuf:"bytes,12,rep,name=failures,proto3" json:"failures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // by reason: full, unreachable, source, commit, other
+	Unreadable    uint64            `protobuf:"varint,13,opt,name=unreadable,proto3" json:"unreadable,omitempty"`                                                                       // objects with fewer than k healthy shards
+	MovedShards   uint64            `protobuf:"varint,14,opt,name=moved_shards,json=movedShards,proto3" json:"moved_shards,omitempty"`                                                  // shards moved off draining stores
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealStatus) Reset() {
+	*x = HealStatus{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealStatus) ProtoMessage() {}
+
+func (x *HealStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
+func (*HealStatus) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *HealStatus) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *HealStatus) GetPendingBytes() uint64 {
+	if x != nil {
+		return x.PendingBytes
+	}
+	return 0
+}
+
+func (x *HealStatus) GetCorrupt() uint64 {
+	if x != nil {
+		return x.Corrupt
+	}
+	return 0
+}
+
+func (x *HealStatus) GetPendingByRisk() []uint64 {
+	if x != nil {
+		return x.PendingByRisk
+	}
+	return nil
+}
+
+func (x *HealStatus) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *HealStatus) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *HealStatus) GetEtaS() int64 {
+	if x != nil {
+		return x.EtaS
+	}
+	return 0
+}
+
+func (x *HealStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *HealStatus) GetRebuiltShards() uint64 {
+	if x != nil {
+		return x.RebuiltShards
+	}
+	return 0
+}
+
+func (x *HealStatus) GetRebuiltBytes() uint64 {
+	if x != nil {
+		return x.RebuiltBytes
+	}
+	return 0
+}
+
+func (x *HealStatus) GetReadBytes() uint64 {
+	if x != nil {
+		return x.ReadBytes
+	}
+	return 0
+}
+
+func (x *HealStatus) GetFailures() map[string]uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *HealStatus) GetUnreadable() uint64 {
+	if x != nil {
+		return x.Unreadable
+	}
+	return 0
+}
+
+func (x *HealStatus) GetMovedShards() uint64 {
+	if x != nil {
+		return x.MovedShards
+	}
+	return 0
+}
+
+// AdminReq is an operator's request, served by the leader.
+type AdminReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*AdminReq_HealNow
+	//	*AdminReq_Drain
+	//	*AdminReq_Fsck
+	Op            isAdminReq_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminReq) Reset() {
+	*x = AdminReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminReq) ProtoMessage() {}
+
+func (x *AdminReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminReq.ProtoReflect.Descriptor instead.
+func (*AdminReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *AdminReq) GetOp() isAdminReq_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *AdminReq) GetHealNow() *HealNowReq {
+	if x != nil {
+		if x, ok := x.Op.(*AdminReq_HealNow); ok {
+			return x.HealNow
+		}
+	}
+	return nil
+}
+
+func (x *AdminReq) GetDrain() *DrainReq {
+	if x != nil {
+		if x, ok := x.Op.(*AdminReq_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
+func (x *AdminReq) GetFsck() *FsckReq {
+	if x != nil {
+		if x, ok := x.Op.(*AdminReq_Fsck); ok {
+			return x.Fsck
+		}
+	}
+	return nil
+}
+
+type isAdminReq_Op interface {
+	isAdminReq_Op()
+}
+
+type AdminReq_HealNow struct {
+	HealNow *HealNowReq `protobuf:"bytes,1,opt,name=heal_now,json=healNow,proto3,oneof"`
+}
+
+type AdminReq_Drain struct {
+	Drain *DrainReq `protobuf:"bytes,2,opt,name=drain,proto3,oneof"`
+}
+
+type AdminReq_Fsck struct {
+	Fsck *FsckReq `protobuf:"bytes,3,opt,name=fsck,proto3,oneof"`
+}
+
+func (*AdminReq_HealNow) isAdminReq_Op() {}
+
+func (*AdminReq_Drain) isAdminReq_Op() {}
+
+func (*AdminReq_Fsck) isAdminReq_Op() {}
+
+// HealNowReq wakes the healer at once.
+type HealNowReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealNowReq) Reset() {
+	*x = HealNowReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealNowReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealNowReq) ProtoMessage() {}
+
+func (x *HealNowReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealNowReq.ProtoReflect.Descriptor instead.
+func (*HealNowReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+}
+
+// DrainReq starts (or with cancel, stops) draining a store, named by id or
+// address: no new shards go there and the healer moves every shard off it.
+type DrainReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Store         string                 `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
+	Cancel        bool                   `protobuf:"varint,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainReq) Reset() {
+	*x = DrainReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainReq) ProtoMessage() {}
+
+func (x *DrainReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainReq.ProtoReflect.Descriptor instead.
+func (*DrainReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DrainReq) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
+}
+
+func (x *DrainReq) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+// FsckReq checks the namespace against the object records and the records
+// against the shards on the stores; with repair, queues what the healer can
+// fix and deletes what nothing needs.
+type FsckReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repair        bool                   `protobuf:"varint,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckReq) Reset() {
+	*x = FsckReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckReq) ProtoMessage() {}
+
+func (x *FsckReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckReq.ProtoReflect.Descriptor instead.
+func (*FsckReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *FsckReq) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
+// FsckProblem is one finding. kind: missing (recorded, not on its store),
+// length (shard of the wrong size), rotten (the store found it corrupt),
+// orphan (on a store, no record, older than the orphan grace), dangling (a
+// file's slice names an object with no record: data lost), unreferenced (a
+// record no file uses and GC does not know).
+type FsckProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Object        uint64                 `protobuf:"varint,2,opt,name=object,proto3" json:"object,omitempty"`
+	Index         int32                  `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"` // -1: the whole object
+	Store         string                 `protobuf:"bytes,4,opt,name=store,proto3" json:"store,omitempty"`
+	Ino           uint64                 `protobuf:"varint,5,opt,name=ino,proto3" json:"ino,omitempty"`
+	Detail        string                 `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	Repaired      bool                   `protobuf:"varint,7,opt,name=repaired,proto3" json:"repaired,omitempty"` // with repair: queued for the healer, or deleted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckProblem) Reset() {
+	*x = FsckProblem{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckProblem) ProtoMessage() {}
+
+func (x *FsckProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckProblem.ProtoReflect.Descriptor instead.
+func (*FsckProblem) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *FsckProblem) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *FsckProblem) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *FsckProblem) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FsckProblem) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
+}
+
+func (x *FsckProblem) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *FsckProblem) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *FsckProblem) GetRepaired() bool {
+	if x != nil {
+		return x.Repaired
+	}
+	return false
+}
+
+type FsckResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Objects       uint64                 `protobuf:"varint,1,opt,name=objects,proto3" json:"objects,omitempty"`                                                                         // records checked
+	Files         uint64                 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`                                                                             // files whose slices were checked
+	ShardsListed  uint64                 `protobuf:"varint,3,opt,name=shards_listed,json=shardsListed,proto3" json:"shards_listed,omitempty"`                                           // shards listed on the stores
+	Counts        map[string]uint64      `protobuf:"bytes,4,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // problems by kind
+	Problems      []*FsckProblem         `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`                                                                        // the first 1000
+	Repaired      uint64                 `protobuf:"varint,6,opt,name=repaired,proto3" json:"repaired,omitempty"`
+	Skipped       []string               `protobuf:"bytes,7,rep,name=skipped,proto3" json:"skipped,omitempty"`                                // stores not checked (not up, or unreachable), with why
+	YoungOrphans  uint64                 `protobuf:"varint,8,opt,name=young_orphans,json=youngOrphans,proto3" json:"young_orphans,omitempty"` // unrecorded shards within the orphan grace (writes in flight)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckResp) Reset() {
+	*x = FsckResp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckResp) ProtoMessage() {}
+
+func (x *FsckResp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckResp.ProtoReflect.Descriptor instead.
+func (*FsckResp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *FsckResp) GetObjects() uint64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *FsckResp) GetFiles() uint64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *FsckResp) GetShardsListed() uint64 {
+	if x != nil {
+		return x.ShardsListed
+	}
+	return 0
+}
+
+func (x *FsckResp) GetCounts() map[string]uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *FsckResp) GetProblems() []*FsckProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *FsckResp) GetRepaired() uint64 {
+	if x != nil {
+		return x.Repaired
+	}
+	return 0
+}
+
+func (x *FsckResp) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *FsckResp) GetYoungOrphans() uint64 {
+	if x != nil {
+		return x.YoungOrphans
+	}
+	return 0
+}
+
+type AdminResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Store         string                 `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"` // drain: the store's id
+	Fsck          *FsckResp              `protobuf:"bytes,2,opt,name=fsck,proto3" json:"fsck,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminResp) Reset() {
+	*x = AdminResp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminResp) ProtoMessage() {}
+
+func (x *AdminResp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminResp.ProtoReflect.Descriptor instead.
+func (*AdminResp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *AdminResp) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
+}
+
+func (x *AdminResp) GetFsck() *FsckResp {
+	if x != nil {
+		return x.Fsck
+	}
+	return nil
+}
+
 type PlaceReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"` // objects to place (default 1)
@@ -4933,7 +5796,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4945,7 +5808,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4958,7 +5821,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -4981,7 +5844,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5856,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5869,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -5041,7 +5904,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5053,7 +5916,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5066,7 +5929,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -5104,7 +5967,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5116,7 +5979,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5129,7 +5992,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -5181,7 +6044,7 @@ type FSMHeader struct {
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5193,7 +6056,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5206,7 +6069,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -5305,7 +6168,7 @@ type DirLease struct {
 
 func (x *DirLease) Reset() {
 	*x = DirLease{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +6180,7 @@ func (x *DirLease) String() string {
 func (*DirLease) ProtoMessage() {}
 
 func (x *DirLease) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +6193,7 @@ func (x *DirLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
 func (*DirLease) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DirLease) GetDir() uint64 {
@@ -5367,7 +6230,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5379,7 +6242,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5392,7 +6255,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -5504,7 +6367,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xd4\x01\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\x9b\x02\n" +
 	"\tStoreInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x12\n" +
@@ -5515,7 +6378,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\n" +
 	"free_bytes\x18\x06 \x01(\x03R\tfreeBytes\x12\x14\n" +
 	"\x05state\x18\a \x01(\tR\x05state\x12%\n" +
-	"\x0elast_heartbeat\x18\b \x01(\x03R\rlastHeartbeat\"3\n" +
+	"\x0elast_heartbeat\x18\b \x01(\x03R\rlastHeartbeat\x12-\n" +
+	"\acorrupt\x18\t \x03(\v2\x13.ecfs.meta.ShardRefR\acorrupt\x12\x16\n" +
+	"\x06shards\x18\n" +
+	" \x01(\x04R\x06shards\"3\n" +
 	"\aStoreOp\x12(\n" +
 	"\x04info\x18\x01 \x01(\v2\x14.ecfs.meta.StoreInfoR\x04info\"4\n" +
 	"\fStoreStateOp\x12\x0e\n" +
@@ -5552,11 +6418,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03off\x18\x02 \x01(\rR\x03off\x12\x10\n" +
 	"\x03len\x18\x03 \x01(\rR\x03len\x12\x16\n" +
 	"\x06object\x18\x04 \x01(\x04R\x06object\x12\x17\n" +
-	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"N\n" +
+	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"`\n" +
 	"\fObjectRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x03R\x06length\x12\x16\n" +
-	"\x06stores\x18\x03 \x03(\tR\x06stores\"\xe8\x01\n" +
+	"\x06stores\x18\x03 \x03(\tR\x06stores\x12\x10\n" +
+	"\x03bad\x18\x04 \x01(\x04R\x03bad\"\xe8\x01\n" +
 	"\bCommitOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
@@ -5576,7 +6443,17 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
 	"\x05store\x18\x03 \x01(\tR\x05store\x12\x12\n" +
-	"\x04from\x18\x04 \x01(\tR\x04from\"$\n" +
+	"\x04from\x18\x04 \x01(\tR\x04from\"8\n" +
+	"\bShardRef\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"f\n" +
+	"\bBadShard\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
+	"\x05store\x18\x03 \x01(\tR\x05store\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"7\n" +
+	"\bReportOp\x12+\n" +
+	"\x06shards\x18\x01 \x03(\v2\x13.ecfs.meta.BadShardR\x06shards\"$\n" +
 	"\bGCDoneOp\x12\x18\n" +
 	"\aobjects\x18\x01 \x03(\x04R\aobjects\"L\n" +
 	"\x06OpenOp\x12\x18\n" +
@@ -5608,7 +6485,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aMultiOp\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\x12\x1f\n" +
 	"\verrors_only\x18\x02 \x01(\bR\n" +
-	"errorsOnly\"\xe2\f\n" +
+	"errorsOnly\"\x91\r\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -5648,7 +6525,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\brelocate\x187 \x01(\v2\x15.ecfs.meta.RelocateOpH\x00R\brelocate\x124\n" +
 	"\tino_alloc\x188 \x01(\v2\x15.ecfs.meta.InoAllocOpH\x00R\binoAlloc\x12*\n" +
 	"\x05lease\x189 \x01(\v2\x12.ecfs.meta.LeaseOpH\x00R\x05lease\x12*\n" +
-	"\x05multi\x18: \x01(\v2\x12.ecfs.meta.MultiOpH\x00R\x05multiB\x04\n" +
+	"\x05multi\x18: \x01(\v2\x12.ecfs.meta.MultiOpH\x00R\x05multi\x12-\n" +
+	"\x06report\x18; \x01(\v2\x13.ecfs.meta.ReportOpH\x00R\x06reportB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xc9\x02\n" +
@@ -5775,7 +6653,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\xde\x03\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"\x89\x04\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -5794,7 +6672,67 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"gc_pending\x18\v \x01(\x04R\tgcPending\x12)\n" +
 	"\x10objects_degraded\x18\f \x01(\x04R\x0fobjectsDegraded\x12-\n" +
 	"\x12objects_unreadable\x18\r \x01(\x04R\x11objectsUnreadable\x120\n" +
-	"\x14objects_heal_pending\x18\x0e \x01(\x04R\x12objectsHealPending\" \n" +
+	"\x14objects_heal_pending\x18\x0e \x01(\x04R\x12objectsHealPending\x12)\n" +
+	"\x04heal\x18\x0f \x01(\v2\x15.ecfs.meta.HealStatusR\x04heal\"\x99\x04\n" +
+	"\n" +
+	"HealStatus\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x04R\apending\x12#\n" +
+	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12\x18\n" +
+	"\acorrupt\x18\x03 \x01(\x04R\acorrupt\x12&\n" +
+	"\x0fpending_by_risk\x18\x04 \x03(\x04R\rpendingByRisk\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x12\n" +
+	"\x04rate\x18\x06 \x01(\x01R\x04rate\x12\x13\n" +
+	"\x05eta_s\x18\a \x01(\x03R\x04etaS\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12%\n" +
+	"\x0erebuilt_shards\x18\t \x01(\x04R\rrebuiltShards\x12#\n" +
+	"\rrebuilt_bytes\x18\n" +
+	" \x01(\x04R\frebuiltBytes\x12\x1d\n" +
+	"\n" +
+	"read_bytes\x18\v \x01(\x04R\treadBytes\x12?\n" +
+	"\bfailures\x18\f \x03(\v2#.ecfs.meta.HealStatus.FailuresEntryR\bfailures\x12\x1e\n" +
+	"\n" +
+	"unreadable\x18\r \x01(\x04R\n" +
+	"unreadable\x12!\n" +
+	"\fmoved_shards\x18\x0e \x01(\x04R\vmovedShards\x1a;\n" +
+	"\rFailuresEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x9b\x01\n" +
+	"\bAdminReq\x122\n" +
+	"\bheal_now\x18\x01 \x01(\v2\x15.ecfs.meta.HealNowReqH\x00R\ahealNow\x12+\n" +
+	"\x05drain\x18\x02 \x01(\v2\x13.ecfs.meta.DrainReqH\x00R\x05drain\x12(\n" +
+	"\x04fsck\x18\x03 \x01(\v2\x12.ecfs.meta.FsckReqH\x00R\x04fsckB\x04\n" +
+	"\x02op\"\f\n" +
+	"\n" +
+	"HealNowReq\"8\n" +
+	"\bDrainReq\x12\x14\n" +
+	"\x05store\x18\x01 \x01(\tR\x05store\x12\x16\n" +
+	"\x06cancel\x18\x02 \x01(\bR\x06cancel\"!\n" +
+	"\aFsckReq\x12\x16\n" +
+	"\x06repair\x18\x01 \x01(\bR\x06repair\"\xab\x01\n" +
+	"\vFsckProblem\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\x04R\x06object\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x14\n" +
+	"\x05store\x18\x04 \x01(\tR\x05store\x12\x10\n" +
+	"\x03ino\x18\x05 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1a\n" +
+	"\brepaired\x18\a \x01(\bR\brepaired\"\xe2\x02\n" +
+	"\bFsckResp\x12\x18\n" +
+	"\aobjects\x18\x01 \x01(\x04R\aobjects\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x04R\x05files\x12#\n" +
+	"\rshards_listed\x18\x03 \x01(\x04R\fshardsListed\x127\n" +
+	"\x06counts\x18\x04 \x03(\v2\x1f.ecfs.meta.FsckResp.CountsEntryR\x06counts\x122\n" +
+	"\bproblems\x18\x05 \x03(\v2\x16.ecfs.meta.FsckProblemR\bproblems\x12\x1a\n" +
+	"\brepaired\x18\x06 \x01(\x04R\brepaired\x12\x18\n" +
+	"\askipped\x18\a \x03(\tR\askipped\x12#\n" +
+	"\ryoung_orphans\x18\b \x01(\x04R\fyoungOrphans\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"J\n" +
+	"\tAdminResp\x12\x14\n" +
+	"\x05store\x18\x01 \x01(\tR\x05store\x12'\n" +
+	"\x04fsck\x18\x02 \x01(\v2\x13.ecfs.meta.FsckRespR\x04fsck\" \n" +
 	"\bPlaceReq\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"V\n" +
 	"\tPlacement\x12\x16\n" +
@@ -5836,14 +6774,15 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tLockGrant\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\x04R\x05token2\xba\x02\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token2\xee\x02\n" +
 	"\x04Meta\x12.\n" +
 	"\x05Apply\x12\x12.ecfs.meta.Command\x1a\x11.ecfs.meta.Result\x12/\n" +
 	"\x04Read\x12\x12.ecfs.meta.ReadReq\x1a\x13.ecfs.meta.ReadResp\x12/\n" +
 	"\x04Join\x12\x12.ecfs.meta.JoinReq\x1a\x13.ecfs.meta.JoinResp\x125\n" +
 	"\x06Remove\x12\x14.ecfs.meta.RemoveReq\x1a\x15.ecfs.meta.RemoveResp\x125\n" +
 	"\x06Status\x12\x14.ecfs.meta.StatusReq\x1a\x15.ecfs.meta.StatusResp\x122\n" +
-	"\x05Place\x12\x13.ecfs.meta.PlaceReq\x1a\x14.ecfs.meta.PlaceRespB%Z#github.com/ecfs/ecfs/cluster/metapbb\x06proto3"
+	"\x05Place\x12\x13.ecfs.meta.PlaceReq\x1a\x14.ecfs.meta.PlaceResp\x122\n" +
+	"\x05Admin\x12\x13.ecfs.meta.AdminReq\x1a\x14.ecfs.meta.AdminRespB%Z#github.com/ecfs/ecfs/cluster/metapbb\x06proto3"
 
 var (
 	file_cluster_metapb_meta_proto_rawDescOnce sync.Once
@@ -5857,7 +6796,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -5887,133 +6826,159 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*CommitOp)(nil),       // 25: ecfs.meta.CommitOp
 	(*InlineOp)(nil),       // 26: ecfs.meta.InlineOp
 	(*RelocateOp)(nil),     // 27: ecfs.meta.RelocateOp
-	(*GCDoneOp)(nil),       // 28: ecfs.meta.GCDoneOp
-	(*OpenOp)(nil),         // 29: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 30: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 31: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 32: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 33: ecfs.meta.CancelWaitOp
-	(*MultiOp)(nil),        // 34: ecfs.meta.MultiOp
-	(*Command)(nil),        // 35: ecfs.meta.Command
-	(*Batch)(nil),          // 36: ecfs.meta.Batch
-	(*Result)(nil),         // 37: ecfs.meta.Result
-	(*MountSession)(nil),   // 38: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 39: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 40: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 41: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 42: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 43: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 44: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 45: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 46: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 47: ecfs.meta.ObjectsReq
-	(*StatfsReq)(nil),      // 48: ecfs.meta.StatfsReq
-	(*SlicesReq)(nil),      // 49: ecfs.meta.SlicesReq
-	(*BlockSlices)(nil),    // 50: ecfs.meta.BlockSlices
-	(*RevokesReq)(nil),     // 51: ecfs.meta.RevokesReq
-	(*LockWaitReq)(nil),    // 52: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 53: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 54: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 55: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 56: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 57: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 58: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 59: ecfs.meta.StatusReq
-	(*Member)(nil),         // 60: ecfs.meta.Member
-	(*StatusResp)(nil),     // 61: ecfs.meta.StatusResp
-	(*PlaceReq)(nil),       // 62: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 63: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 64: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 65: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 66: ecfs.meta.FSMHeader
-	(*DirLease)(nil),       // 67: ecfs.meta.DirLease
-	(*LockGrant)(nil),      // 68: ecfs.meta.LockGrant
+	(*ShardRef)(nil),       // 28: ecfs.meta.ShardRef
+	(*BadShard)(nil),       // 29: ecfs.meta.BadShard
+	(*ReportOp)(nil),       // 30: ecfs.meta.ReportOp
+	(*GCDoneOp)(nil),       // 31: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 32: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 33: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 34: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 35: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 36: ecfs.meta.CancelWaitOp
+	(*MultiOp)(nil),        // 37: ecfs.meta.MultiOp
+	(*Command)(nil),        // 38: ecfs.meta.Command
+	(*Batch)(nil),          // 39: ecfs.meta.Batch
+	(*Result)(nil),         // 40: ecfs.meta.Result
+	(*MountSession)(nil),   // 41: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 42: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 43: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 44: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 45: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 46: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 47: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 48: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 49: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 50: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 51: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 52: ecfs.meta.SlicesReq
+	(*BlockSlices)(nil),    // 53: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 54: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 55: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 56: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 57: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 58: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 59: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 60: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 61: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 62: ecfs.meta.StatusReq
+	(*Member)(nil),         // 63: ecfs.meta.Member
+	(*StatusResp)(nil),     // 64: ecfs.meta.StatusResp
+	(*HealStatus)(nil),     // 65: ecfs.meta.HealStatus
+	(*AdminReq)(nil),       // 66: ecfs.meta.AdminReq
+	(*HealNowReq)(nil),     // 67: ecfs.meta.HealNowReq
+	(*DrainReq)(nil),       // 68: ecfs.meta.DrainReq
+	(*FsckReq)(nil),        // 69: ecfs.meta.FsckReq
+	(*FsckProblem)(nil),    // 70: ecfs.meta.FsckProblem
+	(*FsckResp)(nil),       // 71: ecfs.meta.FsckResp
+	(*AdminResp)(nil),      // 72: ecfs.meta.AdminResp
+	(*PlaceReq)(nil),       // 73: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 74: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 75: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 76: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 77: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 78: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 79: ecfs.meta.LockGrant
+	nil,                    // 80: ecfs.meta.HealStatus.FailuresEntry
+	nil,                    // 81: ecfs.meta.FsckResp.CountsEntry
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
-	12, // 0: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
-	23, // 1: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
-	24, // 2: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
-	35, // 3: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
-	1,  // 4: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 5: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 6: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 7: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 8: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 9: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 10: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 11: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 12: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 13: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 14: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 15: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 16: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 17: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	18, // 18: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	19, // 19: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
-	20, // 20: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
-	21, // 21: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
-	22, // 22: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
-	25, // 23: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	29, // 24: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	30, // 25: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	31, // 26: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	32, // 27: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	33, // 28: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	28, // 29: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
-	26, // 30: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
-	27, // 31: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
-	16, // 32: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
-	17, // 33: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
-	34, // 34: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
-	35, // 35: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 36: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	37, // 37: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
-	23, // 38: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	39, // 39: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	40, // 40: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	41, // 41: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	43, // 42: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	44, // 43: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	45, // 44: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	46, // 45: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	52, // 46: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	47, // 47: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	48, // 48: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	49, // 49: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	51, // 50: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 51: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	42, // 52: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	24, // 53: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	50, // 54: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	60, // 55: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 56: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	63, // 57: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	37, // 58: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 59: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	65, // 60: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 61: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 62: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	38, // 63: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	68, // 64: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	24, // 65: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	67, // 66: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	35, // 67: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	53, // 68: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	55, // 69: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	57, // 70: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	59, // 71: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	62, // 72: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	37, // 73: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	54, // 74: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	56, // 75: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	58, // 76: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	61, // 77: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	64, // 78: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	73, // [73:79] is the sub-list for method output_type
-	67, // [67:73] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	28, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
+	12, // 1: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
+	23, // 2: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
+	24, // 3: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
+	29, // 4: ecfs.meta.ReportOp.shards:type_name -> ecfs.meta.BadShard
+	38, // 5: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
+	1,  // 6: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 7: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 8: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 9: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 10: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 11: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 12: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 13: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 14: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 15: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 16: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 17: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 18: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 19: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	18, // 20: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	19, // 21: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	20, // 22: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	21, // 23: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	22, // 24: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	25, // 25: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	32, // 26: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	33, // 27: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	34, // 28: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	35, // 29: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	36, // 30: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	31, // 31: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	26, // 32: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
+	27, // 33: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
+	16, // 34: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
+	17, // 35: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
+	37, // 36: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
+	30, // 37: ecfs.meta.Command.report:type_name -> ecfs.meta.ReportOp
+	38, // 38: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 39: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	40, // 40: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
+	23, // 41: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	42, // 42: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	43, // 43: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	44, // 44: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	46, // 45: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	47, // 46: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	48, // 47: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	49, // 48: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	55, // 49: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	50, // 50: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	51, // 51: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	52, // 52: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	54, // 53: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 54: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	45, // 55: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	24, // 56: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	53, // 57: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	63, // 58: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 59: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	65, // 60: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	80, // 61: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	67, // 62: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	68, // 63: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	69, // 64: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	81, // 65: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	70, // 66: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	71, // 67: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	74, // 68: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	40, // 69: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 70: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	76, // 71: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 72: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 73: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	41, // 74: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	79, // 75: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	24, // 76: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	78, // 77: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	38, // 78: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	56, // 79: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	58, // 80: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	60, // 81: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	62, // 82: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	73, // 83: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	66, // 84: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	40, // 85: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	57, // 86: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	59, // 87: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	61, // 88: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	64, // 89: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	75, // 90: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	72, // 91: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	85, // [85:92] is the sub-list for method output_type
+	78, // [78:85] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -6022,7 +6987,7 @@ func file_cluster_metapb_meta_proto_init() {
 		return
 	}
 	file_cluster_metapb_meta_proto_msgTypes[15].OneofWrappers = []any{}
-	file_cluster_metapb_meta_proto_msgTypes[35].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[38].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -6054,8 +7019,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_InoAlloc)(nil),
 		(*Command_Lease)(nil),
 		(*Command_Multi)(nil),
+		(*Command_Report)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[53].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[56].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -6069,13 +7035,18 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Slices)(nil),
 		(*ReadReq_Revokes)(nil),
 	}
+	file_cluster_metapb_meta_proto_msgTypes[66].OneofWrappers = []any{
+		(*AdminReq_HealNow)(nil),
+		(*AdminReq_Drain)(nil),
+		(*AdminReq_Fsck)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Meta_Remove_FullMethodName = "/ecfs.meta.Meta/Remove"
 	Meta_Status_FullMethodName = "/ecfs.meta.Meta/Status"
 	Meta_Place_FullMethodName  = "/ecfs.meta.Meta/Place"
+	Meta_Admin_FullMethodName  = "/ecfs.meta.Meta/Admin"
 )
 
 // MetaClient is the client API for Meta service.
@@ -46,6 +47,8 @@ type MetaClient interface {
 	Status(ctx context.Context, in *StatusReq, opts ...grpc.CallOption) (*StatusResp, error)
 	// Place allocates object ids and chooses their stores.
 	Place(ctx context.Context, in *PlaceReq, opts ...grpc.CallOption) (*PlaceResp, error)
+	// Admin runs an operator's request on the leader (heal now, drain, fsck).
+	Admin(ctx context.Context, in *AdminReq, opts ...grpc.CallOption) (*AdminResp, error)
 }
 
 type metaClient struct {
@@ -116,6 +119,16 @@ func (c *metaClient) Place(ctx context.Context, in *PlaceReq, opts ...grpc.CallO
 	return out, nil
 }
 
+func (c *metaClient) Admin(ctx context.Context, in *AdminReq, opts ...grpc.CallOption) (*AdminResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdminResp)
+	err := c.cc.Invoke(ctx, Meta_Admin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -132,6 +145,8 @@ type MetaServer interface {
 	Status(context.Context, *StatusReq) (*StatusResp, error)
 	// Place allocates object ids and chooses their stores.
 	Place(context.Context, *PlaceReq) (*PlaceResp, error)
+	// Admin runs an operator's request on the leader (heal now, drain, fsck).
+	Admin(context.Context, *AdminReq) (*AdminResp, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -159,6 +174,9 @@ func (UnimplementedMetaServer) Status(context.Context, *StatusReq) (*StatusResp,
 }
 func (UnimplementedMetaServer) Place(context.Context, *PlaceReq) (*PlaceResp, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Place not implemented")
+}
+func (UnimplementedMetaServer) Admin(context.Context, *AdminReq) (*AdminResp, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Admin not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -289,6 +307,24 @@ func _Meta_Place_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_Admin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdminReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Admin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Admin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Admin(ctx, req.(*AdminReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -319,6 +355,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Place",
 			Handler:    _Meta_Place_Handler,
+		},
+		{
+			MethodName: "Admin",
+			Handler:    _Meta_Admin_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -203,8 +203,8 @@ func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, l
 	c.meta, err = startMeta(context.Background(), metaOptions{
 		ID: "dev", DataDir: filepath.Join(dataDir, "meta"), RaftAddr: string(trans), Transport: c.trans, Fast: true,
 		APIAddr: "127.0.0.1:0", Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
-		Health:    cluster.HealthConfig{SuspectAfter: 10 * time.Second, DownAfter: time.Minute},
-		HealEvery: time.Second, GCEvery: 2 * time.Second, OrphanEvery: time.Minute, OrphanGrace: 10 * time.Minute,
+		Health: cluster.HealthConfig{SuspectAfter: 10 * time.Second, DownAfter: time.Minute},
+		Heal:   cluster.HealConfig{Every: time.Second, Rate: cluster.DefaultHealRate}, GCEvery: 2 * time.Second, OrphanEvery: time.Minute, OrphanGrace: 10 * time.Minute,
 	}, log.With("daemon", "meta"))
 	if err != nil {
 		return nil, fmt.Errorf("starting the metadata service: %w", err)

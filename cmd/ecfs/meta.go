@@ -39,7 +39,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	suspectAfter := fs.Duration("suspect-after", 10*time.Second, "a store silent this long is suspect (not used for new data)")
 	downAfter := fs.Duration("down-after", time.Minute, "a store silent this long is down (its shards are to be rebuilt)")
 	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
-	healEvery := fs.Duration("heal-interval", time.Second, "how often the leader rebuilds shards that are missing or on down stores")
+	healEvery := fs.Duration("heal-interval", time.Second, "how often the leader looks for shards to rebuild (missing, rotten, on down stores) or move (off draining stores)")
+	healRate := fs.Float64("heal-rate", cluster.DefaultHealRate>>20, "MB/s (MiB) the healer may read to rebuild shards; 0: no limit")
+	healParallel := fs.Int("heal-parallel", 4, "objects the healer rebuilds at once")
 	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
 	orphanEvery := fs.Duration("orphan-interval", 5*time.Minute, "how often the leader lists every store for orphan shards (no record points at them); 0: never")
 	orphanGrace := fs.Duration("orphan-grace", 10*time.Minute, "an orphan shard younger than this is kept (a write may still commit it); keep it above the mounts' --meta-timeout + --write-timeout")
@@ -67,6 +69,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	if *inlineMax < 0 || *inlineMax > 1<<20 {
 		return &usageError{"--inline-max must be between 0 and 1048576"}
 	}
+	if *healRate < 0 || *healParallel < 1 || *healParallel > 256 {
+		return &usageError{"need --heal-rate >= 0 and 1 <= --heal-parallel <= 256"}
+	}
 	if *suspectAfter <= 0 || *downAfter < *suspectAfter {
 		return &usageError{"need 0 < --suspect-after <= --down-after"}
 	}
@@ -84,8 +89,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	d, err := startMeta(ctx, metaOptions{
 		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr, Pprof: *pprof,
 		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, InlineMax: *inlineMax, Join: *join, JoinTimeout: *joinTimeout,
-		Health:    cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
-		HealEvery: *healEvery, GCEvery: *gcEvery, OrphanEvery: *orphanEvery, OrphanGrace: *orphanGrace,
+		Health:  cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
+		Heal:    cluster.HealConfig{Every: *healEvery, Rate: int64(*healRate * (1 << 20)), Parallel: *healParallel},
+		GCEvery: *gcEvery, OrphanEvery: *orphanEvery, OrphanGrace: *orphanGrace,
 	}, log)
 	if err != nil {
 		return err
@@ -120,10 +126,10 @@ type metaOptions struct {
 	Join        string       // API address of a member to join through (ignored when DataDir holds state)
 	JoinTimeout time.Duration
 	Health      cluster.HealthConfig
-	HealEvery   time.Duration // how often the leader's healer runs
-	GCEvery     time.Duration // how often the leader's GC runs
-	OrphanEvery time.Duration // how often the leader looks for orphan shards (0: never)
-	OrphanGrace time.Duration // how old an orphan shard must be to go
+	Heal        cluster.HealConfig // the leader's healer
+	GCEvery     time.Duration      // how often the leader's GC runs
+	OrphanEvery time.Duration      // how often the leader looks for orphan shards (0: never)
+	OrphanGrace time.Duration      // how old an orphan shard must be to go
 }
 
 // metaDaemon is a running metadata service member.
@@ -184,7 +190,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	wg.Add(5)
 	go func() {
 		defer wg.Done()
-		srv.RunHealer(actx, shardRebuilder{objects}, o.HealEvery, 16)
+		srv.RunHealer(actx, shardRebuilder{objects}, shardDeleter{shards}, o.Heal)
 	}()
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
@@ -310,13 +316,30 @@ func (r shardRebuilder) RebuildShards(ctx context.Context, scheme string, object
 		res, err = r.o.Rebuild(ctx, store.Object{ID: store.ObjectID(object), Scheme: sc, Length: length, Placement: from}, shards, to)
 		if err == nil {
 			for i := range res {
-				errs[i] = res[i].Err
+				errs[i] = healError(res[i].Err)
 			}
 			return errs
+		}
+		if errors.Is(err, store.ErrDataLoss) {
+			err = fmt.Errorf("%w: %v", cluster.ErrSourceUnreadable, err)
 		}
 	}
 	for i := range errs {
 		errs[i] = err
 	}
 	return errs
+}
+
+// healError tells the healer why a store refused a shard: full (it backs
+// off until the store has room) or unreachable.
+func healError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrResourceExhausted):
+		return fmt.Errorf("%w: %v", cluster.ErrStoreFull, err)
+	case errors.Is(err, store.ErrUnavailable):
+		return fmt.Errorf("%w: %v", cluster.ErrStoreUnreachable, err)
+	}
+	return err
 }

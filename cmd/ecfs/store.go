@@ -267,9 +267,15 @@ func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr
 	for {
 		c := srv.Capacity()
 		hctx, cancel := context.WithTimeout(ctx, every*3)
-		err := mc.Heartbeat(hctx, &metapb.StoreInfo{
+		info := &metapb.StoreInfo{
 			Id: srv.ID(), Addr: addr, Host: host, Zone: zone, TotalBytes: c.Total, FreeBytes: c.Free,
-		})
+		}
+		// Shards found rotten go to the healer with every heartbeat until
+		// they are rewritten (the state ignores repeats).
+		for _, k := range srv.CorruptShards(1024) {
+			info.Corrupt = append(info.Corrupt, &metapb.ShardRef{Object: uint64(k.Object), Index: uint32(k.Index)})
+		}
+		err := mc.Heartbeat(hctx, info)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
