@@ -339,6 +339,15 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		return f.applyInline(op.Inline, now)
 	case *metapb.Command_Report:
 		return f.applyReport(op.Report)
+	case *metapb.Command_GcQueue:
+		var ids []uint64
+		for _, id := range op.GcQueue.Objects {
+			if f.objects[id] != nil {
+				ids = append(ids, id)
+			}
+		}
+		f.queueGC(ids)
+		return &metapb.Result{}
 	case *metapb.Command_Relocate:
 		return f.applyRelocate(op.Relocate)
 	case *metapb.Command_GcDone:
