@@ -27,6 +27,8 @@ func commands() []command {
 		{"mount", "mount the filesystem (FUSE) and serve it until unmounted", runMount},
 		{"umount", "unmount an ecfs mount", runUmount},
 		{"status", "show the metadata service: leader and members", runStatus},
+		{"heal", "wake the healer; with --wait, return when nothing is pending", runHeal},
+		{"drain", "move every shard off a store so it can be removed", runDrain},
 		{"keygen", "print a new cluster secret", runKeygen},
 		{"dev", "run a whole cluster (1 meta, 6 stores) in one process and mount it", runDev},
 		{"systemd", "print or install the systemd unit of meta, store or mount", runSystemd},

@@ -32,8 +32,37 @@ type objectStatus struct {
 
 // healStatus: pending counts the objects with fewer healthy shards than the
 // up stores could hold (the healer's remaining work).
+// healStatus is the healer's queue (from the state) and, when the leader
+// answered, its progress.
 type healStatus struct {
-	Pending uint64 `json:"pending"`
+	Pending       uint64            `json:"pending"`       // objects the healer can still make whole or move
+	PendingBytes  uint64            `json:"pending_bytes"` // their length
+	Corrupt       uint64            `json:"corrupt"`       // shards known rotten or missing, not yet rebuilt
+	PendingByRisk []uint64          `json:"pending_by_risk,omitempty"`
+	Rate          float64           `json:"rate"`          // bytes/s read to rebuild, last 10 s
+	ETA           *int64            `json:"eta,omitempty"` // seconds; absent when idle or unknown
+	LastError     string            `json:"last_error,omitempty"`
+	RebuiltShards uint64            `json:"rebuilt_shards"`
+	RebuiltBytes  uint64            `json:"rebuilt_bytes"`
+	ReadBytes     uint64            `json:"read_bytes"`
+	MovedShards   uint64            `json:"moved_shards"`
+	Failures      map[string]uint64 `json:"failures,omitempty"`
+}
+
+func newHealStatus(st *metapb.StatusResp) healStatus {
+	h := healStatus{Pending: st.ObjectsHealPending}
+	hs := st.Heal
+	if hs == nil {
+		return h
+	}
+	h.PendingBytes, h.Corrupt, h.PendingByRisk = hs.PendingBytes, hs.Corrupt, hs.PendingByRisk
+	h.Rate, h.LastError, h.Failures = hs.Rate, hs.LastError, hs.Failures
+	h.RebuiltShards, h.RebuiltBytes, h.ReadBytes, h.MovedShards = hs.RebuiltShards, hs.RebuiltBytes, hs.ReadBytes, hs.MovedShards
+	if hs.EtaS > 0 && hs.Pending > 0 {
+		eta := hs.EtaS
+		h.ETA = &eta
+	}
+	return h
 }
 
 type gcStatus struct {
@@ -48,6 +77,8 @@ type storeStatus struct {
 	State string `json:"state"` // up, suspect, down, draining
 	Free  int64  `json:"free_bytes"`
 	Total int64  `json:"total_bytes"`
+	// Shards recorded on the store: what a drain still has to move.
+	Shards uint64 `json:"shards"`
 }
 
 type memberStatus struct {
@@ -89,11 +120,15 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	for _, m := range rep.Meta {
 		fmt.Fprintf(stdout, "  %-12s %-22s %s\n", m.ID, m.Addr, m.State)
 	}
-	fmt.Fprintf(stdout, "objects: %d (%d degraded, %d unreadable); heal pending %d; gc pending %d\n",
-		rep.Objects.Total, rep.Objects.Degraded, rep.Objects.Unreadable, rep.Heal.Pending, rep.GC.Pending)
+	fmt.Fprintf(stdout, "objects: %d (%d degraded, %d unreadable); gc pending %d\n",
+		rep.Objects.Total, rep.Objects.Degraded, rep.Objects.Unreadable, rep.GC.Pending)
+	fmt.Fprintf(stdout, "heal: %s\n", rep.Heal.line())
+	if rep.Heal.LastError != "" {
+		fmt.Fprintf(stdout, "heal last error: %s\n", rep.Heal.LastError)
+	}
 	fmt.Fprintf(stdout, "stores:\n")
 	for _, s := range rep.Stores {
-		fmt.Fprintf(stdout, "  %-36s %-22s %-9s %d MiB free of %d\n", s.ID, s.Addr, s.State, s.Free>>20, s.Total>>20)
+		fmt.Fprintf(stdout, "  %-36s %-22s %-9s %d MiB free of %d, %d shards\n", s.ID, s.Addr, s.State, s.Free>>20, s.Total>>20, s.Shards)
 	}
 	return nil
 }
@@ -140,12 +175,12 @@ func collectStatus(addrs []string, secret string, timeout time.Duration) (*statu
 		if st.State == "leader" || rep.Stores == nil {
 			rep.Scheme = st.Scheme
 			rep.Objects = objectStatus{Total: st.Objects, Degraded: st.ObjectsDegraded, Unreadable: st.ObjectsUnreadable}
-			rep.Heal = healStatus{Pending: st.ObjectsHealPending}
+			rep.Heal = newHealStatus(st)
 			rep.GC = gcStatus{Pending: st.GcPending}
 			rep.Stores = []storeStatus{}
 			for _, s := range st.Stores {
 				rep.Stores = append(rep.Stores, storeStatus{ID: s.Id, Addr: s.Addr, Host: s.Host, Zone: s.Zone,
-					State: s.State, Free: s.FreeBytes, Total: s.TotalBytes})
+					State: s.State, Free: s.FreeBytes, Total: s.TotalBytes, Shards: s.Shards})
 			}
 		}
 	}
@@ -170,4 +205,20 @@ func collectStatus(addrs []string, secret string, timeout time.Duration) (*statu
 		rep.Meta = append(rep.Meta, ms)
 	}
 	return rep, nil
+}
+
+// line is the heal status in one line: pending work, corrupt shards, rate
+// and ETA.
+func (h healStatus) line() string {
+	s := fmt.Sprintf("%d objects pending (%d MiB), %d corrupt shards", h.Pending, h.PendingBytes>>20, h.Corrupt)
+	if h.Rate > 0 {
+		s += fmt.Sprintf(", %.1f MiB/s", h.Rate/(1<<20))
+	}
+	if h.ETA != nil {
+		s += fmt.Sprintf(", about %s left", (time.Duration(*h.ETA) * time.Second).String())
+	}
+	if h.RebuiltShards > 0 {
+		s += fmt.Sprintf("; %d shards rebuilt so far (%d moved)", h.RebuiltShards, h.MovedShards)
+	}
+	return s
 }

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster"
+	"github.com/ecfs/ecfs/cluster/metapb"
+)
+
+// adminClient connects to the metadata service for an admin command.
+func adminClient(meta, secretFile string) (*cluster.Client, []string, string, error) {
+	if meta == "" {
+		return nil, nil, "", &usageError{"--meta is required"}
+	}
+	secret, err := readSecret(secretFile)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	addrs := strings.Split(meta, ",")
+	c, err := cluster.NewClient(addrs, secret)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return c, addrs, secret, nil
+}
+
+// waitProgress polls the status every second until done says so, printing
+// progress when it changes (and at least every 10 s), or fails at timeout.
+func waitProgress(stdout io.Writer, addrs []string, secret string, timeout time.Duration, done func(*statusReport) (string, bool)) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	var printed time.Time
+	for {
+		rep, err := collectStatus(addrs, secret, 5*time.Second)
+		if err == nil {
+			line, ok := done(rep)
+			if ok {
+				fmt.Fprintln(stdout, line)
+				return nil
+			}
+			if line != last || time.Since(printed) >= 10*time.Second {
+				fmt.Fprintln(stdout, line)
+				last, printed = line, time.Now()
+			}
+		}
+		if timeout > 0 && time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("gave up after %s: %v", timeout, err)
+			}
+			return fmt.Errorf("gave up after %s: %s", timeout, last)
+		}
+		time.Sleep(time.Second) // polling an external service at a human pace
+	}
+}
+
+func runHeal(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("heal", "--meta A1,A2,A3 --secret-file F [--wait [--timeout D]]\n\n"+
+		"Wakes the leader's healer: shards that are missing, rotten or on down stores are rebuilt\n"+
+		"and shards on draining stores moved, the objects with the fewest healthy shards first,\n"+
+		"at the leader's --heal-rate. With --wait it prints progress and returns once nothing is\n"+
+		"pending (objects that cannot be healed with the stores up now are reported, not waited for).", stdout)
+	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
+	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	wait := fs.Bool("wait", false, "return only when nothing is pending, printing progress")
+	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	c, addrs, secret, err := adminClient(*meta, *secretFile)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Admin(ctx, &metapb.AdminReq{Op: &metapb.AdminReq_HealNow{HealNow: &metapb.HealNowReq{}}}); err != nil {
+		return fmt.Errorf("waking the healer: %w", err)
+	}
+	if !*wait {
+		fmt.Fprintln(stdout, "healer woken")
+		return nil
+	}
+	return waitProgress(stdout, addrs, secret, *timeout, func(rep *statusReport) (string, bool) {
+		line := "heal: " + rep.Heal.line()
+		if rep.Heal.Pending > 0 {
+			return line, false
+		}
+		line = fmt.Sprintf("nothing pending: %d objects, %d degraded, %d unreadable, %d corrupt shards",
+			rep.Objects.Total, rep.Objects.Degraded, rep.Objects.Unreadable, rep.Heal.Corrupt)
+		if rep.Objects.Degraded > 0 {
+			line += " (degraded objects need more stores up to be made whole)"
+		}
+		return line, true
+	})
+}
+
+func runDrain(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("drain", "--meta A1,A2,A3 --secret-file F [--wait [--timeout D]] [--cancel] STORE\n\n"+
+		"Drains a store (its id or address, as ecfs status shows them): it gets no new shards,\n"+
+		"and the healer moves every shard off it at the leader's --heal-rate. ecfs status shows\n"+
+		"it draining with the shards left; at 0 it can be stopped and removed. --cancel takes\n"+
+		"it back as a normal store.", stdout)
+	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
+	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	wait := fs.Bool("wait", false, "return only when no shard is left on the store, printing progress")
+	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
+	cancelDrain := fs.Bool("cancel", false, "stop draining the store")
+	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	c, addrs, secret, err := adminClient(*meta, *secretFile)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.Admin(ctx, &metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain}}})
+	if err != nil {
+		return err
+	}
+	if *cancelDrain {
+		fmt.Fprintf(stdout, "store %s is no longer draining\n", res.Store)
+		return nil
+	}
+	fmt.Fprintf(stdout, "store %s is draining\n", res.Store)
+	if !*wait {
+		return nil
+	}
+	return waitProgress(stdout, addrs, secret, *timeout, func(rep *statusReport) (string, bool) {
+		for _, s := range rep.Stores {
+			if s.ID != res.Store {
+				continue
+			}
+			if s.State != cluster.StoreDraining {
+				return fmt.Sprintf("store %s is %s, no longer draining", s.ID, s.State), false
+			}
+			if s.Shards == 0 {
+				return fmt.Sprintf("store %s is drained: no shard recorded on it; it can be stopped and removed", s.ID), true
+			}
+			return fmt.Sprintf("store %s: %d shards left; heal: %s", s.ID, s.Shards, rep.Heal.line()), false
+		}
+		return fmt.Sprintf("store %s is no longer known", res.Store), false
+	})
+}
