@@ -210,7 +210,9 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 		if err != nil {
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
-		mux := opsMux(newRegistry(), o.Pprof, func(w http.ResponseWriter, r *http.Request) {
+		reg := newRegistry()
+		reg.MustRegister(newHealCollector(srv))
+		mux := opsMux(reg, o.Pprof, func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {
 				http.Error(w, "no leader", http.StatusServiceUnavailable)
 				return
