@@ -392,6 +392,12 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 		}
 		b.fail(now, why)
 	}
+	// A target that refused another object since this round was planned
+	// gets nothing more now.
+	t = h.dropBackedOff(t)
+	if len(t.shard) == 0 {
+		return r
+	}
 	if err := h.pace.wait(ctx, j.length); err != nil {
 		return r
 	}
@@ -448,6 +454,20 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 	}
 	h.mu.Unlock()
 	return r
+}
+
+func (h *healer) dropBackedOff(t task) task {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	out := task{job: t.job}
+	for i := range t.shard {
+		if b := h.stores[t.toID[i]]; b != nil && now.Before(b.until) {
+			continue
+		}
+		out.shard, out.to, out.toID = append(out.shard, t.shard[i]), append(out.to, t.to[i]), append(out.toID, t.toID[i])
+	}
+	return out
 }
 
 func (h *healer) addrOf(id string) string {
