@@ -213,7 +213,7 @@ func (f *FSM) shardOrphan(object uint64, index int, storeID string) bool {
 	return f.storeIDs[o.stores[index]] != storeID
 }
 
-// RunOrphanGC, while this member leads, lists every up store's shards each
+// RunOrphanGC, while this member leads, lists every up or draining store's shards each
 // interval and deletes those no record points at once they are older than
 // grace. The grace period must be longer than a write can take from its
 // first shard to its commit (a mount retries a commit for its
@@ -229,8 +229,8 @@ func (s *Server) RunOrphanGC(ctx context.Context, st ShardStore, every, grace ti
 			return
 		}
 		for _, info := range s.fsm.Stores() {
-			if info.State != StoreUp {
-				continue
+			if info.State != StoreUp && info.State != StoreDraining {
+				continue // a draining store is emptied of orphans too
 			}
 			var orphans [][2]uint64
 			lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
