@@ -376,7 +376,7 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 		defer h.mu.Unlock()
 		h.failures[why]++
 		h.lastErr = fmt.Sprintf("%s: object %016x: %v", now.UTC().Format(time.RFC3339), j.object, err)
-		if store != "" && (why == "full" || why == "unreachable" || why == "timeout") {
+		if store != "" {
 			b := h.stores[store]
 			if b == nil {
 				b = &backoff{}
@@ -409,6 +409,8 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 	shardLen := (j.length + int64(sc.K) - 1) / int64(sc.K)
 	for i, idx := range t.shard {
 		if errs[i] != nil {
+			// A failure to write is the target store's (it backs off);
+			// a failure to read is the object's.
 			why := reason(errs[i])
 			store := t.toID[i]
 			if why == "source" {

@@ -143,8 +143,10 @@ func (d *disks) shardPath(disk string, k ShardKey) string {
 type DiskUsage struct {
 	Path  string `json:"path"`
 	Total int64  `json:"total_bytes"`
-	Free  int64  `json:"free_bytes"`
-	Error string `json:"error,omitempty"`
+	Free  int64  `json:"free_bytes"` // what shards may still use: the reserve is not counted; 0 when read-only
+	// ReadOnly: the file system is mounted read-only (it takes no shards).
+	ReadOnly bool   `json:"read_only,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 func usage(path string) (DiskUsage, error) {
@@ -152,13 +154,21 @@ func usage(path string) (DiskUsage, error) {
 	if err := syscall.Statfs(path, &st); err != nil {
 		return DiskUsage{Path: path, Error: err.Error()}, err
 	}
-	return DiskUsage{Path: path, Total: int64(st.Blocks) * st.Bsize, Free: int64(st.Bavail) * st.Bsize}, nil
+	u := DiskUsage{Path: path, Total: int64(st.Blocks) * st.Bsize, Free: int64(st.Bavail) * st.Bsize}
+	if st.Flags&stRdonly != 0 {
+		u.ReadOnly, u.Free = true, 0
+	}
+	return u, nil
 }
+
+// stRdonly is ST_RDONLY of statfs(2)'s f_flags.
+const stRdonly = 0x1
 
 func (d *disks) usage() []DiskUsage {
 	out := make([]DiskUsage, len(d.paths))
 	for i, p := range d.paths {
 		out[i], _ = usage(p)
+		out[i].Free = max(out[i].Free-d.reserve, 0)
 	}
 	return out
 }
@@ -174,8 +184,8 @@ func (d *disks) pick(size int64) (string, error) {
 	if best == "" {
 		return "", fmt.Errorf("%w: no disk can be read", ErrResourceExhausted)
 	}
-	if bestFree < size+d.reserve {
-		return "", fmt.Errorf("%w: %d bytes needed, largest free space is %d (reserve %d)", ErrResourceExhausted, size, bestFree, d.reserve)
+	if bestFree < size {
+		return "", fmt.Errorf("%w: %d bytes needed, largest free space is %d beyond the reserve of %d", ErrResourceExhausted, size, bestFree, d.reserve)
 	}
 	return best, nil
 }
@@ -230,7 +240,7 @@ func (d *disks) open(k ShardKey) (*os.File, *ShardHeader, error) {
 }
 
 func isNoSpace(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }
 
 // put stores a shard whose header is h and whose data is read from body:
