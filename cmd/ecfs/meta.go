@@ -322,9 +322,8 @@ func (r shardRebuilder) RebuildShards(ctx context.Context, scheme string, object
 			}
 			return errs
 		}
-		if errors.Is(err, store.ErrDataLoss) {
-			err = fmt.Errorf("%w: %v", cluster.ErrSourceUnreadable, err)
-		}
+		// Rebuild fails whole only when it cannot read the object.
+		err = fmt.Errorf("%w: %v", cluster.ErrSourceUnreadable, err)
 	}
 	for i := range errs {
 		errs[i] = err
