@@ -99,6 +99,7 @@ type FS struct {
 	closeOnce sync.Once
 	closeErr  error
 	objCache  objectCache
+	reports   reporter // bad shards reads found, sent to the healer (report.go)
 
 	stop    context.CancelFunc
 	renewed chan struct{}
@@ -174,6 +175,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.jr.init(f)
 	f.mem.pressure = f.relieve
 	f.objCache.m = map[uint64]*store.Object{}
+	f.reports.init(f)
 	pr, err := f.meta.Place(ctx, 0)
 	if err != nil {
 		return nil, fmt.Errorf("fs: asking the metadata service for the scheme: %w", err)
@@ -198,6 +200,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	go f.renewLoop(rctx)
 	f.watched = make(chan struct{})
 	go f.watchLeases(rctx)
+	go f.reports.run(rctx)
 	f.jrStop = make(chan struct{})
 	go f.jr.run(f.jrStop)
 	f.closer = closer{fs: f, kick: make(chan struct{}, 1), done: make(chan struct{})}
@@ -268,6 +271,7 @@ func (f *FS) close() error {
 	f.stop()
 	<-f.renewed
 	<-f.watched
+	<-f.reports.done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, e := f.meta.Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: f.session.Load()}}}); e != nil && err == nil {

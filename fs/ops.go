@@ -303,8 +303,12 @@ func isACL(name string) bool {
 	return name == "system.posix_acl_access" || name == "system.posix_acl_default"
 }
 
-// GetXattr returns the value of xattr name of ino.
+// GetXattr returns the value of xattr name of ino; ecfs.health is
+// computed (health.go).
 func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, syscall.Errno) {
+	if name == healthName {
+		return f.health(ctx, ino)
+	}
 	if isACL(name) {
 		return nil, syscall.EOPNOTSUPP
 	}
@@ -333,7 +337,8 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 	return r.Value, 0
 }
 
-// ListXattr returns the xattr names of ino.
+// ListXattr returns the xattr names of ino; virtual ones (ecfs.health)
+// are not listed.
 func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno) {
 	if f.madeHere(ino) {
 		return nil, 0
@@ -342,7 +347,13 @@ func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno
 	if errno != 0 {
 		return nil, errno
 	}
-	return r.Names, 0
+	names := r.Names[:0]
+	for _, n := range r.Names {
+		if n != healthName {
+			names = append(names, n)
+		}
+	}
+	return names, 0
 }
 
 func (f *FS) forgetCaps(ino uint64, name string) {
@@ -356,6 +367,9 @@ func (f *FS) forgetCaps(ino uint64, name string) {
 
 // SetXattr sets xattr name of ino (flags XATTR_CREATE, XATTR_REPLACE).
 func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte, flags uint32) syscall.Errno {
+	if name == healthName {
+		return syscall.EPERM // read-only
+	}
 	if isACL(name) {
 		return syscall.EOPNOTSUPP
 	}
@@ -367,6 +381,9 @@ func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte
 
 // RemoveXattr removes xattr name of ino.
 func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.Errno {
+	if name == healthName {
+		return syscall.EPERM // read-only
+	}
 	if isACL(name) {
 		return syscall.EOPNOTSUPP
 	}

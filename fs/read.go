@@ -247,15 +247,18 @@ func (f *FS) readRange(ctx context.Context, in *inode, p []byte, off int64) sysc
 // readObject reads len(dst) bytes of obj at off. A failure is tried once
 // more with the object's record read again from the leader: the record may
 // come from a member that is behind, or the healer may have moved shards
-// since it was cached.
+// since it was cached. The shards either attempt found corrupt or missing
+// are reported to the healer (report.go), without waiting.
 func (f *FS) readObject(ctx context.Context, obj *store.Object, off int64, dst []byte) error {
-	n, _, err := f.objs.ReadAt(ctx, *obj, dst, off)
+	n, bad, err := f.objs.ReadAt(ctx, *obj, dst, off)
+	f.reportBad(uint64(obj.ID), bad)
 	if err != nil && ctx.Err() == nil {
 		fresh, rerr := f.objCache.refresh(ctx, f, uint64(obj.ID))
 		if rerr != nil {
 			return fmt.Errorf("%w (and reading its record again: %v)", err, rerr)
 		}
-		n, _, err = f.objs.ReadAt(ctx, *fresh, dst, off)
+		n, bad, err = f.objs.ReadAt(ctx, *fresh, dst, off)
+		f.reportBad(uint64(fresh.ID), bad)
 	}
 	if err != nil {
 		return err
