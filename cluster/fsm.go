@@ -49,9 +49,16 @@ type FSM struct {
 	storeIdx    map[string]uint32
 	// Derived from the objects and the GC queue, not in snapshots (see
 	// healq.go): the heal queue, the queued set, shards per store index.
-	heal      map[uint64]struct{}
-	gcQueued  map[uint64]bool
-	onStore   []int64
+	heal     map[uint64]struct{}
+	gcQueued map[uint64]bool // in gc or gcLater
+	onStore  []int64
+	// gcLater: objects freed by compaction, to queue for GC at a time
+	// (leader's clock, ns). State: in snapshots.
+	gcLater map[uint64]int64
+	// frag: blocks with many slices, and when they last changed (leader's
+	// clock): the compactor's candidates. Soft state: not in snapshots
+	// (rebuilt on restore), and the leader drops entries it finds stale.
+	frag      map[fragKey]int64
 	leases    map[uint64]*dirLease // directory write leases, by directory
 	revokedCh chan struct{}        // closed at each new revocation (not state: not in snapshots)
 	// beforeApply, when a test sets it, runs before each entry is applied
@@ -120,6 +127,8 @@ func NewFSM() *FSM {
 		storeIdx:    map[string]uint32{},
 		heal:        map[uint64]struct{}{},
 		gcQueued:    map[uint64]bool{},
+		gcLater:     map[uint64]int64{},
+		frag:        map[fragKey]int64{},
 		leases:      map[uint64]*dirLease{},
 	}
 }
@@ -342,12 +351,17 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 	case *metapb.Command_GcQueue:
 		var ids []uint64
 		for _, id := range op.GcQueue.Objects {
-			if f.objects[id] != nil {
+			if _, later := f.gcLater[id]; later {
+				delete(f.gcLater, id) // its time has come
+				f.gc = append(f.gc, id)
+			} else if f.objects[id] != nil {
 				ids = append(ids, id)
 			}
 		}
 		f.queueGC(ids)
 		return &metapb.Result{}
+	case *metapb.Command_Compact:
+		return f.applyCompact(op.Compact, now)
 	case *metapb.Command_Relocate:
 		return f.applyRelocate(op.Relocate)
 	case *metapb.Command_GcDone:
@@ -481,6 +495,9 @@ func (f *FSM) encode() ([]byte, error) {
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
 		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
 		Objects: f.encodeObjects(), Leases: f.encodeLeases()}
+	for _, id := range slices.Sorted(maps.Keys(f.gcLater)) {
+		h.GcLaterIds, h.GcLaterAt = append(h.GcLaterIds, id), append(h.GcLaterAt, f.gcLater[id])
+	}
 	for _, id := range slices.Sorted(maps.Keys(f.stores)) {
 		h.Stores = append(h.Stores, f.stores[id])
 	}
@@ -589,6 +606,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
 	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
 	f.recordObjects(h.Objects)
+	f.gcLater = map[uint64]int64{}
+	for i, id := range h.GcLaterIds {
+		if i < len(h.GcLaterAt) {
+			f.gcLater[id] = h.GcLaterAt[i]
+		}
+	}
 	f.rebuildDerived()
 	f.leases = decodeLeases(h.Leases)
 	f.notifyRevoked() // revocations may be among what was restored

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // The heal queue is the set of objects that may need the healer: an object
@@ -110,6 +111,13 @@ func (f *FSM) rebuildDerived() {
 	for _, id := range f.gc {
 		f.gcQueued[id] = true
 	}
+	for id := range f.gcLater {
+		f.gcQueued[id] = true
+	}
+	f.frag = map[fragKey]int64{}
+	f.ns.EachFragmented(CompactMinSlices, func(ino namespace.Ino, block uint64) {
+		f.frag[fragKey{uint64(ino), block}] = 0
+	})
 	for id, o := range f.objects {
 		f.countShards(o, 1)
 		f.reassess(id)

@@ -76,6 +76,7 @@ func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 	a, freed, e := f.ns.CommitSlices(op.Ino, writes, op.NewSize, now)
 	if e == 0 {
 		f.recordObjects(op.Objects)
+		f.noteFragmented(op.Ino, op.Writes, now)
 	}
 	f.queueGC(freed)
 	r := attrResult(a, e)

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -168,6 +169,26 @@ type readTask struct {
 // readRange fills p with the committed content at off, reading only the
 // object ranges that hold it.
 func (f *FS) readRange(ctx context.Context, in *inode, p []byte, off int64) syscall.Errno {
+	errno := f.readRangeOnce(ctx, in, p, off, true)
+	if errno == errStaleSlices {
+		// An object of the cached slices is gone: the block was rewritten
+		// (compacted, or overwritten elsewhere) and its old objects
+		// deleted. Read the slices again.
+		in.mu.Lock()
+		in.invalidate()
+		in.mu.Unlock()
+		errno = f.readRangeOnce(ctx, in, p, off, false)
+	}
+	return errno
+}
+
+// errStaleSlices is readRangeOnce's answer when an object the slices name
+// has no record any more (and it may say so).
+const errStaleSlices = syscall.Errno(0x7fff)
+
+// readRangeOnce is readRange with the slices as cached; with mayBeStale, a
+// missing object record is answered errStaleSlices.
+func (f *FS) readRangeOnce(ctx context.Context, in *inode, p []byte, off int64, mayBeStale bool) syscall.Errno {
 	first, last := uint64(off/BlockSize), uint64((off+int64(len(p))-1)/BlockSize)
 	if len(p) == 0 {
 		return 0
@@ -220,6 +241,9 @@ func (f *FS) readRange(ctx context.Context, in *inode, p []byte, off int64) sysc
 	}
 	objs, err := f.objCache.get(ctx, f, ids)
 	if err != nil {
+		if mayBeStale && errors.Is(err, errNoRecord) {
+			return errStaleSlices
+		}
 		return f.ioErr("object lookup", err)
 	}
 	errs := make([]error, len(tasks))
@@ -232,6 +256,11 @@ func (f *FS) readRange(ctx context.Context, in *inode, p []byte, off int64) sysc
 		}()
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if mayBeStale && errors.Is(err, errNoRecord) && ctx.Err() == nil {
+			return errStaleSlices
+		}
+	}
 	for i, err := range errs {
 		if err != nil {
 			f.log.Error("read failed", "ino", in.ino, "object", tasks[i].object, "err", err)
@@ -255,7 +284,7 @@ func (f *FS) readObject(ctx context.Context, obj *store.Object, off int64, dst [
 	if err != nil && ctx.Err() == nil {
 		fresh, rerr := f.objCache.refresh(ctx, f, uint64(obj.ID))
 		if rerr != nil {
-			return fmt.Errorf("%w (and reading its record again: %v)", err, rerr)
+			return fmt.Errorf("%w (and reading its record again: %w)", err, rerr)
 		}
 		n, bad, err = f.objs.ReadAt(ctx, *fresh, dst, off)
 		f.reportBad(uint64(fresh.ID), bad)
@@ -310,6 +339,9 @@ func (f *FS) blockSlices(ctx context.Context, in *inode, first, last uint64) (ma
 	in.mu.Unlock()
 	return out, r.Inline, 0
 }
+
+// errNoRecord: an object has no record (it was deleted).
+var errNoRecord = errors.New("no object record")
 
 // objectCache keeps object records (immutable but for shard moves).
 type objectCache struct {
@@ -370,7 +402,7 @@ func (c *objectCache) get(ctx context.Context, f *FS, ids []uint64) (map[uint64]
 	}
 	for _, id := range behind {
 		if out[id] == nil {
-			return nil, fmt.Errorf("object %016x has no record", id)
+			return nil, fmt.Errorf("object %016x: %w", id, errNoRecord)
 		}
 	}
 	return out, nil
@@ -384,7 +416,7 @@ func (c *objectCache) refresh(ctx context.Context, f *FS, id uint64) (*store.Obj
 		return nil, err
 	}
 	if out[id] == nil {
-		return nil, fmt.Errorf("object %016x has no record", id)
+		return nil, fmt.Errorf("object %016x: %w", id, errNoRecord)
 	}
 	return out[id], nil
 }

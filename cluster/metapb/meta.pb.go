@@ -2191,6 +2191,102 @@ func (x *ReportOp) GetShards() []*BadShard {
 	return nil
 }
 
+// CompactOp replaces the slices of one block by one slice of a new object
+// holding the same bytes (the leader's compactor wrote it), if the block's
+// slices are still expect. The objects the file no longer references go to
+// GC after gc_delay_ns (a reader may still hold the old slices).
+type CompactOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Block         uint64                 `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
+	Expect        []*BlockWrite          `protobuf:"bytes,3,rep,name=expect,proto3" json:"expect,omitempty"` // block and object fields as in SlicesReq answers
+	Off           uint32                 `protobuf:"varint,4,opt,name=off,proto3" json:"off,omitempty"`      // the new slice: block bytes [off, off+len) are object bytes [0, len)
+	Len           uint32                 `protobuf:"varint,5,opt,name=len,proto3" json:"len,omitempty"`
+	Object        *ObjectRecord          `protobuf:"bytes,6,opt,name=object,proto3" json:"object,omitempty"`
+	GcDelayNs     int64                  `protobuf:"varint,7,opt,name=gc_delay_ns,json=gcDelayNs,proto3" json:"gc_delay_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactOp) Reset() {
+	*x = CompactOp{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactOp) ProtoMessage() {}
+
+func (x *CompactOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactOp.ProtoReflect.Descriptor instead.
+func (*CompactOp) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CompactOp) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *CompactOp) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *CompactOp) GetExpect() []*BlockWrite {
+	if x != nil {
+		return x.Expect
+	}
+	return nil
+}
+
+func (x *CompactOp) GetOff() uint32 {
+	if x != nil {
+		return x.Off
+	}
+	return 0
+}
+
+func (x *CompactOp) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *CompactOp) GetObject() *ObjectRecord {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *CompactOp) GetGcDelayNs() int64 {
+	if x != nil {
+		return x.GcDelayNs
+	}
+	return 0
+}
+
 // GCQueueOp queues object records no file references (found by fsck) for
 // deletion, as an unlink would have.
 type GCQueueOp struct {
@@ -2202,7 +2298,7 @@ type GCQueueOp struct {
 
 func (x *GCQueueOp) Reset() {
 	*x = GCQueueOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2310,7 @@ func (x *GCQueueOp) String() string {
 func (*GCQueueOp) ProtoMessage() {}
 
 func (x *GCQueueOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2323,7 @@ func (x *GCQueueOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCQueueOp.ProtoReflect.Descriptor instead.
 func (*GCQueueOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GCQueueOp) GetObjects() []uint64 {
@@ -2247,7 +2343,7 @@ type GCDoneOp struct {
 
 func (x *GCDoneOp) Reset() {
 	*x = GCDoneOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2355,7 @@ func (x *GCDoneOp) String() string {
 func (*GCDoneOp) ProtoMessage() {}
 
 func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2368,7 @@ func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
 func (*GCDoneOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GCDoneOp) GetObjects() []uint64 {
@@ -2295,7 +2391,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2403,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2416,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -2354,7 +2450,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2462,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2475,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -2421,7 +2517,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2529,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2542,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -2532,7 +2628,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2640,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2653,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -2598,7 +2694,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2706,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2719,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -2650,7 +2746,7 @@ type MultiOp struct {
 
 func (x *MultiOp) Reset() {
 	*x = MultiOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2758,7 @@ func (x *MultiOp) String() string {
 func (*MultiOp) ProtoMessage() {}
 
 func (x *MultiOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2771,7 @@ func (x *MultiOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
 func (*MultiOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MultiOp) GetCommands() []*Command {
@@ -2738,6 +2834,7 @@ type Command struct {
 	//	*Command_Multi
 	//	*Command_Report
 	//	*Command_GcQueue
+	//	*Command_Compact
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2745,7 +2842,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2854,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2867,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -3112,6 +3209,15 @@ func (x *Command) GetGcQueue() *GCQueueOp {
 	return nil
 }
 
+func (x *Command) GetCompact() *CompactOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Compact); ok {
+			return x.Compact
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -3248,6 +3354,10 @@ type Command_GcQueue struct {
 	GcQueue *GCQueueOp `protobuf:"bytes,60,opt,name=gc_queue,json=gcQueue,proto3,oneof"`
 }
 
+type Command_Compact struct {
+	Compact *CompactOp `protobuf:"bytes,61,opt,name=compact,proto3,oneof"`
+}
+
 func (*Command_Create) isCommand_Op() {}
 
 func (*Command_Mkdir) isCommand_Op() {}
@@ -3314,6 +3424,8 @@ func (*Command_Report) isCommand_Op() {}
 
 func (*Command_GcQueue) isCommand_Op() {}
 
+func (*Command_Compact) isCommand_Op() {}
+
 // Batch is one Raft log entry: the group commit packs several commands, each
 // applied whole and in order.
 type Batch struct {
@@ -3325,7 +3437,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3449,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3462,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -3382,7 +3494,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3394,7 +3506,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3407,7 +3519,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -3500,7 +3612,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3512,7 +3624,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3525,7 +3637,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -3566,7 +3678,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3578,7 +3690,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3591,7 +3703,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -3617,7 +3729,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3629,7 +3741,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3642,7 +3754,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -3663,7 +3775,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3675,7 +3787,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3688,7 +3800,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -3724,7 +3836,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3736,7 +3848,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +3861,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DirEntry) GetName() string {
@@ -3789,7 +3901,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +3913,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +3926,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -3834,7 +3946,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +3958,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +3971,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -3885,7 +3997,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3897,7 +4009,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3910,7 +4022,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -3935,7 +4047,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3947,7 +4059,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3960,7 +4072,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -4015,7 +4127,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4027,7 +4139,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4040,7 +4152,7 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
@@ -4058,7 +4170,7 @@ type StatfsReq struct {
 
 func (x *StatfsReq) Reset() {
 	*x = StatfsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4070,7 +4182,7 @@ func (x *StatfsReq) String() string {
 func (*StatfsReq) ProtoMessage() {}
 
 func (x *StatfsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4083,7 +4195,7 @@ func (x *StatfsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
 func (*StatfsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
@@ -4097,7 +4209,7 @@ type SlicesReq struct {
 
 func (x *SlicesReq) Reset() {
 	*x = SlicesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4109,7 +4221,7 @@ func (x *SlicesReq) String() string {
 func (*SlicesReq) ProtoMessage() {}
 
 func (x *SlicesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4122,7 +4234,7 @@ func (x *SlicesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
 func (*SlicesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SlicesReq) GetIno() uint64 {
@@ -4149,7 +4261,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4161,7 +4273,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4174,7 +4286,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -4204,7 +4316,7 @@ type RevokesReq struct {
 
 func (x *RevokesReq) Reset() {
 	*x = RevokesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4328,7 @@ func (x *RevokesReq) String() string {
 func (*RevokesReq) ProtoMessage() {}
 
 func (x *RevokesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4341,7 @@ func (x *RevokesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
 func (*RevokesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RevokesReq) GetSession() uint64 {
@@ -4256,7 +4368,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4380,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4393,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -4320,7 +4432,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4444,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4457,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -4589,7 +4701,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4601,7 +4713,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4614,7 +4726,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -4775,7 +4887,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +4899,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +4912,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *JoinReq) GetId() string {
@@ -4832,7 +4944,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +4956,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +4969,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 type RemoveReq struct {
@@ -4869,7 +4981,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4881,7 +4993,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4894,7 +5006,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -4912,7 +5024,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5036,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5049,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 type StatusReq struct {
@@ -4949,7 +5061,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4961,7 +5073,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4974,7 +5086,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -4996,7 +5108,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5008,7 +5120,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5021,7 +5133,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Member) GetId() string {
@@ -5077,7 +5189,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5089,7 +5201,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5102,7 +5214,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *StatusResp) GetId() string {
@@ -5237,7 +5349,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5249,7 +5361,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5262,7 +5374,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *HealStatus) GetPending() uint64 {
@@ -5378,7 +5490,7 @@ type AdminReq struct {
 
 func (x *AdminReq) Reset() {
 	*x = AdminReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5390,7 +5502,7 @@ func (x *AdminReq) String() string {
 func (*AdminReq) ProtoMessage() {}
 
 func (x *AdminReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5403,7 +5515,7 @@ func (x *AdminReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReq.ProtoReflect.Descriptor instead.
 func (*AdminReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *AdminReq) GetOp() isAdminReq_Op {
@@ -5471,7 +5583,7 @@ type HealNowReq struct {
 
 func (x *HealNowReq) Reset() {
 	*x = HealNowReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5483,7 +5595,7 @@ func (x *HealNowReq) String() string {
 func (*HealNowReq) ProtoMessage() {}
 
 func (x *HealNowReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5496,7 +5608,7 @@ func (x *HealNowReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealNowReq.ProtoReflect.Descriptor instead.
 func (*HealNowReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
 }
 
 // DrainReq starts (or with cancel, stops) draining a store, named by id or
@@ -5511,7 +5623,7 @@ type DrainReq struct {
 
 func (x *DrainReq) Reset() {
 	*x = DrainReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5523,7 +5635,7 @@ func (x *DrainReq) String() string {
 func (*DrainReq) ProtoMessage() {}
 
 func (x *DrainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5536,7 +5648,7 @@ func (x *DrainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReq.ProtoReflect.Descriptor instead.
 func (*DrainReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DrainReq) GetStore() string {
@@ -5565,7 +5677,7 @@ type FsckReq struct {
 
 func (x *FsckReq) Reset() {
 	*x = FsckReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5577,7 +5689,7 @@ func (x *FsckReq) String() string {
 func (*FsckReq) ProtoMessage() {}
 
 func (x *FsckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5590,7 +5702,7 @@ func (x *FsckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReq.ProtoReflect.Descriptor instead.
 func (*FsckReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FsckReq) GetRepair() bool {
@@ -5620,7 +5732,7 @@ type FsckProblem struct {
 
 func (x *FsckProblem) Reset() {
 	*x = FsckProblem{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5632,7 +5744,7 @@ func (x *FsckProblem) String() string {
 func (*FsckProblem) ProtoMessage() {}
 
 func (x *FsckProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5645,7 +5757,7 @@ func (x *FsckProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckProblem.ProtoReflect.Descriptor instead.
 func (*FsckProblem) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FsckProblem) GetKind() string {
@@ -5713,7 +5825,7 @@ type FsckResp struct {
 
 func (x *FsckResp) Reset() {
 	*x = FsckResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5725,7 +5837,7 @@ func (x *FsckResp) String() string {
 func (*FsckResp) ProtoMessage() {}
 
 func (x *FsckResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5738,7 +5850,7 @@ func (x *FsckResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResp.ProtoReflect.Descriptor instead.
 func (*FsckResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FsckResp) GetObjects() uint64 {
@@ -5807,7 +5919,7 @@ type AdminResp struct {
 
 func (x *AdminResp) Reset() {
 	*x = AdminResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5819,7 +5931,7 @@ func (x *AdminResp) String() string {
 func (*AdminResp) ProtoMessage() {}
 
 func (x *AdminResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5832,7 +5944,7 @@ func (x *AdminResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminResp.ProtoReflect.Descriptor instead.
 func (*AdminResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AdminResp) GetStore() string {
@@ -5858,7 +5970,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5870,7 +5982,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5883,7 +5995,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -5906,7 +6018,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5918,7 +6030,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5931,7 +6043,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -5966,7 +6078,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5978,7 +6090,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5991,7 +6103,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -6029,7 +6141,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6041,7 +6153,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6054,7 +6166,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -6100,13 +6212,17 @@ type FSMHeader struct {
 	LockGrants    []*LockGrant           `protobuf:"bytes,10,rep,name=lock_grants,json=lockGrants,proto3" json:"lock_grants,omitempty"`
 	Objects       []*ObjectRecord        `protobuf:"bytes,11,rep,name=objects,proto3" json:"objects,omitempty"`
 	Leases        []*DirLease            `protobuf:"bytes,12,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Objects to queue for GC at a time (leader's clock, ns): freed by
+	// compaction, kept a while for readers of the old slices.
+	GcLaterIds    []uint64 `protobuf:"varint,13,rep,packed,name=gc_later_ids,json=gcLaterIds,proto3" json:"gc_later_ids,omitempty"`
+	GcLaterAt     []int64  `protobuf:"varint,14,rep,packed,name=gc_later_at,json=gcLaterAt,proto3" json:"gc_later_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6118,7 +6234,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6131,7 +6247,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -6218,6 +6334,20 @@ func (x *FSMHeader) GetLeases() []*DirLease {
 	return nil
 }
 
+func (x *FSMHeader) GetGcLaterIds() []uint64 {
+	if x != nil {
+		return x.GcLaterIds
+	}
+	return nil
+}
+
+func (x *FSMHeader) GetGcLaterAt() []int64 {
+	if x != nil {
+		return x.GcLaterAt
+	}
+	return nil
+}
+
 // DirLease is a directory's write lease in a snapshot.
 type DirLease struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -6230,7 +6360,7 @@ type DirLease struct {
 
 func (x *DirLease) Reset() {
 	*x = DirLease{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6242,7 +6372,7 @@ func (x *DirLease) String() string {
 func (*DirLease) ProtoMessage() {}
 
 func (x *DirLease) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6255,7 +6385,7 @@ func (x *DirLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
 func (*DirLease) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DirLease) GetDir() uint64 {
@@ -6292,7 +6422,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6304,7 +6434,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6317,7 +6447,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -6515,7 +6645,15 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05store\x18\x03 \x01(\tR\x05store\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"7\n" +
 	"\bReportOp\x12+\n" +
-	"\x06shards\x18\x01 \x03(\v2\x13.ecfs.meta.BadShardR\x06shards\"%\n" +
+	"\x06shards\x18\x01 \x03(\v2\x13.ecfs.meta.BadShardR\x06shards\"\xd7\x01\n" +
+	"\tCompactOp\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05block\x18\x02 \x01(\x04R\x05block\x12-\n" +
+	"\x06expect\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06expect\x12\x10\n" +
+	"\x03off\x18\x04 \x01(\rR\x03off\x12\x10\n" +
+	"\x03len\x18\x05 \x01(\rR\x03len\x12/\n" +
+	"\x06object\x18\x06 \x01(\v2\x17.ecfs.meta.ObjectRecordR\x06object\x12\x1e\n" +
+	"\vgc_delay_ns\x18\a \x01(\x03R\tgcDelayNs\"%\n" +
 	"\tGCQueueOp\x12\x18\n" +
 	"\aobjects\x18\x01 \x03(\x04R\aobjects\"$\n" +
 	"\bGCDoneOp\x12\x18\n" +
@@ -6549,7 +6687,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aMultiOp\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\x12\x1f\n" +
 	"\verrors_only\x18\x02 \x01(\bR\n" +
-	"errorsOnly\"\xc4\r\n" +
+	"errorsOnly\"\xf6\r\n" +
 	"\aCommand\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
@@ -6591,7 +6729,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05lease\x189 \x01(\v2\x12.ecfs.meta.LeaseOpH\x00R\x05lease\x12*\n" +
 	"\x05multi\x18: \x01(\v2\x12.ecfs.meta.MultiOpH\x00R\x05multi\x12-\n" +
 	"\x06report\x18; \x01(\v2\x13.ecfs.meta.ReportOpH\x00R\x06report\x121\n" +
-	"\bgc_queue\x18< \x01(\v2\x14.ecfs.meta.GCQueueOpH\x00R\agcQueueB\x04\n" +
+	"\bgc_queue\x18< \x01(\v2\x14.ecfs.meta.GCQueueOpH\x00R\agcQueue\x120\n" +
+	"\acompact\x18= \x01(\v2\x14.ecfs.meta.CompactOpH\x00R\acompactB\x04\n" +
 	"\x02op\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\bcommands\x18\x01 \x03(\v2\x12.ecfs.meta.CommandR\bcommands\"\xc9\x02\n" +
@@ -6815,7 +6954,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
 	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\x12\x1b\n" +
-	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\x9b\x04\n" +
+	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\xdd\x04\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -6831,7 +6970,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	" \x03(\v2\x14.ecfs.meta.LockGrantR\n" +
 	"lockGrants\x121\n" +
 	"\aobjects\x18\v \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\x12+\n" +
-	"\x06leases\x18\f \x03(\v2\x13.ecfs.meta.DirLeaseR\x06leases\"P\n" +
+	"\x06leases\x18\f \x03(\v2\x13.ecfs.meta.DirLeaseR\x06leases\x12 \n" +
+	"\fgc_later_ids\x18\r \x03(\x04R\n" +
+	"gcLaterIds\x12\x1e\n" +
+	"\vgc_later_at\x18\x0e \x03(\x03R\tgcLaterAt\"P\n" +
 	"\bDirLease\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\x04R\x03dir\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x18\n" +
@@ -6861,7 +7003,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -6894,58 +7036,59 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*ShardRef)(nil),       // 28: ecfs.meta.ShardRef
 	(*BadShard)(nil),       // 29: ecfs.meta.BadShard
 	(*ReportOp)(nil),       // 30: ecfs.meta.ReportOp
-	(*GCQueueOp)(nil),      // 31: ecfs.meta.GCQueueOp
-	(*GCDoneOp)(nil),       // 32: ecfs.meta.GCDoneOp
-	(*OpenOp)(nil),         // 33: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 34: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 35: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 36: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 37: ecfs.meta.CancelWaitOp
-	(*MultiOp)(nil),        // 38: ecfs.meta.MultiOp
-	(*Command)(nil),        // 39: ecfs.meta.Command
-	(*Batch)(nil),          // 40: ecfs.meta.Batch
-	(*Result)(nil),         // 41: ecfs.meta.Result
-	(*MountSession)(nil),   // 42: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 43: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 44: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 45: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 46: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 47: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 48: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 49: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 50: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 51: ecfs.meta.ObjectsReq
-	(*StatfsReq)(nil),      // 52: ecfs.meta.StatfsReq
-	(*SlicesReq)(nil),      // 53: ecfs.meta.SlicesReq
-	(*BlockSlices)(nil),    // 54: ecfs.meta.BlockSlices
-	(*RevokesReq)(nil),     // 55: ecfs.meta.RevokesReq
-	(*LockWaitReq)(nil),    // 56: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 57: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 58: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 59: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 60: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 61: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 62: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 63: ecfs.meta.StatusReq
-	(*Member)(nil),         // 64: ecfs.meta.Member
-	(*StatusResp)(nil),     // 65: ecfs.meta.StatusResp
-	(*HealStatus)(nil),     // 66: ecfs.meta.HealStatus
-	(*AdminReq)(nil),       // 67: ecfs.meta.AdminReq
-	(*HealNowReq)(nil),     // 68: ecfs.meta.HealNowReq
-	(*DrainReq)(nil),       // 69: ecfs.meta.DrainReq
-	(*FsckReq)(nil),        // 70: ecfs.meta.FsckReq
-	(*FsckProblem)(nil),    // 71: ecfs.meta.FsckProblem
-	(*FsckResp)(nil),       // 72: ecfs.meta.FsckResp
-	(*AdminResp)(nil),      // 73: ecfs.meta.AdminResp
-	(*PlaceReq)(nil),       // 74: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 75: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 76: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 77: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 78: ecfs.meta.FSMHeader
-	(*DirLease)(nil),       // 79: ecfs.meta.DirLease
-	(*LockGrant)(nil),      // 80: ecfs.meta.LockGrant
-	nil,                    // 81: ecfs.meta.HealStatus.FailuresEntry
-	nil,                    // 82: ecfs.meta.FsckResp.CountsEntry
+	(*CompactOp)(nil),      // 31: ecfs.meta.CompactOp
+	(*GCQueueOp)(nil),      // 32: ecfs.meta.GCQueueOp
+	(*GCDoneOp)(nil),       // 33: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 34: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 35: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 36: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 37: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 38: ecfs.meta.CancelWaitOp
+	(*MultiOp)(nil),        // 39: ecfs.meta.MultiOp
+	(*Command)(nil),        // 40: ecfs.meta.Command
+	(*Batch)(nil),          // 41: ecfs.meta.Batch
+	(*Result)(nil),         // 42: ecfs.meta.Result
+	(*MountSession)(nil),   // 43: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 44: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 45: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 46: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 47: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 48: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 49: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 50: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 51: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 52: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 53: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 54: ecfs.meta.SlicesReq
+	(*BlockSlices)(nil),    // 55: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 56: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 57: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 58: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 59: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 60: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 61: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 62: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 63: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 64: ecfs.meta.StatusReq
+	(*Member)(nil),         // 65: ecfs.meta.Member
+	(*StatusResp)(nil),     // 66: ecfs.meta.StatusResp
+	(*HealStatus)(nil),     // 67: ecfs.meta.HealStatus
+	(*AdminReq)(nil),       // 68: ecfs.meta.AdminReq
+	(*HealNowReq)(nil),     // 69: ecfs.meta.HealNowReq
+	(*DrainReq)(nil),       // 70: ecfs.meta.DrainReq
+	(*FsckReq)(nil),        // 71: ecfs.meta.FsckReq
+	(*FsckProblem)(nil),    // 72: ecfs.meta.FsckProblem
+	(*FsckResp)(nil),       // 73: ecfs.meta.FsckResp
+	(*AdminResp)(nil),      // 74: ecfs.meta.AdminResp
+	(*PlaceReq)(nil),       // 75: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 76: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 77: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 78: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 79: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 80: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 81: ecfs.meta.LockGrant
+	nil,                    // 82: ecfs.meta.HealStatus.FailuresEntry
+	nil,                    // 83: ecfs.meta.FsckResp.CountsEntry
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	28, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
@@ -6953,99 +7096,102 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	23, // 2: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
 	24, // 3: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
 	29, // 4: ecfs.meta.ReportOp.shards:type_name -> ecfs.meta.BadShard
-	39, // 5: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
-	1,  // 6: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 7: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 8: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 9: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 10: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 11: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 12: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 13: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 14: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 15: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 16: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 17: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 18: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 19: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	18, // 20: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	19, // 21: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
-	20, // 22: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
-	21, // 23: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
-	22, // 24: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
-	25, // 25: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	33, // 26: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	34, // 27: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	35, // 28: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	36, // 29: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	37, // 30: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	32, // 31: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
-	26, // 32: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
-	27, // 33: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
-	16, // 34: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
-	17, // 35: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
-	38, // 36: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
-	30, // 37: ecfs.meta.Command.report:type_name -> ecfs.meta.ReportOp
-	31, // 38: ecfs.meta.Command.gc_queue:type_name -> ecfs.meta.GCQueueOp
-	39, // 39: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 40: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	41, // 41: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
-	23, // 42: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	43, // 43: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	44, // 44: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	45, // 45: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	47, // 46: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	48, // 47: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	49, // 48: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	50, // 49: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	56, // 50: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	51, // 51: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	52, // 52: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	53, // 53: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	55, // 54: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 55: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	46, // 56: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	24, // 57: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	54, // 58: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	64, // 59: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 60: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	66, // 61: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
-	81, // 62: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
-	68, // 63: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
-	69, // 64: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
-	70, // 65: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
-	82, // 66: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
-	71, // 67: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
-	72, // 68: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
-	75, // 69: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	41, // 70: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 71: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	77, // 72: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 73: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 74: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	42, // 75: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	80, // 76: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	24, // 77: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	79, // 78: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	39, // 79: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	57, // 80: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	59, // 81: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	61, // 82: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	63, // 83: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	74, // 84: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	67, // 85: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
-	41, // 86: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	58, // 87: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	60, // 88: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	62, // 89: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	65, // 90: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	76, // 91: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	73, // 92: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
-	86, // [86:93] is the sub-list for method output_type
-	79, // [79:86] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	23, // 5: ecfs.meta.CompactOp.expect:type_name -> ecfs.meta.BlockWrite
+	24, // 6: ecfs.meta.CompactOp.object:type_name -> ecfs.meta.ObjectRecord
+	40, // 7: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
+	1,  // 8: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 9: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 10: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 11: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 12: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 13: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 14: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 15: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 16: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 17: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 18: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	13, // 19: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	14, // 20: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	15, // 21: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	18, // 22: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	19, // 23: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	20, // 24: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	21, // 25: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	22, // 26: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	25, // 27: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	34, // 28: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	35, // 29: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	36, // 30: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	37, // 31: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	38, // 32: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	33, // 33: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	26, // 34: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
+	27, // 35: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
+	16, // 36: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
+	17, // 37: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
+	39, // 38: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
+	30, // 39: ecfs.meta.Command.report:type_name -> ecfs.meta.ReportOp
+	32, // 40: ecfs.meta.Command.gc_queue:type_name -> ecfs.meta.GCQueueOp
+	31, // 41: ecfs.meta.Command.compact:type_name -> ecfs.meta.CompactOp
+	40, // 42: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 43: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	42, // 44: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
+	23, // 45: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	44, // 46: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	45, // 47: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	46, // 48: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	48, // 49: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	49, // 50: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	50, // 51: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	51, // 52: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	57, // 53: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	52, // 54: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	53, // 55: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	54, // 56: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	56, // 57: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 58: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	47, // 59: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	24, // 60: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	55, // 61: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	65, // 62: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 63: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	67, // 64: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	82, // 65: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	69, // 66: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	70, // 67: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	71, // 68: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	83, // 69: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	72, // 70: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	73, // 71: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	76, // 72: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	42, // 73: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 74: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	78, // 75: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 76: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 77: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	43, // 78: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	81, // 79: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	24, // 80: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	80, // 81: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	40, // 82: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	58, // 83: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	60, // 84: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	62, // 85: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	64, // 86: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	75, // 87: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	68, // 88: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	42, // 89: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	59, // 90: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	61, // 91: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	63, // 92: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	66, // 93: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	77, // 94: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	74, // 95: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	89, // [89:96] is the sub-list for method output_type
+	82, // [82:89] is the sub-list for method input_type
+	82, // [82:82] is the sub-list for extension type_name
+	82, // [82:82] is the sub-list for extension extendee
+	0,  // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -7054,7 +7200,7 @@ func file_cluster_metapb_meta_proto_init() {
 		return
 	}
 	file_cluster_metapb_meta_proto_msgTypes[15].OneofWrappers = []any{}
-	file_cluster_metapb_meta_proto_msgTypes[39].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[40].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -7088,8 +7234,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_Multi)(nil),
 		(*Command_Report)(nil),
 		(*Command_GcQueue)(nil),
+		(*Command_Compact)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[57].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[58].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -7103,7 +7250,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Slices)(nil),
 		(*ReadReq_Revokes)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[67].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[68].OneofWrappers = []any{
 		(*AdminReq_HealNow)(nil),
 		(*AdminReq_Drain)(nil),
 		(*AdminReq_Fsck)(nil),
@@ -7114,7 +7261,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   83,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

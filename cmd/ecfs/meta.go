@@ -43,6 +43,9 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	healRate := fs.Float64("heal-rate", cluster.DefaultHealRate>>20, "MB/s (MiB) the healer may read to rebuild shards; 0: no limit")
 	healParallel := fs.Int("heal-parallel", 4, "objects the healer rebuilds at once")
 	gcEvery := fs.Duration("gc-interval", 2*time.Second, "how often the leader deletes the shards of unreferenced objects")
+	compactEvery := fs.Duration("compact-interval", 10*time.Second, "how often the leader rewrites blocks made of many small slices (random writes, appends) as one object; negative: never")
+	compactIdle := fs.Duration("compact-idle", 30*time.Second, "a block is compacted only once it has not changed for this long")
+	compactGCDelay := fs.Duration("compact-gc-delay", 10*time.Minute, "the objects a compaction replaced are deleted this long after (readers may still hold them)")
 	orphanEvery := fs.Duration("orphan-interval", 5*time.Minute, "how often the leader lists every store for orphan shards (no record points at them); 0: never")
 	orphanGrace := fs.Duration("orphan-grace", 10*time.Minute, "an orphan shard younger than this is kept (a write may still commit it); keep it above the mounts' --meta-timeout + --write-timeout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -91,6 +94,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, InlineMax: *inlineMax, Join: *join, JoinTimeout: *joinTimeout,
 		Health:  cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
 		Heal:    cluster.HealConfig{Every: *healEvery, Rate: int64(*healRate * (1 << 20)), Parallel: *healParallel},
+		Compact: cluster.CompactConfig{Every: *compactEvery, Idle: *compactIdle, GCDelay: *compactGCDelay},
 		GCEvery: *gcEvery, OrphanEvery: *orphanEvery, OrphanGrace: *orphanGrace,
 	}, log)
 	if err != nil {
@@ -126,10 +130,11 @@ type metaOptions struct {
 	Join        string       // API address of a member to join through (ignored when DataDir holds state)
 	JoinTimeout time.Duration
 	Health      cluster.HealthConfig
-	Heal        cluster.HealConfig // the leader's healer
-	GCEvery     time.Duration      // how often the leader's GC runs
-	OrphanEvery time.Duration      // how often the leader looks for orphan shards (0: never)
-	OrphanGrace time.Duration      // how old an orphan shard must be to go
+	Heal        cluster.HealConfig    // the leader's healer
+	Compact     cluster.CompactConfig // the leader's compactor
+	GCEvery     time.Duration         // how often the leader's GC runs
+	OrphanEvery time.Duration         // how often the leader looks for orphan shards (0: never)
+	OrphanGrace time.Duration         // how old an orphan shard must be to go
 }
 
 // metaDaemon is a running metadata service member.
@@ -193,6 +198,8 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 		srv.RunHealer(actx, shardRebuilder{objects}, shardDeleter{shards}, o.Heal)
 	}()
 	go func() { defer wg.Done(); srv.AnnounceSelf(actx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.RunCompactor(actx, blockIO{objects}, shardDeleter{shards}, o.Compact) }()
 	go func() { defer wg.Done(); srv.RunExpiry(actx, 0) }()
 	go func() { defer wg.Done(); srv.RunGC(actx, shardDeleter{shards}, o.GCEvery) }()
 	wg.Add(1)
