@@ -188,6 +188,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	actx, cancel := context.WithCancel(ctx)
 	shards := store.NewClient(store.ClientConfig{Secret: o.Secret})
 	d.undo = append(d.undo, shards.Close, wg.Wait, cancel)
+	srv.EnableFsck(fsckStores{shards}, o.OrphanGrace)
 	objects, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
 	if err != nil {
 		return nil, err
@@ -311,6 +312,74 @@ func (d shardDeleter) DeleteShard(ctx context.Context, addr string, object uint6
 		return nil
 	}
 	return err
+}
+
+// fsckStores lets the meta leader's fsck list, check and delete shards
+// through the store client.
+type fsckStores struct{ c *store.Client }
+
+func (f fsckStores) ListShards(ctx context.Context, addr string, fn func(object uint64, index int, size int64, mtime time.Time)) error {
+	after := ""
+	for {
+		page, err := f.c.List(ctx, addr, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, sh := range page.Shards {
+			k, err := store.ParseShardKey(sh.Key)
+			// Skip what the store cannot name, and a shard gone between its
+			// directory listing and its stat (no time): not listed.
+			if err != nil || sh.ModTime.IsZero() {
+				continue
+			}
+			fn(uint64(k.Object), k.Index, sh.Size, sh.ModTime)
+		}
+		if page.Next == "" {
+			return nil
+		}
+		after = page.Next
+	}
+}
+
+func (f fsckStores) Corrupt(ctx context.Context, addr string) ([]*metapb.ShardRef, error) {
+	list, err := f.c.Corrupt(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*metapb.ShardRef, 0, len(list))
+	for _, c := range list {
+		if k, err := store.ParseShardKey(c.Key); err == nil {
+			out = append(out, &metapb.ShardRef{Object: uint64(k.Object), Index: uint32(k.Index)})
+		}
+	}
+	return out, nil
+}
+
+func (f fsckStores) StatShard(ctx context.Context, addr string, object uint64, index int) error {
+	_, err := f.c.Stat(ctx, addr, store.ShardKey{Object: store.ObjectID(object), Index: index})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %v", cluster.ErrShardNotFound, err)
+	}
+	return err
+}
+
+func (f fsckStores) DeleteShard(ctx context.Context, addr string, object uint64, index int) error {
+	return shardDeleter{f.c}.DeleteShard(ctx, addr, object, index)
+}
+
+// ShardFileSize is the size of a shard file as the store writes it: the
+// header with a checksum per chunk, padded, then the data.
+func (fsckStores) ShardFileSize(scheme string, objectLen int64) (int64, error) {
+	sc, err := codec.ParseScheme(scheme)
+	if err != nil {
+		return 0, err
+	}
+	if objectLen < 0 || objectLen > int64(sc.BlockSize) {
+		return 0, fmt.Errorf("object length %d outside 0..%d", objectLen, sc.BlockSize)
+	}
+	n := sc.ShardSize(objectLen)
+	h := store.ShardHeader{ShardLen: n, Sums: make([]uint32, codec.Chunks(n))}
+	return h.DataOffset() + n, nil
 }
 
 // shardRebuilder lets the meta leader's healer rebuild shards through the
