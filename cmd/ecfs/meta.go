@@ -176,6 +176,8 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	d.undo = append(d.undo, func() { node.Close() })
 	srv := cluster.NewServer(node, fsm, d.APIAddr, o.Secret, log)
 	d.undo = append(d.undo, srv.Close)
+	shards := store.NewClient(store.ClientConfig{Secret: o.Secret})
+	srv.EnableFsck(fsckStores{shards}, o.OrphanGrace) // before the API serves
 	g := srv.GRPCServer()
 	go func() {
 		if err := g.Serve(ln); err != nil {
@@ -186,9 +188,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 
 	var wg sync.WaitGroup
 	actx, cancel := context.WithCancel(ctx)
-	shards := store.NewClient(store.ClientConfig{Secret: o.Secret})
 	d.undo = append(d.undo, shards.Close, wg.Wait, cancel)
-	srv.EnableFsck(fsckStores{shards}, o.OrphanGrace)
 	objects, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
 	if err != nil {
 		return nil, err
