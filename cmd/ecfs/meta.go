@@ -364,7 +364,7 @@ func (f fsckStores) StatShard(ctx context.Context, addr string, object uint64, i
 }
 
 func (f fsckStores) DeleteShard(ctx context.Context, addr string, object uint64, index int) error {
-	return shardDeleter{f.c}.DeleteShard(ctx, addr, object, index)
+	return shardDeleter(f).DeleteShard(ctx, addr, object, index)
 }
 
 // ShardFileSize is the size of a shard file as the store writes it: the
