@@ -191,14 +191,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	f.members["a"] = &metapb.MemberOp{Id: "a", ApiAddr: "127.0.0.1:1"}
 	f.mu.Unlock()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
+	sink := snapshotOf(t, f)
 	g := NewFSM()
 	if err := g.Restore(sink); err != nil {
 		t.Fatal(err)
@@ -380,4 +373,28 @@ func applyAt(f *FSM, now int64, c *metapb.Command) *metapb.Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.apply(c)
+}
+
+// snapshotOf is f's snapshot, persisted.
+func snapshotOf(t *testing.T, f *FSM) *memSink {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink
+}
+
+// restored is a new FSM restored from f's snapshot.
+func restored(t *testing.T, f *FSM) *FSM {
+	t.Helper()
+	g := NewFSM()
+	if err := g.Restore(snapshotOf(t, f)); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

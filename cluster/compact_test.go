@@ -54,25 +54,9 @@ func (m *memObjects) DeleteShards(_ context.Context, object uint64, _ []string) 
 // reads the same through its slices, and the old objects reach the GC
 // queue only after the delay.
 func TestCompactorRewritesFragmentedBlocks(t *testing.T) {
-	g := newTestGroup(t, 1)
-	srv := g.servers(t)[0]
-	g.leader(t)
+	srv, apply, sess := leaderWithStores(t, 6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	apply := func(c *metapb.Command) *metapb.Result {
-		t.Helper()
-		c.Now = time.Now().UnixNano()
-		r, err := srv.commit.propose(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	apply(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
-	for i := range 6 {
-		apply(storeCmd(fmt.Sprint("s", i), 1<<30))
-	}
-	sess := apply(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}}).SessionId
 	ino := apply(createCmd(namespace.RootIno, "log", true)).Attr.Ino
 	mem := &memObjects{data: map[uint64][]byte{}}
 	stores := []string{"s0", "s1", "s2", "s3", "s4", "s5"}
@@ -90,7 +74,6 @@ func TestCompactorRewritesFragmentedBlocks(t *testing.T) {
 	}
 	commit(200, 150, []byte("OVERWRITE"))
 	copy(want[150:], "OVERWRITE")
-	waitFor(t, "the barrier", 10*time.Second, srv.barrier.ready)
 	cctx, ccancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

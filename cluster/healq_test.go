@@ -202,18 +202,7 @@ func TestHealDerivedStateAfterRestore(t *testing.T) {
 	report(at, 1, 3, "s3")
 	setState(at, "s6", StoreDown)
 	at(&metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: namespace.RootIno, Name: "f2"}}})
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	g := NewFSM()
-	if err := g.Restore(sink); err != nil {
-		t.Fatal(err)
-	}
+	g := restored(t, f)
 	if a, b := queued(f), queued(g); !slices.Equal(a, b) || !slices.Equal(a, []uint64{1, 3}) {
 		t.Fatalf("queue %v, restored %v", a, b)
 	}
@@ -291,38 +280,16 @@ func (r *fakeRebuilder) callsTo(addr string) int {
 // every shard, the healer records the rest, tries the full store a couple
 // of times at most in a few seconds, and deletes a moved shard's old copy.
 func TestHealerRebuildsAndBacksOffFromAFullStore(t *testing.T) {
-	g := newTestGroup(t, 1)
-	srv := g.servers(t)[0]
-	g.leader(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	apply := func(c *metapb.Command) *metapb.Result {
-		t.Helper()
-		c.Now = time.Now().UnixNano()
-		r, err := srv.commit.propose(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	apply(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
-	for i := range 8 {
-		apply(storeCmd(fmt.Sprint("s", i), 1<<30))
-	}
-	sess := apply(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}}).SessionId
+	srv, apply, sess := leaderWithStores(t, 8)
 	for id := uint64(1); id <= 20; id++ {
 		commitObject(t, apply, sess, id, "s0", "s1", "s2", "s3", "s4", "s5")
 	}
-	waitFor(t, "the barrier", 10*time.Second, srv.barrier.ready)
 	r := &fakeRebuilder{full: map[string]bool{}}
 	// s6 and s7 are the only spares; s6 refuses everything.
 	r.full["s6:1"] = true
-	setStateVia := func(id, state string) {
-		apply(&metapb.Command{Op: &metapb.Command_StoreState{StoreState: &metapb.StoreStateOp{Id: id, State: state}}})
-	}
-	setStateVia("s5", StoreDraining) // 20 shards to move
-	report(apply, 7, 1, "s1")        // one rotten: rewritten in place
-	hctx, hcancel := context.WithCancel(ctx)
+	setState(apply, "s5", StoreDraining) // 20 shards to move
+	report(apply, 7, 1, "s1")            // one rotten: rewritten in place
+	hctx, hcancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -349,4 +316,32 @@ func TestHealerRebuildsAndBacksOffFromAFullStore(t *testing.T) {
 	if !slices.Contains(r.calls, "7:1->s1:1") {
 		t.Errorf("the rotten shard was not rewritten in place: %v", r.calls)
 	}
+}
+
+// leaderWithStores is a one-member group's server, leading and past its
+// barrier, with a 4+2 scheme, stores s0..s(n-1) with room, and a session;
+// apply proposes a command through it.
+func leaderWithStores(t *testing.T, n int) (*Server, func(*metapb.Command) *metapb.Result, uint64) {
+	t.Helper()
+	g := newTestGroup(t, 1)
+	srv := g.servers(t)[0]
+	g.leader(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	apply := func(c *metapb.Command) *metapb.Result {
+		t.Helper()
+		c.Now = time.Now().UnixNano()
+		r, err := srv.commit.propose(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	apply(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
+	for i := range n {
+		apply(storeCmd(fmt.Sprint("s", i), 1<<30))
+	}
+	sess := apply(&metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}}).SessionId
+	waitFor(t, "the barrier", 10*time.Second, srv.barrier.ready)
+	return srv, apply, sess
 }

@@ -563,18 +563,7 @@ func TestLeaseSnapshotRoundTrip(t *testing.T) {
 	if d1b, _ := x.f.Digest(); d1b != d1 {
 		t.Fatal("digest not deterministic")
 	}
-	snap, err := x.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	g := NewFSM()
-	if err := g.Restore(sink); err != nil {
-		t.Fatal(err)
-	}
+	g := restored(t, x.f)
 	if d2, _ := g.Digest(); d2 != d1 {
 		t.Fatal("digest differs after restore")
 	}

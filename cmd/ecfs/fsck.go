@@ -67,27 +67,23 @@ func runFsck(args []string, stdout, stderr io.Writer) error {
 		"why\").\n\n"+
 		"Exit status: 0 no problems, 1 problems found (repaired or not), 2 bad flags or no\n"+
 		"answer from the metadata service.", stdout)
-	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
-	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	svc := addServiceFlags(fs)
 	repair := fs.Bool("repair", false, "queue what can be fixed for the healer and the GC, delete orphan shards")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long the check may take")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	if *meta == "" {
-		return &usageError{"--meta is required"}
-	}
 	if *timeout <= 0 {
 		return &usageError{"--timeout must be positive"}
 	}
-	secret, err := readSecret(*secretFile)
+	addrs, secret, err := svc.resolve()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := callFsck(ctx, strings.Split(*meta, ","), secret, &metapb.FsckReq{Repair: *repair})
+	resp, err := callFsck(ctx, addrs, secret, &metapb.FsckReq{Repair: *repair})
 	if err != nil {
 		return &usageError{err.Error()}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -11,16 +12,34 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
-// adminClient connects to the metadata service for an admin command.
-func adminClient(meta, secretFile string) (*cluster.Client, []string, string, error) {
-	if meta == "" {
-		return nil, nil, "", &usageError{"--meta is required"}
+// serviceFlags are the flags an admin command reaches the metadata
+// service with.
+type serviceFlags struct{ meta, secretFile *string }
+
+func addServiceFlags(fs *flag.FlagSet) serviceFlags {
+	return serviceFlags{
+		meta:       fs.String("meta", "", "comma-separated metadata service addresses; required"),
+		secretFile: fs.String("secret-file", "", "file holding the cluster secret; required"),
 	}
-	secret, err := readSecret(secretFile)
+}
+
+// resolve checks the flags and reads the secret.
+func (f serviceFlags) resolve() (addrs []string, secret string, err error) {
+	if *f.meta == "" {
+		return nil, "", &usageError{"--meta is required"}
+	}
+	if secret, err = readSecret(*f.secretFile); err != nil {
+		return nil, "", err
+	}
+	return strings.Split(*f.meta, ","), secret, nil
+}
+
+// client connects to the metadata service.
+func (f serviceFlags) client() (*cluster.Client, []string, string, error) {
+	addrs, secret, err := f.resolve()
 	if err != nil {
 		return nil, nil, "", err
 	}
-	addrs := strings.Split(meta, ",")
 	c, err := cluster.NewClient(addrs, secret)
 	if err != nil {
 		return nil, nil, "", err
@@ -63,14 +82,13 @@ func runHeal(args []string, stdout, stderr io.Writer) error {
 		"and shards on draining stores moved, the objects with the fewest healthy shards first,\n"+
 		"at the leader's --heal-rate. With --wait it prints progress and returns once nothing is\n"+
 		"pending (objects that cannot be healed with the stores up now are reported, not waited for).", stdout)
-	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
-	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	svc := addServiceFlags(fs)
 	wait := fs.Bool("wait", false, "return only when nothing is pending, printing progress")
 	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	c, addrs, secret, err := adminClient(*meta, *secretFile)
+	c, addrs, secret, err := svc.client()
 	if err != nil {
 		return err
 	}
@@ -104,15 +122,14 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 		"and the healer moves every shard off it at the leader's --heal-rate. ecfs status shows\n"+
 		"it draining with the shards left; at 0 it can be stopped and removed. --cancel takes\n"+
 		"it back as a normal store.", stdout)
-	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
-	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	svc := addServiceFlags(fs)
 	wait := fs.Bool("wait", false, "return only when no shard is left on the store, printing progress")
 	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
 	cancelDrain := fs.Bool("cancel", false, "stop draining the store")
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
-	c, addrs, secret, err := adminClient(*meta, *secretFile)
+	c, addrs, secret, err := svc.client()
 	if err != nil {
 		return err
 	}

@@ -93,21 +93,17 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "--meta A1,A2,A3 --secret-file F [--json]\n\n"+
 		"Shows the metadata service's leader and members, each member's state as it reports\n"+
 		"it itself (unreachable when it does not answer).", stdout)
-	meta := fs.String("meta", "", "comma-separated metadata service addresses; required")
-	secretFile := fs.String("secret-file", "", "file holding the cluster secret; required")
+	svc := addServiceFlags(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each member")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	if *meta == "" {
-		return &usageError{"--meta is required"}
-	}
-	secret, err := readSecret(*secretFile)
+	addrs, secret, err := svc.resolve()
 	if err != nil {
 		return err
 	}
-	rep, err := collectStatus(strings.Split(*meta, ","), secret, *timeout)
+	rep, err := collectStatus(addrs, secret, *timeout)
 	if err != nil {
 		return err
 	}
