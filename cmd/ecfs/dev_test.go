@@ -104,11 +104,6 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
-		Parent: namespace.RootIno, Name: "hello", Type: uint32(namespace.TypeFile), Mode: 0o644}}})
-	if err != nil || f.Errno != 0 {
-		t.Fatal(f, err)
-	}
 	pl, err := mc.Place(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -121,17 +116,7 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := objects.Write(ctx, store.Object{ID: store.ObjectID(p.Object), Scheme: scheme, Placement: p.Addrs}, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	r, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{
-		Session: session, Ino: f.Attr.Ino, NewSize: uint64(len(data)),
-		Writes:  []*metapb.BlockWrite{{Len: uint32(len(data)), Object: p.Object}},
-		Objects: []*metapb.ObjectRecord{{Id: p.Object, Length: int64(len(data)), Stores: p.StoreIds}},
-	}}})
-	if err != nil || r.Errno != 0 {
-		t.Fatal(r, err)
-	}
+	ino := commitFile(t, ctx, mc, objects, scheme, session, "hello", p, data)
 
 	// The directory is taken while the cluster runs.
 	if _, err := startDevCluster(ctx, dir, scheme, log); err == nil || !strings.Contains(err.Error(), "in use") {
@@ -167,7 +152,7 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 		t.Fatalf("running stores %v, want %v", running, ids)
 	}
 	lk, err := mc.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: namespace.RootIno, Name: "hello"}}})
-	if err != nil || lk.Errno != 0 || lk.Attr.Ino != f.Attr.Ino || lk.Attr.Size != uint64(len(data)) {
+	if err != nil || lk.Errno != 0 || lk.Attr.Ino != ino || lk.Attr.Size != uint64(len(data)) {
 		t.Fatalf("lookup after the restart: %v %v", lk, err)
 	}
 	rec, err := mc.Read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: []uint64{p.Object}}}})
@@ -269,3 +254,27 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = testWriter{}
+
+// commitFile creates file name in the root and commits data as one object
+// written to placement p under session.
+func commitFile(t *testing.T, ctx context.Context, mc *cluster.Client, objects *store.Objects, scheme codec.Scheme,
+	session uint64, name string, p *metapb.Placement, data []byte) (ino uint64) {
+	t.Helper()
+	f, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: namespace.RootIno, Name: name, Type: uint32(namespace.TypeFile), Mode: 0o644}}})
+	if err != nil || f.Errno != 0 {
+		t.Fatal(f, err)
+	}
+	if _, err := objects.Write(ctx, store.Object{ID: store.ObjectID(p.Object), Scheme: scheme, Placement: p.Addrs}, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{
+		Session: session, Ino: f.Attr.Ino, NewSize: uint64(len(data)),
+		Writes:  []*metapb.BlockWrite{{Len: uint32(len(data)), Object: p.Object}},
+		Objects: []*metapb.ObjectRecord{{Id: p.Object, Length: int64(len(data)), Stores: p.StoreIds}},
+	}}})
+	if err != nil || r.Errno != 0 {
+		t.Fatal(r, err)
+	}
+	return f.Attr.Ino
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
-	"github.com/ecfs/ecfs/cluster/namespace"
 	"github.com/ecfs/ecfs/codec"
 	"github.com/ecfs/ecfs/store"
 )
@@ -108,28 +107,13 @@ func TestFsckDevCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
-		Parent: namespace.RootIno, Name: "f", Type: uint32(namespace.TypeFile), Mode: 0o644}}})
-	if err != nil || f.Errno != 0 {
-		t.Fatal(f, err)
-	}
 	pl, err := mc.Place(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := pl.Placements[0]
 	data := bytes.Repeat([]byte("fsck checks this. "), 60_000)
-	if _, err := objects.Write(ctx, store.Object{ID: store.ObjectID(p.Object), Scheme: scheme, Placement: p.Addrs}, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	r, err := mc.Apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{
-		Session: session, Ino: f.Attr.Ino, NewSize: uint64(len(data)),
-		Writes:  []*metapb.BlockWrite{{Len: uint32(len(data)), Object: p.Object}},
-		Objects: []*metapb.ObjectRecord{{Id: p.Object, Length: int64(len(data)), Stores: p.StoreIds}},
-	}}})
-	if err != nil || r.Errno != 0 {
-		t.Fatal(r, err)
-	}
+	commitFile(t, ctx, mc, objects, scheme, session, "f", p, data)
 	// A write in flight: shards of the second object, not committed.
 	o2 := store.Object{ID: store.ObjectID(pl.Placements[1].Object), Scheme: scheme, Placement: pl.Placements[1].Addrs}
 	if _, err := objects.Write(ctx, o2, data[:1000], 0); err != nil {

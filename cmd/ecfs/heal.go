@@ -34,17 +34,26 @@ func (f serviceFlags) resolve() (addrs []string, secret string, err error) {
 	return strings.Split(*f.meta, ","), secret, nil
 }
 
-// client connects to the metadata service.
-func (f serviceFlags) client() (*cluster.Client, []string, string, error) {
-	addrs, secret, err := f.resolve()
-	if err != nil {
+// admin sends one admin request to the leader.
+func (f serviceFlags) admin(req *metapb.AdminReq) (_ *metapb.AdminResp, addrs []string, secret string, err error) {
+	if addrs, secret, err = f.resolve(); err != nil {
 		return nil, nil, "", err
 	}
 	c, err := cluster.NewClient(addrs, secret)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	return c, addrs, secret, nil
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.Admin(ctx, req)
+	return res, addrs, secret, err
+}
+
+// addWaitFlags adds --wait (until what) and --timeout.
+func addWaitFlags(fs *flag.FlagSet, until string) (wait *bool, timeout *time.Duration) {
+	return fs.Bool("wait", false, "return only when "+until+", printing progress"),
+		fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
 }
 
 // waitProgress polls the status every second until done says so, printing
@@ -83,19 +92,12 @@ func runHeal(args []string, stdout, stderr io.Writer) error {
 		"at the leader's --heal-rate. With --wait it prints progress and returns once nothing is\n"+
 		"pending (objects that cannot be healed with the stores up now are reported, not waited for).", stdout)
 	svc := addServiceFlags(fs)
-	wait := fs.Bool("wait", false, "return only when nothing is pending, printing progress")
-	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
+	wait, timeout := addWaitFlags(fs, "nothing is pending")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	c, addrs, secret, err := svc.client()
+	_, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_HealNow{HealNow: &metapb.HealNowReq{}}})
 	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.Admin(ctx, &metapb.AdminReq{Op: &metapb.AdminReq_HealNow{HealNow: &metapb.HealNowReq{}}}); err != nil {
 		return fmt.Errorf("waking the healer: %w", err)
 	}
 	if !*wait {
@@ -123,20 +125,12 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 		"it draining with the shards left; at 0 it can be stopped and removed. --cancel takes\n"+
 		"it back as a normal store.", stdout)
 	svc := addServiceFlags(fs)
-	wait := fs.Bool("wait", false, "return only when no shard is left on the store, printing progress")
-	timeout := fs.Duration("timeout", 0, "with --wait: give up (exit 1) after this long; 0: never")
+	wait, timeout := addWaitFlags(fs, "no shard is left on the store")
 	cancelDrain := fs.Bool("cancel", false, "stop draining the store")
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
-	c, addrs, secret, err := svc.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := c.Admin(ctx, &metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain}}})
+	res, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain}}})
 	if err != nil {
 		return err
 	}
