@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/grpc/status"
 )
 
 // serviceFlags are the flags an admin command reaches the metadata
@@ -47,6 +49,9 @@ func (f serviceFlags) admin(req *metapb.AdminReq) (_ *metapb.AdminResp, addrs []
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := c.Admin(ctx, req)
+	if st, ok := status.FromError(err); ok && err != nil {
+		err = errors.New(st.Message()) // the service's words, not gRPC's
+	}
 	return res, addrs, secret, err
 }
 

@@ -108,7 +108,7 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 	usage := fs.Usage
 	fs.Usage = func() {}
 	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
+	err := parseInterspersed(fs, args)
 	fs.Usage = usage
 	if errors.Is(err, flag.ErrHelp) {
 		fs.Usage()
@@ -124,6 +124,30 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 		return &usageError{fmt.Sprintf("want %d argument(s), got %d", positional, fs.NArg())}
 	}
 	return nil
+}
+
+// parseInterspersed parses flags before and after the positional arguments
+// (`ecfs drain STORE --wait` as well as `ecfs drain --wait STORE`); after
+// "--" everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		before := len(args)
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// Parse stops at the first non-flag, or consumes a "--" before it.
+		if len(rest) < before && args[before-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // listFlag collects a repeatable flag.
