@@ -11,6 +11,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/codec"
 	"google.golang.org/grpc/status"
 )
 
@@ -144,6 +145,11 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "store %s is draining\n", res.Store)
+	if rep, err := collectStatus(addrs, secret, 5*time.Second); err == nil {
+		if warn := drainRoom(rep, res.Store); warn != "" {
+			fmt.Fprintln(stdout, warn)
+		}
+	}
 	if !*wait {
 		return nil
 	}
@@ -158,8 +164,32 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 			if s.Shards == 0 {
 				return fmt.Sprintf("store %s is drained: no shard recorded on it; it can be stopped and removed", s.ID), true
 			}
-			return fmt.Sprintf("store %s: %d shards left; heal: %s", s.ID, s.Shards, rep.Heal.line()), false
+			line := fmt.Sprintf("store %s: %d shards left; heal: %s", s.ID, s.Shards, rep.Heal.line())
+			if warn := drainRoom(rep, s.ID); warn != "" {
+				line += "\n" + warn
+			}
+			return line, false
 		}
 		return fmt.Sprintf("store %s is no longer known", res.Store), false
 	})
+}
+
+// drainRoom warns when the stores left cannot take the shards of a drained
+// store: an object's k+m shards need k+m distinct stores.
+func drainRoom(rep *statusReport, draining string) string {
+	sc, err := codec.ParseScheme(rep.Scheme)
+	if err != nil {
+		return ""
+	}
+	up := 0
+	for _, s := range rep.Stores {
+		if s.ID != draining && s.State == cluster.StoreUp {
+			up++
+		}
+	}
+	if up >= sc.Shards() {
+		return ""
+	}
+	return fmt.Sprintf("warning: %d other stores are up and a %s object needs %d distinct stores: "+
+		"shards can move only once more stores are added", up, sc, sc.Shards())
 }
