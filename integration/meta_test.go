@@ -238,13 +238,25 @@ type statusJSON struct {
 		Pending uint64 `json:"pending"`
 	} `json:"gc"`
 	Heal struct {
-		Pending uint64 `json:"pending"`
+		Pending       uint64            `json:"pending"`
+		PendingBytes  uint64            `json:"pending_bytes"`
+		Corrupt       uint64            `json:"corrupt"`
+		Rate          float64           `json:"rate"`
+		ETA           *int64            `json:"eta"`
+		LastError     string            `json:"last_error"`
+		RebuiltShards uint64            `json:"rebuilt_shards"`
+		RebuiltBytes  uint64            `json:"rebuilt_bytes"`
+		ReadBytes     uint64            `json:"read_bytes"`
+		MovedShards   uint64            `json:"moved_shards"`
+		Failures      map[string]uint64 `json:"failures"`
 	} `json:"heal"`
 	Stores []struct {
-		ID    string `json:"id"`
-		Addr  string `json:"addr"`
-		State string `json:"state"`
-		Free  int64  `json:"free_bytes"`
+		ID     string `json:"id"`
+		Addr   string `json:"addr"`
+		State  string `json:"state"`
+		Free   int64  `json:"free_bytes"`
+		Total  int64  `json:"total_bytes"`
+		Shards uint64 `json:"shards"`
 	} `json:"stores"`
 	Meta []struct {
 		ID    string `json:"id"`
