@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -43,6 +44,9 @@ type FsckStores interface {
 	ListShards(ctx context.Context, addr string, fn func(object uint64, index int, size int64, mtime time.Time)) error
 	// Corrupt lists the shards the store found corrupt and still holds.
 	Corrupt(ctx context.Context, addr string) ([]*metapb.ShardRef, error)
+	// VerifyShard has the store read and check every chunk of a shard:
+	// false if one is corrupt (the store then lists it as corrupt).
+	VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error)
 	// StatShard returns nil if the shard is on the store, an error
 	// wrapping ErrShardNotFound if it is not, another error if it cannot
 	// tell.
@@ -82,7 +86,7 @@ func (s *Server) EnableFsck(st FsckStores, orphanGrace time.Duration) {
 			return nil, ctx.Err()
 		}
 		defer func() { <-one }()
-		c := &fscker{s: s, st: st, grace: orphanGrace, repair: req.GetRepair(),
+		c := &fscker{s: s, st: st, grace: orphanGrace, repair: req.GetRepair(), verify: req.GetVerify(),
 			resp:   &metapb.FsckResp{Counts: map[string]uint64{}},
 			listed: map[string][]*metapb.FsckProblem{}, sizes: map[int64]int64{}}
 		return c.run(ctx)
@@ -95,6 +99,7 @@ type fscker struct {
 	st     FsckStores
 	grace  time.Duration
 	repair bool
+	verify bool
 	scheme string // the filesystem's, "" before init
 
 	resp    *metapb.FsckResp
@@ -428,6 +433,9 @@ func (c *fscker) checkStore(ctx context.Context, st *metapb.StoreInfo, exp []fsc
 	for _, r := range corrupt {
 		found = append(found, fsckFound{kind: FsckRotten, object: r.Object, index: int(r.Index)})
 	}
+	if c.verify {
+		found = append(found, c.verifyStore(ctx, st, exp, corrupt)...)
+	}
 
 	var bad []*metapb.BadShard
 	var probs []*metapb.FsckProblem // the problems bad stands for
@@ -517,4 +525,40 @@ func (c *fscker) reportBad(ctx context.Context, bad []*metapb.BadShard, probs []
 		pb.Detail += "; reported bad: the healer rewrites it"
 		pb.Repaired = true
 	}
+}
+
+// verifyStore has store st check every shard the records place on it that
+// was listed with the right size and is not known corrupt already, four at
+// a time, and returns those found rotten.
+func (c *fscker) verifyStore(ctx context.Context, st *metapb.StoreInfo, exp []fsckShard, corrupt []*metapb.ShardRef) []fsckFound {
+	known := make(map[[2]uint64]bool, len(corrupt))
+	for _, r := range corrupt {
+		known[[2]uint64{r.Object, uint64(r.Index)}] = true
+	}
+	var (
+		mu    sync.Mutex
+		found []fsckFound
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 4)
+	)
+	for _, e := range exp {
+		if !e.seen || known[[2]uint64{e.object, uint64(e.index)}] {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ok, err := c.st.VerifyShard(ctx, st.Addr, e.object, int(e.index))
+			if err != nil || ok {
+				return // a shard gone meanwhile, or a store not answering: not rot
+			}
+			mu.Lock()
+			found = append(found, fsckFound{kind: FsckRotten, object: e.object, index: int(e.index)})
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return found
 }

@@ -28,6 +28,7 @@ type fakeShard struct {
 	size   int64
 	mtime  time.Time
 	hidden bool // not listed (as if written after the listing passed), but there
+	rotten bool // a verify finds it corrupt
 }
 
 func newFakeFsckStores() *fakeFsckStores {
@@ -102,6 +103,16 @@ func (f *fakeFsckStores) StatShard(ctx context.Context, addr string, object uint
 		return fmt.Errorf("%w: %016x-%03d on %s", ErrShardNotFound, object, index, addr)
 	}
 	return nil
+}
+
+func (f *fakeFsckStores) VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sh, ok := f.shards[addr][[2]uint64{object, uint64(index)}]
+	if !ok {
+		return false, fmt.Errorf("%w: %016x-%03d on %s", ErrShardNotFound, object, index, addr)
+	}
+	return !sh.rotten, nil
 }
 
 func (f *fakeFsckStores) DeleteShard(ctx context.Context, addr string, object uint64, index int) error {
@@ -329,4 +340,37 @@ func problemList(r *metapb.FsckResp) string {
 		fmt.Fprintf(&b, "  %v\n", p)
 	}
 	return b.String()
+}
+
+// TestFsckVerifyFindsRot: rot the stores have not found yet is found only
+// with verify, and repair reports it to the healer.
+func TestFsckVerifyFindsRot(t *testing.T) {
+	srv, apply, sess := leaderWithStores(t, 6)
+	fake := newFakeFsckStores()
+	srv.EnableFsck(fake, time.Hour)
+	stores := []string{"s0", "s1", "s2", "s3", "s4", "s5"}
+	commitObject(t, apply, sess, 1, stores...)
+	for i, id := range stores {
+		fake.put(id+":1", 1, i, fakeShardSize(1<<20), time.Minute)
+	}
+	fake.edit("s3:1", 1, 3, func(sh *fakeShard) { sh.rotten = true })
+	fsck := func(req *metapb.FsckReq) *metapb.FsckResp {
+		t.Helper()
+		r, err := srv.Admin(context.Background(), &metapb.AdminReq{Op: &metapb.AdminReq_Fsck{Fsck: req}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Fsck
+	}
+	if r := fsck(&metapb.FsckReq{}); r.Counts[FsckRotten] != 0 {
+		t.Fatalf("without verify: %v", r.Counts)
+	}
+	r := fsck(&metapb.FsckReq{Verify: true, Repair: true})
+	if r.Counts[FsckRotten] != 1 || len(r.Problems) != 1 || r.Problems[0].Index != 3 || !r.Problems[0].Repaired {
+		t.Fatalf("with verify: %v %v", r.Counts, r.Problems)
+	}
+	rec := srv.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: []uint64{1}}}}).Objects[0]
+	if rec.Bad != 1<<3 {
+		t.Fatalf("bad shards after repair: %b", rec.Bad)
+	}
 }

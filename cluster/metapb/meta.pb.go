@@ -5669,8 +5669,11 @@ func (x *DrainReq) GetCancel() bool {
 // against the shards on the stores; with repair, queues what the healer can
 // fix and deletes what nothing needs.
 type FsckReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repair        bool                   `protobuf:"varint,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Repair bool                   `protobuf:"varint,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	// verify: also have each store read and check every shard recorded on
+	// it (reads all the data once; finds rot the scrub has not reached yet).
+	Verify        bool `protobuf:"varint,2,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5708,6 +5711,13 @@ func (*FsckReq) Descriptor() ([]byte, []int) {
 func (x *FsckReq) GetRepair() bool {
 	if x != nil {
 		return x.Repair
+	}
+	return false
+}
+
+func (x *FsckReq) GetVerify() bool {
+	if x != nil {
+		return x.Verify
 	}
 	return false
 }
@@ -6911,9 +6921,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"HealNowReq\"8\n" +
 	"\bDrainReq\x12\x14\n" +
 	"\x05store\x18\x01 \x01(\tR\x05store\x12\x16\n" +
-	"\x06cancel\x18\x02 \x01(\bR\x06cancel\"!\n" +
+	"\x06cancel\x18\x02 \x01(\bR\x06cancel\"9\n" +
 	"\aFsckReq\x12\x16\n" +
-	"\x06repair\x18\x01 \x01(\bR\x06repair\"\xab\x01\n" +
+	"\x06repair\x18\x01 \x01(\bR\x06repair\x12\x16\n" +
+	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xab\x01\n" +
 	"\vFsckProblem\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\x04R\x06object\x12\x14\n" +

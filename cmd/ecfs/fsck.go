@@ -45,13 +45,14 @@ type fsckProblem struct {
 const fsckConnectWait = 30 * time.Second
 
 func runFsck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("fsck", "--meta A1,A2,A3 --secret-file F [--repair] [--json] [--timeout 30m]\n\n"+
+	fs := newFlags("fsck", "--meta A1,A2,A3 --secret-file F [--repair] [--verify] [--json] [--timeout 30m]\n\n"+
 		"Checks the filesystem on the metadata leader: the files' slices against the object\n"+
 		"records, and the records against the shards the stores that are up or draining hold.\n"+
 		"Problems (kinds):\n"+
 		"  missing       a record places a shard on a store that does not have it\n"+
 		"  length        a shard of the wrong size for its object\n"+
-		"  rotten        a shard its store found corrupt\n"+
+		"  rotten        a shard its store found corrupt (its scrub or a read; with --verify, every\n"+
+		"                shard is read and checked now)\n"+
 		"  orphan        a shard no record places on its store, older than the meta's --orphan-grace\n"+
 		"  dangling      a file's slice names an object with no record: that data is lost\n"+
 		"  unreferenced  an object record no file references and GC does not know\n"+
@@ -69,6 +70,7 @@ func runFsck(args []string, stdout, stderr io.Writer) error {
 		"answer from the metadata service.", stdout)
 	svc := addServiceFlags(fs)
 	repair := fs.Bool("repair", false, "queue what can be fixed for the healer and the GC, delete orphan shards")
+	verify := fs.Bool("verify", false, "also have every store read and check each shard recorded on it (reads all the data once; finds rot the stores' scrub has not reached)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long the check may take")
 	if err := parseFlags(fs, args, 0); err != nil {
@@ -83,7 +85,7 @@ func runFsck(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := callFsck(ctx, addrs, secret, &metapb.FsckReq{Repair: *repair})
+	resp, err := callFsck(ctx, addrs, secret, &metapb.FsckReq{Repair: *repair, Verify: *verify})
 	if err != nil {
 		return &usageError{err.Error()}
 	}

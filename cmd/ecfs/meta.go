@@ -363,6 +363,14 @@ func (f fsckStores) StatShard(ctx context.Context, addr string, object uint64, i
 	return err
 }
 
+func (f fsckStores) VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error) {
+	r, err := f.c.Verify(ctx, addr, store.ShardKey{Object: store.ObjectID(object), Index: index})
+	if err != nil {
+		return false, err
+	}
+	return r.OK, nil
+}
+
 func (f fsckStores) DeleteShard(ctx context.Context, addr string, object uint64, index int) error {
 	return shardDeleter(f).DeleteShard(ctx, addr, object, index)
 }
