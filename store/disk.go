@@ -282,11 +282,19 @@ func (d *disks) put(h *ShardHeader, body io.Reader) (err error) {
 		return classifyWrite(err)
 	}
 	dst := d.shardPath(disk, h.Key)
-	if err = d.ensureFanout(filepath.Dir(dst)); err != nil {
-		return classifyWrite(err)
-	}
-	if err = os.Rename(tmp, dst); err != nil {
-		return classifyWrite(err)
+	for try := 0; ; try++ {
+		if err = d.ensureFanout(filepath.Dir(dst)); err == nil {
+			err = os.Rename(tmp, dst)
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || try == 3 {
+			return classifyWrite(err)
+		}
+		// A delete removed an emptied directory meanwhile: make it again.
+		d.forgetFanout(filepath.Dir(dst))
+		d.forgetFanout(filepath.Dir(filepath.Dir(dst)))
 	}
 	if err = syncDir(filepath.Dir(dst)); err != nil {
 		return classifyWrite(err)
@@ -382,6 +390,7 @@ func (d *disks) remove(k ShardKey) error {
 			if err := syncDir(filepath.Dir(p)); err != nil {
 				return err
 			}
+			d.pruneFanout(filepath.Dir(p))
 		case !errors.Is(err, fs.ErrNotExist):
 			return err
 		}
@@ -509,4 +518,28 @@ func (d *disks) verify(k ShardKey) (VerifyResult, error) {
 	}
 	res.OK = len(res.BadChunks) == 0
 	return res, nil
+}
+
+// forgetFanout drops dir from the known fan-out directories.
+func (d *disks) forgetFanout(dir string) {
+	d.mu.Lock()
+	delete(d.fanouts, dir)
+	d.mu.Unlock()
+}
+
+// pruneFanout removes the fan-out directory dir and its parent if they are
+// empty, so that deleting data gives its space back (a directory keeps its
+// blocks). A put racing with it finds its directory gone at the rename and
+// makes it again.
+func (d *disks) pruneFanout(dir string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if os.Remove(dir) != nil {
+		return // not empty (or gone)
+	}
+	delete(d.fanouts, dir)
+	mid := filepath.Dir(dir)
+	if os.Remove(mid) == nil {
+		delete(d.fanouts, mid)
+	}
 }
