@@ -23,6 +23,14 @@ var (
 	ErrSourceUnreadable = errors.New("too few shards readable")
 )
 
+// ShardVerifier has a store read and check one shard (false: corrupt). A
+// healer whose ShardStore also implements it checks a shard reported bad
+// before rewriting it in place: a report may be stale (the shard was
+// rewritten since) or wrong (the damage was on the wire).
+type ShardVerifier interface {
+	VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error)
+}
+
 // HealConfig bounds the healer.
 type HealConfig struct {
 	Every    time.Duration // how often it looks at the queue; default 1 s
@@ -294,6 +302,7 @@ func (h *healer) round(ctx context.Context) bool {
 // healResult is what one task did.
 type healResult struct {
 	objects, shards, moved int
+	verified               int // reported bad, found whole: only the record changed
 	written, read          int64
 	failed                 map[string]int
 	firstErr               error
@@ -305,6 +314,7 @@ func (s *roundSummary) add(r healResult) {
 	s.objects += r.objects
 	s.shards += r.shards
 	s.moved += r.moved
+	s.verified += r.verified
 	s.written += r.written
 	s.read += r.read
 	for k, v := range r.failed {
@@ -319,11 +329,11 @@ func (s *roundSummary) add(r healResult) {
 }
 
 func (s *roundSummary) log(log *slog.Logger, f *FSM) {
-	if s.shards == 0 && len(s.failed) == 0 {
+	if s.shards == 0 && len(s.failed) == 0 && s.verified == 0 {
 		return
 	}
 	oh := f.ObjectHealth()
-	attrs := []any{"objects", s.objects, "shards", s.shards, "moved", s.moved, "bytes_read", s.read,
+	attrs := []any{"objects", s.objects, "shards", s.shards, "moved", s.moved, "found_whole", s.verified, "bytes_read", s.read,
 		"bytes_written", s.written, "pending", oh.HealPending, "corrupt", oh.Corrupt}
 	if len(s.failed) > 0 {
 		keys := make([]string, 0, len(s.failed))
@@ -337,7 +347,7 @@ func (s *roundSummary) log(log *slog.Logger, f *FSM) {
 		}
 		attrs = append(attrs, "failed", fs[:len(fs)-1], "first_error", s.firstErr)
 	}
-	if s.shards == 0 {
+	if s.shards == 0 && s.verified == 0 {
 		log.Warn("healer could not rebuild shards; backing off", attrs...)
 		return
 	}
@@ -395,6 +405,7 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 	// A target that refused another object since this round was planned
 	// gets nothing more now.
 	t = h.dropBackedOff(t)
+	t, r.verified = h.verifyInPlace(ctx, t)
 	if len(t.shard) == 0 {
 		return r
 	}
@@ -456,6 +467,35 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 	}
 	h.mu.Unlock()
 	return r
+}
+
+// verifyInPlace checks the shards of t to be rewritten in place: one its
+// store finds whole is recorded good again instead of rebuilt.
+func (h *healer) verifyInPlace(ctx context.Context, t task) (task, int) {
+	v, ok := h.d.(ShardVerifier)
+	if !ok {
+		return t, 0
+	}
+	j := t.job
+	out := task{job: j}
+	whole := 0
+	for i, idx := range t.shard {
+		if j.needs[idx] == shardRewrite && t.toID[i] == j.fromID[idx] {
+			vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			good, err := v.VerifyShard(vctx, t.to[i], j.object, idx)
+			cancel()
+			if err == nil && good {
+				_, err := h.s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Relocate{Relocate: &metapb.RelocateOp{
+					Object: j.object, Index: uint32(idx), Store: t.toID[i], From: j.fromID[idx]}}})
+				if err == nil {
+					whole++
+					continue
+				}
+			}
+		}
+		out.shard, out.to, out.toID = append(out.shard, idx), append(out.to, t.to[i]), append(out.toID, t.toID[i])
+	}
+	return out, whole
 }
 
 func (h *healer) dropBackedOff(t task) task {

@@ -345,3 +345,39 @@ func leaderWithStores(t *testing.T, n int) (*Server, func(*metapb.Command) *meta
 	waitFor(t, "the barrier", 10*time.Second, srv.barrier.ready)
 	return srv, apply, sess
 }
+
+// verifyingStores is a fakeRebuilder whose stores can verify shards: those
+// in whole are found whole.
+type verifyingStores struct {
+	*fakeRebuilder
+	whole map[string]bool // "object:index"
+}
+
+func (v verifyingStores) VerifyShard(_ context.Context, _ string, object uint64, index int) (bool, error) {
+	return v.whole[fmt.Sprintf("%d:%d", object, index)], nil
+}
+
+// TestHealerVerifiesBeforeRewriting: a shard reported bad that its store
+// finds whole is recorded good again, not rebuilt; one found corrupt is
+// rebuilt in place.
+func TestHealerVerifiesBeforeRewriting(t *testing.T) {
+	srv, apply, sess := leaderWithStores(t, 6)
+	commitObject(t, apply, sess, 1, "s0", "s1", "s2", "s3", "s4", "s5")
+	commitObject(t, apply, sess, 2, "s0", "s1", "s2", "s3", "s4", "s5")
+	report(apply, 1, 2, "s2") // stale: whole on its store
+	report(apply, 2, 3, "s3") // really corrupt
+	v := verifyingStores{&fakeRebuilder{full: map[string]bool{}}, map[string]bool{"1:2": true}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.RunHealer(ctx, v, v, HealConfig{Every: 20 * time.Millisecond})
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "both reports dealt with", 10*time.Second, func() bool { return srv.fsm.ObjectHealth().Corrupt == 0 })
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !slices.Equal(v.calls, []string{"2:3->s3:1"}) {
+		t.Fatalf("rebuilds %v, want only the corrupt shard", v.calls)
+	}
+}

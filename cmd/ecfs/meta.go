@@ -364,7 +364,13 @@ func (f fsckStores) StatShard(ctx context.Context, addr string, object uint64, i
 }
 
 func (f fsckStores) VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error) {
-	r, err := f.c.Verify(ctx, addr, store.ShardKey{Object: store.ObjectID(object), Index: index})
+	return shardDeleter(f).VerifyShard(ctx, addr, object, index)
+}
+
+// VerifyShard has the store check every chunk of a shard (the healer does
+// before rewriting a shard reported bad; fsck --verify).
+func (d shardDeleter) VerifyShard(ctx context.Context, addr string, object uint64, index int) (bool, error) {
+	r, err := d.c.Verify(ctx, addr, store.ShardKey{Object: store.ObjectID(object), Index: index})
 	if err != nil {
 		return false, err
 	}
