@@ -42,13 +42,15 @@ lint:
 # Codec, object-layer and mount benchmarks, each beside a reference measured
 # in the same run (bare reedsolomon; the local disk). See README.md for reading
 # them. BenchmarkMount takes ECFS_BENCH_SEQ_MIB, ECFS_BENCH_FILES and
-# ECFS_BENCH_RSYNC_DIR (a subtree of $GOROOT/src to rsync instead of all of it).
+# ECFS_BENCH_RSYNC_DIR (a subtree of $GOROOT/src to rsync instead of all of it);
+# BenchmarkHeal takes ECFS_BENCH_HEAL_MIB.
 bench: deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./codec/
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./store/
 	$(GO) test -run='^$$' -bench=MemoryPerFile -benchtime=1x ./cluster/namespace/
 	$(GO) test -run='^$$' -bench=Snapshot1M -benchtime=1x ./cluster/
 	$(GO) test -run='^$$' -bench='^Benchmark(ObjectsVsDisk|Meta)$$' -benchtime=1x -timeout 20m ./integration/
+	$(GO) test -run='^$$' -bench='^BenchmarkHeal$$' -benchtime=1x -timeout 20m ./integration/
 	$(GO) test -run='^$$' -bench='^BenchmarkMount$$' -benchtime=1x -timeout 60m ./integration/
 
 # Regenerates the metadata service's gRPC code (cluster/metapb), installing
