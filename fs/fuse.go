@@ -368,7 +368,10 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	k, errno := n.fs.Read(ctx, n.ino(), dest, off)
 	if errno != 0 {
-		return nil, errno
+		// An open file whose inode the service no longer has (replaced
+		// elsewhere before this mount's open reached it) is a stale
+		// handle, never "no such file".
+		return nil, stale(errno)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
