@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -560,6 +561,8 @@ func TestHealAfterStoreLoss(t *testing.T) {
 	if maxDegraded == 0 {
 		t.Errorf("ecfs status never showed a degraded object while a store holding %d shards was down", onDead)
 	}
+	// The leader's /metrics says the same.
+	checkHealMetrics(t, fc.g, st.Heal.RebuiltShards)
 	// The health a user sees on each file (getfattr -n ecfs.health).
 	fc.start(m)
 	checkHealthXattrs(t, filepath.Join(m.dir, "tree"), "4+2 6/6 ok")
@@ -1002,4 +1005,30 @@ func fileSum(t testing.TB, path string) (string, int64) {
 		t.Fatalf("reading %s: %v", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n
+}
+
+// checkHealMetrics reads the meta leader's /metrics: the heal series are
+// there, with nothing pending and the shards rebuilt that status reports.
+func checkHealMetrics(t *testing.T, g *metaGroup, rebuilt uint64) {
+	t.Helper()
+	resp, err := http.Get("http://" + g.nodes[g.leader()].http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`ecfs_heal_pending_objects{risk="0"} 0`,
+		`ecfs_heal_pending_objects{risk="2"} 0`,
+		`ecfs_heal_corrupt_shards 0`,
+		fmt.Sprintf("ecfs_heal_rebuilt_shards_total %d", rebuilt),
+		`ecfs_heal_failures_total{reason="full"} 0`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("the leader's /metrics lacks %q:\n%s", want, grepLines(string(body), "ecfs_heal"))
+		}
+	}
 }
