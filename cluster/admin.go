@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -45,15 +46,27 @@ func (s *Server) storeByName(name string) *metapb.StoreInfo {
 	return nil
 }
 
+// storeRemoveQuiet is how long a store must have been silent to be removed.
+const storeRemoveQuiet = 10 * time.Second
+
 // drain marks a store draining (no new shards; the healer moves its shards
-// off), or with cancel takes it back as up.
+// off), with cancel takes it back as up, or with remove forgets a store
+// that holds no shard and has stopped reporting.
 func (s *Server) drain(ctx context.Context, req *metapb.DrainReq) (*metapb.AdminResp, error) {
 	st := s.storeByName(req.Store)
 	if st == nil {
 		return nil, status.Errorf(codes.NotFound, "no store %q (give its id or address, as ecfs status shows them)", req.Store)
 	}
 	next := StoreDraining
-	if req.Cancel {
+	if req.Remove {
+		if n := s.fsm.ShardsOn()[st.Id]; n > 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "store %s still holds %d shards: drain it first (ecfs drain --wait)", st.Id, n)
+		}
+		if age := time.Duration(time.Now().UnixNano() - st.LastHeartbeat); age < storeRemoveQuiet {
+			return nil, status.Errorf(codes.FailedPrecondition, "store %s reported %s ago: stop its daemon first (it would come back)", st.Id, age.Round(time.Second))
+		}
+		next = storeRemoved
+	} else if req.Cancel {
 		if st.State != StoreDraining {
 			return nil, status.Errorf(codes.FailedPrecondition, "store %s is %s, not draining", st.Id, st.State)
 		}
@@ -61,12 +74,15 @@ func (s *Server) drain(ctx context.Context, req *metapb.DrainReq) (*metapb.Admin
 	} else if st.State == StoreDraining {
 		return &metapb.AdminResp{Store: st.Id}, nil
 	}
-	_, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_StoreState{
+	r, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_StoreState{
 		StoreState: &metapb.StoreStateOp{Id: st.Id, State: next}}})
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("recording the drain: %w", err))
 	}
-	s.log.Info("store "+map[bool]string{false: "draining", true: "no longer draining"}[req.Cancel], "store", st.Id, "addr", st.Addr)
+	if r.Errno != 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "store %s: %v (shards were recorded on it meanwhile?)", st.Id, syscall.Errno(r.Errno))
+	}
+	s.log.Info("store "+next, "store", st.Id, "addr", st.Addr, "was", st.State)
 	s.HealNow()
 	return &metapb.AdminResp{Store: st.Id}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,5 +380,43 @@ func TestHealerVerifiesBeforeRewriting(t *testing.T) {
 	defer v.mu.Unlock()
 	if !slices.Equal(v.calls, []string{"2:3->s3:1"}) {
 		t.Fatalf("rebuilds %v, want only the corrupt shard", v.calls)
+	}
+}
+
+// TestRemoveDrainedStore: a store is forgotten only once no shard is
+// recorded on it and it has stopped reporting.
+func TestRemoveDrainedStore(t *testing.T) {
+	srv, apply, sess := leaderWithStores(t, 7)
+	commitObject(t, apply, sess, 1, "s0", "s1", "s2", "s3", "s4", "s5")
+	remove := func(id string) error {
+		_, err := srv.Admin(context.Background(), &metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: id, Remove: true}}})
+		return err
+	}
+	if err := remove("s6"); err == nil || !strings.Contains(err.Error(), "stop its daemon") {
+		t.Fatalf("removing a store that reports: %v", err)
+	}
+	// s6 and s0 fall silent a minute ago.
+	for _, id := range []string{"s6", "s0"} {
+		c := storeCmd(id, 1<<30)
+		c.Now = time.Now().Add(-time.Minute).UnixNano()
+		if _, err := srv.commit.propose(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := remove("s0"); err == nil || !strings.Contains(err.Error(), "still holds 1 shards") {
+		t.Fatalf("removing a store with a shard: %v", err)
+	}
+	if err := remove("s6:1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range srv.fsm.Stores() {
+		if st.Id == "s6" {
+			t.Fatal("s6 is still a store")
+		}
+	}
+	// Reporting again, it is a store again.
+	apply(storeCmd("s6", 1<<30))
+	if n := len(srv.fsm.Stores()); n != 7 {
+		t.Fatalf("%d stores after s6 reported again", n)
 	}
 }

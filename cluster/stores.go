@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"slices"
+	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/protobuf/proto"
@@ -18,6 +19,8 @@ const (
 	StoreSuspect  = "suspect"
 	StoreDown     = "down"
 	StoreDraining = "draining"
+	// storeRemoved, in a StoreStateOp, forgets a store that holds no shard.
+	storeRemoved = "removed"
 )
 
 // ErrNoQuorum means fewer stores are up than a write needs.
@@ -59,6 +62,14 @@ func (f *FSM) applyStoreState(op *metapb.StoreStateOp) *metapb.Result {
 			s.State = op.State
 			f.reassessStore(f.storeIndex(op.Id))
 		}
+		return &metapb.Result{}
+	case storeRemoved:
+		// Only a store no record places a shard on goes (a drained one);
+		// it comes back as a new store if it ever reports again.
+		if i, ok := f.storeIdx[op.Id]; ok && int(i) < len(f.onStore) && f.onStore[i] > 0 {
+			return errnoResult(syscall.EBUSY)
+		}
+		delete(f.stores, op.Id)
 		return &metapb.Result{}
 	}
 	return errnoResult(22)

@@ -5614,9 +5614,12 @@ func (*HealNowReq) Descriptor() ([]byte, []int) {
 // DrainReq starts (or with cancel, stops) draining a store, named by id or
 // address: no new shards go there and the healer moves every shard off it.
 type DrainReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Store         string                 `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
-	Cancel        bool                   `protobuf:"varint,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Store  string                 `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
+	Cancel bool                   `protobuf:"varint,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// remove: forget a drained store (no shard recorded on it) that has
+	// stopped reporting; one that reports again comes back as a new store.
+	Remove        bool `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5661,6 +5664,13 @@ func (x *DrainReq) GetStore() string {
 func (x *DrainReq) GetCancel() bool {
 	if x != nil {
 		return x.Cancel
+	}
+	return false
+}
+
+func (x *DrainReq) GetRemove() bool {
+	if x != nil {
+		return x.Remove
 	}
 	return false
 }
@@ -6918,10 +6928,11 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04fsck\x18\x03 \x01(\v2\x12.ecfs.meta.FsckReqH\x00R\x04fsckB\x04\n" +
 	"\x02op\"\f\n" +
 	"\n" +
-	"HealNowReq\"8\n" +
+	"HealNowReq\"P\n" +
 	"\bDrainReq\x12\x14\n" +
 	"\x05store\x18\x01 \x01(\tR\x05store\x12\x16\n" +
-	"\x06cancel\x18\x02 \x01(\bR\x06cancel\"9\n" +
+	"\x06cancel\x18\x02 \x01(\bR\x06cancel\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"9\n" +
 	"\aFsckReq\x12\x16\n" +
 	"\x06repair\x18\x01 \x01(\bR\x06repair\x12\x16\n" +
 	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xab\x01\n" +

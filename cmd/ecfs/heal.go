@@ -125,20 +125,29 @@ func runHeal(args []string, stdout, stderr io.Writer) error {
 }
 
 func runDrain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("drain", "--meta A1,A2,A3 --secret-file F [--wait [--timeout D]] [--cancel] STORE\n\n"+
+	fs := newFlags("drain", "--meta A1,A2,A3 --secret-file F [--wait [--timeout D]] [--cancel | --remove] STORE\n\n"+
 		"Drains a store (its id or address, as ecfs status shows them): it gets no new shards,\n"+
 		"and the healer moves every shard off it at the leader's --heal-rate. ecfs status shows\n"+
-		"it draining with the shards left; at 0 it can be stopped and removed. --cancel takes\n"+
-		"it back as a normal store.", stdout)
+		"it draining with the shards left. At 0, stop its daemon and forget it with --remove\n"+
+		"(which also forgets a dead store once the healer has rebuilt all its shards elsewhere).\n"+
+		"--cancel takes a draining store back as a normal one.", stdout)
 	svc := addServiceFlags(fs)
 	wait, timeout := addWaitFlags(fs, "no shard is left on the store")
 	cancelDrain := fs.Bool("cancel", false, "stop draining the store")
+	remove := fs.Bool("remove", false, "forget the store: it must hold no shard and have stopped reporting for 10 s")
 	if err := parseFlags(fs, args, 1); err != nil {
 		return err
 	}
-	res, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain}}})
+	if *cancelDrain && *remove {
+		return &usageError{"--cancel and --remove exclude each other"}
+	}
+	res, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain, Remove: *remove}}})
 	if err != nil {
 		return err
+	}
+	if *remove {
+		fmt.Fprintf(stdout, "store %s removed\n", res.Store)
+		return nil
 	}
 	if *cancelDrain {
 		fmt.Fprintf(stdout, "store %s is no longer draining\n", res.Store)
