@@ -848,6 +848,22 @@ func TestDrainDuringCopy(t *testing.T) {
 	if _, left = storeEntry(t, fc.g.status(), drained.addr); left != 0 {
 		t.Fatalf("%d shards recorded on the drained store after the reads", left)
 	}
+	// Stopped, the drained store can be forgotten.
+	if code, out := ecfsAdmin(t, fc.g, 30*time.Second, "drain", "--remove", drained.addr); code == 0 {
+		t.Fatalf("ecfs drain --remove of a store still reporting succeeded:\n%s", out)
+	}
+	drained.p.kill()
+	waitFor(t, "ecfs drain --remove of the stopped store", 30*time.Second, func() error {
+		if code, out := ecfsAdmin(t, fc.g, 30*time.Second, "drain", "--remove", drained.addr); code != 0 {
+			return fmt.Errorf("exit %d: %s", code, out)
+		}
+		return nil
+	})
+	for _, s := range fc.g.status().Stores {
+		if s.Addr == drained.addr {
+			t.Fatalf("the removed store is still listed: %+v", s)
+		}
+	}
 }
 
 // duBytes is the disk space used under dir (st_blocks, as du counts it),
