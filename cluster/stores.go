@@ -42,7 +42,7 @@ func (f *FSM) applyStore(op *metapb.StoreOp, now int64) *metapb.Result {
 		s.State = StoreDraining // a heartbeat does not undo a drain
 	}
 	f.stores[in.Id] = s
-	if old == nil || old.State != s.State || old.Addr != s.Addr {
+	if old != nil && healClass(old.State) != healClass(s.State) {
 		f.reassessStore(f.storeIndex(in.Id))
 	}
 	for _, c := range in.Corrupt {
@@ -59,8 +59,11 @@ func (f *FSM) applyStoreState(op *metapb.StoreStateOp) *metapb.Result {
 	switch op.State {
 	case StoreUp, StoreSuspect, StoreDown, StoreDraining:
 		if s.State != op.State {
+			changes := healClass(s.State) != healClass(op.State)
 			s.State = op.State
-			f.reassessStore(f.storeIndex(op.Id))
+			if changes {
+				f.reassessStore(f.storeIndex(op.Id))
+			}
 		}
 		return &metapb.Result{}
 	case storeRemoved:
@@ -95,6 +98,17 @@ func (f *FSM) Scheme() *metapb.InitOp {
 		return nil
 	}
 	return proto.Clone(f.scheme).(*metapb.InitOp)
+}
+
+// healClass groups store states by what they mean for the shards on the
+// store: a change within a class (up and suspect) changes no object's need
+// for the healer, so it costs no look at the store's objects.
+func healClass(state string) string {
+	switch state {
+	case StoreUp, StoreSuspect:
+		return StoreUp
+	}
+	return state
 }
 
 // MinFreeBytes is the free space below which a store gets no new shards
