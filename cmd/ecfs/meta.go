@@ -285,24 +285,9 @@ func (d shardDeleter) DeleteShards(ctx context.Context, object uint64, addrs []s
 
 // ListShards lists the shards of the store at addr, page by page.
 func (d shardDeleter) ListShards(ctx context.Context, addr string, fn func(object uint64, index int, mtime time.Time)) error {
-	after := ""
-	for {
-		page, err := d.c.List(ctx, addr, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, sh := range page.Shards {
-			k, err := store.ParseShardKey(sh.Key)
-			if err != nil {
-				continue // not a shard the store should list; never delete what we cannot name
-			}
-			fn(uint64(k.Object), k.Index, sh.ModTime)
-		}
-		if page.Next == "" {
-			return nil
-		}
-		after = page.Next
-	}
+	return fsckStores(d).ListShards(ctx, addr, func(object uint64, index int, _ int64, mtime time.Time) {
+		fn(object, index, mtime)
+	})
 }
 
 // DeleteShard deletes one shard; one already gone is not an error.
