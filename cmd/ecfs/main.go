@@ -26,7 +26,7 @@ func commands() []command {
 		{"store", "run a store daemon: keeps, serves and checks shards", runStore},
 		{"mount", "mount the filesystem (FUSE) and serve it until unmounted", runMount},
 		{"umount", "unmount an ecfs mount", runUmount},
-		{"status", "show the metadata service: leader and members", runStatus},
+		{"status", "show the cluster: meta members, stores, objects and healing", runStatus},
 		{"fsck", "check files, object records and shards; --repair fixes what it can", runFsck},
 		{"heal", "wake the healer; with --wait, return when nothing is pending", runHeal},
 		{"drain", "move every shard off a store so it can be removed", runDrain},

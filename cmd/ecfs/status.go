@@ -92,7 +92,11 @@ type memberStatus struct {
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "--meta A1,A2,A3 --secret-file F [--json]\n\n"+
 		"Shows the metadata service's leader and members, each member's state as it reports\n"+
-		"it itself (unreachable when it does not answer).", stdout)
+		"it itself (unreachable when it does not answer); the stores (state, free space, shards\n"+
+		"recorded on each); the objects (total, degraded, unreadable); and the healer: objects\n"+
+		"and bytes pending, shards known corrupt, rate, ETA, last error. --json adds the\n"+
+		"healer's counters (rebuilt_shards, rebuilt_bytes, read_bytes, moved_shards, failures\n"+
+		"by reason, pending_by_risk).", stdout)
 	svc := addServiceFlags(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each member")
