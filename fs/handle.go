@@ -159,16 +159,18 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 			errno = e
 		}
 	}
+	in := f.inode(h.Ino)
+	in.jmu.Lock() // a change decided while it was open is journaled before the close
 	if wb {
 		// Its open went through the journal: so does its close, after it.
 		f.jr.addOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)
 	} else {
 		f.closer.add(id)
 	}
-	in := f.inode(h.Ino)
 	in.mu.Lock()
 	in.opens--
 	in.mu.Unlock()
+	in.jmu.Unlock()
 	return errno
 }
 

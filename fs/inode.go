@@ -14,6 +14,11 @@ import (
 type inode struct {
 	ino uint64
 	mu  sync.Mutex
+	// jmu orders the inode's attribute changes and closes in the journal:
+	// held from the decision (under mu) until the record is appended, so
+	// that a change decided while the file was open is not journaled
+	// after the close that freed it (locking.go, level 2b).
+	jmu sync.Mutex
 
 	attr *metapb.Attr // last answer of the metadata service (nil: unknown)
 

@@ -375,6 +375,7 @@ func (f *FS) wbUnlink(parent uint64, name string) (bool, syscall.Errno) {
 	}
 	delete(l.ents, name)
 	now := time.Now().UnixNano()
+	defer f.journalOrder(e.ino)()
 	f.unlinked(e.ino, now)
 	f.touchDir(parent, now, 0)
 	if f.debugOn {
@@ -382,6 +383,19 @@ func (f *FS) wbUnlink(parent uint64, name string) (bool, syscall.Errno) {
 	}
 	f.jr.add(l.sess, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}}, e.ino, parent)
 	return true, 0
+}
+
+// journalOrder takes ino's journal-order lock (inode.jmu) if the mount
+// knows the inode, and returns its release: an unlink decided now is
+// journaled before any change of the inode decided after it, and after any
+// decided before (wbSetAttr holds it from its check to its append).
+func (f *FS) journalOrder(ino uint64) (unlock func()) {
+	in := f.lookupInode(ino)
+	if in == nil {
+		return func() {}
+	}
+	in.jmu.Lock()
+	return in.jmu.Unlock
 }
 
 // unlinked records that ino lost a link.
@@ -398,6 +412,9 @@ func (f *FS) unlinked(ino uint64, now int64) {
 	}
 	in.changeLocal(func(a *metapb.Attr) {
 		a.Nlink = max(a.Nlink, 1) - 1
+		if a.Type == uint32(namespace.TypeDir) {
+			a.Nlink = 0 // a removed directory has no link left, as the service has it
+		}
 		a.Ctime = now
 	})
 }
@@ -469,6 +486,7 @@ func (f *FS) wbRmdir(parent uint64, name string) (bool, syscall.Errno) {
 	f.lmu.Unlock()
 	delete(pl.ents, name)
 	now := time.Now().UnixNano()
+	defer f.journalOrder(e.ino)()
 	f.unlinked(e.ino, now)
 	f.touchDir(parent, now, -1)
 	f.jr.add(pl.sess, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}}, e.ino, parent)
@@ -526,6 +544,7 @@ func (f *FS) wbRename(parent uint64, name string, newParent uint64, newName stri
 	now := time.Now().UnixNano()
 	inos := []uint64{e.ino, parent, newParent}
 	if exists {
+		defer f.journalOrder(old.ino)()
 		f.unlinked(old.ino, now)
 		inos = append(inos, old.ino)
 	}
@@ -567,6 +586,8 @@ func (f *FS) wbSetAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
 		return nil, false
 	}
 	defer l.mu.RUnlock()
+	in.jmu.Lock() // until the change is journaled: not after a close (Release)
+	defer in.jmu.Unlock()
 	in.mu.Lock()
 	if in.wb != l || in.attr == nil || in.attr.Nlink == 0 && in.opens == 0 {
 		// Not the mount's, or gone (unlinked, not open): the service

@@ -15,6 +15,9 @@ package fs
 //     under the parent's lease, lets it go, and locks both in order.
 //  2. dirLease.emu (the lease's entries), of several leases in ascending
 //     directory inode number (wbRename, wbRmdir).
+//  2b. inode.jmu, one inode at a time: held across deciding a change of
+//     the inode (under its mu) and appending the change to the journal,
+//     which may wait for the sender (the sender never takes it).
 //  3. inode.mu, one inode at a time. FS.mu may be held while taking an
 //     inode's mu only with TryLock (relieve, Forget).
 //  4. Leaves, held for a few instructions and never while taking a lock
