@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,9 +95,9 @@ func (f *FSM) compactJobs(now int64, idle time.Duration, n int) []compactJob {
 	}
 	slices.SortFunc(keys, func(a, b fragKey) int {
 		if a.ino != b.ino {
-			return cmpU64(a.ino, b.ino)
+			return cmp.Compare(a.ino, b.ino)
 		}
-		return cmpU64(a.block, b.block)
+		return cmp.Compare(a.block, b.block)
 	})
 	var jobs []compactJob
 	for _, k := range keys {
@@ -125,16 +126,6 @@ func (f *FSM) compactJobs(now int64, idle time.Duration, n int) []compactJob {
 		}
 	}
 	return jobs
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // BlockIO reads and writes whole objects for the compactor; cmd/ecfs wires

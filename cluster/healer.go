@@ -272,7 +272,7 @@ func (h *healer) round(ctx context.Context) bool {
 		wg      sync.WaitGroup
 		sem     = make(chan struct{}, h.cfg.Parallel)
 		mu      sync.Mutex
-		sum     roundSummary
+		sum     healResult
 		didWork bool
 	)
 	for _, t := range tasks {
@@ -308,9 +308,7 @@ type healResult struct {
 	firstErr               error
 }
 
-type roundSummary struct{ healResult }
-
-func (s *roundSummary) add(r healResult) {
+func (s *healResult) add(r healResult) {
 	s.objects += r.objects
 	s.shards += r.shards
 	s.moved += r.moved
@@ -328,7 +326,7 @@ func (s *roundSummary) add(r healResult) {
 	}
 }
 
-func (s *roundSummary) log(log *slog.Logger, f *FSM) {
+func (s *healResult) log(log *slog.Logger, f *FSM) {
 	if s.shards == 0 && len(s.failed) == 0 && s.verified == 0 {
 		return
 	}
@@ -444,7 +442,7 @@ func (h *healer) run(ctx context.Context, sc *metapb.InitOp, t task) healResult 
 		// The shard it replaces, on a store still up: now nothing points at
 		// it. (Rewritten in place, the new file already replaced it.)
 		if old := j.fromID[idx]; old != t.toID[i] && old != "" && j.needs[idx] != shardRebuild && h.d != nil {
-			if addr := h.addrOf(old); addr != "" {
+			if addr := j.addrs[idx]; addr != "" {
 				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				if err := h.d.DeleteShard(dctx, addr, j.object, idx); err != nil {
 					h.log.Debug("could not delete a replaced shard; orphan GC will", "object", j.object, "shard", idx, "store", old, "err", err)
@@ -510,15 +508,6 @@ func (h *healer) dropBackedOff(t task) task {
 		out.shard, out.to, out.toID = append(out.shard, t.shard[i]), append(out.to, t.to[i]), append(out.toID, t.toID[i])
 	}
 	return out
-}
-
-func (h *healer) addrOf(id string) string {
-	for _, st := range h.s.fsm.Stores() {
-		if st.Id == id {
-			return st.Addr
-		}
-	}
-	return ""
 }
 
 // rateWindow is how far back the healer's rate looks.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"math/bits"
 	"slices"
 
@@ -157,6 +158,7 @@ type healJob struct {
 	length  int64
 	healthy int         // shards that are whole where they are (draining ones included)
 	from    []string    // addresses to read from; "" where a shard is not to be read
+	addrs   []string    // every shard's store address as recorded ("" unplaced or unknown)
 	fromID  []string    // store ids as recorded ("" unplaced)
 	needs   []shardNeed // per shard
 }
@@ -251,15 +253,7 @@ func (f *FSM) healCandidates(n int, skip func(uint64) bool) ([]healJob, healQueu
 
 // insertJob inserts j into b (sorted by object id), keeping at most n.
 func insertJob(b []healJob, j healJob, n int) []healJob {
-	i, _ := slices.BinarySearchFunc(b, j.object, func(x healJob, id uint64) int {
-		switch {
-		case x.object < id:
-			return -1
-		case x.object > id:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(b, j.object, func(x healJob, id uint64) int { return cmp.Compare(x.object, id) })
 	b = slices.Insert(b, i, j)
 	if len(b) > n {
 		b = b[:n]
@@ -269,10 +263,14 @@ func insertJob(b []healJob, j healJob, n int) []healJob {
 
 func (f *FSM) job(id uint64, o *object, healthy int) healJob {
 	j := healJob{object: id, length: o.length, healthy: healthy,
-		from: make([]string, len(o.stores)), fromID: make([]string, len(o.stores)), needs: make([]shardNeed, len(o.stores))}
+		from: make([]string, len(o.stores)), fromID: make([]string, len(o.stores)), needs: make([]shardNeed, len(o.stores)),
+		addrs: make([]string, len(o.stores))}
 	for i, s := range o.stores {
 		sid := f.storeIDs[s]
 		j.fromID[i] = sid
+		if st := f.stores[sid]; st != nil && s != 0 {
+			j.addrs[i] = st.Addr
+		}
 		j.needs[i] = f.need(o, i)
 		switch j.needs[i] {
 		case shardOK, shardWait, shardMove:
