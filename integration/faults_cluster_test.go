@@ -240,16 +240,13 @@ func (fc *faultCluster) startMount(i int) {
 	fc.t.Helper()
 	m := fc.mounts[i]
 	args := append([]string{"mount", "--meta", fc.metaAddrs(), "--secret-file", fc.secretFile}, m.extra...)
-	m.p = fc.net.startIn(m.name, append(args, m.dir)...)
+	ready := newReadyNotifier(fc.t)
+	m.p = fc.net.startInEnv(m.name, ready.env(), append(args, m.dir)...)
 	waitFor(fc.t, "mount "+m.name, 30*time.Second, func() error {
 		if !m.p.running() {
 			return fmt.Errorf("exited: %v\n%s", m.p.err, m.p.logs.String())
 		}
-		if !isMounted(m.dir) {
-			return fmt.Errorf("not mounted yet")
-		}
-		_, err := os.Stat(m.dir)
-		return err
+		return ready.check()
 	})
 }
 

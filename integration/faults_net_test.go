@@ -136,8 +136,17 @@ func (n *faultNet) command(name, bin string, args ...string) *exec.Cmd {
 // ecfs's own and signals reach it. The test's cleanup kills and reaps it.
 func (n *faultNet) startIn(name string, args ...string) *proc {
 	n.t.Helper()
+	return n.startInEnv(name, nil, args...)
+}
+
+// startInEnv is startIn with env added to the test's environment.
+func (n *faultNet) startInEnv(name string, env []string, args ...string) *proc {
+	n.t.Helper()
 	p := &proc{t: n.t, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = n.command(name, ecfsBin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

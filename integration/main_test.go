@@ -118,8 +118,17 @@ func (s *syncBuffer) String() string {
 // startProc starts ecfs with args; the test's cleanup kills and reaps it.
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, args...)
+}
+
+// startProcEnv is startProc with env added to the test's environment.
+func startProcEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(ecfsBin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

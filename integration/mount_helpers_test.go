@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,18 +86,67 @@ func (fc *fsCluster) start(m *mountNode) {
 	fc.t.Helper()
 	args := append([]string{"mount", "--meta", strings.Join(fc.g.addrs(), ","), "--secret-file", fc.g.secretFile,
 		"--log-level", "warn", "--session-ttl", "5s"}, m.extra...)
-	m.p = startProc(fc.t, append(args, m.dir)...)
+	ready := newReadyNotifier(fc.t)
+	m.p = startProcEnv(fc.t, ready.env(), append(args, m.dir)...)
 	fc.t.Cleanup(func() { m.stop(fc.t) }) // runs before startProc's SIGKILL
 	waitFor(fc.t, "mount "+m.dir, 30*time.Second, func() error {
 		if !m.p.running() {
 			return fmt.Errorf("exited: %v\n%s", m.p.err, m.p.logs.String())
 		}
-		if !isMounted(m.dir) {
-			return fmt.Errorf("not mounted yet")
-		}
-		_, err := os.Stat(m.dir) // ENOTCONN: a dead mount still sits there
-		return err
+		return ready.check()
 	})
+}
+
+// readyNotifier receives a daemon's systemd notifications (NOTIFY_SOCKET).
+// A mount is ready once it says READY=1: the mount point is in the table
+// before that, while go-fuse still opens a file in it (its poll probe), and
+// an unmount then would find the mount point busy.
+type readyNotifier struct {
+	path  string
+	conn  *net.UnixConn
+	ready chan struct{}
+}
+
+func newReadyNotifier(t testing.TB) *readyNotifier {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ecfs-notify") // short: socket paths hold 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &readyNotifier{path: filepath.Join(dir, "notify"), ready: make(chan struct{})}
+	n.conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.conn.Close(); os.RemoveAll(dir) })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := n.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(buf[:k]), "\n") {
+				if line == "READY=1" {
+					close(n.ready)
+					return
+				}
+			}
+		}
+	}()
+	return n
+}
+
+func (n *readyNotifier) env() []string { return []string{"NOTIFY_SOCKET=" + n.path} }
+
+// check is nil once READY=1 came.
+func (n *readyNotifier) check() error {
+	select {
+	case <-n.ready:
+		return nil
+	default:
+		return fmt.Errorf("no READY=1 yet")
+	}
 }
 
 // stop unmounts with SIGTERM (flush, unmount, exit 0), then makes sure:
