@@ -1,9 +1,9 @@
-// Package fs is the filesystem a mount serves. Its core (this file and the
-// others without "fuse" in their name) speaks inode numbers and
-// syscall.Errno and imports no FUSE library: it turns each operation into
-// calls to the metadata service (Meta) and the object layer (Objects), keeps
-// per-file write buffers and read caches, and is tested with an in-process
-// cluster. fuse.go adapts it to go-fuse's node API.
+// Package fs is the filesystem a mount serves: its core, which speaks inode
+// numbers and syscall.Errno and imports no FUSE library. It turns each
+// operation into calls to the metadata service (Meta) and the object layer
+// (Objects), keeps per-file write buffers and read caches, and writes
+// metadata behind under directory leases. Package fs/fuse adapts it to
+// go-fuse's node API.
 package fs
 
 import (

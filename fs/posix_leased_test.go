@@ -168,12 +168,6 @@ func TestModeZero(t *testing.T) {
 
 // The go-fuse adapter shows a mode of 0 as 0 (go-fuse makes it 0644 or 0755
 // unless told not to).
-func TestMountOptionsKeepModeZero(t *testing.T) {
-	if !mountOptions(MountOptions{}).NullPermissions {
-		t.Fatal("mount options without NullPermissions: go-fuse shows mode 0000 as 0644/0755")
-	}
-}
-
 func TestNameTooLong(t *testing.T) {
 	f, _ := newTestFS(t)
 	ctx := testCtx(t)
