@@ -48,9 +48,9 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 	mustErrno(t, "fsync of the first descriptor after the directory's", m.FsyncFile(ctx, h1), syscall.EIO)
 	mustErrno(t, "fsync of the first descriptor again", m.FsyncFile(ctx, h1), 0)
 	mustErrno(t, "close of the second descriptor", m.FlushFile(ctx, h2), syscall.EIO)
-	m.jr.mu.Lock()
-	broken := m.jr.broken
-	m.jr.mu.Unlock()
+	m.pipe.mu.Lock()
+	broken := m.pipe.broken
+	m.pipe.mu.Unlock()
 	if broken == nil {
 		t.Fatal("a refused batch did not mark the journal broken")
 	}
@@ -64,9 +64,9 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 	mustWrite(t, m, b.Ino, []byte("kept"), 0)
 	mustErrno(t, "fsync of g", m.FsyncFile(ctx, h3), 0)
 	mustErrno(t, "close of g", m.Release(ctx, h3), 0)
-	m.jr.mu.Lock()
-	broken = m.jr.broken
-	m.jr.mu.Unlock()
+	m.pipe.mu.Lock()
+	broken = m.pipe.broken
+	m.pipe.mu.Unlock()
 	if broken != nil {
 		t.Fatalf("the journal is still marked broken after a batch went through: %v (its memory cap stays off)", broken)
 	}
@@ -100,7 +100,7 @@ func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 
 	// Nobody is told of the next failure before a new descriptor opens.
 	mustWrite(t, m, a.Ino, pattern(1<<20, 8), 0)
-	m.wait(a.Ino) // uploaded (and failed), nobody told
+	m.data.wait(a.Ino) // uploaded (and failed), nobody told
 	h3, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
 	mustErrno(t, "open three", errno, 0)
 	mustErrno(t, "close three", m.Release(ctx, h3), syscall.EIO)

@@ -294,7 +294,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 
 	// Objects from 1<<60 have no record: the service ignores the reports.
 	const obj = uint64(1) << 60
-	f.reportBad(obj, []store.ShardResult{
+	f.data.reportBad(obj, []store.ShardResult{
 		{Index: 0, Addr: "s0", Err: fmt.Errorf("shard: %w", store.ErrDataLoss)},
 		{Index: 1, Addr: "s1", Err: &store.RemoteError{Addr: "s1", Code: store.CodeNotFound}},
 		{Index: 2, Addr: "s2", Err: fmt.Errorf("%w: s2: refused", store.ErrUnavailable)},
@@ -307,8 +307,8 @@ func TestReportBadShardsQueue(t *testing.T) {
 	waitUntil(t, "the first reports", 20*time.Second, func() bool { return len(spy.reported()) >= 2 })
 	// The same shard again, then another one: once the other arrives, the
 	// repeat (queued before it) was seen, and dropped.
-	f.reportBad(obj, []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrDataLoss}})
-	f.reportBad(obj+1, []store.ShardResult{{Index: 3, Addr: "s3", Err: store.ErrNotFound}})
+	f.data.reportBad(obj, []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrDataLoss}})
+	f.data.reportBad(obj+1, []store.ShardResult{{Index: 3, Addr: "s3", Err: store.ErrNotFound}})
 	marker := reportKey(obj+1, 3, "s3", "missing")
 	waitUntil(t, "the marker report", 20*time.Second, func() bool { return slices.Contains(spy.reported(), marker) })
 	if got, want := spy.reported(), append(first, marker); !slices.Equal(got, want) {
@@ -323,7 +323,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range n {
-			g.reportBad(obj+uint64(i), []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrNotFound}})
+			g.data.reportBad(obj+uint64(i), []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrNotFound}})
 		}
 	}()
 	select {
@@ -336,7 +336,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 	select {
-	case <-g.reports.done:
+	case <-g.data.reports.done:
 	default:
 		t.Fatal("the report sender still runs after Close")
 	}

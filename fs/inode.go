@@ -58,38 +58,87 @@ type inode struct {
 	noCapsAt time.Time // security.capability was absent as of then
 }
 
-// inode returns the mount's state of ino, creating it.
-func (f *FS) inode(ino uint64) *inode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in := f.inodes[ino]
+// inodeTable is the mount's inodes by number. Its lock is a leaf: held
+// for map operations only, and while taking an inode's mu only with
+// TryLock (forget, relieve).
+type inodeTable struct {
+	mu sync.Mutex
+	m  map[uint64]*inode
+}
+
+func newInodeTable() *inodeTable { return &inodeTable{m: map[uint64]*inode{}} }
+
+// get returns the mount's state of ino, creating it.
+func (t *inodeTable) get(ino uint64) *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.m[ino]
 	if in == nil {
 		in = &inode{ino: ino, dirty: map[uint64]*buf{}}
-		f.inodes[ino] = in
+		t.m[ino] = in
 	}
 	return in
 }
 
-// lookupInode returns the mount's state of ino, or nil.
-func (f *FS) lookupInode(ino uint64) *inode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.inodes[ino]
+// lookup returns the mount's state of ino, or nil.
+func (t *inodeTable) lookup(ino uint64) *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[ino]
 }
 
-// Forget drops what the mount holds of ino once nothing uses it (the
+// all returns every inode the mount holds now.
+func (t *inodeTable) all() []*inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ins := make([]*inode, 0, len(t.m))
+	for _, in := range t.m {
+		ins = append(ins, in)
+	}
+	return ins
+}
+
+// forget drops what the mount holds of ino once nothing uses it (the
 // kernel forgot it, no handle is open and no data waits for upload).
-func (f *FS) Forget(ino uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in := f.inodes[ino]
+func (t *inodeTable) forget(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.m[ino]
 	if in == nil || !in.mu.TryLock() {
 		return
 	}
 	defer in.mu.Unlock()
 	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 && in.errs == in.errsSeen {
-		delete(f.inodes, ino)
+		delete(t.m, ino)
 	}
+}
+
+// failed records a failure of data or of a change of each of inos: the
+// descriptors open on them, and the next to open, report EIO at fsync and
+// close (errseq).
+func (t *inodeTable) failed(inos ...uint64) {
+	for _, ino := range inos {
+		in := t.get(ino)
+		in.mu.Lock()
+		in.errs++
+		in.mu.Unlock()
+	}
+}
+
+// remember records attributes the service returned and gives back what the
+// mount shows (with locally written size).
+func (t *inodeTable) remember(a *metapb.Attr) *metapb.Attr {
+	if a == nil {
+		return nil
+	}
+	in := t.get(a.Ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb != nil && in.attr != nil {
+		return in.report() // the mount's own: newer than the service's
+	}
+	in.setAttr(a)
+	return in.report()
 }
 
 // setAttr records attributes from the metadata service; a new version
@@ -141,18 +190,6 @@ func (in *inode) report() *metapb.Attr {
 // in.mu is held.
 func (in *inode) inlineOK(inlineMax int) bool {
 	return in.attr == nil || in.attr.Size <= uint64(inlineMax)
-}
-
-// failed records a failure of data or of a change of each of inos: the
-// descriptors open on them, and the next to open, report EIO at fsync and
-// close (errseq).
-func (f *FS) failed(inos ...uint64) {
-	for _, ino := range inos {
-		in := f.inode(ino)
-		in.mu.Lock()
-		in.errs++
-		in.mu.Unlock()
-	}
 }
 
 // takeErr reports EIO when ino failed since the descriptor cur was last
