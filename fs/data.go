@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ecfs/ecfs/store"
 )
@@ -36,9 +37,17 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 	}
 	d.places.meta = meta
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
-	d.mem.pressure = d.relieve
 	d.reports.init(b, meta)
 	return d
+}
+
+// acquire takes n bytes of buffer memory, waiting for them; while it
+// waits, it asks the files whose lock is free to upload their buffers.
+func (d *dataPlane) acquire(n int64) {
+	for !d.mem.tryAcquire(n) {
+		d.relieve()
+		d.mem.wait(n, 200*time.Millisecond)
+	}
 }
 
 // flushAll uploads and commits every file (unmount), applies everything

@@ -228,7 +228,7 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			cctx, cancel := f.ctx(context.WithoutCancel(ctx))
+			cctx, cancel := f.base.ctx(context.WithoutCancel(ctx))
 			_, _ = f.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_CancelWait{CancelWait: &metapb.CancelWaitOp{ReqId: op.ReqId}}})
 			cancel()
 			return syscall.EINTR

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -85,11 +84,12 @@ const BlockSize = 4 << 20
 //	dataPlane   file contents: buffers, uploads, commits, reads (data.go)
 //	view        names and attributes; write-behind under leases (view.go)
 //	leaseTable  directory leases: granting, revocation, giving back
+//	renewer     the session: renewed, or replaced when it was lost
 //	handleTable open descriptors, their fencing and batched closes
 //	pipeline    the one queue of metadata changes, and queries
 //	inodeTable  the inodes the mount holds
 type FS struct {
-	base
+	base    *base // configuration, shared read-only by the components
 	meta    Meta
 	pipe    *pipeline
 	inodes  *inodeTable
@@ -101,7 +101,7 @@ type FS struct {
 	closeOnce sync.Once
 	closeErr  error
 	stop      context.CancelFunc
-	renewed   chan struct{}
+	renew     *renewer
 }
 
 // New opens a session with the metadata service and returns the
@@ -126,28 +126,26 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &FS{meta: cfg.Meta}
-	f.cfg = cfg
-	f.log = cfg.Logger.With("component", "fs")
-	f.debugOn = f.log.Enabled(ctx, slog.LevelDebug)
+	b := &base{cfg: cfg, log: cfg.Logger.With("component", "fs")}
+	b.debugOn = b.log.Enabled(ctx, slog.LevelDebug)
+	f := &FS{base: b, meta: cfg.Meta}
 	pr, err := f.meta.Place(ctx, 0)
 	if err != nil {
 		return nil, fmt.Errorf("fs: asking the metadata service for the scheme: %w", err)
 	}
-	if f.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
+	if b.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
 		return nil, fmt.Errorf("fs: the filesystem's scheme %q: %w", pr.Scheme, err)
 	}
 	if cfg.InlineMax == 0 {
-		f.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
+		b.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
 		if pr.InlineMax == 0 {
-			f.cfg.InlineMax = -1
+			b.cfg.InlineMax = -1
 		}
 	}
 	id, _, err := f.meta.OpenSession(ctx, cfg.Name, cfg.SessionTTL)
 	if err != nil {
 		return nil, fmt.Errorf("fs: opening a session: %w", err)
 	}
-	b := &f.base
 	f.inodes = newInodeTable()
 	f.pipe = newPipeline(b, f.meta, f.inodes)
 	f.pipe.sess.Store(id)
@@ -158,8 +156,8 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 
 	rctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
-	f.renewed = make(chan struct{})
-	go f.renewLoop(rctx)
+	f.renew = &renewer{base: b, meta: f.meta, pipe: f.pipe, handles: f.handles, leases: f.leases, done: make(chan struct{})}
+	go f.renew.run(rctx)
 	go f.leases.run(rctx)
 	go f.data.reports.run(rctx)
 	go f.pipe.run()
@@ -168,50 +166,10 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 }
 
 // Scheme is the filesystem's erasure-coding scheme.
-func (f *FS) Scheme() codec.Scheme { return f.scheme }
+func (f *FS) Scheme() codec.Scheme { return f.base.scheme }
 
 // Session is the mount's current session id.
 func (f *FS) Session() uint64 { return f.pipe.session() }
-
-// renewLoop renews the session every third of its TTL. A session that
-// expired anyway (the mount was cut off longer than its lease) is replaced
-// by a new one: its locks and directory leases are lost, and the files open
-// here are registered again under it (one freed meanwhile, unlinked
-// elsewhere, is said in the log; its reads fail). What was written under
-// the old session is committed under it or not at all (the service refuses
-// it: EIO at fsync and close), and descriptors that took locks under it
-// are fenced (fence).
-func (f *FS) renewLoop(ctx context.Context) {
-	defer close(f.renewed)
-	t := time.NewTicker(f.cfg.SessionTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, f.cfg.SessionTTL)
-		_, err := f.meta.Renew(cctx, f.pipe.session())
-		cancel()
-		if errors.Is(err, syscall.ESTALE) {
-			f.log.Error("the mount's session expired: its locks are lost; opening a new one")
-			cctx, cancel := context.WithTimeout(ctx, f.cfg.MetaTimeout)
-			id, _, err := f.meta.OpenSession(cctx, f.cfg.Name, f.cfg.SessionTTL)
-			cancel()
-			if err != nil {
-				f.log.Error("opening a new session", "err", err)
-				continue
-			}
-			f.handles.fence()
-			f.pipe.sess.Store(id)
-			f.leases.dropAll(false)
-			f.handles.reopen(ctx, id)
-		} else if err != nil && ctx.Err() == nil {
-			f.log.Warn("renewing the session", "err", err)
-		}
-	}
-}
 
 // Close flushes every file and ends the session (its locks are released
 // and its open files closed at once rather than after the TTL).
@@ -226,7 +184,7 @@ func (f *FS) close() error {
 	<-f.handles.closer.done
 	f.pipe.close()
 	f.stop()
-	<-f.renewed
+	<-f.renew.done
 	<-f.leases.watched
 	<-f.data.reports.done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

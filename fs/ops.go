@@ -14,15 +14,6 @@ import (
 // RootIno is the root directory's inode number.
 const RootIno = 1
 
-// applyAttr runs a mutation that answers attributes and remembers them.
-func (f *FS) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.pipe.apply(ctx, cmd)
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.inodes.remember(r.Attr), 0
-}
-
 // Lookup finds name in directory parent.
 func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
 	return f.view.lookup(ctx, parent, name)
@@ -69,7 +60,7 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 // a new one's: the caller cannot tell, nor needs to).
 func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
 	unlock := f.leases.lockService(parent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
 	if errno == 0 {
 		f.view.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
@@ -85,7 +76,7 @@ func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespa
 // into it, what is made inside is written behind (lease.go).
 func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
 	if f.leases.off {
-		return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+		return f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 			Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
 	}
 	if a, ok, errno := f.view.mkdir(ctx, parent, name, mode, uid, gid); ok {
@@ -94,7 +85,7 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 	cmd := &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}}
 	unlock := f.leases.lockService(parent)
-	a, errno := f.applyAttr(ctx, cmd)
+	a, errno := f.view.applyAttr(ctx, cmd)
 	if errno == 0 {
 		f.leases.add(a.Ino, cmd.LeaseSession, proto.Clone(a).(*metapb.Attr)) // granted to the session it was made under
 		f.view.noteEnt(parent, name, a.Ino, namespace.TypeDir)
@@ -112,7 +103,7 @@ func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, ui
 		return a, errno
 	}
 	unlock := f.leases.lockService(parent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
 	if errno == 0 {
 		f.view.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
@@ -128,7 +119,7 @@ func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, ui
 func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
 	f.view.settle(ino)
 	unlock := f.leases.lockService(newParent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
 		Ino: ino, NewParent: newParent, NewName: newName}}})
 	if errno == 0 {
 		f.view.noteEnt(newParent, newName, a.Ino, namespace.FileType(a.Type))

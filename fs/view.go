@@ -30,6 +30,16 @@ type view struct {
 	inoEnd  uint64
 }
 
+// applyAttr sends a change now that answers attributes and remembers
+// them.
+func (v *view) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr, syscall.Errno) {
+	r, errno := v.pipe.apply(ctx, cmd)
+	if errno != 0 {
+		return nil, errno
+	}
+	return v.inodes.remember(r.Attr), 0
+}
+
 // getAttr returns the attributes of ino: the mount's own, or the service's.
 func (v *view) getAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
 	if a := v.localAttr(ino); a != nil {

@@ -101,7 +101,7 @@ func (d *dataPlane) write(ctx context.Context, ino, sess uint64, data []byte, of
 			// now. Wait for memory without the inode's lock, which the
 			// uploads need to finish; then try the same piece again.
 			in.mu.Unlock()
-			d.mem.acquire(need)
+			d.acquire(need)
 			in.mu.Lock()
 			credit += need
 			continue

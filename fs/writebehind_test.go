@@ -85,7 +85,7 @@ func (f *FS) abandon() {
 		p.mu.Unlock()
 		close(p.stop)
 		f.stop()
-		<-f.renewed
+		<-f.renew.done
 		<-f.leases.watched
 	})
 }
