@@ -105,3 +105,27 @@ func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 	mustErrno(t, "open three", errno, 0)
 	mustErrno(t, "close three", m.Release(ctx, h3), syscall.EIO)
 }
+
+// TestReleaseAfterFlushTakesNoFailure: close(2) sends FLUSH, which reports
+// the descriptor's failures, then RELEASE. A failure after the FLUSH was
+// told to nobody: RELEASE (whose answer nobody sees) must not take it; the
+// next fsync reports it.
+func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
+	e := newEnv(t)
+	objs := &faultyObjects{}
+	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
+		func(o Objects) Objects { objs.Objects = o; return objs })
+	ctx := testCtx(t)
+	a := mustCreate(t, m, RootIno, "f")
+	h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
+	mustErrno(t, "open", errno, 0)
+	if n, errno := m.WriteFile(ctx, h, pattern(1<<20, 1), 0); errno != 0 || n != 1<<20 {
+		t.Fatalf("write: %d %v", n, errno)
+	}
+	mustErrno(t, "flush (close)", m.FlushFile(ctx, h), 0)
+	objs.failWrites.Store(true)
+	mustWrite(t, m, a.Ino, pattern(1<<20, 2), 0) // not through h
+	m.data.wait(a.Ino)                            // uploaded (and failed), nobody told
+	mustErrno(t, "release after flush", m.Release(ctx, h), 0)
+	mustErrno(t, "the next fsync", m.Fsync(ctx, a.Ino), syscall.EIO)
+}

@@ -109,12 +109,22 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	return a, h, 0
 }
 
-// Release closes a handle: its data is committed, the locks taken through
+// Release closes a handle: its data is committed (and a failure it was not
+// told of reported, unless close(2) flushed it already: FlushFile), the locks taken through
 // it are dropped at once, and the service forgets the handle within
 // closeDelay (an unlinked file is freed by its last close): closes go in
 // batches, so that they do not hold up the next file's commits.
 func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
-	errno := f.FlushFile(ctx, h)
+	var errno syscall.Errno
+	if h.flushed.Load() == h.writes.Load()+1 {
+		// Flushed (close(2) sent FLUSH) and not written since: the
+		// failures since were told to nobody and stay for the next fsync
+		// or close; only uploads still running are waited for.
+		f.data.wait(h.Ino)
+		errno = h.told(0)
+	} else {
+		errno = f.FlushFile(ctx, h)
+	}
 	f.handles.untrack(h)
 	h.mu.Lock()
 	owners := h.owners
@@ -278,6 +288,7 @@ func (f *FS) WriteFile(ctx context.Context, h *Handle, data []byte, off int64) (
 	if h.fenced.Load() {
 		return 0, syscall.EIO
 	}
+	h.writes.Add(1)
 	return f.data.write(ctx, h.Ino, sess, data, off)
 }
 
@@ -298,6 +309,7 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 // file since h was last told of one, and EIO for a descriptor whose locks
 // were lost with an expired session.
 func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
+	h.flushed.Store(h.writes.Load() + 1)
 	return h.told(f.data.flush(ctx, h.Ino, &h.seen))
 }
 

@@ -23,6 +23,11 @@ type Handle struct {
 	// that has since expired (the lock may be another mount's now): it
 	// writes nothing more, and its fsync and close report EIO.
 	fenced atomic.Bool
+	// writes counts the writes through the descriptor; flushed is one more
+	// than it was when the last flush began (0: never flushed): Release
+	// need not flush (nor take the failures for itself) what a FLUSH
+	// already did.
+	writes, flushed atomic.Uint64
 
 	mu     sync.Mutex
 	owners map[lockOwner]bool // lock owners that locked through this handle
