@@ -125,7 +125,7 @@ func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
 	mustErrno(t, "flush (close)", m.FlushFile(ctx, h), 0)
 	objs.failWrites.Store(true)
 	mustWrite(t, m, a.Ino, pattern(1<<20, 2), 0) // not through h
-	m.data.wait(a.Ino)                            // uploaded (and failed), nobody told
+	m.data.wait(a.Ino)                           // uploaded (and failed), nobody told
 	mustErrno(t, "release after flush", m.Release(ctx, h), 0)
 	mustErrno(t, "the next fsync", m.Fsync(ctx, a.Ino), syscall.EIO)
 }
