@@ -48,3 +48,11 @@ func sleepCtx(ctx context.Context, d time.Duration) syscall.Errno {
 		return syscall.EIO
 	}
 }
+
+// signal wakes whoever waits on ch without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

@@ -143,14 +143,6 @@ func (p *pipeline) append(sess uint64, cmd *metapb.Command, changes bool, inos [
 	return seq
 }
 
-// signal wakes whoever waits on ch without blocking.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
 // apply sends a change now, after everything queued before it, and returns
 // the service's answer; a failure to reach the service is EIO. A change
 // refused because another mount holds a lease on a directory it touches is

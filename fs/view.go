@@ -347,3 +347,27 @@ func (v *view) victimDir(ctx context.Context, parent uint64, name string) uint64
 	}
 	return a.Ino
 }
+
+// wbLookup answers a lookup in a leased directory: from the entries, and
+// the attributes of an eligible inode from the mount. ino is set when the
+// name exists but its attributes must be asked of the service.
+func (v *view) lookupLeased(parent uint64, name string) (a *metapb.Attr, ino uint64, handled bool, errno syscall.Errno) {
+	l := v.leases.held(parent)
+	if l == nil {
+		return nil, 0, false, 0
+	}
+	defer l.mu.RUnlock()
+	l.emu.Lock()
+	e, ok := l.ents[name]
+	l.emu.Unlock()
+	if !ok {
+		if name == "." || name == ".." {
+			return nil, 0, false, 0
+		}
+		return nil, 0, true, syscall.ENOENT
+	}
+	if a := v.localAttr(e.ino); a != nil {
+		return a, 0, true, 0
+	}
+	return nil, e.ino, true, 0
+}

@@ -441,3 +441,33 @@ func (d *dataPlane) wait(ino uint64) *inode {
 	}
 	return in
 }
+
+// acquire takes n bytes of buffer memory, waiting for them; while it
+// waits, it asks the files whose lock is free to upload their buffers.
+func (d *dataPlane) acquire(n int64) {
+	for !d.mem.tryAcquire(n) {
+		d.relieve()
+		d.mem.wait(n, 200*time.Millisecond)
+	}
+}
+
+// flushAll uploads and commits every file (unmount), applies everything
+// written behind, and says which files lost data or changes no descriptor
+// was told of.
+func (d *dataPlane) flushAll(ctx context.Context) error {
+	ins := d.inodes.all()
+	for _, in := range ins {
+		d.wait(in.ino)
+	}
+	d.pipe.drain()
+	var failed []uint64
+	for _, in := range ins {
+		if d.flush(ctx, in.ino, nil) != 0 {
+			failed = append(failed, in.ino)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("fs: data of inodes %v could not be stored", failed)
+	}
+	return nil
+}
