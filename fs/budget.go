@@ -3,6 +3,8 @@ package fs
 import (
 	"sync"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 )
 
 // budget bounds the bytes held by write buffers. tryAcquire takes bytes
@@ -11,7 +13,7 @@ import (
 // release their buffer once committed without taking one before, so
 // waiting never closes a cycle. Its lock is a leaf.
 type budget struct {
-	mu    sync.Mutex
+	mu    lockorder.Mutex
 	cond  *sync.Cond
 	limit int64
 	used  int64
@@ -19,6 +21,7 @@ type budget struct {
 
 func newBudget(limit int64) *budget {
 	b := &budget{limit: limit}
+	b.mu.Init(levelBudget, "budget.mu")
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
+
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
@@ -18,7 +20,7 @@ const closeDelay = 50 * time.Millisecond
 type closer struct {
 	pipe    *pipeline
 	log     *slog.Logger
-	mu      sync.Mutex
+	mu      lockorder.Mutex
 	pending []uint64
 	kick    chan struct{}
 	stop    chan struct{} // closed by Close: send what is left and return

@@ -33,6 +33,8 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 	}
 	d.places.meta = meta
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
+	d.objCache.mu.Init(levelObjects, "objectCache.mu")
+	d.places.mu.Init(levelPlacer, "placer.mu")
 	d.reports.init(b, meta)
 	return d
 }

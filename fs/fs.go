@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.handles = newHandleTable(b, f.pipe)
 	f.leases = newLeaseTable(b, f.pipe, f.inodes, cfg.NoWriteBehind)
 	f.view = &view{base: b, pipe: f.pipe, inodes: f.inodes, leases: f.leases, handles: f.handles}
+	f.view.inoMu.Init(levelInoAlloc, "view.inoMu")
 	f.data = newDataPlane(b, f.meta, cfg.Objects, f.pipe, f.inodes, f.view)
 
 	rctx, cancel := context.WithCancel(context.Background())

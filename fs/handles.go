@@ -2,9 +2,10 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
@@ -29,7 +30,7 @@ type Handle struct {
 	// already did.
 	writes, flushed atomic.Uint64
 
-	mu     sync.Mutex
+	mu     lockorder.Mutex
 	owners map[lockOwner]bool // lock owners that locked through this handle
 }
 
@@ -56,7 +57,7 @@ type handleTable struct {
 	pipe    *pipeline
 	counter atomic.Uint64
 
-	mu     sync.Mutex
+	mu     lockorder.Mutex
 	opened map[*Handle]struct{}
 
 	closer closer
@@ -64,14 +65,18 @@ type handleTable struct {
 
 func newHandleTable(b *base, pipe *pipeline) *handleTable {
 	t := &handleTable{base: b, pipe: pipe, opened: map[*Handle]struct{}{}}
+	t.mu.Init(levelHandles, "handleTable.mu")
 	t.closer = closer{pipe: pipe, log: b.log, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	t.closer.mu.Init(levelCloser, "closer.mu")
 	return t
 }
 
 // newHandle makes a handle id unique across the cluster: the session in the
 // top bits, a counter below.
 func (t *handleTable) newHandle(ino, session uint64) *Handle {
-	return &Handle{Ino: ino, id: session<<40 | t.counter.Add(1)&(1<<40-1)}
+	h := &Handle{Ino: ino, id: session<<40 | t.counter.Add(1)&(1<<40-1)}
+	h.mu.Init(levelHandle, "Handle.mu")
+	return h
 }
 
 func (t *handleTable) track(h *Handle) {

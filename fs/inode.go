@@ -1,9 +1,10 @@
 package fs
 
 import (
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/protobuf/proto"
@@ -13,12 +14,12 @@ import (
 // the data written and not yet committed, and caches for reading.
 type inode struct {
 	ino uint64
-	mu  sync.Mutex
+	mu  lockorder.Mutex
 	// jmu orders the inode's attribute changes and closes in the journal:
 	// held from the decision (under mu) until the record is appended, so
 	// that a change decided while the file was open is not journaled
 	// after the close that freed it (locking.go, level 2b).
-	jmu sync.Mutex
+	jmu lockorder.Mutex
 
 	attr *metapb.Attr // last answer of the metadata service (nil: unknown)
 
@@ -62,11 +63,15 @@ type inode struct {
 // for map operations only, and while taking an inode's mu only with
 // TryLock (forget, relieve).
 type inodeTable struct {
-	mu sync.Mutex
+	mu lockorder.Mutex
 	m  map[uint64]*inode
 }
 
-func newInodeTable() *inodeTable { return &inodeTable{m: map[uint64]*inode{}} }
+func newInodeTable() *inodeTable {
+	t := &inodeTable{m: map[uint64]*inode{}}
+	t.mu.Init(levelInodes, "inodeTable.mu")
+	return t
+}
 
 // get returns the mount's state of ino, creating it.
 func (t *inodeTable) get(ino uint64) *inode {
@@ -75,6 +80,8 @@ func (t *inodeTable) get(ino uint64) *inode {
 	in := t.m[ino]
 	if in == nil {
 		in = &inode{ino: ino, dirty: map[uint64]*buf{}}
+		in.mu.Init(levelInode, "inode.mu")
+		in.jmu.Init(levelJournal, "inode.jmu")
 		t.m[ino] = in
 	}
 	return in

@@ -3,9 +3,10 @@ package fs
 import (
 	"context"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
@@ -38,11 +39,11 @@ type dirLease struct {
 	// mu: read-held by an operation writing behind in the directory;
 	// write-held to give the lease up (locking.go). held changes only
 	// under mu write-held; it may be read without mu (localAttr).
-	mu   sync.RWMutex
+	mu   lockorder.RWMutex
 	held atomic.Bool
 	used atomic.Int64 // when it was last written behind in (unix ns)
 
-	emu    sync.Mutex // guards ents and inodes
+	emu    lockorder.Mutex // guards ents and inodes
 	ents   map[string]dirEnt
 	inodes []*inode // inodes made eligible under this lease
 }
@@ -68,13 +69,13 @@ type leaseTable struct {
 	// write-held by acquire while it loads a directory's entries, so that
 	// no change made here through the service is missed by both the load
 	// and its note (locking.go, level 0).
-	svcMu sync.RWMutex
+	svcMu lockorder.RWMutex
 
-	lmu       sync.Mutex
+	lmu       lockorder.Mutex
 	leases    map[uint64]*dirLease
 	returning map[uint64]int // directories being given back (giveBack)
 
-	hitsMu    sync.Mutex
+	hitsMu    lockorder.Mutex
 	hits      map[uint64]int // changes through the service, by directory
 	acquiring atomic.Bool
 
@@ -83,8 +84,20 @@ type leaseTable struct {
 }
 
 func newLeaseTable(b *base, pipe *pipeline, inodes *inodeTable, off bool) *leaseTable {
-	return &leaseTable{base: b, pipe: pipe, inodes: inodes, off: off, leases: map[uint64]*dirLease{},
+	t := &leaseTable{base: b, pipe: pipe, inodes: inodes, off: off, leases: map[uint64]*dirLease{},
 		returning: map[uint64]int{}, kick: make(chan struct{}, 1), watched: make(chan struct{})}
+	t.svcMu.Init(levelService, "leaseTable.svcMu")
+	t.lmu.Init(levelLeases, "leaseTable.lmu")
+	t.hitsMu.Init(levelHits, "leaseTable.hitsMu")
+	return t
+}
+
+// newDirLease is a lease of dir granted to session sess, not held yet.
+func newDirLease(dir, sess uint64) *dirLease {
+	l := &dirLease{dir: dir, sess: sess, ents: map[string]dirEnt{}}
+	l.mu.InitKey(levelLease, "dirLease.mu", dir)
+	l.emu.InitKey(levelEntries, "dirLease.emu", dir)
+	return l
 }
 
 // get returns the lease of dir the mount holds or is taking, or nil.
@@ -167,7 +180,7 @@ func (t *leaseTable) eligible(in *inode) *dirLease {
 // made (empty), whose attributes a are the mount's from now on. The lease
 // is complete before anyone can see it (dropLeases may end it at once).
 func (t *leaseTable) add(dir, sess uint64, a *metapb.Attr) *dirLease {
-	l := &dirLease{dir: dir, sess: sess, ents: map[string]dirEnt{}}
+	l := newDirLease(dir, sess)
 	l.held.Store(true)
 	l.used.Store(time.Now().UnixNano())
 	t.newLocal(l, a, 0)
@@ -393,9 +406,11 @@ func (t *leaseTable) acquire(dir uint64) {
 		t.lmu.Unlock()
 		return
 	}
-	l := &dirLease{dir: dir, sess: t.pipe.session(), ents: map[string]dirEnt{}}
-	l.mu.Lock()
-	l.emu.Lock()
+	l := newDirLease(dir, t.pipe.session())
+	// Not published yet: nobody else holds them (TryLock: taken under
+	// lmu, a leaf, they cannot wait).
+	l.mu.TryLock()
+	l.emu.TryLock()
 	t.leases[dir] = l
 	t.lmu.Unlock()
 	ok := t.load(l)

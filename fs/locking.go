@@ -1,5 +1,7 @@
 package fs
 
+import "github.com/ecfs/ecfs/fs/internal/lockorder"
+
 // The lock hierarchy of the core. A goroutine takes locks only downward in
 // this list, and locks of one level in the order given there; it never
 // waits for a lock of a level above one it holds. The levels are declared
@@ -36,3 +38,24 @@ package fs
 // pipeline (apply, behind when the queue is full, drain, waitFor) may hold
 // a lease's mu or emu or an inode's jmu (the sender takes none of them),
 // but never an inode's mu.
+
+// The levels, as lockorder checks them (leaves apart: none is taken while
+// another is held).
+var (
+	levelService  = lockorder.Define(0, "leaseTable.svcMu")
+	levelLease    = lockorder.DefineOrdered(10, "dirLease.mu by directory")
+	levelEntries  = lockorder.DefineOrdered(20, "dirLease.emu by directory")
+	levelJournal  = lockorder.Define(25, "inode.jmu")
+	levelInode    = lockorder.Define(30, "inode.mu")
+	levelInodes   = lockorder.Define(40, "inodeTable.mu")
+	levelLeases   = lockorder.Define(41, "leaseTable.lmu")
+	levelHits     = lockorder.Define(42, "leaseTable.hitsMu")
+	levelHandles  = lockorder.Define(43, "handleTable.mu")
+	levelInoAlloc = lockorder.Define(44, "view.inoMu")
+	levelPipeline = lockorder.Define(45, "pipeline.mu")
+	levelHandle   = lockorder.Define(46, "Handle.mu")
+	levelBudget   = lockorder.Define(47, "budget.mu")
+	levelCloser   = lockorder.Define(48, "closer.mu")
+	levelObjects  = lockorder.Define(49, "objectCache.mu")
+	levelPlacer   = lockorder.Define(50, "placer.mu")
+)

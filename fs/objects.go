@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/codec"
@@ -23,7 +24,7 @@ var errNoRecord = errors.New("no object record")
 type objectCache struct {
 	pipe   *pipeline
 	scheme codec.Scheme
-	mu     sync.Mutex
+	mu     lockorder.Mutex
 	m      map[uint64]*store.Object
 }
 
@@ -118,7 +119,7 @@ func (c *objectCache) fetch(ctx context.Context, ids []uint64, stale bool, out m
 // skips the ones that name too many stores that just failed.
 type placer struct {
 	meta  Meta
-	mu    sync.Mutex
+	mu    lockorder.Mutex
 	queue []*metapb.Placement
 	at    time.Time
 	down  map[string]time.Time // store addr → failed until

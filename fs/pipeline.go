@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
+
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/protobuf/proto"
 )
@@ -41,7 +43,7 @@ type pipeline struct {
 	inodes *inodeTable // failures are recorded on the inodes changes name
 	sess   atomic.Uint64
 
-	mu      sync.Mutex
+	mu      lockorder.Mutex
 	cond    *sync.Cond        // signalled when sent advances or room frees up
 	ops     []*jop            // queued, not yet taken by the sender
 	calls   int               // changes sent now among ops
@@ -101,6 +103,7 @@ func newPipeline(b *base, meta Meta, inodes *inodeTable) *pipeline {
 	p := &pipeline{base: b, meta: meta, inodes: inodes, last: map[uint64]uint64{},
 		kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), failures: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	p.mu.Init(levelPipeline, "pipeline.mu")
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -125,6 +128,7 @@ func (p *pipeline) behindOpenClose(sess uint64, cmd *metapb.Command, ino uint64)
 
 func (p *pipeline) append(sess uint64, cmd *metapb.Command, changes bool, inos []uint64) uint64 {
 	size := proto.Size(cmd)
+	lockorder.MayWait("queueing a change (the queue may be full)", levelJournal)
 	p.mu.Lock()
 	for p.bytes > journalMaxBytes && p.broken == nil {
 		p.cond.Wait()
@@ -173,6 +177,7 @@ func (p *pipeline) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Resu
 // send1 queues cmd as a change sent now and waits for its answer. Once
 // the pipeline has stopped (the mount is closing) it is sent at once.
 func (p *pipeline) send1(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	lockorder.MayWait("sending a change now", levelJournal)
 	c := &call{ctx: ctx, done: make(chan struct{})}
 	p.mu.Lock()
 	if p.stopped {
@@ -198,6 +203,7 @@ func (p *pipeline) pending() bool {
 
 // wait returns once every change up to seq is applied or has failed.
 func (p *pipeline) wait(seq uint64) {
+	lockorder.MayWait("waiting for the pipeline", levelJournal)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sent >= seq {

@@ -2,9 +2,10 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
@@ -25,7 +26,7 @@ type view struct {
 	leases  *leaseTable
 	handles *handleTable
 
-	inoMu   sync.Mutex
+	inoMu   lockorder.Mutex
 	inoNext uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
 	inoEnd  uint64
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 	"github.com/ecfs/ecfs/store"
 )
 
@@ -437,6 +438,7 @@ func (d *dataPlane) wait(ino uint64) *inode {
 	last := in.last
 	in.mu.Unlock()
 	if last != nil {
+		lockorder.MayWait("waiting for uploads", levelJournal)
 		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
 	return in
@@ -445,6 +447,7 @@ func (d *dataPlane) wait(ino uint64) *inode {
 // acquire takes n bytes of buffer memory, waiting for them; while it
 // waits, it asks the files whose lock is free to upload their buffers.
 func (d *dataPlane) acquire(n int64) {
+	lockorder.MayWait("waiting for buffer memory", levelJournal)
 	for !d.mem.tryAcquire(n) {
 		d.relieve()
 		d.mem.wait(n, 200*time.Millisecond)
