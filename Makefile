@@ -18,7 +18,9 @@ deps:
 
 test: deps
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags cluster ./fs/...
 	$(GO) test -race -count=1 ./codec/... ./store/... ./cluster/... ./fs/... ./cmd/...
+	$(GO) test -race -count=1 -tags cluster -run '^TestCluster' ./fs/...
 	$(GO) test -count=1 -timeout 15m -skip '^TestFaults' ./integration/...
 	$(MAKE) test-faults
 
@@ -28,14 +30,18 @@ test: deps
 test-faults: deps
 	$(GO) test -count=1 -v -run '^TestFaults' -timeout 10m ./integration/
 
+# The core's tests (fs) run on in-memory fakes (fs/fstest); those named
+# TestCluster... run it on an in-process real cluster (-tags cluster).
 test-unit:
 	$(GO) test -race -count=1 ./codec/... ./store/... ./cluster/... ./fs/... ./cmd/...
+	$(GO) test -race -count=1 -tags cluster -run '^TestCluster' ./fs/...
 
 test-integration: deps
 	$(GO) test -count=1 -v -timeout 15m ./integration/...
 
 lint:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags cluster ./fs/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
