@@ -29,6 +29,7 @@ func TestFencedWriterLosesToNextHolder(t *testing.T) {
 		{"objects", 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			m1 := e.mount("frozen", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
 			m2 := e.mount("next", nil, nil)
