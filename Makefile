@@ -19,6 +19,7 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags lockcheck ./fs/...
+	$(GO) vet -tags cluster ./fs/...
 	$(MAKE) test-unit
 	$(GO) test -count=1 -timeout 15m -skip '^TestFaults' ./integration/...
 	$(MAKE) test-faults
@@ -29,17 +30,22 @@ test: deps
 test-faults: deps
 	$(GO) test -count=1 -v -run '^TestFaults' -timeout 10m ./integration/
 
-# The mount's core (fs) runs its tests in the lock-checked build: every
-# mutex acquisition is checked against the lock hierarchy (fs/locking.go).
+# The mount's core (fs) runs its tests on in-memory fakes (fs/fstest), in the
+# lock-checked build: every mutex acquisition is checked against the lock
+# hierarchy (fs/locking.go). Those named TestCluster... run the core on an
+# in-process real cluster (-tags cluster).
 test-unit:
 	$(GO) test -race -count=1 ./codec/... ./store/... ./cluster/... ./cmd/...
 	$(GO) test -race -tags lockcheck -count=1 ./fs/...
+	$(GO) test -race -tags 'lockcheck cluster' -count=1 -run '^TestCluster' ./fs/...
 
 test-integration: deps
 	$(GO) test -count=1 -v -timeout 15m ./integration/...
 
 lint:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags lockcheck ./fs/...
+	$(GO) vet -tags cluster ./fs/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 

@@ -80,6 +80,7 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 // reported at the fsync of each descriptor open on the file, and to the
 // next one opened if nobody was told yet.
 func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	objs := &faultyObjects{}
 	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },

@@ -388,6 +388,7 @@ func TestCoalesce(t *testing.T) {
 // cut off opens a new one and registers its open files again, so a file
 // unlinked elsewhere afterwards stays readable through its descriptor.
 func TestSessionReplacedReopensFiles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m1 := e.mount("m1", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
 	m2 := e.mount("m2", nil, nil)
