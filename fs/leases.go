@@ -341,6 +341,13 @@ func (t *leaseTable) lockService(dirs ...uint64) (unlock func()) {
 			ls = append(ls, l)
 		}
 	}
+	if t.debugOn {
+		locked := make([]uint64, len(ls))
+		for i, l := range ls {
+			locked[i] = l.dir
+		}
+		t.log.Debug("locked for a change through the service", "dirs", dirs, "leased", locked)
+	}
 	return func() {
 		for i := len(ls) - 1; i >= 0; i-- {
 			ls[i].mu.Unlock()

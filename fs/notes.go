@@ -112,6 +112,10 @@ func (v *view) noteRename(parent uint64, name string, newParent uint64, newName 
 		}
 		return dirLinks(e.typ)
 	}
+	if v.debugOn {
+		v.log.Debug("noted a rename", "dir", parent, "name", name, "to", newParent, "new", newName,
+			"moved", moved.ino, "ok", okMoved, "other", other.ino, "okOther", okOther, "leased", l1 != nil, "newLeased", l2 != nil)
+	}
 	dm, do := links(moved, okMoved), links(other, okOther)
 	now := time.Now().UnixNano()
 	if exchange {

@@ -143,6 +143,9 @@ func (p *pipeline) append(sess uint64, cmd *metapb.Command, changes bool, inos [
 	}
 	p.bytes += size
 	p.mu.Unlock()
+	if p.debugOn {
+		p.log.Debug("queued behind", "seq", seq, "cmd", fmt.Sprintf("%v", cmd.Op), "inos", inos)
+	}
 	signal(p.kick)
 	return seq
 }
@@ -185,9 +188,13 @@ func (p *pipeline) send1(ctx context.Context, cmd *metapb.Command) (*metapb.Resu
 		return p.meta.Apply(ctx, cmd)
 	}
 	p.next++
-	p.ops = append(p.ops, &jop{seq: p.next, cmd: cmd, call: c})
+	seq := p.next
+	p.ops = append(p.ops, &jop{seq: seq, cmd: cmd, call: c})
 	p.calls++
 	p.mu.Unlock()
+	if p.debugOn {
+		p.log.Debug("queued now", "seq", seq, "cmd", fmt.Sprintf("%v", cmd.Op))
+	}
 	signal(p.kick)
 	signal(p.urgent)
 	<-c.done // the sender answers every call, whatever ctx does

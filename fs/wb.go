@@ -252,13 +252,19 @@ func (v *view) rmdir(parent uint64, name string) (bool, syscall.Errno) {
 		return true, syscall.ENOTEMPTY
 	}
 	cl.held.Store(false)
-	v.leases.forget(e.ino, cl)
 	delete(pl.ents, name)
 	now := time.Now().UnixNano()
 	defer v.journalOrder(e.ino)()
 	v.unlinked(e.ino, now)
 	v.touchDir(parent, now, -1)
+	if v.debugOn {
+		v.log.Debug("written behind", "op", "rmdir", "dir", parent, "name", name, "ino", e.ino)
+	}
 	v.pipe.behind(pl.sess, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}}, e.ino, parent)
+	// Forgotten only once the rmdir is queued: a change through the
+	// service in the directory until now finds its lease, waits for its
+	// mu, and so is queued after the rmdir (and refused), never before it.
+	v.leases.forget(e.ino, cl)
 	return true, 0
 }
 
