@@ -156,8 +156,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	if ok, errno := f.view.rmdir(parent, name); ok {
 		return errno
 	}
-	child := f.view.victimDir(ctx, parent, name)
-	unlock := f.leases.lockService(parent, child)
+	unlock, child := f.view.lockRemoval(ctx, parent, name, 0, parent)
 	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
 	var gone *dirLease
 	if errno == 0 {
@@ -180,15 +179,17 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 	if ok, errno := f.view.rename(parent, name, newParent, newName, flags); ok {
 		return errno
 	}
+	var unlock func()
 	var victim uint64 // a directory the rename may replace
 	if flags&namespace.RenameExchange == 0 {
-		if victim = f.view.victimDir(ctx, newParent, newName); victim != 0 {
-			if a, errno := f.Lookup(ctx, parent, name); errno == 0 && a.Ino == victim {
-				victim = 0 // renamed onto itself
-			}
+		var keep uint64 // renamed onto itself: nothing is replaced
+		if a, errno := f.Lookup(ctx, parent, name); errno == 0 {
+			keep = a.Ino
 		}
+		unlock, victim = f.view.lockRemoval(ctx, newParent, newName, keep, parent, newParent)
+	} else {
+		unlock = f.leases.lockService(parent, newParent)
 	}
-	unlock := f.leases.lockService(parent, newParent, victim)
 	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
 	var gone *dirLease

@@ -330,23 +330,56 @@ func (v *view) madeHere(ino uint64) bool {
 	return in.wb == l && in.made
 }
 
-// victimDir returns the directory at name in parent if the mount leases it
-// (0 otherwise): a change through the service may remove it (rmdir, a
-// rename over it), so its lease is locked with the others (lockService)
-// and forgotten once the change is applied (dropRemoved): the service
-// dropped it, and nothing may be written behind in a removed directory.
-func (v *view) victimDir(ctx context.Context, parent uint64, name string) uint64 {
+// lockRemoval locks the leases of dirs for a change through the service
+// (lockService) that may remove the directory at parent/name, and, if the
+// mount leases that directory, its lease too (the change forgets it once
+// applied: dropRemoved). Which directory is there is decided under the
+// locks, so that no change written behind and no other change through the
+// service moves another one there in between; a leased directory found
+// there is locked in order by starting over. keep names a directory that is
+// not removed even if found there (a rename onto itself).
+func (v *view) lockRemoval(ctx context.Context, parent uint64, name string, keep uint64, dirs ...uint64) (unlock func(), victim uint64) {
+	for {
+		unlock = v.leases.lockService(append(dirs, victim)...)
+		now := v.leasedDirAt(ctx, parent, name)
+		if now == keep {
+			now = 0
+		}
+		if now == victim {
+			return unlock, victim
+		}
+		unlock()
+		victim = now
+	}
+}
+
+// leasedDirAt returns the directory at parent/name if the mount leases it,
+// else 0. The caller holds parent's lease mu if it is leased (lockService):
+// its entries are read directly.
+func (v *view) leasedDirAt(ctx context.Context, parent uint64, name string) uint64 {
 	if v.leases.count() == 0 {
 		return 0
 	}
-	a, errno := v.lookup(ctx, parent, name)
-	if errno != 0 || a.Type != uint32(namespace.TypeDir) {
+	var ino uint64
+	if l := v.leases.get(parent); l != nil && l.held.Load() {
+		l.emu.Lock()
+		e, ok := l.ents[name]
+		l.emu.Unlock()
+		if !ok || e.typ != namespace.TypeDir {
+			return 0
+		}
+		ino = e.ino
+	} else {
+		a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
+		if errno != 0 || a.Type != uint32(namespace.TypeDir) {
+			return 0
+		}
+		ino = a.Ino
+	}
+	if v.leases.get(ino) == nil {
 		return 0
 	}
-	if v.leases.get(a.Ino) == nil {
-		return 0
-	}
-	return a.Ino
+	return ino
 }
 
 // wbLookup answers a lookup in a leased directory: from the entries, and
