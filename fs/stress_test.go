@@ -38,7 +38,7 @@ func TestBufferBudget(t *testing.T) {
 	if f.data.mem.limit != 2*BlockSize {
 		t.Fatalf("buffer size clamped to %d, want %d", f.data.mem.limit, 2*BlockSize)
 	}
-	const size = 40 << 20
+	const size = 24 << 20 // six blocks per file, three files, a budget of two blocks
 	header := []byte("a small first block: written inline unless the file grows")
 	type file struct {
 		ino  uint64
@@ -54,7 +54,7 @@ func TestBufferBudget(t *testing.T) {
 		}
 		return nil
 	}
-	// How each writer writes its 40 MiB; each returns the expected content.
+	// How each writer writes its 24 MiB; each returns the expected content.
 	styles := []struct {
 		name  string
 		write func(ino uint64, data []byte) ([]byte, error)
