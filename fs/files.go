@@ -46,7 +46,7 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 		return nil, false, errno
 	}
 	a := f.inodes.remember(r.Attr)
-	in.mu.Lock()
+	in = f.inodes.getLocked(ino) // the one in the table now
 	in.opens++
 	h.seen = in.errsSeen
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
@@ -89,8 +89,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	if r.Created {
 		f.leases.noteChange(parent)
 	}
-	in := f.inodes.get(h.Ino)
-	in.mu.Lock()
+	in := f.inodes.getLocked(h.Ino)
 	in.setAttr(r.Attr)
 	in.opens++
 	h.seen = in.errsSeen

@@ -125,9 +125,23 @@ func (t *inodeTable) forget(ino uint64) {
 // close (errseq).
 func (t *inodeTable) failed(inos ...uint64) {
 	for _, ino := range inos {
+		in := t.getLocked(ino)
+		in.errs++
+		in.mu.Unlock()
+	}
+}
+
+// getLocked returns the mount's state of ino, created if need be, with its
+// mu held and still in the table: what the caller records there is not
+// lost to a forget that dropped the inode between get and Lock (the sender
+// records failures on inodes no descriptor holds).
+func (t *inodeTable) getLocked(ino uint64) *inode {
+	for {
 		in := t.get(ino)
 		in.mu.Lock()
-		in.errs++
+		if t.lookup(ino) == in {
+			return in
+		}
 		in.mu.Unlock()
 	}
 }

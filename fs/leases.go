@@ -485,8 +485,7 @@ func (t *leaseTable) load(l *dirLease) bool {
 // newLocal records a new eligible inode under l (l.emu is held, or l is
 // not published yet).
 func (t *leaseTable) newLocal(l *dirLease, a *metapb.Attr, opens int) *inode {
-	in := t.inodes.get(a.Ino)
-	in.mu.Lock()
+	in := t.inodes.getLocked(a.Ino)
 	in.attr, in.cacheVer, in.wb, in.made = a, a.Version, l, true
 	in.invalidate()
 	in.opens += opens
