@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,10 +28,12 @@ func TestCoreConcurrentTreeOps(t *testing.T) {
 	e := newEnv(t)
 	var logbuf syncBuf
 	t.Cleanup(func() {
-		if t.Failed() {
-			fn := fmt.Sprintf("/tmp/concurrent-%d.log", time.Now().UnixNano())
-			_ = os.WriteFile(fn, logbuf.bytes(), 0o644)
-			t.Logf("debug log in %s", fn)
+		if t.Failed() { // the mount's debug log, up to the first error and a little after
+			log := string(logbuf.bytes())
+			if i := strings.Index(log, "level=ERROR"); i >= 0 {
+				log = log[:min(len(log), i+4000)]
+			}
+			t.Logf("the mount's log, its end:\n%s", log[max(0, len(log)-60000):])
 		}
 	})
 	m := e.mount("busy", func(c *Config) {
