@@ -141,21 +141,13 @@ func (t *leaseTable) run(ctx context.Context) {
 	t.watch(ctx)
 }
 
-// wbLease returns dir's lease, read-locked, if the mount holds it; the
+// held returns dir's lease, read-locked, if the mount holds it; the
 // caller read-unlocks it.
 func (t *leaseTable) held(dir uint64) *dirLease {
-	t.lmu.Lock()
-	l := t.leases[dir]
-	t.lmu.Unlock()
-	if l == nil {
-		return nil
+	l := rlockHeld(t.get(dir))
+	if l != nil {
+		l.used.Store(time.Now().UnixNano())
 	}
-	l.mu.RLock()
-	if !l.held.Load() {
-		l.mu.RUnlock()
-		return nil
-	}
-	l.used.Store(time.Now().UnixNano())
 	return l
 }
 
@@ -165,6 +157,12 @@ func (t *leaseTable) eligible(in *inode) *dirLease {
 	in.mu.Lock()
 	l := in.wb
 	in.mu.Unlock()
+	return rlockHeld(l)
+}
+
+// rlockHeld read-locks l and returns it if it is held (nil otherwise, and
+// for a nil l).
+func rlockHeld(l *dirLease) *dirLease {
 	if l == nil {
 		return nil
 	}
