@@ -305,8 +305,10 @@ func (p *pipeline) take() (batch []*jop, size int) {
 	return batch, size
 }
 
-// sendCalls sends changes sent now, each its own call, at once, and
-// answers their callers once all are answered.
+// sendCalls sends changes sent now, each its own call, at once. Each
+// caller has its answer as soon as it comes (what it does next is queued
+// after this run); what is queued after the run goes once all are
+// answered.
 func (p *pipeline) sendCalls(batch []*jop) {
 	var wg sync.WaitGroup
 	for _, op := range batch {
@@ -314,6 +316,7 @@ func (p *pipeline) sendCalls(batch []*jop) {
 		go func() {
 			defer wg.Done()
 			op.call.res, op.call.err = p.meta.Apply(op.call.ctx, op.cmd)
+			close(op.call.done)
 		}()
 	}
 	wg.Wait()
@@ -321,9 +324,6 @@ func (p *pipeline) sendCalls(batch []*jop) {
 	p.sent = batch[len(batch)-1].seq
 	p.cond.Broadcast()
 	p.mu.Unlock()
-	for _, op := range batch {
-		close(op.call.done)
-	}
 }
 
 // close sends what is queued and stops the sender.
