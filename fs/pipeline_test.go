@@ -222,3 +222,49 @@ func (m *leasedOnce) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Re
 	}
 	return m.recordingMeta.Apply(ctx, cmd)
 }
+
+// refusingSome answers ENOENT for every change in a batch naming inode 9.
+type refusingSome struct{ *recordingMeta }
+
+func (m refusingSome) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	r, err := m.recordingMeta.Apply(ctx, cmd)
+	if err != nil || cmd.GetMulti() == nil {
+		return r, err
+	}
+	out := &metapb.Result{}
+	for _, c := range cmd.GetMulti().Commands {
+		res := &metapb.Result{}
+		if c.GetSetattr().GetIno() == 9 || c.GetCreate().GetIno() == 9 {
+			res.Errno = uint32(syscall.ENOENT)
+		}
+		out.Results = append(out.Results, res)
+	}
+	return out, nil
+}
+
+// TestPipelineFreedFileChmod: a chmod written behind that finds its file
+// freed (ENOENT) is no failure (nobody can see the file any more); any
+// other refusal is, and is recorded on its inodes.
+func TestPipelineFreedFileChmod(t *testing.T) {
+	p := testPipeline(t, refusingSome{newRecordingMeta()})
+	p.behind(7, change(9, 1), 9)
+	p.drain()
+	if in := p.inodes.lookup(9); in != nil && in.errs != 0 {
+		t.Fatalf("a chmod of a freed file was recorded as a failure")
+	}
+	select {
+	case <-p.failures:
+		t.Fatal("a chmod of a freed file gave the leases back")
+	default:
+	}
+	p.behind(7, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{Parent: 9, Name: "x", Ino: 9}}}, 9)
+	p.drain()
+	if in := p.inodes.lookup(9); in == nil || in.errs != 1 {
+		t.Fatalf("a refused create was not recorded as a failure")
+	}
+	select {
+	case <-p.failures:
+	default:
+		t.Fatal("a refused create did not give the leases back")
+	}
+}
