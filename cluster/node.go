@@ -116,7 +116,7 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	)
 	if cfg.DataDir == "" {
 		mem := raft.NewInmemStore()
-		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+		logs, stable, snaps = mem, mem, &memSnapshots{}
 	} else {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
