@@ -56,12 +56,7 @@ func (p *pipeline) sendBatch(batch []*jop, size int) {
 		}
 	} else {
 		for i, op := range batch {
-			if e := r.Results[i].Errno; e != 0 && freedSince(op, syscall.Errno(e)) {
-				// A chmod/chown/utimes of a file freed since (no name, no
-				// descriptor in any session): it is as if applied just
-				// before the close that freed it; nobody can tell.
-				p.log.Debug("a change written behind found its file freed", "inodes", op.inos)
-			} else if e != 0 {
+			if e := r.Results[i].Errno; e != 0 {
 				failed = true
 				p.log.Error("a write-behind change was refused", "op", fmt.Sprintf("%T", op.cmd.Op), "inodes", op.inos, "errno", syscall.Errno(e).Error())
 				if !op.openClose {
@@ -87,13 +82,6 @@ func (p *pipeline) sendBatch(batch []*jop, size int) {
 		// of the service.
 		signal(p.failures)
 	}
-}
-
-// freedSince reports a change of attributes refused because its inode no
-// longer exists. Only a file gone from every session gets there: a name or
-// an open descriptor anywhere keeps it.
-func freedSince(op *jop, e syscall.Errno) bool {
-	return e == syscall.ENOENT && op.cmd.GetSetattr() != nil
 }
 
 // applyBatch sends a batch until the service says what became of it. A call
