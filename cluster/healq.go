@@ -274,7 +274,7 @@ func (f *FSM) job(id uint64, o *object, healthy int) healJob {
 		j.needs[i] = f.need(o, i)
 		switch j.needs[i] {
 		case shardOK, shardWait, shardMove:
-			j.from[i] = f.stores[sid].Addr
+			j.from[i] = j.addrs[i] // read from where it is
 		}
 	}
 	return j
