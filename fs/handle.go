@@ -28,6 +28,10 @@ type Handle struct {
 	// that has since expired (the lock may be another mount's now): it
 	// writes nothing more, and its fsync and close report EIO.
 	fenced atomic.Bool
+	// writes counts the writes through the descriptor; flushed is one more
+	// than it was when the last flush began (0: never flushed): Release
+	// need not flush (nor report to nobody) what a FLUSH already did.
+	writes, flushed atomic.Uint64
 
 	mu     sync.Mutex
 	owners map[lockOwner]bool // lock owners that locked through this handle
@@ -146,7 +150,16 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 // closeDelay (an unlinked file is freed by its last close): closes go in
 // batches, so that they do not hold up the next file's commits.
 func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
-	errno := f.FlushFile(ctx, h)
+	var errno syscall.Errno
+	if h.flushed.Load() == h.writes.Load()+1 {
+		// Flushed (close(2) sent FLUSH) and not written since: the
+		// failures since were told to nobody and stay for the next fsync
+		// or close; only uploads still running are waited for.
+		f.wait(h.Ino)
+		errno = h.told(0)
+	} else {
+		errno = f.FlushFile(ctx, h)
+	}
 	f.untrack(h)
 	h.mu.Lock()
 	owners := h.owners

@@ -76,6 +76,7 @@ func (f *FS) WriteFile(ctx context.Context, h *Handle, data []byte, off int64) (
 	if h.fenced.Load() {
 		return 0, syscall.EIO
 	}
+	h.writes.Add(1)
 	return f.write(ctx, h.Ino, sess, data, off)
 }
 
@@ -445,12 +446,13 @@ func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 // file since h was last told of one, and EIO for a descriptor whose locks
 // were lost with an expired session.
 func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
+	h.flushed.Store(h.writes.Load() + 1)
 	return h.told(f.flush(ctx, h.Ino, &h.seen))
 }
 
 // flush uploads and commits everything written to ino and reports, for
 // the descriptor whose error cursor is cur (nil: none), a failure it was
-// not told of (errseq).
+// not told of (errseq), without taking it from the descriptor (flushErr).
 func (f *FS) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
 	in := f.wait(ino)
 	if in == nil {
@@ -459,7 +461,7 @@ func (f *FS) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.werr = nil // told now: the next write need not be refused for it
-	return in.takeErr(cur)
+	return in.flushErr(cur)
 }
 
 // wait uploads and commits everything written to ino so far and returns
