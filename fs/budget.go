@@ -3,24 +3,25 @@ package fs
 import (
 	"sync"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 )
 
-// budget bounds the bytes held by write buffers. acquire waits while the
-// budget is used up; release gives bytes back. Writers wait for it without
-// holding their inode's lock, and uploads release their buffer once
-// committed without taking one before, so waiting never closes a cycle.
+// budget bounds the bytes held by write buffers. tryAcquire takes bytes
+// if they are free, wait waits a while for them; release gives bytes back.
+// Writers wait for it without holding their inode's lock, and uploads
+// release their buffer once committed without taking one before, so
+// waiting never closes a cycle. Its lock is a leaf.
 type budget struct {
-	mu    sync.Mutex
+	mu    lockorder.Mutex
 	cond  *sync.Cond
 	limit int64
 	used  int64
-	// pressure, if set, is called (without mu) when an acquire has to
-	// wait: it asks holders of unsealed buffers to upload them.
-	pressure func()
 }
 
 func newBudget(limit int64) *budget {
 	b := &budget{limit: limit}
+	b.mu.Init(levelBudget, "budget.mu")
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -29,39 +30,28 @@ func newBudget(limit int64) *budget {
 func (b *budget) tryAcquire(n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n > b.limit && b.used > 0 {
+	if !b.fits(n) {
 		return false
 	}
 	b.used += n
 	return true
 }
 
-// acquire takes n bytes, waiting for them. A request larger than the whole
-// budget is granted once nothing else is held.
-func (b *budget) acquire(n int64) {
-	if b.tryAcquire(n) {
-		return
+// fits reports whether n bytes would be granted now. b.mu is held.
+func (b *budget) fits(n int64) bool { return b.used+n <= b.limit || b.used == 0 }
+
+// wait waits until n bytes may be free, or at most d (a holder whose lock
+// was busy when asked to upload may sit idle on its buffers: the caller
+// asks again). A request larger than the whole budget is granted once
+// nothing else is held.
+func (b *budget) wait(n int64, d time.Duration) {
+	t := time.AfterFunc(d, b.cond.Broadcast)
+	defer t.Stop()
+	b.mu.Lock()
+	if !b.fits(n) {
+		b.cond.Wait()
 	}
-	for {
-		if b.pressure != nil {
-			b.pressure()
-		}
-		// Wake up now and then to ask again: a holder whose lock was busy
-		// when asked may sit idle on its buffers.
-		t := time.AfterFunc(200*time.Millisecond, b.cond.Broadcast)
-		b.mu.Lock()
-		if b.used+n > b.limit && b.used > 0 {
-			b.cond.Wait()
-		}
-		if b.used+n <= b.limit || b.used == 0 {
-			b.used += n
-			b.mu.Unlock()
-			t.Stop()
-			return
-		}
-		b.mu.Unlock()
-		t.Stop()
-	}
+	b.mu.Unlock()
 }
 
 func (b *budget) release(n int64) {

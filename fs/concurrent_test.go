@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,8 +26,18 @@ import (
 // type, and every directory's link count is 2 + its subdirectories.
 func TestCoreConcurrentTreeOps(t *testing.T) {
 	e := newEnv(t)
+	var logbuf syncBuf
+	t.Cleanup(func() {
+		if t.Failed() { // the mount's debug log, up to the first error and a little after
+			log := string(logbuf.bytes())
+			if i := strings.Index(log, "level=ERROR"); i >= 0 {
+				log = log[:min(len(log), i+4000)]
+			}
+			t.Logf("the mount's log, its end:\n%s", log[max(0, len(log)-60000):])
+		}
+	})
 	m := e.mount("busy", func(c *Config) {
-		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		c.Logger = slog.New(slog.NewTextHandler(&logbuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}, nil)
 	ctx := testCtx(t)
 	top := mustMkdir(t, m, RootIno, "top").Ino // leased to m
@@ -147,4 +157,21 @@ func checkTree(t *testing.T, f *FS, dir uint64) {
 	if a.Nlink != uint32(2+subdirs) {
 		t.Errorf("directory %d has %d links, want 2 + %d subdirectories", dir, a.Nlink, subdirs)
 	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.b.Bytes()...)
 }

@@ -136,7 +136,7 @@ func TestWriteReadSizes(t *testing.T) {
 			})
 		}
 	}
-	if inUse := f.mem.inUse(); inUse != 0 {
+	if inUse := f.data.mem.inUse(); inUse != 0 {
 		t.Fatalf("%d bytes of buffer memory still held after every flush", inUse)
 	}
 }
@@ -409,13 +409,13 @@ func TestForget(t *testing.T) {
 	data := pattern(1<<20+5, 4)
 	mustWrite(t, f, a.Ino, data, 0)
 	f.Forget(a.Ino)
-	if f.lookupInode(a.Ino) == nil {
+	if f.inodes.lookup(a.Ino) == nil {
 		t.Fatal("Forget dropped an inode with data not yet committed")
 	}
 	mustFlush(t, f, a.Ino)
 	openRead(t, other, a.Ino, data)
 	f.Forget(a.Ino)
-	if f.lookupInode(a.Ino) != nil {
+	if f.inodes.lookup(a.Ino) != nil {
 		t.Fatal("Forget kept an inode with nothing open nor pending")
 	}
 	checkContent(t, f, a.Ino, data, 1<<20)

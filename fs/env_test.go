@@ -2,11 +2,8 @@ package fs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -15,29 +12,39 @@ import (
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/fs/fstest"
 	"github.com/ecfs/ecfs/store"
-	"github.com/hashicorp/raft"
 )
 
-// The in-process cluster the core is tested against: one metadata member
-// (a single-voter Raft group with its log in bolt under t.TempDir(), on
-// raft's in-memory transport, serving the real gRPC API on 127.0.0.1) and
-// six stores (4+2) serving the real shard API on 127.0.0.1. Nothing here
-// touches FUSE.
+// The core is tested against in-memory fakes (package fstest): one
+// metadata service per test, driving the real state machine (cluster.FSM)
+// without Raft or gRPC, with a client of its own for each mount (its own
+// exactly-once identity), and one object layer per test that every mount
+// shares, as they share the stores (4+2 over six stores). Nothing here
+// touches FUSE, starts a process or opens a socket. The same tests can run
+// against the real cluster (env_cluster_test.go, -tags cluster).
 
 const (
-	testSecret = "0123456789abcdef0123456789abcdef"
 	testScheme = "4+2"
 	testStores = 6
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// env is a running cluster and what a mount needs to reach it.
+// env is a metadata service and stores, and what a mount needs to reach
+// them.
 type env struct {
-	t        *testing.T
-	metaAddr string
-	fsm      *cluster.FSM
+	t   *testing.T
+	fsm *cluster.FSM
+	// The fakes; nil on the real cluster.
+	svc  *fstest.Service
+	objs *fstest.Objects
+
+	newClient  func() Meta
+	newObjects func() Objects
+	// damage makes shard index of object id corrupt (its data no longer
+	// matches its checksum) or, with missing, gone from its store.
+	damage func(id uint64, index int, missing bool)
 }
 
 // testCtx bounds a test: a hang fails instead of blocking the whole run.
@@ -48,107 +55,48 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// newEnv starts the cluster; everything stops when the test ends.
+// newEnv makes the fakes of a test.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := testCtx(t)
-	log := quietLogger()
-	e := &env{t: t}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.metaAddr = ln.Addr().String()
-	_, trans := raft.NewInmemTransport(raft.ServerAddress("meta-" + t.Name()))
-	e.fsm = cluster.NewFSM()
-	node, err := cluster.NewNode(cluster.NodeConfig{
-		ID: "m1", DataDir: t.TempDir(), Transport: trans, Fast: true, Bootstrap: true, Logger: log,
-	}, e.fsm)
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	srv := cluster.NewServer(node, e.fsm, e.metaAddr, testSecret, log)
-	g := srv.GRPCServer()
-	served := make(chan struct{})
-	go func() { defer close(served); _ = g.Serve(ln) }()
-	wctx, stopWorkers := context.WithCancel(context.Background())
-	announced := make(chan struct{})
-	go func() { defer close(announced); srv.AnnounceSelf(wctx) }()
-	t.Cleanup(func() {
-		stopWorkers()
-		<-announced
-		g.Stop()
-		<-served
-		srv.Close()
-		if err := node.Close(); err != nil {
-			t.Errorf("closing the raft node: %v", err)
-		}
-	})
-	waitUntil(t, "a raft leader", 10*time.Second, node.IsLeader)
-	if err := srv.Init(ctx, testScheme, 4, 2); err != nil {
-		t.Fatalf("init: %v", err)
-	}
-
-	mc := e.client()
-	for i := range testStores {
-		ss, err := store.NewServer(store.Config{DataDir: t.TempDir(), Secret: testSecret, ScrubInterval: -1, Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := sln.Addr().String()
-		hs := ss.HTTPServer(addr)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = hs.Serve(sln) }()
-		t.Cleanup(func() {
-			if err := hs.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				t.Errorf("closing store %d: %v", i, err)
+	svc := fstest.NewMeta(t, testScheme, testStores)
+	objs := fstest.NewObjects()
+	return &env{
+		t: t, fsm: svc.FSM(), svc: svc, objs: objs,
+		newClient:  func() Meta { return svc.Client() },
+		newObjects: func() Objects { return objs },
+		damage: func(id uint64, index int, missing bool) {
+			t.Helper()
+			ok := false
+			if missing {
+				ok = objs.Lose(id, index)
+			} else {
+				ok = objs.Corrupt(id, index)
 			}
-			<-done
-		})
-		c := ss.Capacity()
-		if err := mc.Heartbeat(ctx, &metapb.StoreInfo{Id: ss.ID(), Addr: addr, Host: fmt.Sprint("h", i),
-			TotalBytes: c.Total, FreeBytes: c.Free}); err != nil {
-			t.Fatalf("registering store %d: %v", i, err)
-		}
+			if !ok {
+				t.Fatalf("object %016x has no shard %d to damage", id, index)
+			}
+		},
 	}
-	return e
 }
 
-// client is a new metadata client, closed with the test.
-func (e *env) client() *cluster.Client {
+// client is a new metadata client (a mount's identity).
+func (e *env) client() Meta {
 	e.t.Helper()
-	c, err := cluster.NewClient([]string{e.metaAddr}, testSecret)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(c.Close)
-	return c
+	return e.newClient()
 }
 
-// objects is a new object layer, its connections closed with the test.
-func (e *env) objects() *store.Objects {
+// objects is the object layer a new mount uses.
+func (e *env) objects() Objects {
 	e.t.Helper()
-	sc := store.NewClient(store.ClientConfig{Secret: testSecret})
-	e.t.Cleanup(sc.Close)
-	o, err := store.NewObjects(store.ObjectsConfig{Client: sc, Logger: quietLogger()})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return o
+	return e.newObjects()
 }
 
-// mount is another mount of the cluster (its own session, metadata client
-// and object layer), closed with the test. cfg adjusts the configuration;
-// objs, if set, wraps the object layer.
+// mount is another mount (its own session and metadata client), closed
+// with the test. cfg adjusts the configuration; objs, if set, wraps the
+// object layer.
 func (e *env) mount(name string, cfg func(*Config), wrap func(Objects) Objects) *FS {
 	e.t.Helper()
-	var objs Objects = e.objects()
+	objs := e.objects()
 	if wrap != nil {
 		objs = wrap(objs)
 	}
@@ -168,7 +116,7 @@ func (e *env) mount(name string, cfg func(*Config), wrap func(Objects) Objects) 
 	return f
 }
 
-// newTestFS starts a cluster and mounts it once.
+// newTestFS makes a test's fakes and mounts them once.
 func newTestFS(t *testing.T) (*FS, *env) {
 	t.Helper()
 	e := newEnv(t)

@@ -48,9 +48,9 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 	mustErrno(t, "fsync of the first descriptor after the directory's", m.FsyncFile(ctx, h1), syscall.EIO)
 	mustErrno(t, "fsync of the first descriptor again", m.FsyncFile(ctx, h1), 0)
 	mustErrno(t, "close of the second descriptor", m.FlushFile(ctx, h2), syscall.EIO)
-	m.jr.mu.Lock()
-	broken := m.jr.broken
-	m.jr.mu.Unlock()
+	m.pipe.mu.Lock()
+	broken := m.pipe.broken
+	m.pipe.mu.Unlock()
 	if broken == nil {
 		t.Fatal("a refused batch did not mark the journal broken")
 	}
@@ -64,9 +64,9 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 	mustWrite(t, m, b.Ino, []byte("kept"), 0)
 	mustErrno(t, "fsync of g", m.FsyncFile(ctx, h3), 0)
 	mustErrno(t, "close of g", m.Release(ctx, h3), 0)
-	m.jr.mu.Lock()
-	broken = m.jr.broken
-	m.jr.mu.Unlock()
+	m.pipe.mu.Lock()
+	broken = m.pipe.broken
+	m.pipe.mu.Unlock()
 	if broken != nil {
 		t.Fatalf("the journal is still marked broken after a batch went through: %v (its memory cap stays off)", broken)
 	}
@@ -80,6 +80,7 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 // reported at the fsync of each descriptor open on the file, and to the
 // next one opened if nobody was told yet.
 func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	objs := &faultyObjects{}
 	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
@@ -100,39 +101,10 @@ func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 
 	// Nobody is told of the next failure before a new descriptor opens.
 	mustWrite(t, m, a.Ino, pattern(1<<20, 8), 0)
-	m.wait(a.Ino) // uploaded (and failed), nobody told
+	m.data.wait(a.Ino) // uploaded (and failed), nobody told
 	h3, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
 	mustErrno(t, "open three", errno, 0)
 	mustErrno(t, "close three", m.Release(ctx, h3), syscall.EIO)
-}
-
-// TestFlushLeavesTheFailureToFsync: FLUSH comes at every close of a
-// descriptor, a copy's too: a child forked while the file is open closes
-// its copy at exec (close-on-exec) while the parent writes. That close
-// reports a failure, but does not take it from the descriptor: the
-// writer's fsync after it still reports EIO (the fault suite once saw a
-// register file renamed over after an fsync that had said nothing, its
-// data lost, because a child's close had come first). Once fsync told
-// it, a close says nothing more.
-func TestFlushLeavesTheFailureToFsync(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	objs := &faultyObjects{}
-	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
-		func(o Objects) Objects { objs.Objects = o; return objs })
-	ctx := testCtx(t)
-	a := mustCreate(t, m, RootIno, "f")
-	h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
-	mustErrno(t, "open", errno, 0)
-	objs.failWrites.Store(true)
-	if n, errno := m.WriteFile(ctx, h, pattern(1<<20, 1), 0); errno != 0 || n != 1<<20 {
-		t.Fatalf("write: %d %v", n, errno)
-	}
-	mustErrno(t, "close of a copy (a child's close-on-exec)", m.FlushFile(ctx, h), syscall.EIO)
-	mustErrno(t, "the writer's fsync", m.FsyncFile(ctx, h), syscall.EIO)
-	mustErrno(t, "fsync again", m.FsyncFile(ctx, h), 0)
-	mustErrno(t, "the writer's close", m.FlushFile(ctx, h), 0)
-	mustErrno(t, "release", m.Release(ctx, h), 0)
 }
 
 // TestReleaseAfterFlushTakesNoFailure: close(2) sends FLUSH, which reports
@@ -154,7 +126,7 @@ func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
 	mustErrno(t, "flush (close)", m.FlushFile(ctx, h), 0)
 	objs.failWrites.Store(true)
 	mustWrite(t, m, a.Ino, pattern(1<<20, 2), 0) // not through h
-	m.wait(a.Ino)                                // uploaded (and failed), nobody told
+	m.data.wait(a.Ino)                           // uploaded (and failed), nobody told
 	mustErrno(t, "release after flush", m.Release(ctx, h), 0)
 	mustErrno(t, "the next fsync", m.Fsync(ctx, a.Ino), syscall.EIO)
 }

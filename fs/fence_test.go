@@ -20,6 +20,7 @@ import (
 // close comes, its data is refused (EIO) and two's bytes stay, for data
 // written inline and for data in objects.
 func TestFencedWriterLosesToNextHolder(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		size int
@@ -28,6 +29,7 @@ func TestFencedWriterLosesToNextHolder(t *testing.T) {
 		{"objects", 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			m1 := e.mount("frozen", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
 			m2 := e.mount("next", nil, nil)
@@ -72,6 +74,7 @@ func TestFencedWriterLosesToNextHolder(t *testing.T) {
 // descriptor that held a lock refuses writes, fsync and close (EIO); a new
 // descriptor of the same file works.
 func TestFencedDescriptorWritesNothingMore(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m1 := e.mount("frozen", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
 	ctx := testCtx(t)

@@ -1,9 +1,9 @@
-// Package fs is the filesystem a mount serves. Its core (this file and the
-// others without "fuse" in their name) speaks inode numbers and
-// syscall.Errno and imports no FUSE library: it turns each operation into
-// calls to the metadata service (Meta) and the object layer (Objects), keeps
-// per-file write buffers and read caches, and is tested with an in-process
-// cluster. fuse.go adapts it to go-fuse's node API.
+// Package fs is the filesystem a mount serves: its core, which speaks inode
+// numbers and syscall.Errno and imports no FUSE library. It turns each
+// operation into calls to the metadata service (Meta) and the object layer
+// (Objects), keeps per-file write buffers and read caches, and writes
+// metadata behind under directory leases. Package fs/fuse adapts it to
+// go-fuse's node API.
 package fs
 
 import (
@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -76,60 +74,34 @@ type Config struct {
 // and, at most, of one object.
 const BlockSize = 4 << 20
 
-// FS is the filesystem of one mount. It is safe for concurrent use.
+// FS is the filesystem of one mount: the façade that wires the core's
+// components and answers the operations of the kernel adapter. It is safe
+// for concurrent use. The components, each below the ones that use it
+// (locking.go gives their locks' order):
+//
+//	FS          the operations: tries the view's write-behind path, else
+//	            sends the change through the pipeline and notes it
+//	dataPlane   file contents: buffers, uploads, commits, reads (data.go)
+//	view        names and attributes; write-behind under leases (view.go)
+//	leaseTable  directory leases: granting, revocation, giving back
+//	renewer     the session: renewed, or replaced when it was lost
+//	handleTable open descriptors, their fencing and batched closes
+//	pipeline    the one queue of metadata changes, and queries
+//	inodeTable  the inodes the mount holds
 type FS struct {
-	cfg    Config
-	meta   Meta
-	objs   Objects
-	log    *slog.Logger
-	scheme codec.Scheme
-	mem    *budget
-
-	session atomic.Uint64
-	handles atomic.Uint64
-
-	mu     sync.Mutex
-	inodes map[uint64]*inode
-
-	uploads chan struct{} // slots of objects being stored at once
-	places  placer
-	closer  closer
-	closing chan struct{} // closed by Close: the closer sends what is left
+	base    *base // configuration, shared read-only by the components
+	meta    Meta
+	pipe    *pipeline
+	inodes  *inodeTable
+	handles *handleTable
+	leases  *leaseTable
+	view    *view
+	data    *dataPlane
 
 	closeOnce sync.Once
 	closeErr  error
-	objCache  objectCache
-	reports   reporter // bad shards reads found, sent to the healer (report.go)
-
-	stop    context.CancelFunc
-	renewed chan struct{}
-	watched chan struct{}
-
-	// Write-behind under directory leases (lease.go, journal.go).
-	jr        journal
-	jrStop    chan struct{}
-	lmu       sync.Mutex
-	leases    map[uint64]*dirLease
-	returning map[uint64]int // directories being given back (giveBack), by lmu
-	leaseKick chan struct{}  // a lease was granted: watch for its revocation
-	inoMu     sync.Mutex
-	inoNext   uint64 // inode numbers reserved for this mount: [inoNext, inoEnd)
-	inoEnd    uint64
-	noLeases  bool
-	debugOn   bool // the logger takes Debug records (per-change logs)
-
-	// svcMu: read-held by a change through the service from before it is
-	// applied until the mount's view has recorded it (lockService);
-	// write-held by acquire while it loads a directory's entries, so that
-	// no change made here through the service is missed by both the load
-	// and its note (locking.go, level 0).
-	svcMu     sync.RWMutex
-	hitsMu    sync.Mutex
-	hits      map[uint64]int // changes through the service, by directory
-	acquiring atomic.Bool
-
-	hmu    sync.Mutex
-	opened map[*Handle]struct{} // open handles, registered again under a new session
+	stop      context.CancelFunc
+	renew     *renewer
 }
 
 // New opens a session with the metadata service and returns the
@@ -154,106 +126,51 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &FS{
-		cfg:    cfg,
-		meta:   cfg.Meta,
-		objs:   cfg.Objects,
-		log:    cfg.Logger.With("component", "fs"),
-		mem:    newBudget(cfg.BufferSize),
-		inodes: map[uint64]*inode{},
-		// Encoding and shard transfers of a few blocks at once keep the
-		// stores busy; more only adds parity buffers and memory.
-		uploads: make(chan struct{}, 8),
-	}
-	f.places.fs = f
-	f.leases = map[uint64]*dirLease{}
-	f.returning = map[uint64]int{}
-	f.leaseKick = make(chan struct{}, 1)
-	f.opened = map[*Handle]struct{}{}
-	f.noLeases = cfg.NoWriteBehind
-	f.debugOn = f.log.Enabled(ctx, slog.LevelDebug)
-	f.jr.init(f)
-	f.mem.pressure = f.relieve
-	f.objCache.m = map[uint64]*store.Object{}
-	f.reports.init(f)
+	b := &base{cfg: cfg, log: cfg.Logger.With("component", "fs")}
+	b.debugOn = b.log.Enabled(ctx, slog.LevelDebug)
+	f := &FS{base: b, meta: cfg.Meta}
 	pr, err := f.meta.Place(ctx, 0)
 	if err != nil {
 		return nil, fmt.Errorf("fs: asking the metadata service for the scheme: %w", err)
 	}
-	if f.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
+	if b.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
 		return nil, fmt.Errorf("fs: the filesystem's scheme %q: %w", pr.Scheme, err)
 	}
 	if cfg.InlineMax == 0 {
-		f.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
+		b.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
 		if pr.InlineMax == 0 {
-			f.cfg.InlineMax = -1
+			b.cfg.InlineMax = -1
 		}
 	}
 	id, _, err := f.meta.OpenSession(ctx, cfg.Name, cfg.SessionTTL)
 	if err != nil {
 		return nil, fmt.Errorf("fs: opening a session: %w", err)
 	}
-	f.session.Store(id)
+	f.inodes = newInodeTable()
+	f.pipe = newPipeline(b, f.meta, f.inodes)
+	f.pipe.sess.Store(id)
+	f.handles = newHandleTable(b, f.pipe)
+	f.leases = newLeaseTable(b, f.pipe, f.inodes, cfg.NoWriteBehind)
+	f.view = &view{base: b, pipe: f.pipe, inodes: f.inodes, leases: f.leases, handles: f.handles}
+	f.view.inoMu.Init(levelInoAlloc, "view.inoMu")
+	f.data = newDataPlane(b, f.meta, cfg.Objects, f.pipe, f.inodes, f.view)
+
 	rctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
-	f.renewed = make(chan struct{})
-	go f.renewLoop(rctx)
-	f.watched = make(chan struct{})
-	go f.watchLeases(rctx)
-	go f.reports.run(rctx)
-	f.jrStop = make(chan struct{})
-	go f.jr.run(f.jrStop)
-	f.closer = closer{fs: f, kick: make(chan struct{}, 1), done: make(chan struct{})}
-	f.closing = make(chan struct{})
-	go f.closer.run(f.closing)
+	f.renew = &renewer{base: b, meta: f.meta, pipe: f.pipe, handles: f.handles, leases: f.leases, done: make(chan struct{})}
+	go f.renew.run(rctx)
+	go f.leases.run(rctx)
+	go f.data.reports.run(rctx)
+	go f.pipe.run()
+	go f.handles.closer.run()
 	return f, nil
 }
 
 // Scheme is the filesystem's erasure-coding scheme.
-func (f *FS) Scheme() codec.Scheme { return f.scheme }
+func (f *FS) Scheme() codec.Scheme { return f.base.scheme }
 
 // Session is the mount's current session id.
-func (f *FS) Session() uint64 { return f.session.Load() }
-
-// renewLoop renews the session every third of its TTL. A session that
-// expired anyway (the mount was cut off longer than its lease) is replaced
-// by a new one: its locks and directory leases are lost, and the files open
-// here are registered again under it (one freed meanwhile, unlinked
-// elsewhere, is said in the log; its reads fail). What was written under
-// the old session is committed under it or not at all (the service refuses
-// it: EIO at fsync and close), and descriptors that took locks under it
-// are fenced (fence).
-func (f *FS) renewLoop(ctx context.Context) {
-	defer close(f.renewed)
-	t := time.NewTicker(f.cfg.SessionTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, f.cfg.SessionTTL)
-		_, err := f.meta.Renew(cctx, f.session.Load())
-		cancel()
-		if errors.Is(err, syscall.ESTALE) {
-			f.log.Error("the mount's session expired: its locks are lost; opening a new one")
-			cctx, cancel := context.WithTimeout(ctx, f.cfg.MetaTimeout)
-			id, _, err := f.meta.OpenSession(cctx, f.cfg.Name, f.cfg.SessionTTL)
-			cancel()
-			if err != nil {
-				f.log.Error("opening a new session", "err", err)
-				continue
-			}
-			f.fence()
-			f.session.Store(id)
-			f.dropLeases(false)
-			f.reopen(ctx, id)
-		} else if err != nil && ctx.Err() == nil {
-			f.log.Warn("renewing the session", "err", err)
-		}
-	}
-}
+func (f *FS) Session() uint64 { return f.pipe.session() }
 
 // Close flushes every file and ends the session (its locks are released
 // and its open files closed at once rather than after the TTL).
@@ -263,133 +180,18 @@ func (f *FS) Close() error {
 }
 
 func (f *FS) close() error {
-	err := f.FlushAll(context.Background())
-	close(f.closing)
-	<-f.closer.done
-	close(f.jrStop)
-	<-f.jr.done
+	err := f.data.flushAll(context.Background())
+	close(f.handles.closer.stop)
+	<-f.handles.closer.done
+	f.pipe.close()
 	f.stop()
-	<-f.renewed
-	<-f.watched
-	<-f.reports.done
+	<-f.renew.done
+	<-f.leases.watched
+	<-f.data.reports.done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, e := f.meta.Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: f.session.Load()}}}); e != nil && err == nil {
+	if _, e := f.meta.Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: f.pipe.session()}}}); e != nil && err == nil {
 		err = fmt.Errorf("fs: ending the session: %w", e)
 	}
 	return err
-}
-
-// ctx bounds one metadata call by MetaTimeout.
-func (f *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, f.cfg.MetaTimeout)
-}
-
-// apply runs a mutation and turns a failure to reach the service into EIO.
-// The journal is applied first, so that the mutation follows everything
-// the mount did before. A mutation refused because another mount holds a
-// lease on a directory it touches is retried (the service has asked the
-// holder to give it back) until MetaTimeout.
-func (f *FS) apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, syscall.Errno) {
-	f.jr.drain()
-	cctx, cancel := f.ctx(ctx)
-	defer cancel()
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		cmd.LeaseSession = f.session.Load()
-		cmd.Seq = 0 // a new attempt, not the same command again
-		r, err := f.meta.Apply(cctx, cmd)
-		if err != nil {
-			return nil, f.ioErr("metadata", err)
-		}
-		if !r.Leased {
-			if f.debugOn {
-				f.log.Debug("applied", "cmd", fmt.Sprintf("%v", cmd.Op), "errno", syscall.Errno(r.Errno).Error())
-			}
-			return r, syscall.Errno(r.Errno)
-		}
-		if e := sleepCtx(cctx, delay); e != 0 {
-			return nil, e
-		}
-	}
-}
-
-// read runs a query, linearizable, once the changes this mount wrote
-// behind that it could see are applied: for a query about one inode, those
-// that name it (a directory's entries are named by the directory), not the
-// whole journal. A query of a directory another mount leases revokes the
-// lease and is retried.
-func (f *FS) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
-	switch op := q.Op.(type) {
-	case *metapb.ReadReq_Lookup:
-		f.jr.waitFor(op.Lookup.Parent)
-	case *metapb.ReadReq_Getattr:
-		f.jr.waitFor(op.Getattr.Ino)
-	case *metapb.ReadReq_Readdir:
-		f.jr.waitFor(op.Readdir.Ino)
-	case *metapb.ReadReq_Readlink:
-		f.jr.waitFor(op.Readlink.Ino)
-	case *metapb.ReadReq_Getxattr:
-		f.jr.waitFor(op.Getxattr.Ino)
-	case *metapb.ReadReq_Listxattr:
-		f.jr.waitFor(op.Listxattr.Ino)
-	case *metapb.ReadReq_Getlk:
-		f.jr.waitFor(op.Getlk.Ino)
-	case *metapb.ReadReq_Slices:
-		f.jr.waitFor(op.Slices.Ino)
-	case *metapb.ReadReq_Statfs, *metapb.ReadReq_LockWait, *metapb.ReadReq_Objects, *metapb.ReadReq_Revokes:
-	default:
-		f.jr.drain()
-	}
-	return f.query(ctx, q)
-}
-
-// query is read without waiting for the journal: for what it cannot
-// change, or after waiting for the part that can.
-func (f *FS) query(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
-	cctx, cancel := f.ctx(ctx)
-	defer cancel()
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		q.LeaseSession = f.session.Load()
-		r, err := f.meta.Read(cctx, q)
-		if err != nil {
-			return nil, f.ioErr("metadata", err)
-		}
-		if !r.Leased {
-			return r, syscall.Errno(r.Errno)
-		}
-		if dir := leaseDir(q); dir != 0 {
-			if _, err := f.meta.Apply(cctx, &metapb.Command{LeaseSession: q.LeaseSession, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-				Dir: dir, Mode: 3}}}); err != nil {
-				return nil, f.ioErr("metadata", err)
-			}
-		}
-		if e := sleepCtx(cctx, delay); e != 0 {
-			return nil, e
-		}
-	}
-}
-
-// sleepCtx waits d, or returns EIO when ctx ends first (EINTR if it was
-// canceled).
-func sleepCtx(ctx context.Context, d time.Duration) syscall.Errno {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return 0
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return syscall.EINTR
-		}
-		return syscall.EIO
-	}
-}
-
-// ioErr logs err and returns EIO, or EINTR if the caller gave up.
-func (f *FS) ioErr(what string, err error) syscall.Errno {
-	if errors.Is(err, context.Canceled) {
-		return syscall.EINTR
-	}
-	f.log.Error(what+" call failed", "err", err)
-	return syscall.EIO
 }

@@ -35,18 +35,18 @@ const (
 )
 
 // health computes the value of ecfs.health for ino.
-func (f *FS) health(ctx context.Context, ino uint64) ([]byte, syscall.Errno) {
+func (d *dataPlane) health(ctx context.Context, ino uint64) ([]byte, syscall.Errno) {
 	for attempt := 0; ; attempt++ {
 		// The attributes as committed (not this mount's view, which counts
 		// data it buffers), after this mount's changes to ino were sent.
-		a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
+		a, errno := attrOf(d.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
 		if errno != 0 {
 			return nil, errno
 		}
 		if a.Type != uint32(namespace.TypeFile) {
 			return nil, syscall.ENODATA
 		}
-		ids, inline, errno := f.fileObjects(ctx, ino, a.Size)
+		ids, inline, errno := d.fileObjects(ctx, ino, a.Size)
 		if errno != 0 {
 			return nil, errno
 		}
@@ -56,7 +56,7 @@ func (f *FS) health(ctx context.Context, ino uint64) ([]byte, syscall.Errno) {
 			}
 			return []byte("empty"), 0
 		}
-		worst, norecord, errno := f.worstObject(ctx, ids)
+		worst, norecord, errno := d.worstObject(ctx, ids)
 		if errno != 0 {
 			return nil, errno
 		}
@@ -66,7 +66,7 @@ func (f *FS) health(ctx context.Context, ino uint64) ([]byte, syscall.Errno) {
 			// more; an object with no record then is one reads fail on.
 			continue
 		}
-		k, n := f.scheme.K, f.scheme.Shards()
+		k, n := d.scheme.K, d.scheme.Shards()
 		state := "degraded"
 		switch {
 		case worst == n:
@@ -74,13 +74,13 @@ func (f *FS) health(ctx context.Context, ino uint64) ([]byte, syscall.Errno) {
 		case worst < k:
 			state = "unreadable"
 		}
-		return fmt.Appendf(nil, "%d+%d %d/%d %s", f.scheme.K, f.scheme.M, worst, n, state), 0
+		return fmt.Appendf(nil, "%d+%d %d/%d %s", d.scheme.K, d.scheme.M, worst, n, state), 0
 	}
 }
 
 // fileObjects returns the distinct objects the committed slices of file
 // ino (of the given size) point at, sorted, and its inline data.
-func (f *FS) fileObjects(ctx context.Context, ino, size uint64) ([]uint64, []byte, syscall.Errno) {
+func (d *dataPlane) fileObjects(ctx context.Context, ino, size uint64) ([]uint64, []byte, syscall.Errno) {
 	if size == 0 {
 		return nil, nil, 0
 	}
@@ -92,7 +92,7 @@ func (f *FS) fileObjects(ctx context.Context, ino, size uint64) ([]uint64, []byt
 		for b := first; b < nblocks && b < first+healthSliceBatch; b++ {
 			blocks = append(blocks, b)
 		}
-		r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: ino, Blocks: blocks}}})
+		r, errno := d.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: ino, Blocks: blocks}}})
 		if errno != 0 {
 			return nil, nil, errno
 		}
@@ -113,12 +113,12 @@ func (f *FS) fileObjects(ctx context.Context, ino, size uint64) ([]uint64, []byt
 
 // worstObject returns the fewest healthy shards any of ids has, as the
 // leader records them, and whether some id has no record (counted as 0).
-func (f *FS) worstObject(ctx context.Context, ids []uint64) (worst int, norecord bool, errno syscall.Errno) {
-	worst = f.scheme.Shards()
+func (d *dataPlane) worstObject(ctx context.Context, ids []uint64) (worst int, norecord bool, errno syscall.Errno) {
+	worst = d.scheme.Shards()
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), healthObjectBatch)]
 		ids = ids[len(batch):]
-		r, errno := f.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: batch}}})
+		r, errno := d.pipe.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Objects{Objects: &metapb.ObjectsReq{Ids: batch}}})
 		if errno != 0 {
 			return 0, false, errno
 		}
@@ -126,7 +126,7 @@ func (f *FS) worstObject(ctx context.Context, ids []uint64) (worst int, norecord
 			norecord, worst = true, 0
 		}
 		for _, rec := range r.Objects {
-			worst = min(worst, f.healthyShards(rec))
+			worst = min(worst, d.healthyShards(rec))
 		}
 	}
 	return worst, norecord, 0
@@ -134,9 +134,9 @@ func (f *FS) worstObject(ctx context.Context, ids []uint64) (worst int, norecord
 
 // healthyShards counts the shards of rec that can be relied on: placed
 // and not marked bad (rotten, missing, on a store that is down or gone).
-func (f *FS) healthyShards(rec *metapb.ObjectRecord) int {
+func (d *dataPlane) healthyShards(rec *metapb.ObjectRecord) int {
 	h := 0
-	for i := range f.scheme.Shards() {
+	for i := range d.scheme.Shards() {
 		if i >= len(rec.Stores) || rec.Stores[i] == "" {
 			continue
 		}

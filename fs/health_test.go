@@ -3,8 +3,6 @@ package fs
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -96,51 +94,6 @@ func blockObject(t *testing.T, m Meta, ino, blk uint64) uint64 {
 	return s.Object
 }
 
-// shardFile returns the path of the file of shard index of object id. The
-// stores of env each keep their disk in a t.TempDir() of the test that
-// started it, and those share one parent: the shard's file is the one
-// file below it named after the shard.
-func shardFile(t *testing.T, id uint64, index int) string {
-	t.Helper()
-	name := store.ShardKey{Object: store.ObjectID(id), Index: index}.String()
-	var found []string
-	err := filepath.Walk(filepath.Dir(t.TempDir()), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Name() == name {
-			found = append(found, p)
-		}
-		return nil // files of the raft log come and go
-	})
-	if err != nil || len(found) != 1 {
-		t.Fatalf("looking for the file of shard %s: %v, found %q", name, err, found)
-	}
-	return found[0]
-}
-
-// corruptShard flips bytes in the data of a shard file (its first chunk).
-func corruptShard(t *testing.T, path string) {
-	t.Helper()
-	fh, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	h, err := store.ReadShardHeader(fh, 1<<30)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	var b [16]byte
-	off := h.DataOffset() + 1000
-	if _, err := fh.ReadAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] ^= 0xa5
-	}
-	if _, err := fh.WriteAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestHealthXattr: ecfs.health says inline, empty, or K+M H/N STATE of a
 // regular file, from what is committed; other files have none; it cannot
 // be set or removed and is not listed.
@@ -203,7 +156,12 @@ func TestHealthXattr(t *testing.T) {
 // left (that read fails, and still reports what it found).
 func TestReadReportsBadShards(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	readReportsBadShards(t, newEnv(t))
+}
+
+// readReportsBadShards is TestReadReportsBadShards on e (the fakes, or the
+// real cluster with its shard files damaged on disk).
+func readReportsBadShards(t *testing.T, e *env) {
 	w := e.mount("writer", nil, nil)
 	leader := e.client()
 	ctx := testCtx(t)
@@ -239,7 +197,7 @@ func TestReadReportsBadShards(t *testing.T) {
 	}
 
 	// (b) One shard rotten: the read reconstructs, the shard is reported.
-	corruptShard(t, shardFile(t, objA, 0))
+	e.damage(objA, 0, false)
 	spy1 := &reportSpy{Meta: e.client()}
 	r1 := e.mount("reader1", func(c *Config) { c.Meta = spy1 }, nil)
 	openRead(t, r1, a.Ino, want)
@@ -252,9 +210,7 @@ func TestReadReportsBadShards(t *testing.T) {
 	mustHealth(t, w, a.Ino, "4+2 5/6 degraded")
 
 	// (d) A shard missing from its store is reported as missing.
-	if err := os.Remove(shardFile(t, objB, 1)); err != nil {
-		t.Fatal(err)
-	}
+	e.damage(objB, 1, true)
 	spy2 := &reportSpy{Meta: e.client()}
 	r2 := e.mount("reader2", func(c *Config) { c.Meta = spy2 }, nil)
 	openRead(t, r2, a.Ino, want)
@@ -264,9 +220,7 @@ func TestReadReportsBadShards(t *testing.T) {
 
 	// Three shards of object A bad: reads of it fail, and report.
 	for _, i := range []int{1, 2} {
-		if err := os.Remove(shardFile(t, objA, i)); err != nil {
-			t.Fatal(err)
-		}
+		e.damage(objA, i, true)
 	}
 	spy3 := &reportSpy{Meta: e.client()}
 	r3 := e.mount("reader3", func(c *Config) { c.Meta = spy3 }, nil)
@@ -294,7 +248,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 
 	// Objects from 1<<60 have no record: the service ignores the reports.
 	const obj = uint64(1) << 60
-	f.reportBad(obj, []store.ShardResult{
+	f.data.reportBad(obj, []store.ShardResult{
 		{Index: 0, Addr: "s0", Err: fmt.Errorf("shard: %w", store.ErrDataLoss)},
 		{Index: 1, Addr: "s1", Err: &store.RemoteError{Addr: "s1", Code: store.CodeNotFound}},
 		{Index: 2, Addr: "s2", Err: fmt.Errorf("%w: s2: refused", store.ErrUnavailable)},
@@ -307,8 +261,8 @@ func TestReportBadShardsQueue(t *testing.T) {
 	waitUntil(t, "the first reports", 20*time.Second, func() bool { return len(spy.reported()) >= 2 })
 	// The same shard again, then another one: once the other arrives, the
 	// repeat (queued before it) was seen, and dropped.
-	f.reportBad(obj, []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrDataLoss}})
-	f.reportBad(obj+1, []store.ShardResult{{Index: 3, Addr: "s3", Err: store.ErrNotFound}})
+	f.data.reportBad(obj, []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrDataLoss}})
+	f.data.reportBad(obj+1, []store.ShardResult{{Index: 3, Addr: "s3", Err: store.ErrNotFound}})
 	marker := reportKey(obj+1, 3, "s3", "missing")
 	waitUntil(t, "the marker report", 20*time.Second, func() bool { return slices.Contains(spy.reported(), marker) })
 	if got, want := spy.reported(), append(first, marker); !slices.Equal(got, want) {
@@ -323,7 +277,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range n {
-			g.reportBad(obj+uint64(i), []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrNotFound}})
+			g.data.reportBad(obj+uint64(i), []store.ShardResult{{Index: 0, Addr: "s0", Err: store.ErrNotFound}})
 		}
 	}()
 	select {
@@ -336,7 +290,7 @@ func TestReportBadShardsQueue(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 	select {
-	case <-g.reports.done:
+	case <-g.data.reports.done:
 	default:
 		t.Fatal("the report sender still runs after Close")
 	}

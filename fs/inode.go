@@ -1,9 +1,10 @@
 package fs
 
 import (
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/protobuf/proto"
@@ -13,12 +14,12 @@ import (
 // the data written and not yet committed, and caches for reading.
 type inode struct {
 	ino uint64
-	mu  sync.Mutex
+	mu  lockorder.Mutex
 	// jmu orders the inode's attribute changes and closes in the journal:
 	// held from the decision (under mu) until the record is appended, so
 	// that a change decided while the file was open is not journaled
 	// after the close that freed it (locking.go, level 2b).
-	jmu sync.Mutex
+	jmu lockorder.Mutex
 
 	attr *metapb.Attr // last answer of the metadata service (nil: unknown)
 
@@ -58,38 +59,107 @@ type inode struct {
 	noCapsAt time.Time // security.capability was absent as of then
 }
 
-// inode returns the mount's state of ino, creating it.
-func (f *FS) inode(ino uint64) *inode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in := f.inodes[ino]
+// inodeTable is the mount's inodes by number. Its lock is a leaf: held
+// for map operations only, and while taking an inode's mu only with
+// TryLock (forget, relieve).
+type inodeTable struct {
+	mu lockorder.Mutex
+	m  map[uint64]*inode
+}
+
+func newInodeTable() *inodeTable {
+	t := &inodeTable{m: map[uint64]*inode{}}
+	t.mu.Init(levelInodes, "inodeTable.mu")
+	return t
+}
+
+// get returns the mount's state of ino, creating it.
+func (t *inodeTable) get(ino uint64) *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.m[ino]
 	if in == nil {
 		in = &inode{ino: ino, dirty: map[uint64]*buf{}}
-		f.inodes[ino] = in
+		in.mu.Init(levelInode, "inode.mu")
+		in.jmu.Init(levelJournal, "inode.jmu")
+		t.m[ino] = in
 	}
 	return in
 }
 
-// lookupInode returns the mount's state of ino, or nil.
-func (f *FS) lookupInode(ino uint64) *inode {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.inodes[ino]
+// lookup returns the mount's state of ino, or nil.
+func (t *inodeTable) lookup(ino uint64) *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[ino]
 }
 
-// Forget drops what the mount holds of ino once nothing uses it (the
+// all returns every inode the mount holds now.
+func (t *inodeTable) all() []*inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ins := make([]*inode, 0, len(t.m))
+	for _, in := range t.m {
+		ins = append(ins, in)
+	}
+	return ins
+}
+
+// forget drops what the mount holds of ino once nothing uses it (the
 // kernel forgot it, no handle is open and no data waits for upload).
-func (f *FS) Forget(ino uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	in := f.inodes[ino]
+func (t *inodeTable) forget(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.m[ino]
 	if in == nil || !in.mu.TryLock() {
 		return
 	}
 	defer in.mu.Unlock()
 	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 && in.errs == in.errsSeen {
-		delete(f.inodes, ino)
+		delete(t.m, ino)
 	}
+}
+
+// failed records a failure of data or of a change of each of inos: the
+// descriptors open on them, and the next to open, report EIO at fsync and
+// close (errseq).
+func (t *inodeTable) failed(inos ...uint64) {
+	for _, ino := range inos {
+		in := t.getLocked(ino)
+		in.errs++
+		in.mu.Unlock()
+	}
+}
+
+// getLocked returns the mount's state of ino, created if need be, with its
+// mu held and still in the table: what the caller records there is not
+// lost to a forget that dropped the inode between get and Lock (the sender
+// records failures on inodes no descriptor holds).
+func (t *inodeTable) getLocked(ino uint64) *inode {
+	for {
+		in := t.get(ino)
+		in.mu.Lock()
+		if t.lookup(ino) == in {
+			return in
+		}
+		in.mu.Unlock()
+	}
+}
+
+// remember records attributes the service returned and gives back what the
+// mount shows (with locally written size).
+func (t *inodeTable) remember(a *metapb.Attr) *metapb.Attr {
+	if a == nil {
+		return nil
+	}
+	in := t.get(a.Ino)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb != nil && in.attr != nil {
+		return in.report() // the mount's own: newer than the service's
+	}
+	in.setAttr(a)
+	return in.report()
 }
 
 // setAttr records attributes from the metadata service; a new version
@@ -143,44 +213,15 @@ func (in *inode) inlineOK(inlineMax int) bool {
 	return in.attr == nil || in.attr.Size <= uint64(inlineMax)
 }
 
-// failed records a failure of data or of a change of each of inos: the
-// descriptors open on them, and the next to open, report EIO at fsync and
-// close (errseq).
-func (f *FS) failed(inos ...uint64) {
-	for _, ino := range inos {
-		in := f.inode(ino)
-		in.mu.Lock()
-		in.errs++
-		in.mu.Unlock()
-	}
-}
-
 // takeErr reports EIO when ino failed since the descriptor cur was last
-// told (cur nil: since any descriptor was), and moves cur up to now
-// (fsync). in.mu is held.
+// told (cur nil: since any descriptor was), and moves cur up to now. in.mu
+// is held.
 func (in *inode) takeErr(cur *uint64) syscall.Errno {
 	since := in.errsSeen
 	if cur != nil {
 		since = *cur
 		*cur = in.errs
 	}
-	in.errsSeen = in.errs
-	if in.errs > since {
-		return syscall.EIO
-	}
-	return 0
-}
-
-// flushErr is takeErr for a close (FLUSH): it reports the same, but leaves
-// the descriptor's cursor where it is. Every copy of a descriptor sends
-// FLUSH when it is closed (a forked child's at exec, close-on-exec), so a
-// close does not prove that the descriptor's owner was told: its fsync
-// still reports the failure. in.mu is held.
-func (in *inode) flushErr(cur *uint64) syscall.Errno {
-	if cur == nil {
-		return in.takeErr(nil)
-	}
-	since := *cur
 	in.errsSeen = in.errs
 	if in.errs > since {
 		return syscall.EIO

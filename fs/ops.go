@@ -14,66 +14,15 @@ import (
 // RootIno is the root directory's inode number.
 const RootIno = 1
 
-// remember records attributes the service returned and gives back what the
-// mount shows (with locally written size).
-func (f *FS) remember(a *metapb.Attr) *metapb.Attr {
-	if a == nil {
-		return nil
-	}
-	in := f.inode(a.Ino)
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.wb != nil && in.attr != nil {
-		return in.report() // the mount's own: newer than the service's
-	}
-	in.setAttr(a)
-	return in.report()
-}
-
-// applyAttr runs a mutation that answers attributes and remembers them.
-func (f *FS) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr, syscall.Errno) {
-	r, errno := f.apply(ctx, cmd)
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(r.Attr), 0
-}
-
-func attrOf(r *metapb.ReadResp, errno syscall.Errno) (*metapb.Attr, syscall.Errno) {
-	if errno != 0 {
-		return nil, errno
-	}
-	return r.Attr, 0
-}
-
 // Lookup finds name in directory parent.
 func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
-	if len(name) > maxNameLen {
-		return nil, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
-	}
-	if a, ino, ok, errno := f.wbLookup(parent, name); ok {
-		if errno != 0 || a != nil {
-			return a, errno
-		}
-		return f.GetAttr(ctx, ino)
-	}
-	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(a), 0
+	return f.view.lookup(ctx, parent, name)
 }
 
-// GetAttr returns the attributes of ino, asked of the service.
+// GetAttr returns the attributes of ino: the mount's own in a directory it
+// leases, else asked of the service.
 func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
-	if a := f.localAttr(ino); a != nil {
-		return a, 0
-	}
-	a, errno := attrOf(f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
-	if errno != 0 {
-		return nil, errno
-	}
-	return f.remember(a), 0
+	return f.view.getAttr(ctx, ino)
 }
 
 // SetAttrIn says what SetAttr changes: Valid holds namespace.SetAttr* bits.
@@ -83,19 +32,19 @@ type SetAttrIn = namespace.SetAttrIn
 // that an explicit mtime (cp -p, rsync -t) is not overwritten by a later
 // commit; a size change drops the read caches.
 func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Attr, syscall.Errno) {
-	if errno := f.Flush(ctx, ino); errno != 0 {
+	if errno := f.data.flush(ctx, ino, nil); errno != 0 {
 		return nil, errno
 	}
-	if a, ok := f.wbSetAttr(ino, in); ok {
+	if a, ok := f.view.setAttr(ino, in); ok {
 		return a, 0
 	}
-	f.settle(ino)
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
+	f.view.settle(ino)
+	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
 		Ino: ino, Valid: in.Valid, Mode: in.Mode, Uid: in.Uid, Gid: in.Gid, Size: in.Size, Atime: in.Atime, Mtime: in.Mtime}}})
 	if errno != 0 {
 		return nil, errno
 	}
-	n := f.inode(ino)
+	n := f.inodes.get(ino)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if in.Valid&namespace.SetSize != 0 {
@@ -110,15 +59,15 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 // excl an existing regular file is returned instead (its Ino differs from
 // a new one's: the caller cannot tell, nor needs to).
 func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespace.FileType, mode, rdev, uid, gid uint32, excl bool) (*metapb.Attr, syscall.Errno) {
-	unlock := f.lockService(parent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	unlock := f.leases.lockService(parent)
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(typ), Mode: mode, Uid: uid, Gid: gid, Rdev: rdev, Excl: excl}}})
 	if errno == 0 {
-		f.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
+		f.view.noteEnt(parent, name, a.Ino, namespace.FileType(a.Type))
 	}
 	unlock()
 	if errno == 0 {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
 	return a, errno
 }
@@ -126,54 +75,54 @@ func (f *FS) Create(ctx context.Context, parent uint64, name string, typ namespa
 // Mkdir makes a directory. The mount leases it: until another mount looks
 // into it, what is made inside is written behind (lease.go).
 func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	if f.noLeases {
-		return f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
+	if f.leases.off {
+		return f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 			Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
 	}
-	if a, ok, errno := f.wbMkdir(ctx, parent, name, mode, uid, gid); ok {
+	if a, ok, errno := f.view.mkdir(ctx, parent, name, mode, uid, gid); ok {
 		return a, errno
 	}
 	cmd := &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 		Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Lease: true}}}
-	unlock := f.lockService(parent)
-	a, errno := f.applyAttr(ctx, cmd)
+	unlock := f.leases.lockService(parent)
+	a, errno := f.view.applyAttr(ctx, cmd)
 	if errno == 0 {
-		f.addLease(a.Ino, cmd.LeaseSession, proto.Clone(a).(*metapb.Attr)) // granted to the session it was made under
-		f.noteEnt(parent, name, a.Ino, namespace.TypeDir)
+		f.leases.add(a.Ino, cmd.LeaseSession, proto.Clone(a).(*metapb.Attr)) // granted to the session it was made under
+		f.view.noteEnt(parent, name, a.Ino, namespace.TypeDir)
 	}
 	unlock()
 	if errno == 0 {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
 	return a, errno
 }
 
 // Symlink makes a symbolic link.
 func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	if a, ok, errno := f.wbSymlink(ctx, parent, name, target, uid, gid); ok {
+	if a, ok, errno := f.view.symlink(ctx, parent, name, target, uid, gid); ok {
 		return a, errno
 	}
-	unlock := f.lockService(parent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
+	unlock := f.leases.lockService(parent)
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Symlink{Symlink: &metapb.SymlinkOp{
 		Parent: parent, Name: name, Target: target, Uid: uid, Gid: gid}}})
 	if errno == 0 {
-		f.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
+		f.view.noteEnt(parent, name, a.Ino, namespace.TypeSymlink)
 	}
 	unlock()
 	if errno == 0 {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
 	return a, errno
 }
 
 // Link adds a hard link to ino.
 func (f *FS) Link(ctx context.Context, ino, newParent uint64, newName string) (*metapb.Attr, syscall.Errno) {
-	f.settle(ino)
-	unlock := f.lockService(newParent)
-	a, errno := f.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
+	f.view.settle(ino)
+	unlock := f.leases.lockService(newParent)
+	a, errno := f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Link{Link: &metapb.LinkOp{
 		Ino: ino, NewParent: newParent, NewName: newName}}})
 	if errno == 0 {
-		f.noteEnt(newParent, newName, a.Ino, namespace.FileType(a.Type))
+		f.view.noteEnt(newParent, newName, a.Ino, namespace.FileType(a.Type))
 	}
 	unlock()
 	return a, errno
@@ -184,17 +133,17 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 	if len(name) > maxNameLen {
 		return syscall.ENAMETOOLONG
 	}
-	if ok, errno := f.wbUnlink(parent, name); ok {
+	if ok, errno := f.view.unlink(parent, name); ok {
 		return errno
 	}
-	unlock := f.lockService(parent)
-	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
+	unlock := f.leases.lockService(parent)
+	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
 	if errno == 0 {
-		f.noteGone(parent, name)
+		f.view.noteGone(parent, name)
 	}
 	unlock()
 	if errno == 0 {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
 	return errno
 }
@@ -204,23 +153,22 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	if len(name) > maxNameLen {
 		return syscall.ENAMETOOLONG
 	}
-	if ok, errno := f.wbRmdir(parent, name); ok {
+	if ok, errno := f.view.rmdir(parent, name); ok {
 		return errno
 	}
-	child := f.victimDir(ctx, parent, name)
-	unlock := f.lockService(parent, child)
-	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
+	unlock, child := f.view.lockRemoval(ctx, parent, name, 0, parent)
+	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
 	var gone *dirLease
 	if errno == 0 {
-		f.noteGone(parent, name)
-		gone = f.dropRemoved(child)
+		f.view.noteGone(parent, name)
+		gone = f.leases.dropRemoved(child)
 	}
 	unlock()
 	if gone != nil {
-		f.endLease(gone)
+		f.leases.endLease(gone)
 	}
 	if errno == 0 {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
 	return errno
 }
@@ -228,39 +176,41 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 // Rename moves a name, with renameat2 flags (RENAME_NOREPLACE,
 // RENAME_EXCHANGE).
 func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) syscall.Errno {
-	if ok, errno := f.wbRename(parent, name, newParent, newName, flags); ok {
+	if ok, errno := f.view.rename(parent, name, newParent, newName, flags); ok {
 		return errno
 	}
+	var unlock func()
 	var victim uint64 // a directory the rename may replace
 	if flags&namespace.RenameExchange == 0 {
-		if victim = f.victimDir(ctx, newParent, newName); victim != 0 {
-			if a, errno := f.Lookup(ctx, parent, name); errno == 0 && a.Ino == victim {
-				victim = 0 // renamed onto itself
-			}
+		var keep uint64 // renamed onto itself: nothing is replaced
+		if a, errno := f.Lookup(ctx, parent, name); errno == 0 {
+			keep = a.Ino
 		}
+		unlock, victim = f.view.lockRemoval(ctx, newParent, newName, keep, parent, newParent)
+	} else {
+		unlock = f.leases.lockService(parent, newParent)
 	}
-	unlock := f.lockService(parent, newParent, victim)
-	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
+	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
 	var gone *dirLease
 	if errno == 0 {
-		f.noteRename(parent, name, newParent, newName, flags)
-		gone = f.dropRemoved(victim)
+		f.view.noteRename(parent, name, newParent, newName, flags)
+		gone = f.leases.dropRemoved(victim)
 	}
 	unlock()
 	if gone != nil {
-		f.endLease(gone)
+		f.leases.endLease(gone)
 	}
 	if errno == 0 {
-		f.noteChange(newParent)
+		f.leases.noteChange(newParent)
 	}
 	return errno
 }
 
 // Readlink returns a symlink's target.
 func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
-	if in := f.lookupInode(ino); in != nil {
-		if l := f.eligible(in); l != nil {
+	if in := f.inodes.lookup(ino); in != nil {
+		if l := f.leases.eligible(in); l != nil {
 			in.mu.Lock()
 			t := in.target
 			own := in.wb == l
@@ -271,7 +221,7 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
 			}
 		}
 	}
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readlink{Readlink: &metapb.ReadlinkReq{Ino: ino}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readlink{Readlink: &metapb.ReadlinkReq{Ino: ino}}})
 	if errno != 0 {
 		return "", errno
 	}
@@ -281,7 +231,7 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
 // ReadDir returns up to max entries of directory ino after cookie (0: from
 // the start); each entry's cookie continues after it.
 func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metapb.DirEntry, syscall.Errno) {
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
 	if errno != 0 {
 		return nil, errno
 	}
@@ -307,16 +257,16 @@ func isACL(name string) bool {
 // computed (health.go).
 func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, syscall.Errno) {
 	if name == healthName {
-		return f.health(ctx, ino)
+		return f.data.health(ctx, ino)
 	}
 	if isACL(name) {
 		return nil, syscall.EOPNOTSUPP
 	}
-	if f.madeHere(ino) {
+	if f.view.madeHere(ino) {
 		return nil, syscall.ENODATA // made here, and no xattr set since (that settles it)
 	}
 	if name == capsName {
-		in := f.inode(ino)
+		in := f.inodes.get(ino)
 		in.mu.Lock()
 		fresh := time.Since(in.noCapsAt) < capsTTL
 		in.mu.Unlock()
@@ -324,9 +274,9 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 			return nil, syscall.ENODATA
 		}
 	}
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getxattr{Getxattr: &metapb.GetXattrReq{Ino: ino, Name: name}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getxattr{Getxattr: &metapb.GetXattrReq{Ino: ino, Name: name}}})
 	if errno == syscall.ENODATA && name == capsName {
-		in := f.inode(ino)
+		in := f.inodes.get(ino)
 		in.mu.Lock()
 		in.noCapsAt = time.Now()
 		in.mu.Unlock()
@@ -340,10 +290,10 @@ func (f *FS) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, sys
 // ListXattr returns the xattr names of ino; virtual ones (ecfs.health)
 // are not listed.
 func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno) {
-	if f.madeHere(ino) {
+	if f.view.madeHere(ino) {
 		return nil, 0
 	}
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Listxattr{Listxattr: &metapb.ListXattrReq{Ino: ino}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Listxattr{Listxattr: &metapb.ListXattrReq{Ino: ino}}})
 	if errno != 0 {
 		return nil, errno
 	}
@@ -358,7 +308,7 @@ func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno
 
 func (f *FS) forgetCaps(ino uint64, name string) {
 	if name == capsName {
-		in := f.inode(ino)
+		in := f.inodes.get(ino)
 		in.mu.Lock()
 		in.noCapsAt = time.Time{}
 		in.mu.Unlock()
@@ -374,8 +324,8 @@ func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte
 		return syscall.EOPNOTSUPP
 	}
 	f.forgetCaps(ino, name)
-	f.settle(ino)
-	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
+	f.view.settle(ino)
+	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
 	return errno
 }
 
@@ -388,8 +338,8 @@ func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.E
 		return syscall.EOPNOTSUPP
 	}
 	f.forgetCaps(ino, name)
-	f.settle(ino)
-	_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
+	f.view.settle(ino)
+	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
 	return errno
 }
 
@@ -401,7 +351,7 @@ type Statfs struct {
 
 // Statfs asks the service for the capacity.
 func (f *FS) Statfs(ctx context.Context) (Statfs, syscall.Errno) {
-	r, errno := f.read(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Statfs{Statfs: &metapb.StatfsReq{}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Stale: true, Op: &metapb.ReadReq_Statfs{Statfs: &metapb.StatfsReq{}}})
 	if errno != 0 {
 		return Statfs{}, errno
 	}

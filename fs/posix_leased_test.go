@@ -24,7 +24,7 @@ func mustAttr(t *testing.T, f *FS, ino uint64) *metapb.Attr {
 // is the mount's own view).
 func leased(t *testing.T, f *FS, dir uint64) {
 	t.Helper()
-	if l := f.wbLease(dir); l == nil {
+	if l := f.leases.held(dir); l == nil {
 		t.Fatalf("directory %d is not leased", dir)
 	} else {
 		l.mu.RUnlock()
@@ -123,7 +123,7 @@ func TestLeasedNlinkAfterMovingDirectories(t *testing.T) {
 	_, errno = e.mount("two", nil, nil).Lookup(ctx, sub, "nothing")
 	mustErrno(t, "lookup on mount two", errno, syscall.ENOENT)
 	waitUntil(t, "the lease of a/sub to be given back", 10*time.Second, func() bool {
-		l := f.wbLease(sub)
+		l := f.leases.held(sub)
 		if l != nil {
 			l.mu.RUnlock()
 		}
@@ -168,12 +168,6 @@ func TestModeZero(t *testing.T) {
 
 // The go-fuse adapter shows a mode of 0 as 0 (go-fuse makes it 0644 or 0755
 // unless told not to).
-func TestMountOptionsKeepModeZero(t *testing.T) {
-	if !mountOptions(MountOptions{}).NullPermissions {
-		t.Fatal("mount options without NullPermissions: go-fuse shows mode 0000 as 0644/0755")
-	}
-}
-
 func TestNameTooLong(t *testing.T) {
 	f, _ := newTestFS(t)
 	ctx := testCtx(t)

@@ -64,7 +64,8 @@ type badReport struct {
 // reporter sends bad shards to the metadata service. Only its goroutine
 // (run) touches anything but ch.
 type reporter struct {
-	fs       *FS
+	*base
+	meta     Meta
 	ch       chan badReport
 	done     chan struct{} // closed when run returns
 	recent   map[shardAt]time.Time
@@ -72,8 +73,8 @@ type reporter struct {
 	lastWarn time.Time
 }
 
-func (r *reporter) init(f *FS) {
-	r.fs = f
+func (r *reporter) init(b *base, meta Meta) {
+	r.base, r.meta = b, meta
 	r.ch = make(chan badReport, reportQueue)
 	r.done = make(chan struct{})
 	r.recent = map[shardAt]time.Time{}
@@ -95,14 +96,14 @@ func badReason(err error) string {
 
 // reportBad queues the shards of object id a read found corrupt or
 // missing. It never blocks.
-func (f *FS) reportBad(id uint64, bad []store.ShardResult) {
+func (d *dataPlane) reportBad(id uint64, bad []store.ShardResult) {
 	for _, b := range bad {
 		reason := badReason(b.Err)
 		if reason == "" || b.Addr == "" || b.Index < 0 {
 			continue
 		}
 		select {
-		case f.reports.ch <- badReport{shardAt{id, uint32(b.Index), b.Addr}, reason}:
+		case d.reports.ch <- badReport{shardAt{id, uint32(b.Index), b.Addr}, reason}:
 		default: // full: a later read reports it again
 		}
 	}
@@ -189,11 +190,10 @@ func (r *reporter) add(batch []*metapb.BadShard, b badReport) []*metapb.BadShard
 // send applies one ReportOp. Shards it fails to report are forgotten, so
 // that the next read to find them reports them again.
 func (r *reporter) send(ctx context.Context, batch []*metapb.BadShard) {
-	f := r.fs
 	r.last = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	res, err := f.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_Report{Report: &metapb.ReportOp{Shards: batch}}})
+	res, err := r.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_Report{Report: &metapb.ReportOp{Shards: batch}}})
 	if err == nil && res.Errno != 0 {
 		err = syscall.Errno(res.Errno)
 	}
@@ -203,13 +203,13 @@ func (r *reporter) send(ctx context.Context, batch []*metapb.BadShard) {
 		}
 		if ctx.Err() == nil && time.Since(r.lastWarn) >= reportWarn {
 			r.lastWarn = time.Now()
-			f.log.Warn("reporting bad shards to the metadata service failed; reads report them again", "shards", len(batch), "err", err)
+			r.log.Warn("reporting bad shards to the metadata service failed; reads report them again", "shards", len(batch), "err", err)
 		}
 		return
 	}
-	if f.debugOn {
+	if r.debugOn {
 		b := batch[0]
-		f.log.Debug("reported bad shards", "shards", len(batch),
+		r.log.Debug("reported bad shards", "shards", len(batch),
 			"first", fmt.Sprintf("%016x/%d on %s (%s)", b.Object, b.Index, b.Store, b.Reason))
 	}
 }

@@ -35,10 +35,10 @@ func TestBufferBudget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	f := e.mount("w", func(c *Config) { c.BufferSize = 1 }, nil)
-	if f.mem.limit != 2*BlockSize {
-		t.Fatalf("buffer size clamped to %d, want %d", f.mem.limit, 2*BlockSize)
+	if f.data.mem.limit != 2*BlockSize {
+		t.Fatalf("buffer size clamped to %d, want %d", f.data.mem.limit, 2*BlockSize)
 	}
-	const size = 40 << 20
+	const size = 24 << 20 // six blocks per file, three files, a budget of two blocks
 	header := []byte("a small first block: written inline unless the file grows")
 	type file struct {
 		ino  uint64
@@ -54,7 +54,7 @@ func TestBufferBudget(t *testing.T) {
 		}
 		return nil
 	}
-	// How each writer writes its 40 MiB; each returns the expected content.
+	// How each writer writes its 24 MiB; each returns the expected content.
 	styles := []struct {
 		name  string
 		write func(ino uint64, data []byte) ([]byte, error)
@@ -104,7 +104,7 @@ func TestBufferBudget(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for {
-			peak.Store(max(peak.Load(), f.mem.inUse()))
+			peak.Store(max(peak.Load(), f.data.mem.inUse()))
 			select {
 			case <-stopSampling:
 				return
@@ -150,10 +150,10 @@ func TestBufferBudget(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if p := peak.Load(); p > f.mem.limit {
-		t.Errorf("buffers held %d bytes at a time, over the budget of %d", p, f.mem.limit)
+	if p := peak.Load(); p > f.data.mem.limit {
+		t.Errorf("buffers held %d bytes at a time, over the budget of %d", p, f.data.mem.limit)
 	}
-	if n := f.mem.inUse(); n != 0 {
+	if n := f.data.mem.inUse(); n != 0 {
 		t.Errorf("%d bytes of the budget still held after every flush", n)
 	}
 	for i, fl := range files {
@@ -182,7 +182,7 @@ func TestUploadFailure(t *testing.T) {
 	mustErrno(t, "second flush", f.Flush(ctx, a.Ino), 0)
 	// The data is gone: this mount shows what the service holds.
 	mustSize(t, f, a.Ino, 0)
-	if n := f.mem.inUse(); n != 0 {
+	if n := f.data.mem.inUse(); n != 0 {
 		t.Errorf("%d bytes of the budget still held after failed uploads", n)
 	}
 	// Nothing was committed: another mount sees an empty file.
@@ -193,7 +193,7 @@ func TestUploadFailure(t *testing.T) {
 	// of still reaches fsync and close), and then not again.
 	mustWrite(t, f, a.Ino, pattern(BlockSize, 2), 0)
 	waitUntil(t, "the failed upload", 10*time.Second, func() bool {
-		in := f.inode(a.Ino)
+		in := f.inodes.get(a.Ino)
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		return len(in.pending) == 0

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 	"github.com/ecfs/ecfs/store"
 )
 
@@ -68,26 +69,7 @@ func (b *buf) overlay(p []byte, off int64) {
 	}
 }
 
-// WriteFile is Write through descriptor h: a descriptor whose locks were
-// lost with an expired session writes nothing more (EIO), so a holder that
-// froze past its lease cannot overwrite what the next holder wrote.
-func (f *FS) WriteFile(ctx context.Context, h *Handle, data []byte, off int64) (int, syscall.Errno) {
-	sess := f.session.Load()
-	if h.fenced.Load() {
-		return 0, syscall.EIO
-	}
-	h.writes.Add(1)
-	return f.write(ctx, h.Ino, sess, data, off)
-}
-
-// Write buffers data at offset off of file ino. Full blocks are uploaded in
-// the background; the rest waits for Flush, Fsync or memory pressure. The
-// data is committed under the mount's current session, or not at all.
-func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int, syscall.Errno) {
-	return f.write(ctx, ino, f.session.Load(), data, off)
-}
-
-func (f *FS) write(ctx context.Context, ino, sess uint64, data []byte, off int64) (int, syscall.Errno) {
+func (d *dataPlane) write(ctx context.Context, ino, sess uint64, data []byte, off int64) (int, syscall.Errno) {
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
@@ -97,7 +79,7 @@ func (f *FS) write(ctx context.Context, ino, sess uint64, data []byte, off int64
 	if len(data) == 0 {
 		return 0, 0 // write(2) of nothing: the size stays
 	}
-	in := f.inode(ino)
+	in := d.inodes.get(ino)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.werr != nil {
@@ -108,19 +90,19 @@ func (f *FS) write(ctx context.Context, ino, sess uint64, data []byte, off int64
 	}
 	written := 0
 	var credit int64 // budget taken while the lock was let go, not used yet
-	defer func() { f.mem.release(credit) }()
+	defer func() { d.mem.release(credit) }()
 	for written < len(data) {
 		pos := off + int64(written)
 		blk := uint64(pos / BlockSize)
 		boff := int(pos % BlockSize)
 		n := min(len(data)-written, BlockSize-boff)
-		need := f.writeBlock(in, sess, blk, boff, data[written:written+n], &credit)
+		need := d.writeBlock(in, sess, blk, boff, data[written:written+n], &credit)
 		if need > 0 {
 			// Out of buffer memory: this file's buffers are uploading
 			// now. Wait for memory without the inode's lock, which the
 			// uploads need to finish; then try the same piece again.
 			in.mu.Unlock()
-			f.mem.acquire(need)
+			d.acquire(need)
 			in.mu.Lock()
 			credit += need
 			continue
@@ -137,11 +119,11 @@ func (f *FS) write(ctx context.Context, ino, sess uint64, data []byte, off int64
 // (nothing was written); otherwise 0. A buffer written under another
 // session than sess is sealed first: each is committed under its own.
 // in.mu is held.
-func (f *FS) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, credit *int64) int64 {
+func (d *dataPlane) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, credit *int64) int64 {
 	lo, hi := boff, boff+len(p)
 	b := in.dirty[blk]
 	if b != nil && (b.sess != sess || len(b.ext) >= maxSpans && !covers(b.ext, lo, hi)) {
-		f.seal(in, b)
+		d.seal(in, b)
 		b = nil
 	}
 	if b == nil {
@@ -156,15 +138,15 @@ func (f *FS) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, credit 
 		switch {
 		case grow <= *credit:
 			*credit -= grow
-		case f.mem.tryAcquire(grow - *credit):
+		case d.mem.tryAcquire(grow - *credit):
 			*credit = 0
 		default:
 			// Upload what this file holds, this buffer too; the caller
 			// waits for a new buffer's worth of memory.
 			if in.dirty[blk] == b {
-				f.seal(in, b)
+				d.seal(in, b)
 			}
-			f.sealAll(in)
+			d.sealAll(in)
 			return int64(growSize(lo, hi))
 		}
 		nd := make([]byte, nhi-nlo, size)
@@ -178,7 +160,7 @@ func (f *FS) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, credit 
 	copy(b.data[lo-b.base:], p)
 	b.ext = addSpan(b.ext, lo, hi)
 	if len(b.ext) == 1 && b.ext[0] == (span{0, BlockSize}) {
-		f.seal(in, b)
+		d.seal(in, b)
 	}
 	return 0
 }
@@ -210,40 +192,34 @@ func covers(ss []span, lo, hi int) bool {
 
 // seal takes buffer b out of the dirty set and starts its upload. Uploads
 // of one file commit in the order they were sealed. in.mu is held.
-func (f *FS) seal(in *inode, b *buf) {
+func (d *dataPlane) seal(in *inode, b *buf) {
 	delete(in.dirty, b.block)
 	u := &upload{buf: b, done: make(chan struct{}),
-		inline: b.block == 0 && b.end() <= f.cfg.InlineMax && in.inlineOK(f.cfg.InlineMax)}
+		inline: b.block == 0 && b.end() <= d.cfg.InlineMax && in.inlineOK(d.cfg.InlineMax)}
 	prev := in.last
 	in.last = u.done
 	in.pending = append(in.pending, u)
-	go f.runUpload(in, u, prev)
+	go d.runUpload(in, u, prev)
 }
 
 // sealAll starts the upload of every buffer of in. in.mu is held.
-func (f *FS) sealAll(in *inode) {
+func (d *dataPlane) sealAll(in *inode) {
 	blocks := make([]uint64, 0, len(in.dirty))
 	for blk := range in.dirty {
 		blocks = append(blocks, blk)
 	}
 	slices.Sort(blocks)
 	for _, blk := range blocks {
-		f.seal(in, in.dirty[blk])
+		d.seal(in, in.dirty[blk])
 	}
 }
 
 // relieve uploads the buffers of every file whose lock is free: called when
 // a writer waits for buffer memory.
-func (f *FS) relieve() {
-	f.mu.Lock()
-	ins := make([]*inode, 0, len(f.inodes))
-	for _, in := range f.inodes {
-		ins = append(ins, in)
-	}
-	f.mu.Unlock()
-	for _, in := range ins {
+func (d *dataPlane) relieve() {
+	for _, in := range d.inodes.all() {
 		if in.mu.TryLock() {
-			f.sealAll(in)
+			d.sealAll(in)
 			in.mu.Unlock()
 		}
 	}
@@ -251,7 +227,7 @@ func (f *FS) relieve() {
 
 // runUpload writes u's data as objects (or inline into the inode), waits
 // for the uploads sealed before it, and commits.
-func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
+func (d *dataPlane) runUpload(in *inode, u *upload, prev chan struct{}) {
 	ctx := context.Background()
 	var (
 		res *metapb.Result
@@ -266,28 +242,28 @@ func (f *FS) runUpload(in *inode, u *upload, prev chan struct{}) {
 		if prev != nil {
 			<-prev
 		}
-		res, err = f.commitInline(ctx, in, u.buf)
+		res, err = d.commitInline(ctx, in, u.buf)
 		if errors.Is(err, errNotInline) {
 			inline, err = false, nil
 		}
 	}
 	if !inline {
 		var cmd *metapb.CommitOp
-		f.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
-		cmd, err = f.writeObjects(ctx, in.ino, u.buf)
-		<-f.uploads
+		d.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
+		cmd, err = d.writeObjects(ctx, in.ino, u.buf)
+		<-d.uploads
 		if prev != nil {
 			<-prev
 		}
 		if err == nil {
-			res, err = f.commit(ctx, in, cmd, u.buf)
+			res, err = d.commit(ctx, in, cmd, u.buf)
 		}
 	}
-	f.mem.release(u.acct)
+	d.mem.release(u.acct)
 	in.mu.Lock()
 	in.pending = slices.DeleteFunc(in.pending, func(p *upload) bool { return p == u })
 	if err != nil {
-		f.log.Error("upload failed: the data is reported lost to the writer (EIO on fsync/close)", "ino", in.ino, "block", u.block, "err", err)
+		d.log.Error("upload failed: the data is reported lost to the writer (EIO on fsync/close)", "ino", in.ino, "block", u.block, "err", err)
 		if in.werr == nil {
 			in.werr = err
 		}
@@ -310,19 +286,19 @@ var errNotInline = errors.New("not inline")
 // commitInline writes b into the inode's inline data, one range per
 // extent, in one Raft entry each (or through the journal, without waiting
 // for it: then the result is nil).
-func (f *FS) commitInline(ctx context.Context, in *inode, b *buf) (*metapb.Result, error) {
+func (d *dataPlane) commitInline(ctx context.Context, in *inode, b *buf) (*metapb.Result, error) {
 	ino := in.ino
 	if len(b.ext) == 1 {
 		e := b.ext[0]
 		cmd := &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
 			Session: b.sess, Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}}
-		if f.wbCommit(in, b.sess, cmd, uint64(e.hi), false) {
+		if d.view.commit(in, b.sess, cmd, uint64(e.hi), false) {
 			return nil, nil
 		}
 	}
 	var res *metapb.Result
 	for _, e := range b.ext {
-		r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
+		r, errno := d.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
 			Session: b.sess, Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}})
 		switch errno {
 		case 0:
@@ -341,9 +317,9 @@ func (f *FS) commitInline(ctx context.Context, in *inode, b *buf) (*metapb.Resul
 
 // writeObjects stores b as one object per scheme block and returns the
 // commit that makes it visible: one slice per extent.
-func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.CommitOp, error) {
+func (d *dataPlane) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.CommitOp, error) {
 	cmd := &metapb.CommitOp{Ino: ino}
-	osz := f.scheme.BlockSize
+	osz := d.scheme.BlockSize
 	for start := 0; start < len(b.data); start += osz {
 		chunk := b.data[start:min(start+osz, len(b.data))]
 		clo, chi := b.base+start, b.base+start+len(chunk)
@@ -356,7 +332,7 @@ func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.Comm
 		if len(parts) == 0 {
 			continue
 		}
-		rec, err := f.writeObject(ctx, chunk)
+		rec, err := d.writeObject(ctx, chunk)
 		if err != nil {
 			return nil, err
 		}
@@ -372,24 +348,24 @@ func (f *FS) writeObjects(ctx context.Context, ino uint64, b *buf) (*metapb.Comm
 // writeObject stores data as a new object on a fresh placement, trying
 // other placements while the write quorum is not reached, for up to
 // Config.WriteTimeout.
-func (f *FS) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord, error) {
-	deadline := time.Now().Add(f.cfg.WriteTimeout)
-	quorum := store.Quorum(f.scheme, f.cfg.Quorum)
+func (d *dataPlane) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord, error) {
+	deadline := time.Now().Add(d.cfg.WriteTimeout)
+	quorum := store.Quorum(d.scheme, d.cfg.Quorum)
 	for attempt := 0; ; attempt++ {
-		p, err := f.places.get(ctx, quorum)
+		p, err := d.places.get(ctx, quorum)
 		if err != nil {
 			if time.Now().After(deadline) {
 				return nil, err
 			}
-			f.log.Warn("no placement yet; retrying", "err", err)
+			d.log.Warn("no placement yet; retrying", "err", err)
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}
-		obj := store.Object{ID: store.ObjectID(p.Object), Scheme: f.scheme, Placement: p.Addrs}
-		results, err := f.objs.Write(ctx, obj, data, quorum)
+		obj := store.Object{ID: store.ObjectID(p.Object), Scheme: d.scheme, Placement: p.Addrs}
+		results, err := d.objs.Write(ctx, obj, data, quorum)
 		for _, r := range results {
 			if r.Err != nil && r.Addr != "" {
-				f.places.bad(r.Addr)
+				d.places.bad(r.Addr)
 			}
 		}
 		if err == nil {
@@ -399,13 +375,13 @@ func (f *FS) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord
 					rec.Stores[i] = p.StoreIds[i]
 				}
 			}
-			f.objCache.put(p.Object, &store.Object{ID: obj.ID, Scheme: f.scheme, Length: int64(len(data)), Placement: resultAddrs(results)})
+			d.objCache.put(p.Object, &store.Object{ID: obj.ID, Scheme: d.scheme, Length: int64(len(data)), Placement: resultAddrs(results)})
 			return rec, nil
 		}
 		if !errors.Is(err, store.ErrWriteQuorum) || time.Now().After(deadline) {
 			return nil, err
 		}
-		f.log.Warn("write quorum not reached; trying another placement", "object", obj.ID, "attempt", attempt, "err", err)
+		d.log.Warn("write quorum not reached; trying another placement", "object", obj.ID, "attempt", attempt, "err", err)
 		time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, time.Second))
 	}
 }
@@ -424,80 +400,73 @@ func resultAddrs(rs []store.ShardResult) []string {
 // under (through the journal for an eligible file: then the result is
 // nil). The service refuses it (ESTALE) if that session has ended: its
 // locks may have gone to another mount since, which may have written.
-func (f *FS) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp, b *buf) (*metapb.Result, error) {
+func (d *dataPlane) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp, b *buf) (*metapb.Result, error) {
 	cmd.Session = b.sess
-	if f.wbCommit(in, b.sess, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
+	if d.view.commit(in, b.sess, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
 		return nil, nil
 	}
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
+	r, errno := d.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
 	if errno != 0 {
 		return nil, fmt.Errorf("committing slices of inode %d: %w", cmd.Ino, errno)
 	}
 	return r, nil
 }
 
-// Flush uploads and commits everything written to ino and reports a
-// failure no descriptor was told of yet (EIO): for callers without one.
-func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
-	return f.flush(ctx, ino, nil)
-}
-
-// FlushFile is Flush for descriptor h (close): it reports a failure of the
-// file since h was last told of one, and EIO for a descriptor whose locks
-// were lost with an expired session.
-func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
-	h.flushed.Store(h.writes.Load() + 1)
-	return h.told(f.flush(ctx, h.Ino, &h.seen))
-}
-
 // flush uploads and commits everything written to ino and reports, for
 // the descriptor whose error cursor is cur (nil: none), a failure it was
-// not told of (errseq), without taking it from the descriptor (flushErr).
-func (f *FS) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
-	in := f.wait(ino)
+// not told of (errseq).
+func (d *dataPlane) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
+	in := d.wait(ino)
 	if in == nil {
 		return 0
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.werr = nil // told now: the next write need not be refused for it
-	return in.flushErr(cur)
+	return in.takeErr(cur)
 }
 
 // wait uploads and commits everything written to ino so far and returns
 // its inode (nil if the mount holds nothing of it).
-func (f *FS) wait(ino uint64) *inode {
-	in := f.lookupInode(ino)
+func (d *dataPlane) wait(ino uint64) *inode {
+	in := d.inodes.lookup(ino)
 	if in == nil {
 		return nil
 	}
 	in.mu.Lock()
-	f.sealAll(in)
+	d.sealAll(in)
 	last := in.last
 	in.mu.Unlock()
 	if last != nil {
+		lockorder.MayWait("waiting for uploads", levelJournal)
 		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
 	return in
 }
 
-// FlushAll flushes every file (unmount) and says which lost data or
-// changes no descriptor was told of.
-func (f *FS) FlushAll(ctx context.Context) error {
-	f.mu.Lock()
-	inos := make([]uint64, 0, len(f.inodes))
-	for ino := range f.inodes {
-		inos = append(inos, ino)
+// acquire takes n bytes of buffer memory, waiting for them; while it
+// waits, it asks the files whose lock is free to upload their buffers.
+func (d *dataPlane) acquire(n int64) {
+	lockorder.MayWait("waiting for buffer memory", levelJournal)
+	for !d.mem.tryAcquire(n) {
+		d.relieve()
+		d.mem.wait(n, 200*time.Millisecond)
 	}
-	f.mu.Unlock()
-	for _, ino := range inos {
-		f.wait(ino)
+}
+
+// flushAll uploads and commits every file (unmount), applies everything
+// written behind, and says which files lost data or changes no descriptor
+// was told of.
+func (d *dataPlane) flushAll(ctx context.Context) error {
+	ins := d.inodes.all()
+	for _, in := range ins {
+		d.wait(in.ino)
 	}
-	f.jr.drain()
+	d.pipe.drain()
 	var failed []uint64
-	for _, ino := range inos {
-		if f.Flush(ctx, ino) != 0 {
-			failed = append(failed, ino)
+	for _, in := range ins {
+		if d.flush(ctx, in.ino, nil) != 0 {
+			failed = append(failed, in.ino)
 		}
 	}
 	if len(failed) > 0 {

@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -72,13 +73,20 @@ func gated(g *gatedMeta) func(*Config) {
 // journal's unsent changes are lost, the session is not ended.
 func (f *FS) abandon() {
 	f.closeOnce.Do(func() {
-		f.jr.mu.Lock()
-		f.jr.ops = nil
-		f.jr.mu.Unlock()
-		close(f.jrStop)
+		p := f.pipe
+		p.mu.Lock()
+		for _, op := range p.ops {
+			if op.call != nil {
+				op.call.err = errors.New("abandoned")
+				close(op.call.done)
+			}
+		}
+		p.ops, p.calls = nil, 0
+		p.mu.Unlock()
+		close(p.stop)
 		f.stop()
-		<-f.renewed
-		<-f.watched
+		<-f.renew.done
+		<-f.leases.watched
 	})
 }
 
@@ -131,7 +139,7 @@ func TestWriteBehindDoesNotWaitAndOthersSeeAll(t *testing.T) {
 	ctx := testCtx(t)
 	d := mustMkdir(t, m1, RootIno, "d").Ino
 	sub := mustMkdir(t, m1, d, "sub").Ino
-	waitUntil(t, "the journal to be applied", 10*time.Second, func() bool { return !m1.jr.pending() })
+	waitUntil(t, "the journal to be applied", 10*time.Second, func() bool { return !m1.pipe.pending() })
 
 	g.shut()
 	before := g.others.Load()
@@ -171,7 +179,7 @@ func TestWriteBehindDoesNotWaitAndOthersSeeAll(t *testing.T) {
 	if n := g.others.Load() - before; n > 1 {
 		t.Fatalf("%d commands waited for the service while writing behind (only reserving inode numbers may)", n)
 	}
-	if !m1.jr.pending() {
+	if !m1.pipe.pending() {
 		t.Fatal("nothing waits in the journal although the service held every batch")
 	}
 
@@ -380,6 +388,7 @@ func TestCoalesce(t *testing.T) {
 // cut off opens a new one and registers its open files again, so a file
 // unlinked elsewhere afterwards stays readable through its descriptor.
 func TestSessionReplacedReopensFiles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m1 := e.mount("m1", func(c *Config) { c.SessionTTL = 3 * time.Second }, nil)
 	m2 := e.mount("m2", nil, nil)
@@ -425,9 +434,7 @@ func TestLeaseOfExistingDirectory(t *testing.T) {
 		}
 	}
 	waitUntil(t, "m1 to lease d", 10*time.Second, func() bool {
-		m1.lmu.Lock()
-		defer m1.lmu.Unlock()
-		l := m1.leases[d]
+		l := m1.leases.get(d)
 		return l != nil && l.mu.TryRLock() && func() bool { defer l.mu.RUnlock(); return l.held.Load() }()
 	})
 	before := g.multis.Load()
@@ -439,7 +446,7 @@ func TestLeaseOfExistingDirectory(t *testing.T) {
 	if _, errno := writeSmall(t, m1, d, "a0", []byte("x"), true); errno != syscall.EEXIST {
 		t.Fatalf("O_EXCL create of a name made before the lease: %v, want EEXIST", errno)
 	}
-	waitUntil(t, "the journal to be sent", 10*time.Second, func() bool { return !m1.jr.pending() })
+	waitUntil(t, "the journal to be sent", 10*time.Second, func() bool { return !m1.pipe.pending() })
 	if g.multis.Load() == before {
 		t.Fatal("nothing was written behind in the leased directory")
 	}

@@ -52,7 +52,16 @@ type faultMount struct {
 // kernel cache of names and attributes that expires at once: the checks
 // are of the service, not of the kernel's 1 s attribute cache.
 var faultMountFlags = []string{"--session-ttl", "4s", "--meta-timeout", "6s", "--write-timeout", "6s",
-	"--attr-timeout", "1ns", "--log-level", "warn"}
+	"--attr-timeout", "1ns", "--log-level", faultMountLogLevel()}
+
+// faultMountLogLevel is the mounts' log level: warn, or ECFS_FAULTS_MOUNT_LOG
+// (e.g. debug, with ECFS_FAULTS_LOGDIR to keep the logs) when debugging.
+func faultMountLogLevel() string {
+	if l := os.Getenv("ECFS_FAULTS_MOUNT_LOG"); l != "" {
+		return l
+	}
+	return "warn"
+}
 
 // newFaultCluster starts 3 metas, 6 stores (4+2) and the given mounts, each
 // in its own namespace. Store tmpfsStore (if >= 0) keeps its data on a

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/fs"
+	"github.com/ecfs/ecfs/fs/fuse"
 	"github.com/ecfs/ecfs/store"
 )
 
@@ -126,7 +127,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		}
 		return err
 	}
-	srv, err := fs.Mount(f, cfg.Mountpoint, fs.MountOptions{
+	srv, err := fuse.Mount(f, cfg.Mountpoint, fuse.MountOptions{
 		AllowOther: cfg.AllowOther, AttrTimeout: cfg.AttrTimeout, Debug: cfg.Debug,
 		FsName: "ecfs:" + strings.Join(cfg.Meta, ","),
 	})

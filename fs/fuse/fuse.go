@@ -1,7 +1,8 @@
-package fs
-
-// The go-fuse adapter: nodes that embed go-fuse's Inode and hand every
-// call to the core (FS) by inode number.
+// Package fuse adapts the mount's core (package fs) to the kernel through
+// go-fuse's node API: nodes that embed go-fuse's Inode translate each
+// request, call the core by inode number, and map its answer. Nothing here
+// decides anything about the filesystem; the core imports no FUSE library.
+package fuse
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/fs"
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -27,8 +29,8 @@ type MountOptions struct {
 
 // Mount mounts f on mountpoint and serves it in the background; the
 // returned server's Wait returns once it is unmounted.
-func Mount(f *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
-	return fusefs.Mount(mountpoint, &node{fs: f}, mountOptions(o))
+func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
+	return fusefs.Mount(mountpoint, &node{core: f}, mountOptions(o))
 }
 
 // mountOptions is go-fuse's configuration of a mount.
@@ -44,7 +46,7 @@ func mountOptions(o MountOptions) *fusefs.Options {
 		EntryTimeout:    &o.AttrTimeout,
 		AttrTimeout:     &o.AttrTimeout,
 		NegativeTimeout: &neg,
-		RootStableAttr:  &fusefs.StableAttr{Ino: RootIno, Mode: syscall.S_IFDIR},
+		RootStableAttr:  &fusefs.StableAttr{Ino: fs.RootIno, Mode: syscall.S_IFDIR},
 		// A mode of 0000 is a mode (chmod 0, open(O_CREAT, 0)): go-fuse
 		// would show it as 0644/0755 otherwise. The kernel checks
 		// permissions (default_permissions), not go-fuse.
@@ -75,7 +77,7 @@ func mountOptions(o MountOptions) *fusefs.Options {
 // node is one inode as go-fuse sees it.
 type node struct {
 	fusefs.Inode
-	fs *FS
+	core *fs.FS
 }
 
 var (
@@ -132,7 +134,7 @@ func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *f
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	fill(a, &out.Attr)
 	mode := namespace.FileType(a.Type).IFMT()
-	return n.NewInode(ctx, &node{fs: n.fs}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
+	return n.NewInode(ctx, &node{core: n.core}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
 }
 
 func caller(ctx context.Context) (uid, gid uint32) {
@@ -144,7 +146,7 @@ func caller(ctx context.Context) (uid, gid uint32) {
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.fs.Lookup(ctx, n.ino(), name)
+	a, errno := n.core.Lookup(ctx, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -153,7 +155,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 
 func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.fs.GetAttr(ctx, n.ino())
+	a, errno := n.core.GetAttr(ctx, n.ino())
 	if errno != 0 {
 		return stale(errno)
 	}
@@ -175,7 +177,7 @@ func stale(errno syscall.Errno) syscall.Errno {
 
 func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	var s SetAttrIn
+	var s fs.SetAttrIn
 	if m, ok := in.GetMode(); ok {
 		s.Valid |= namespace.SetMode
 		s.Mode = m & namespace.PermMask
@@ -206,7 +208,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		s.Valid |= namespace.SetMtime
 		s.Mtime = int64(in.Mtime)*1e9 + int64(in.Mtimensec)
 	}
-	a, errno := n.fs.SetAttr(ctx, n.ino(), s)
+	a, errno := n.core.SetAttr(ctx, n.ino(), s)
 	if errno != 0 {
 		return errno
 	}
@@ -217,7 +219,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
-	a, h, errno := n.fs.CreateOpen(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid, flags)
+	a, h, errno := n.core.CreateOpen(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -242,7 +244,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 		return nil, syscall.EINVAL
 	}
 	uid, gid := caller(ctx)
-	a, errno := n.fs.Create(ctx, n.ino(), name, typ, mode&namespace.PermMask, dev, uid, gid, true)
+	a, errno := n.core.Create(ctx, n.ino(), name, typ, mode&namespace.PermMask, dev, uid, gid, true)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -252,7 +254,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
-	a, errno := n.fs.Mkdir(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid)
+	a, errno := n.core.Mkdir(ctx, n.ino(), name, mode&namespace.PermMask, uid, gid)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -262,7 +264,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	uid, gid := caller(ctx)
-	a, errno := n.fs.Symlink(ctx, n.ino(), name, target, uid, gid)
+	a, errno := n.core.Symlink(ctx, n.ino(), name, target, uid, gid)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -271,7 +273,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.fs.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
+	a, errno := n.core.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -280,28 +282,28 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	return n.fs.Unlink(ctx, n.ino(), name)
+	return n.core.Unlink(ctx, n.ino(), name)
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	return n.fs.Rmdir(ctx, n.ino(), name)
+	return n.core.Rmdir(ctx, n.ino(), name)
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	return n.fs.Rename(ctx, n.ino(), name, newParent.EmbeddedInode().StableAttr().Ino, newName, flags)
+	return n.core.Rename(ctx, n.ino(), name, newParent.EmbeddedInode().StableAttr().Ino, newName, flags)
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	t, errno := n.fs.Readlink(ctx, n.ino())
+	t, errno := n.core.Readlink(ctx, n.ino())
 	return []byte(t), errno
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	v, errno := n.fs.GetXattr(ctx, n.ino(), attr)
+	v, errno := n.core.GetXattr(ctx, n.ino(), attr)
 	if errno != 0 {
 		return 0, errno
 	}
@@ -313,17 +315,17 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	return n.fs.SetXattr(ctx, n.ino(), attr, data, flags)
+	return n.core.SetXattr(ctx, n.ino(), attr, data, flags)
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	return n.fs.RemoveXattr(ctx, n.ino(), attr)
+	return n.core.RemoveXattr(ctx, n.ino(), attr)
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	names, errno := n.fs.ListXattr(ctx, n.ino())
+	names, errno := n.core.ListXattr(ctx, n.ino())
 	if errno != 0 {
 		return 0, errno
 	}
@@ -339,7 +341,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	s, errno := n.fs.Statfs(ctx)
+	s, errno := n.core.Statfs(ctx)
 	if errno != 0 {
 		return errno
 	}
@@ -353,7 +355,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	h, keep, errno := n.fs.Open(ctx, n.ino(), flags)
+	h, keep, errno := n.core.Open(ctx, n.ino(), flags)
 	if errno != 0 {
 		return nil, 0, stale(errno)
 	}
@@ -366,7 +368,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 
 func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	k, errno := n.fs.Read(ctx, n.ino(), dest, off)
+	k, errno := n.core.Read(ctx, n.ino(), dest, off)
 	if errno != 0 {
 		// An open file whose inode the service no longer has (replaced
 		// elsewhere before this mount's open reached it) is a stale
@@ -378,64 +380,64 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 
 func (n *node) Write(ctx context.Context, fh fusefs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	h, ok := fh.(*Handle)
+	h, ok := fh.(*fs.Handle)
 	if !ok {
 		return 0, syscall.EBADF
 	}
-	k, errno := n.fs.WriteFile(ctx, h, data, off)
+	k, errno := n.core.WriteFile(ctx, h, data, off)
 	return uint32(k), errno
 }
 
 func (n *node) Flush(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	if h, ok := fh.(*Handle); ok {
-		return n.fs.FlushFile(ctx, h)
+	if h, ok := fh.(*fs.Handle); ok {
+		return n.core.FlushFile(ctx, h)
 	}
-	return n.fs.Flush(ctx, n.ino())
+	return n.core.Flush(ctx, n.ino())
 }
 
 func (n *node) Fsync(ctx context.Context, fh fusefs.FileHandle, flags uint32) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	if h, ok := fh.(*Handle); ok {
-		return n.fs.FsyncFile(ctx, h)
+	if h, ok := fh.(*fs.Handle); ok {
+		return n.core.FsyncFile(ctx, h)
 	}
-	return n.fs.Fsync(ctx, n.ino())
+	return n.core.Fsync(ctx, n.ino())
 }
 
 func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
-	h, ok := fh.(*Handle)
+	h, ok := fh.(*fs.Handle)
 	if !ok {
 		return 0
 	}
 	// The kernel does not wait for a release; give it a context of its own.
-	return n.fs.Release(context.Background(), h)
+	return n.core.Release(context.Background(), h)
 }
 
-func (n *node) OnForget() { n.fs.Forget(n.ino()) }
+func (n *node) OnForget() { n.core.Forget(n.ino()) }
 
 // lockIn converts a FUSE lock request.
-func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) LockIn {
-	l := LockIn{Kind: KindPosix, Owner: owner, Start: lk.Start, End: lk.End, Pid: lk.Pid}
+func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) fs.LockIn {
+	l := fs.LockIn{Kind: fs.KindPosix, Owner: owner, Start: lk.Start, End: lk.End, Pid: lk.Pid}
 	if flags&fuse.FUSE_LK_FLOCK != 0 {
-		l.Kind = KindFlock
+		l.Kind = fs.KindFlock
 	}
 	if l.End >= math.MaxInt64 {
 		l.End = math.MaxUint64
 	}
 	switch lk.Typ {
 	case syscall.F_RDLCK:
-		l.Type = LockRead
+		l.Type = fs.LockRead
 	case syscall.F_WRLCK:
-		l.Type = LockWrite
+		l.Type = fs.LockWrite
 	default:
-		l.Type = LockUnlock
+		l.Type = fs.LockUnlock
 	}
 	return l
 }
 
 func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	c, errno := n.fs.GetLk(ctx, n.ino(), lockIn(owner, lk, flags))
+	c, errno := n.core.GetLk(ctx, n.ino(), lockIn(owner, lk, flags))
 	if errno != 0 {
 		return errno
 	}
@@ -445,7 +447,7 @@ func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk
 	default:
 		out.Start, out.End = c.Start, min(c.End, math.MaxInt64)
 		out.Typ = syscall.F_RDLCK
-		if c.Type == LockWrite {
+		if c.Type == fs.LockWrite {
 			out.Typ = syscall.F_WRLCK
 		}
 		out.Pid = c.Pid // the kernel shows 0 for a process it does not know (another host's)
@@ -455,19 +457,19 @@ func (n *node) Getlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk
 
 func (n *node) Setlk(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	h, ok := fh.(*Handle)
+	h, ok := fh.(*fs.Handle)
 	if !ok {
 		return syscall.EBADF
 	}
-	return n.fs.Lock(ctx, h, lockIn(owner, lk, flags), false)
+	return n.core.Lock(ctx, h, lockIn(owner, lk, flags), false)
 }
 
 func (n *node) Setlkw(ctx context.Context, fh fusefs.FileHandle, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	h, ok := fh.(*Handle)
+	h, ok := fh.(*fs.Handle)
 	if !ok {
 		return syscall.EBADF
 	}
-	return n.fs.Lock(ctx, h, lockIn(owner, lk, flags), true)
+	return n.core.Lock(ctx, h, lockIn(owner, lk, flags), true)
 }
 
 // Allocate supports fallocate mode 0 (extend the size; the new range reads
@@ -483,12 +485,12 @@ func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uin
 	default:
 		return syscall.EOPNOTSUPP
 	}
-	a, errno := n.fs.GetAttr(ctx, n.ino())
+	a, errno := n.core.GetAttr(ctx, n.ino())
 	if errno != 0 {
 		return errno
 	}
 	if end := off + size; end > a.Size {
-		_, errno = n.fs.SetAttr(ctx, n.ino(), SetAttrIn{Valid: namespace.SetSize, Size: end})
+		_, errno = n.core.SetAttr(ctx, n.ino(), fs.SetAttrIn{Valid: namespace.SetSize, Size: end})
 	}
 	return errno
 }
@@ -498,7 +500,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 	if _, p := n.Parent(); p != nil {
 		parent = p.StableAttr().Ino
 	}
-	return &dirHandle{fs: n.fs, ino: n.ino(), parent: parent, seen: n.fs.ErrSeq(n.ino())}, 0, 0
+	return &dirHandle{core: n.core, ino: n.ino(), parent: parent, seen: n.core.ErrSeq(n.ino())}, 0, 0
 }
 
 // dirHandle lists a directory: "." and "..", then the service's entries in
@@ -506,7 +508,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 // The offset the kernel sees is 1 for ".", 2 for "..", and cookie+2 for an
 // entry.
 type dirHandle struct {
-	fs     *FS
+	core   *fs.FS
 	ino    uint64
 	parent uint64
 	dots   int    // how many of "." and ".." were returned
@@ -531,7 +533,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		return &fuse.DirEntry{Name: "..", Ino: d.parent, Mode: syscall.S_IFDIR, Off: 2}, 0
 	}
 	if len(d.buf) == 0 && !d.eof {
-		es, errno := d.fs.ReadDir(ctx, d.ino, d.cookie, dirPage)
+		es, errno := d.core.ReadDir(ctx, d.ino, d.cookie, dirPage)
 		if errno != 0 {
 			return nil, errno
 		}
@@ -562,5 +564,5 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
 // Fsyncdir returns once the changes this mount wrote behind are applied
 // (the directory's entries among them).
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return d.fs.SyncDir(context.WithoutCancel(ctx), d.ino, &d.seen)
+	return d.core.SyncDir(context.WithoutCancel(ctx), d.ino, &d.seen)
 }

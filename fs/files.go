@@ -5,42 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"math"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
-
-// Handle is an open file: registered with the metadata service, so the
-// file's data outlives its last name until the handle is released.
-type Handle struct {
-	Ino uint64
-	id  uint64
-	wb  bool // registered through the journal: closed through it too
-
-	// seen is how many failures of the file this descriptor was told of
-	// (errseq; guarded by the inode's mu).
-	seen uint64
-	// fenced: a lock was taken through this descriptor under a session
-	// that has since expired (the lock may be another mount's now): it
-	// writes nothing more, and its fsync and close report EIO.
-	fenced atomic.Bool
-	// writes counts the writes through the descriptor; flushed is one more
-	// than it was when the last flush began (0: never flushed): Release
-	// need not flush (nor report to nobody) what a FLUSH already did.
-	writes, flushed atomic.Uint64
-
-	mu     sync.Mutex
-	owners map[lockOwner]bool // lock owners that locked through this handle
-}
-
-type lockOwner struct {
-	kind  uint32
-	owner uint64
-}
 
 // Lock kinds and types, as the metadata service numbers them.
 const (
@@ -58,30 +28,30 @@ const (
 // reports that the kernel's page cache of the file is still valid. With
 // O_TRUNC the file is truncated.
 func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, keepCache bool, errno syscall.Errno) {
-	if h, ok := f.wbOpen(ino, flags); ok {
-		f.track(h)
+	if h, ok := f.view.open(ino, flags); ok {
+		f.handles.track(h)
 		return h, false, 0
 	}
-	in := f.inode(ino)
+	in := f.inodes.get(ino)
 	in.mu.Lock()
 	prev := uint64(0)
 	if in.attr != nil {
 		prev = in.attr.Version
 	}
 	in.mu.Unlock()
-	sess := f.session.Load()
-	h = f.newHandle(ino, sess)
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}})
+	sess := f.pipe.session()
+	h = f.handles.newHandle(ino, sess)
+	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}})
 	if errno != 0 {
 		return nil, false, errno
 	}
-	a := f.remember(r.Attr)
-	in.mu.Lock()
+	a := f.inodes.remember(r.Attr)
+	in = f.inodes.getLocked(ino) // the one in the table now
 	in.opens++
 	h.seen = in.errsSeen
 	keepCache = prev != 0 && prev == in.cacheVer && flags&syscall.O_TRUNC == 0
 	in.mu.Unlock()
-	f.track(h)
+	f.handles.track(h)
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size > 0 {
 		if _, errno := f.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
 			f.Release(ctx, h)
@@ -91,31 +61,25 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	return h, keepCache, 0
 }
 
-// newHandle makes a handle id unique across the cluster: the session in the
-// top bits, a counter below.
-func (f *FS) newHandle(ino, session uint64) *Handle {
-	return &Handle{Ino: ino, id: session<<40 | f.handles.Add(1)&(1<<40-1)}
-}
-
 // CreateOpen creates a regular file (or, without O_EXCL, finds the
 // existing one) and opens it, in one metadata step. With O_TRUNC an
 // existing file is truncated.
 func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (*metapb.Attr, *Handle, syscall.Errno) {
-	if a, h, ok, errno := f.wbCreateOpen(ctx, parent, name, mode, uid, gid, flags); ok {
+	if a, h, ok, errno := f.view.createOpen(ctx, parent, name, mode, uid, gid, flags); ok {
 		if errno == 0 {
-			f.track(h)
+			f.handles.track(h)
 		}
 		return a, h, errno
 	}
-	sess := f.session.Load()
-	h := f.newHandle(0, sess)
+	sess := f.pipe.session()
+	h := f.handles.newHandle(0, sess)
 	excl := flags&syscall.O_EXCL != 0
-	unlock := f.lockService(parent)
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	unlock := f.leases.lockService(parent)
+	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: excl,
 		Session: sess, Handle: h.id}}})
 	if errno == 0 && r.Created {
-		f.noteEnt(parent, name, r.Attr.Ino, namespace.TypeFile)
+		f.view.noteEnt(parent, name, r.Attr.Ino, namespace.TypeFile)
 	}
 	unlock()
 	if errno != 0 {
@@ -123,10 +87,9 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	}
 	h.Ino = r.Attr.Ino
 	if r.Created {
-		f.noteChange(parent)
+		f.leases.noteChange(parent)
 	}
-	in := f.inode(h.Ino)
-	in.mu.Lock()
+	in := f.inodes.getLocked(h.Ino)
 	in.setAttr(r.Attr)
 	in.opens++
 	h.seen = in.errsSeen
@@ -134,7 +97,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 		in.noCapsAt = time.Now() // a new file has no xattrs
 	}
 	in.mu.Unlock()
-	f.track(h)
+	f.handles.track(h)
 	a := r.Attr
 	if flags&syscall.O_TRUNC != 0 && a.Size > 0 {
 		if a, errno = f.SetAttr(ctx, h.Ino, SetAttrIn{Valid: namespace.SetSize, Size: 0}); errno != 0 {
@@ -145,7 +108,8 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	return a, h, 0
 }
 
-// Release closes a handle: its data is committed, the locks taken through
+// Release closes a handle: its data is committed (and a failure it was not
+// told of reported, unless close(2) flushed it already: FlushFile), the locks taken through
 // it are dropped at once, and the service forgets the handle within
 // closeDelay (an unlinked file is freed by its last close): closes go in
 // batches, so that they do not hold up the next file's commits.
@@ -155,30 +119,30 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 		// Flushed (close(2) sent FLUSH) and not written since: the
 		// failures since were told to nobody and stay for the next fsync
 		// or close; only uploads still running are waited for.
-		f.wait(h.Ino)
+		f.data.wait(h.Ino)
 		errno = h.told(0)
 	} else {
 		errno = f.FlushFile(ctx, h)
 	}
-	f.untrack(h)
+	f.handles.untrack(h)
 	h.mu.Lock()
 	owners := h.owners
 	h.owners = nil
 	id, wb := h.id, h.wb
 	h.mu.Unlock()
 	for o := range owners {
-		if _, e := f.apply(ctx, &metapb.Command{Op: &metapb.Command_UnlockOwner{UnlockOwner: &metapb.UnlockOwnerOp{
-			Session: f.session.Load(), Ino: h.Ino, Owner: o.owner, Kind: o.kind}}}); e != 0 && e != syscall.ESTALE && errno == 0 {
+		if _, e := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_UnlockOwner{UnlockOwner: &metapb.UnlockOwnerOp{
+			Session: f.pipe.session(), Ino: h.Ino, Owner: o.owner, Kind: o.kind}}}); e != 0 && e != syscall.ESTALE && errno == 0 {
 			errno = e
 		}
 	}
-	in := f.inode(h.Ino)
+	in := f.inodes.get(h.Ino)
 	in.jmu.Lock() // a change decided while it was open is journaled before the close
 	if wb {
 		// Its open went through the journal: so does its close, after it.
-		f.jr.addOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)
+		f.pipe.behindOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)
 	} else {
-		f.closer.add(id)
+		f.handles.closer.add(id)
 	}
 	in.mu.Lock()
 	in.opens--
@@ -202,19 +166,10 @@ func (f *FS) FsyncFile(ctx context.Context, h *Handle) syscall.Errno {
 	return h.told(f.fsync(ctx, h.Ino, &h.seen))
 }
 
-// told is what the descriptor's fsync or close reports: errno, or EIO if
-// it is fenced.
-func (h *Handle) told(errno syscall.Errno) syscall.Errno {
-	if h.fenced.Load() {
-		return syscall.EIO
-	}
-	return errno
-}
-
 func (f *FS) fsync(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
-	f.wait(ino)
-	f.jr.drain()
-	in := f.inode(ino)
+	f.data.wait(ino)
+	f.pipe.drain()
+	in := f.inodes.get(ino)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.werr = nil
@@ -224,7 +179,7 @@ func (f *FS) fsync(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
 // ErrSeq samples ino's error sequence for a new descriptor of a directory
 // (see SyncDir).
 func (f *FS) ErrSeq(ino uint64) uint64 {
-	in := f.inode(ino)
+	in := f.inodes.get(ino)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.errsSeen
@@ -256,7 +211,7 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 	if l.Kind == KindFlock {
 		l.Start, l.End = 0, math.MaxUint64
 	}
-	op := &metapb.LockOp{Session: f.session.Load(), Ino: h.Ino, Owner: l.Owner, Kind: l.Kind, Type: l.Type,
+	op := &metapb.LockOp{Session: f.pipe.session(), Ino: h.Ino, Owner: l.Owner, Kind: l.Kind, Type: l.Type,
 		Start: l.Start, End: l.End, Wait: wait && l.Type != LockUnlock, Pid: l.Pid}
 	if op.Wait {
 		var b [8]byte
@@ -271,7 +226,7 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 		h.owners[lockOwner{l.Kind, l.Owner}] = true
 		h.mu.Unlock()
 	}
-	r, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Lock{Lock: op}})
+	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Lock{Lock: op}})
 	if errno != 0 || !r.Queued {
 		return errno
 	}
@@ -282,14 +237,14 @@ func (f *FS) Lock(ctx context.Context, h *Handle, l LockIn, wait bool) syscall.E
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			cctx, cancel := f.ctx(context.WithoutCancel(ctx))
+			cctx, cancel := f.base.ctx(context.WithoutCancel(ctx))
 			_, _ = f.meta.Apply(cctx, &metapb.Command{Op: &metapb.Command_CancelWait{CancelWait: &metapb.CancelWaitOp{ReqId: op.ReqId}}})
 			cancel()
 			return syscall.EINTR
 		case <-t.C:
 		}
 		delay = min(delay*2, 200*time.Millisecond)
-		q, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: op.ReqId}}})
+		q, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_LockWait{LockWait: &metapb.LockWaitReq{ReqId: op.ReqId}}})
 		switch {
 		case errno == syscall.ENOENT:
 			// Withdrawn: the session ended (the mount was cut off past
@@ -316,145 +271,58 @@ type Conflict struct {
 
 // GetLk reports the first lock that conflicts with l.
 func (f *FS) GetLk(ctx context.Context, ino uint64, l LockIn) (Conflict, syscall.Errno) {
-	r, errno := f.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getlk{Getlk: &metapb.GetLkReq{
-		Session: f.session.Load(), Ino: ino, Owner: l.Owner, Type: l.Type, Start: l.Start, End: l.End}}})
+	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getlk{Getlk: &metapb.GetLkReq{
+		Session: f.pipe.session(), Ino: ino, Owner: l.Owner, Type: l.Type, Start: l.Start, End: l.End}}})
 	if errno != 0 {
 		return Conflict{}, errno
 	}
 	return Conflict{Type: r.ConflictType, Start: r.ConflictStart, End: r.ConflictEnd, Owner: r.ConflictOwner, Pid: r.ConflictPid}, 0
 }
 
-// closeDelay is how long a released handle may stay registered with the
-// metadata service: closes are sent in batches, one Raft entry for many.
-const closeDelay = 50 * time.Millisecond
-
-// closer sends the closes of released handles in batches.
-type closer struct {
-	fs      *FS
-	mu      sync.Mutex
-	pending []uint64
-	kick    chan struct{}
-	done    chan struct{}
-}
-
-func (c *closer) add(id uint64) {
-	c.mu.Lock()
-	c.pending = append(c.pending, id)
-	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
+// WriteFile is Write through descriptor h: a descriptor whose locks were
+// lost with an expired session writes nothing more (EIO), so a holder that
+// froze past its lease cannot overwrite what the next holder wrote.
+func (f *FS) WriteFile(ctx context.Context, h *Handle, data []byte, off int64) (int, syscall.Errno) {
+	sess := f.pipe.session()
+	if h.fenced.Load() {
+		return 0, syscall.EIO
 	}
+	h.writes.Add(1)
+	return f.data.write(ctx, h.Ino, sess, data, off)
 }
 
-// run sends what is pending every closeDelay until stop is closed, then
-// sends the rest.
-func (c *closer) run(stop <-chan struct{}) {
-	defer close(c.done)
-	for {
-		select {
-		case <-c.kick:
-		case <-stop:
-			c.flush()
-			return
-		}
-		t := time.NewTimer(closeDelay)
-		select {
-		case <-t.C:
-		case <-stop:
-			t.Stop()
-		}
-		c.flush()
-	}
+// Write buffers data at offset off of file ino. Full blocks are uploaded in
+// the background; the rest waits for Flush, Fsync or memory pressure. The
+// data is committed under the mount's current session, or not at all.
+func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int, syscall.Errno) {
+	return f.data.write(ctx, ino, f.pipe.session(), data, off)
 }
 
-// flush sends every pending close at once (the group commit puts them in
-// one Raft entry).
-func (c *closer) flush() {
-	c.mu.Lock()
-	ids := c.pending
-	c.pending = nil
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// EBADF: it went with its expired session already.
-			if _, e := c.fs.apply(context.Background(), &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}); e != 0 && e != syscall.EBADF {
-				c.fs.log.Warn("closing a handle", "handle", id, "errno", e)
-			}
-		}()
-	}
-	wg.Wait()
+// Flush uploads and commits everything written to ino and reports a
+// failure no descriptor was told of yet (EIO): for callers without one.
+func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
+	return f.data.flush(ctx, ino, nil)
 }
 
-func (f *FS) track(h *Handle) {
-	f.hmu.Lock()
-	f.opened[h] = struct{}{}
-	f.hmu.Unlock()
+// FlushFile is Flush for descriptor h (close): it reports a failure of the
+// file since h was last told of one, and EIO for a descriptor whose locks
+// were lost with an expired session.
+func (f *FS) FlushFile(ctx context.Context, h *Handle) syscall.Errno {
+	h.flushed.Store(h.writes.Load() + 1)
+	return h.told(f.data.flush(ctx, h.Ino, &h.seen))
 }
 
-func (f *FS) untrack(h *Handle) {
-	f.hmu.Lock()
-	delete(f.opened, h)
-	f.hmu.Unlock()
+// FlushAll flushes every file (unmount) and says which lost data or
+// changes no descriptor was told of.
+func (f *FS) FlushAll(ctx context.Context) error { return f.data.flushAll(ctx) }
+
+// Read reads file ino at off into p: committed data, with what this mount
+// wrote and has not committed yet laid over it (read-after-write). It
+// returns fewer bytes only at the end of the file.
+func (f *FS) Read(ctx context.Context, ino uint64, p []byte, off int64) (int, syscall.Errno) {
+	return f.data.read(ctx, ino, p, off)
 }
 
-// openHandles is the descriptors open now.
-func (f *FS) openHandles() []*Handle {
-	f.hmu.Lock()
-	defer f.hmu.Unlock()
-	hs := make([]*Handle, 0, len(f.opened))
-	for h := range f.opened {
-		hs = append(hs, h)
-	}
-	return hs
-}
-
-// fence marks every open descriptor that took a lock as fenced: the
-// session is about to be replaced, and its locks may be another mount's by
-// now. Called before the new session is stored, so that a write either
-// sees the fence or is buffered under the old session (whose commit the
-// service refuses).
-func (f *FS) fence() {
-	n := 0
-	for _, h := range f.openHandles() {
-		h.mu.Lock()
-		if len(h.owners) > 0 {
-			h.fenced.Store(true)
-			n++
-		}
-		h.mu.Unlock()
-	}
-	if n > 0 {
-		f.log.Error("the mount's session expired while files were locked here: those descriptors report EIO from now on", "descriptors", n)
-	}
-}
-
-// reopen registers every open handle again under session sess (the old
-// one expired: the service forgot them). A file freed meanwhile (unlinked
-// by another mount while no registration kept it) is said in the log.
-func (f *FS) reopen(ctx context.Context, sess uint64) {
-	hs := f.openHandles()
-	for _, h := range hs {
-		id := f.newHandle(h.Ino, sess).id
-		_, errno := f.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: h.Ino, Handle: id}}})
-		if errno != 0 {
-			f.log.Error("a file open here was freed while the mount's session was gone: its reads fail", "ino", h.Ino, "errno", errno.Error())
-			continue
-		}
-		h.mu.Lock()
-		h.id, h.wb = id, false
-		h.mu.Unlock()
-		f.hmu.Lock()
-		_, still := f.opened[h]
-		f.hmu.Unlock()
-		if !still {
-			f.closer.add(id) // released meanwhile
-		}
-	}
-	if len(hs) > 0 {
-		f.log.Warn("open files registered again under the new session", "files", len(hs), "session", sess)
-	}
-}
+// Forget drops what the mount holds of ino once nothing uses it (the
+// kernel forgot it, no handle is open and no data waits for upload).
+func (f *FS) Forget(ino uint64) { f.inodes.forget(ino) }

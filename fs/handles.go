@@ -1,0 +1,150 @@
+package fs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+)
+
+// Handle is an open file: registered with the metadata service, so the
+// file's data outlives its last name until the handle is released.
+type Handle struct {
+	Ino uint64
+	id  uint64
+	wb  bool // registered through the journal: closed through it too
+
+	// seen is how many failures of the file this descriptor was told of
+	// (errseq; guarded by the inode's mu).
+	seen uint64
+	// fenced: a lock was taken through this descriptor under a session
+	// that has since expired (the lock may be another mount's now): it
+	// writes nothing more, and its fsync and close report EIO.
+	fenced atomic.Bool
+	// writes counts the writes through the descriptor; flushed is one more
+	// than it was when the last flush began (0: never flushed): Release
+	// need not flush (nor take the failures for itself) what a FLUSH
+	// already did.
+	writes, flushed atomic.Uint64
+
+	mu     lockorder.Mutex
+	owners map[lockOwner]bool // lock owners that locked through this handle
+}
+
+type lockOwner struct {
+	kind  uint32
+	owner uint64
+}
+
+// told is what the descriptor's fsync or close reports: errno, or EIO if
+// it is fenced.
+func (h *Handle) told(errno syscall.Errno) syscall.Errno {
+	if h.fenced.Load() {
+		return syscall.EIO
+	}
+	return errno
+}
+
+// handleTable is the descriptors open through the mount: it numbers them,
+// fences them when the session is lost, registers them again under a new
+// one, and sends the closes of released ones in batches (closer). Its lock
+// is a leaf.
+type handleTable struct {
+	*base
+	pipe    *pipeline
+	counter atomic.Uint64
+
+	mu     lockorder.Mutex
+	opened map[*Handle]struct{}
+
+	closer closer
+}
+
+func newHandleTable(b *base, pipe *pipeline) *handleTable {
+	t := &handleTable{base: b, pipe: pipe, opened: map[*Handle]struct{}{}}
+	t.mu.Init(levelHandles, "handleTable.mu")
+	t.closer = closer{pipe: pipe, log: b.log, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	t.closer.mu.Init(levelCloser, "closer.mu")
+	return t
+}
+
+// newHandle makes a handle id unique across the cluster: the session in the
+// top bits, a counter below.
+func (t *handleTable) newHandle(ino, session uint64) *Handle {
+	h := &Handle{Ino: ino, id: session<<40 | t.counter.Add(1)&(1<<40-1)}
+	h.mu.Init(levelHandle, "Handle.mu")
+	return h
+}
+
+func (t *handleTable) track(h *Handle) {
+	t.mu.Lock()
+	t.opened[h] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *handleTable) untrack(h *Handle) {
+	t.mu.Lock()
+	delete(t.opened, h)
+	t.mu.Unlock()
+}
+
+// open is the descriptors open now.
+func (t *handleTable) open() []*Handle {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hs := make([]*Handle, 0, len(t.opened))
+	for h := range t.opened {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// fence marks every open descriptor that took a lock as fenced: the
+// session is about to be replaced, and its locks may be another mount's by
+// now. Called before the new session is stored, so that a write either
+// sees the fence or is buffered under the old session (whose commit the
+// service refuses).
+func (t *handleTable) fence() {
+	n := 0
+	for _, h := range t.open() {
+		h.mu.Lock()
+		if len(h.owners) > 0 {
+			h.fenced.Store(true)
+			n++
+		}
+		h.mu.Unlock()
+	}
+	if n > 0 {
+		t.log.Error("the mount's session expired while files were locked here: those descriptors report EIO from now on", "descriptors", n)
+	}
+}
+
+// reopen registers every open handle again under session sess (the old
+// one expired: the service forgot them). A file freed meanwhile (unlinked
+// by another mount while no registration kept it) is said in the log.
+func (t *handleTable) reopen(ctx context.Context, sess uint64) {
+	hs := t.open()
+	for _, h := range hs {
+		id := t.newHandle(h.Ino, sess).id
+		_, errno := t.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: h.Ino, Handle: id}}})
+		if errno != 0 {
+			t.log.Error("a file open here was freed while the mount's session was gone: its reads fail", "ino", h.Ino, "errno", errno.Error())
+			continue
+		}
+		h.mu.Lock()
+		h.id, h.wb = id, false
+		h.mu.Unlock()
+		t.mu.Lock()
+		_, still := t.opened[h]
+		t.mu.Unlock()
+		if !still {
+			t.closer.add(id) // released meanwhile
+		}
+	}
+	if len(hs) > 0 {
+		t.log.Warn("open files registered again under the new session", "files", len(hs), "session", sess)
+	}
+}

@@ -1,0 +1,508 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// Directory leases and write-behind.
+//
+// Every directory this mount makes is leased to it (MkdirOp.lease): until
+// another mount touches it, the directory is this mount's alone. The mount
+// then answers lookups in it from its own copy of the entries, numbers the
+// inodes it creates there itself (from ranges reserved with InoAllocOp),
+// and keeps the files it creates there ("eligible" inodes: their attributes
+// are the mount's) as its own: create, open, small writes (inline), chmod,
+// chown, utimes, close, rename within leased directories and unlink go to
+// the journal and are sent in batches; none waits for a Raft commit. A file
+// larger than the inline threshold still reaches its stores' write quorum
+// before close returns; only its slice commit is written behind.
+//
+// The promises hold because the lease is exclusive: another mount's
+// command or query that touches a leased directory is refused by the
+// metadata service, which marks the lease revoked; this mount sees that
+// (watchLeases), stops writing behind in the directory, sends its journal
+// and releases the lease; the other mount's retry then sees everything
+// (close-to-open, O_EXCL across mounts). fsync waits until the journal has
+// been applied. What a crash of this mount loses is what a crash of a local
+// disk's host loses: changes made since the last fsync.
+type dirLease struct {
+	dir  uint64
+	sess uint64 // the session it was granted to: what is written behind under it is sent under it
+	// mu: read-held by an operation writing behind in the directory;
+	// write-held to give the lease up (locking.go). held changes only
+	// under mu write-held; it may be read without mu (localAttr).
+	mu   lockorder.RWMutex
+	held atomic.Bool
+	used atomic.Int64 // when it was last written behind in (unix ns)
+
+	emu    lockorder.Mutex // guards ents and inodes
+	ents   map[string]dirEnt
+	inodes []*inode // inodes made eligible under this lease
+}
+
+type dirEnt struct {
+	ino uint64
+	typ namespace.FileType
+}
+
+// leaseTable is the directory leases the mount holds: it grants itself
+// leases (add, acquire), gives them back when the service revokes them or
+// they idle (watch), and keeps changes made through the service from
+// racing what is written behind (lockService). Its locks: svcMu (level 0),
+// each lease's mu (1) and emu (2), and lmu, a leaf over the map.
+type leaseTable struct {
+	*base
+	pipe   *pipeline
+	inodes *inodeTable
+	off    bool // --no-write-behind: no leases
+
+	// svcMu: read-held by a change through the service from before it is
+	// applied until the mount's view has recorded it (lockService);
+	// write-held by acquire while it loads a directory's entries, so that
+	// no change made here through the service is missed by both the load
+	// and its note (locking.go, level 0).
+	svcMu lockorder.RWMutex
+
+	lmu       lockorder.Mutex
+	leases    map[uint64]*dirLease
+	returning map[uint64]int // directories being given back (giveBack)
+
+	hitsMu    lockorder.Mutex
+	hits      map[uint64]int // changes through the service, by directory
+	acquiring atomic.Bool
+
+	kick    chan struct{} // a lease was granted: watch for its revocation
+	watched chan struct{} // closed when watch returns
+}
+
+func newLeaseTable(b *base, pipe *pipeline, inodes *inodeTable, off bool) *leaseTable {
+	t := &leaseTable{base: b, pipe: pipe, inodes: inodes, off: off, leases: map[uint64]*dirLease{},
+		returning: map[uint64]int{}, kick: make(chan struct{}, 1), watched: make(chan struct{})}
+	t.svcMu.Init(levelService, "leaseTable.svcMu")
+	t.lmu.Init(levelLeases, "leaseTable.lmu")
+	t.hitsMu.Init(levelHits, "leaseTable.hitsMu")
+	return t
+}
+
+// newDirLease is a lease of dir granted to session sess, not held yet.
+func newDirLease(dir, sess uint64) *dirLease {
+	l := &dirLease{dir: dir, sess: sess, ents: map[string]dirEnt{}}
+	l.mu.InitKey(levelLease, "dirLease.mu", dir)
+	l.emu.InitKey(levelEntries, "dirLease.emu", dir)
+	return l
+}
+
+// get returns the lease of dir the mount holds or is taking, or nil.
+func (t *leaseTable) get(dir uint64) *dirLease {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	return t.leases[dir]
+}
+
+// forget drops dir's lease if it is still l.
+func (t *leaseTable) forget(dir uint64, l *dirLease) {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	if t.leases[dir] == l {
+		delete(t.leases, dir)
+	}
+}
+
+// count is how many leases the mount holds.
+func (t *leaseTable) count() int {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	return len(t.leases)
+}
+
+// run gives back leases the service revoked or that idle (watch), and all
+// of them when a batch written behind failed (the mount's view of those
+// directories may be wrong: everything is asked of the service again),
+// until ctx ends.
+func (t *leaseTable) run(ctx context.Context) {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.pipe.failures:
+				t.dropAll(true)
+			}
+		}
+	}()
+	t.watch(ctx)
+}
+
+// held returns dir's lease, read-locked, if the mount holds it; the
+// caller read-unlocks it.
+func (t *leaseTable) held(dir uint64) *dirLease {
+	l := rlockHeld(t.get(dir))
+	if l != nil {
+		l.used.Store(time.Now().UnixNano())
+	}
+	return l
+}
+
+// eligible returns the lease under which in's attributes are the mount's,
+// read-locked, or nil.
+func (t *leaseTable) eligible(in *inode) *dirLease {
+	in.mu.Lock()
+	l := in.wb
+	in.mu.Unlock()
+	return rlockHeld(l)
+}
+
+// rlockHeld read-locks l and returns it if it is held (nil otherwise, and
+// for a nil l).
+func rlockHeld(l *dirLease) *dirLease {
+	if l == nil {
+		return nil
+	}
+	l.mu.RLock()
+	if !l.held.Load() {
+		l.mu.RUnlock()
+		return nil
+	}
+	return l
+}
+
+// addLease records a lease granted to the mount for a directory it just
+// made (empty), whose attributes a are the mount's from now on. The lease
+// is complete before anyone can see it (dropLeases may end it at once).
+func (t *leaseTable) add(dir, sess uint64, a *metapb.Attr) *dirLease {
+	l := newDirLease(dir, sess)
+	l.held.Store(true)
+	l.used.Store(time.Now().UnixNano())
+	t.newLocal(l, a, 0)
+	t.lmu.Lock()
+	t.leases[dir] = l
+	t.lmu.Unlock()
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+	return l
+}
+
+// giveBack ends the lease of dir: no more writing behind in it, the journal
+// is applied, the inodes made under it become ordinary, and the service
+// is told.
+func (t *leaseTable) giveBack(dir uint64) {
+	t.lmu.Lock()
+	l := t.leases[dir]
+	t.returning[dir]++ // acquire keeps off until the service is told
+	t.lmu.Unlock()
+	defer func() {
+		t.lmu.Lock()
+		if t.returning[dir]--; t.returning[dir] <= 0 {
+			delete(t.returning, dir)
+		}
+		t.lmu.Unlock()
+	}()
+	sess := t.pipe.session()
+	if l != nil {
+		// Ended while still listed: a change through the service meanwhile
+		// locks it (lockService) and so waits for the changes written
+		// behind under it; only then is it forgotten.
+		sess = l.sess
+		t.endLease(l)
+		t.forget(dir, l)
+	}
+	t.pipe.drain()
+	cctx, cancel := t.ctx(context.Background())
+	defer cancel()
+	if _, err := t.pipe.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: dir, Mode: 2}}}); err != nil {
+		t.log.Warn("releasing a directory lease", "dir", dir, "err", err)
+	}
+	if t.debugOn {
+		t.log.Debug("directory lease given back", "dir", dir, "held", l != nil)
+	}
+}
+
+// endLease stops writing behind under l and makes its inodes ordinary once
+// the journal is applied.
+func (t *leaseTable) endLease(l *dirLease) {
+	l.mu.Lock()
+	l.held.Store(false)
+	l.mu.Unlock()
+	t.pipe.drain()
+	l.emu.Lock()
+	ins := l.inodes
+	l.inodes, l.ents = nil, nil
+	l.emu.Unlock()
+	for _, in := range ins {
+		in.mu.Lock()
+		if in.wb == l {
+			in.wb, in.attr = nil, nil
+		}
+		in.mu.Unlock()
+	}
+}
+
+// dropLeases forgets every lease: the session was replaced (its leases
+// ended with it), or a batch of the journal could not be applied (the
+// mount's view of those directories may be wrong: they are given back, so
+// that everything is asked of the service, and another mount that waits
+// for one of them is not left waiting: a mount with no lease does not
+// watch for revocations).
+func (t *leaseTable) dropAll(giveBack bool) {
+	t.lmu.Lock()
+	ls := make([]*dirLease, 0, len(t.leases))
+	for _, l := range t.leases {
+		ls = append(ls, l)
+	}
+	t.lmu.Unlock()
+	for _, l := range ls {
+		if giveBack {
+			t.giveBack(l.dir)
+			continue
+		}
+		t.endLease(l)
+		t.forget(l.dir, l)
+	}
+}
+
+// watchLeases gives back the leases the service revoked: another mount
+// waits for them. While the mount holds leases it keeps one long poll
+// (RevokesReq.wait_ms) open; it also gives back leases idle for leaseIdle.
+func (t *leaseTable) watch(ctx context.Context) {
+	defer close(t.watched)
+	lastSweep := time.Now()
+	for ctx.Err() == nil {
+		t.lmu.Lock()
+		n := len(t.leases)
+		var idle []uint64
+		if time.Since(lastSweep) > leaseIdle/10 {
+			lastSweep = time.Now()
+			old := time.Now().Add(-leaseIdle).UnixNano()
+			for dir, l := range t.leases {
+				if l.used.Load() < old {
+					idle = append(idle, dir)
+				}
+			}
+		}
+		t.lmu.Unlock()
+		for _, dir := range idle {
+			t.giveBack(dir) // its entries and inodes need no memory any more
+		}
+		if n == 0 {
+			select { // nothing to watch until a lease is granted
+			case <-ctx.Done():
+			case <-t.kick:
+			case <-time.After(leaseIdle / 10):
+			}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, leaseWait+t.cfg.MetaTimeout)
+		r, err := t.pipe.meta.Read(cctx, &metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{
+			Session: t.pipe.session(), WaitMs: uint32(leaseWait / time.Millisecond)}}})
+		cancel()
+		if err != nil || r.Errno != 0 {
+			if ctx.Err() == nil {
+				t.log.Warn("watching for revoked directory leases", "err", err, "errno", r.GetErrno())
+				_ = sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		for _, dir := range slices.Sorted(slices.Values(r.Dirs)) {
+			t.giveBack(dir)
+		}
+	}
+}
+
+// lockService write-locks the leases this mount holds of dirs (ascending,
+// as locking.go orders them) for a change made through the service in
+// them, and returns what unlocks them. From before the change is applied
+// until its note has recorded it in the mount's view (noteEnt, noteGone,
+// noteRename), nothing is written behind in those directories: a change
+// written behind is never based on a view that lacks one the service has
+// already applied.
+func (t *leaseTable) lockService(dirs ...uint64) (unlock func()) {
+	t.svcMu.RLock()
+	dirs = slices.Compact(slices.Sorted(slices.Values(dirs)))
+	var ls []*dirLease
+	for _, d := range dirs {
+		t.lmu.Lock()
+		l := t.leases[d]
+		t.lmu.Unlock()
+		if l != nil {
+			l.mu.Lock()
+			ls = append(ls, l)
+		}
+	}
+	if t.debugOn {
+		locked := make([]uint64, len(ls))
+		for i, l := range ls {
+			locked[i] = l.dir
+		}
+		t.log.Debug("locked for a change through the service", "dirs", dirs, "leased", locked)
+	}
+	return func() {
+		for i := len(ls) - 1; i >= 0; i-- {
+			ls[i].mu.Unlock()
+		}
+		t.svcMu.RUnlock()
+	}
+}
+
+// dropRemoved forgets the lease of dir (0: none), which a change through
+// the service removed; the caller holds its mu (lockService) and ends it
+// (endLease) once it has let go.
+func (t *leaseTable) dropRemoved(dir uint64) *dirLease {
+	if dir == 0 {
+		return nil
+	}
+	t.lmu.Lock()
+	l := t.leases[dir]
+	delete(t.leases, dir)
+	t.lmu.Unlock()
+	if l != nil {
+		l.held.Store(false)
+	}
+	return l
+}
+
+// noteChange counts a change made through the service in dir and starts
+// leasing it when it has seen enough.
+func (t *leaseTable) noteChange(dir uint64) {
+	if t.off {
+		return
+	}
+	t.hitsMu.Lock()
+	if t.hits == nil || len(t.hits) > 4096 {
+		t.hits = map[uint64]int{}
+	}
+	t.hits[dir]++
+	n := t.hits[dir]
+	if n >= leaseAfter {
+		delete(t.hits, dir)
+	}
+	t.hitsMu.Unlock()
+	if n >= leaseAfter && t.acquiring.CompareAndSwap(false, true) {
+		go func() {
+			defer t.acquiring.Store(false)
+			t.acquire(dir)
+		}()
+	}
+}
+
+// acquire leases dir and loads its entries. Operations in dir wait
+// meanwhile; changes this mount made through the service while it loads
+// are recorded after it (noteEnt and noteGone wait for it too).
+func (t *leaseTable) acquire(dir uint64) {
+	// No change through the service is in flight meanwhile: one applied
+	// after the entries are read but noted before the lease is visible
+	// would be missing from the mount's view.
+	t.svcMu.Lock()
+	defer t.svcMu.Unlock()
+	t.lmu.Lock()
+	if t.leases[dir] != nil || t.returning[dir] > 0 {
+		// Held, or being given back: leasing it again now could be undone
+		// by the release on its way.
+		t.lmu.Unlock()
+		return
+	}
+	l := newDirLease(dir, t.pipe.session())
+	// Not published yet: nobody else holds them (TryLock: taken under
+	// lmu, a leaf, they cannot wait).
+	l.mu.TryLock()
+	l.emu.TryLock()
+	t.leases[dir] = l
+	t.lmu.Unlock()
+	ok := t.load(l)
+	if t.debugOn {
+		t.log.Debug("directory leased", "dir", dir, "ok", ok, "entries", len(l.ents))
+	}
+	l.held.Store(ok)
+	l.used.Store(time.Now().UnixNano())
+	l.emu.Unlock()
+	l.mu.Unlock()
+	if !ok {
+		t.forget(dir, l)
+		return
+	}
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (t *leaseTable) load(l *dirLease) bool {
+	ctx, cancel := t.ctx(context.Background())
+	defer cancel()
+	sess := l.sess
+	r, err := t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: l.dir, Mode: 4}}})
+	if err != nil || r.Errno != 0 {
+		return false // another mount holds it, or the service is away: go on without
+	}
+	release := func() {
+		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+			Session: sess, Dir: l.dir, Mode: 2}}})
+	}
+	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: l.dir}}}))
+	if errno != 0 {
+		release()
+		return false
+	}
+	for cookie := uint64(0); ; {
+		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096}}})
+		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
+			release()
+			return false
+		}
+		for _, e := range q.Entries {
+			if e.Name != "." && e.Name != ".." {
+				l.ents[e.Name] = dirEnt{e.Ino, namespace.FileType(e.Type)}
+			}
+			cookie = e.Cookie
+		}
+		if len(q.Entries) == 0 {
+			break
+		}
+	}
+	// The directory's own attributes are the mount's while it holds the
+	// lease (the kernel asks for them after every change).
+	in := t.inodes.get(l.dir)
+	in.mu.Lock()
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.mu.Unlock()
+	l.inodes = append(l.inodes, in)
+	return true
+}
+
+// newLocal records a new eligible inode under l (l.emu is held, or l is
+// not published yet).
+func (t *leaseTable) newLocal(l *dirLease, a *metapb.Attr, opens int) *inode {
+	in := t.inodes.getLocked(a.Ino)
+	in.attr, in.cacheVer, in.wb, in.made = a, a.Version, l, true
+	in.invalidate()
+	in.opens += opens
+	in.noCapsAt = time.Now() // a new file has no xattrs
+	in.mu.Unlock()
+	l.inodes = append(l.inodes, in)
+	return in
+}
+
+// leaseWait is how long one long poll for revocations lasts.
+const leaseWait = 5 * time.Second
+
+// leaseIdle is how long a lease is kept without being written behind in.
+const leaseIdle = 5 * time.Minute
+
+// Leasing directories the mount did not make: after leaseAfter changes
+// through the service in one directory, the mount tries to lease it (if
+// no other mount holds it) and loads its entries; up to leaseMaxEntries.
+const (
+	leaseAfter      = 8
+	leaseMaxEntries = 100000
+)

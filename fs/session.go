@@ -1,0 +1,59 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+)
+
+// renewer keeps the mount's session alive, and replaces it when it was
+// lost. It holds no lock.
+type renewer struct {
+	*base
+	meta    Meta
+	pipe    *pipeline
+	handles *handleTable
+	leases  *leaseTable
+	done    chan struct{} // closed when run returns
+}
+
+// run renews the session every third of its TTL. A session that
+// expired anyway (the mount was cut off longer than its lease) is replaced
+// by a new one: its locks and directory leases are lost, and the files open
+// here are registered again under it (one freed meanwhile, unlinked
+// elsewhere, is said in the log; its reads fail). What was written under
+// the old session is committed under it or not at all (the service refuses
+// it: EIO at fsync and close), and descriptors that took locks under it
+// are fenced (fence).
+func (r *renewer) run(ctx context.Context) {
+	defer close(r.done)
+	t := time.NewTicker(r.cfg.SessionTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, r.cfg.SessionTTL)
+		_, err := r.meta.Renew(cctx, r.pipe.session())
+		cancel()
+		if errors.Is(err, syscall.ESTALE) {
+			r.log.Error("the mount's session expired: its locks are lost; opening a new one")
+			cctx, cancel := context.WithTimeout(ctx, r.cfg.MetaTimeout)
+			id, _, err := r.meta.OpenSession(cctx, r.cfg.Name, r.cfg.SessionTTL)
+			cancel()
+			if err != nil {
+				r.log.Error("opening a new session", "err", err)
+				continue
+			}
+			r.handles.fence()
+			r.pipe.sess.Store(id)
+			r.leases.dropAll(false)
+			r.handles.reopen(ctx, id)
+		} else if err != nil && ctx.Err() == nil {
+			r.log.Warn("renewing the session", "err", err)
+		}
+	}
+}
