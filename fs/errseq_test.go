@@ -130,3 +130,32 @@ func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
 	mustErrno(t, "release after flush", m.Release(ctx, h), 0)
 	mustErrno(t, "the next fsync", m.Fsync(ctx, a.Ino), syscall.EIO)
 }
+
+// TestFlushLeavesTheFailureToFsync: FLUSH comes at every close of a
+// descriptor, a copy's too: a child forked while the file is open closes
+// its copy at exec (close-on-exec) while the parent writes. That close
+// reports a failure, but does not take it from the descriptor: the
+// writer's fsync after it still reports EIO (the fault suite once saw a
+// register file renamed over after an fsync that had said nothing, its
+// data lost, because a child's close had come first). Once fsync told
+// it, a close says nothing more.
+func TestFlushLeavesTheFailureToFsync(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	objs := &faultyObjects{}
+	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
+		func(o Objects) Objects { objs.Objects = o; return objs })
+	ctx := testCtx(t)
+	a := mustCreate(t, m, RootIno, "f")
+	h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
+	mustErrno(t, "open", errno, 0)
+	objs.failWrites.Store(true)
+	if n, errno := m.WriteFile(ctx, h, pattern(1<<20, 1), 0); errno != 0 || n != 1<<20 {
+		t.Fatalf("write: %d %v", n, errno)
+	}
+	mustErrno(t, "close of a copy (a child's close-on-exec)", m.FlushFile(ctx, h), syscall.EIO)
+	mustErrno(t, "the writer's fsync", m.FsyncFile(ctx, h), syscall.EIO)
+	mustErrno(t, "fsync again", m.FsyncFile(ctx, h), 0)
+	mustErrno(t, "the writer's close", m.FlushFile(ctx, h), 0)
+	mustErrno(t, "release", m.Release(ctx, h), 0)
+}

@@ -214,14 +214,31 @@ func (in *inode) inlineOK(inlineMax int) bool {
 }
 
 // takeErr reports EIO when ino failed since the descriptor cur was last
-// told (cur nil: since any descriptor was), and moves cur up to now. in.mu
-// is held.
+// told (cur nil: since any descriptor was), and moves cur up to now
+// (fsync). in.mu is held.
 func (in *inode) takeErr(cur *uint64) syscall.Errno {
 	since := in.errsSeen
 	if cur != nil {
 		since = *cur
 		*cur = in.errs
 	}
+	in.errsSeen = in.errs
+	if in.errs > since {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// flushErr is takeErr for a close (FLUSH): it reports the same, but leaves
+// the descriptor's cursor where it is. Every copy of a descriptor sends
+// FLUSH when it is closed (a forked child's at exec, close-on-exec), so a
+// close does not prove that the descriptor's owner was told: its fsync
+// still reports the failure. in.mu is held.
+func (in *inode) flushErr(cur *uint64) syscall.Errno {
+	if cur == nil {
+		return in.takeErr(nil)
+	}
+	since := *cur
 	in.errsSeen = in.errs
 	if in.errs > since {
 		return syscall.EIO

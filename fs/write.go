@@ -414,7 +414,7 @@ func (d *dataPlane) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp,
 
 // flush uploads and commits everything written to ino and reports, for
 // the descriptor whose error cursor is cur (nil: none), a failure it was
-// not told of (errseq).
+// not told of (errseq), without taking it from the descriptor (flushErr).
 func (d *dataPlane) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
 	in := d.wait(ino)
 	if in == nil {
@@ -423,7 +423,7 @@ func (d *dataPlane) flush(ctx context.Context, ino uint64, cur *uint64) syscall.
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.werr = nil // told now: the next write need not be refused for it
-	return in.takeErr(cur)
+	return in.flushErr(cur)
 }
 
 // wait uploads and commits everything written to ino so far and returns
