@@ -140,4 +140,48 @@ func (v *view) noteRename(parent uint64, name string, newParent uint64, newName 
 			in.mu.Unlock()
 		}
 	}
+	if parent != newParent {
+		if okMoved && moved.typ != namespace.TypeDir {
+			v.rehome(moved.ino, l2)
+		}
+		if exchange && okOther && other.typ != namespace.TypeDir {
+			v.rehome(other.ino, l1)
+		}
+	}
+}
+
+// rehome makes a file moved through the service into a directory live
+// under that directory's lease (to; nil: not leased here), as a rename
+// written behind does, or makes it ordinary: its attributes stay the
+// mount's only under the lease of the directory that holds its name, so
+// that a change of the name (an unlink through the service locks that
+// lease) and a change of its attributes written behind (under in.wb) are
+// ordered by the same lock.
+func (v *view) rehome(ino uint64, to *dirLease) {
+	in := v.inodes.lookup(ino)
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	wb := in.wb
+	in.mu.Unlock()
+	if wb == nil || wb == to {
+		return
+	}
+	if to != nil && to.held.Load() && to.sess == wb.sess {
+		to.emu.Lock()
+		in.mu.Lock()
+		if in.wb == wb {
+			in.wb = to
+			to.inodes = append(to.inodes, in)
+		}
+		in.mu.Unlock()
+		to.emu.Unlock()
+		return
+	}
+	in.mu.Lock()
+	if in.wb == wb {
+		in.wb, in.attr = nil, nil
+	}
+	in.mu.Unlock()
 }

@@ -217,3 +217,28 @@ func TestRootTimes(t *testing.T) {
 		t.Fatalf("root times atime %d mtime %d ctime %d, want the bootstrap time in [%d, %d]", a.Atime, a.Mtime, a.Ctime, start, end)
 	}
 }
+
+// TestFileRenamedThroughServiceLeavesItsLease: a file made under a lease
+// and renamed through the service into a directory this mount does not
+// lease stops being the mount's own: its name is no longer under that
+// lease, so an unlink through the service and a chmod are not ordered by
+// it. Before, the chmod was written behind after the close that freed the
+// unlinked file, and the service refused it (EIO at the next fsync).
+func TestFileRenamedThroughServiceLeavesItsLease(t *testing.T) {
+	e := newEnv(t)
+	m := e.mount("m", nil, nil)
+	other := e.mount("other", nil, nil)
+	ctx := testCtx(t)
+	a := mustMkdir(t, m, RootIno, "a").Ino // leased to m
+	u := mustMkdir(t, other, RootIno, "u").Ino
+	f, h, errno := m.CreateOpen(ctx, a, "f", 0o644, 0, 0, syscall.O_CREAT|syscall.O_RDWR)
+	mustErrno(t, "create under the lease", errno, 0)
+	mustErrno(t, "rename into a directory not leased here", m.Rename(ctx, a, "f", u, "f", 0), 0)
+	mustErrno(t, "unlink", m.Unlink(ctx, u, "f"), 0)
+	mustErrno(t, "close (frees it)", m.Release(ctx, h), 0)
+	if _, errno := m.SetAttr(ctx, f.Ino, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != syscall.ENOENT {
+		t.Fatalf("chmod of the freed file: %v, want ENOENT", errno)
+	}
+	mustErrno(t, "fsync of the directory", m.Fsync(ctx, a), 0)
+	mustErrno(t, "fsync of the root", m.Fsync(ctx, RootIno), 0)
+}
