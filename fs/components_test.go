@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
 // Concurrent use of the components that TestCoreConcurrentTreeOps (view,
@@ -212,5 +214,30 @@ func TestPlacerConcurrent(t *testing.T) {
 	}
 	if len(seen) != workers*each {
 		t.Fatalf("%d placements, want %d", len(seen), workers*each)
+	}
+}
+
+// TestServiceAnswerKeepsTheMountsOwnAttributes: the service's answer to a
+// change sent through it (a data commit whose lease was busy or moving)
+// does not replace attributes the mount keeps as its own under a lease:
+// they may be newer (here: unlinked behind, link count 0, its unlink still
+// queued), and versions of the two do not compare. Only the size and times
+// the commit made grow. Before, the answer put the link count back to 1,
+// and a chmod after the last close was written behind and refused.
+func TestServiceAnswerKeepsTheMountsOwnAttributes(t *testing.T) {
+	in := &inode{ino: 7, wb: newDirLease(2, 1)}
+	in.attr = &metapb.Attr{Ino: 7, Nlink: 0, Size: 10, Mtime: 100, Ctime: 100, Version: 3}
+	in.setAttr(&metapb.Attr{Ino: 7, Nlink: 1, Size: 4, Mtime: 50, Ctime: 50, Version: 9})
+	if a := in.attr; a.Nlink != 0 || a.Size != 10 || a.Mtime != 100 {
+		t.Fatalf("after an older answer: nlink %d size %d mtime %d, want the mount's 0, 10, 100", a.Nlink, a.Size, a.Mtime)
+	}
+	in.setAttr(&metapb.Attr{Ino: 7, Nlink: 1, Size: 20, Mtime: 200, Ctime: 200, Version: 10})
+	if a := in.attr; a.Nlink != 0 || a.Size != 20 || a.Mtime != 200 || a.Version <= 3 {
+		t.Fatalf("after a commit through the service: nlink %d size %d mtime %d version %d, want 0, 20, 200 and a new version", a.Nlink, a.Size, a.Mtime, a.Version)
+	}
+	in.wb = nil // ordinary: the service's answer is the attributes
+	in.setAttr(&metapb.Attr{Ino: 7, Nlink: 1, Size: 20, Mtime: 200, Version: 11})
+	if in.attr.Nlink != 1 || in.attr.Version != 11 {
+		t.Fatalf("an ordinary inode keeps %+v, want the service's answer", in.attr)
 	}
 }

@@ -164,8 +164,27 @@ func (t *inodeTable) remember(a *metapb.Attr) *metapb.Attr {
 
 // setAttr records attributes from the metadata service; a new version
 // drops the read caches. in.mu is held.
+//
+// While the attributes are the mount's own (in.wb), the service's answer
+// is older than them (changes written behind may wait in the queue) and
+// does not replace them: its version does not compare with the mount's.
+// Only what a change sent through the service did to the file meanwhile
+// is taken in: a data commit that could not go behind (its lease was busy
+// or moving) grows the size and the times.
 func (in *inode) setAttr(a *metapb.Attr) {
 	if a == nil {
+		return
+	}
+	if in.wb != nil && in.attr != nil {
+		if a.Size > in.attr.Size || a.Mtime > in.attr.Mtime {
+			own := proto.Clone(in.attr).(*metapb.Attr)
+			own.Size = max(own.Size, a.Size)
+			own.Mtime, own.Ctime = max(own.Mtime, a.Mtime), max(own.Ctime, a.Ctime)
+			own.Version++
+			in.attr = own
+			in.invalidate()
+			in.cacheVer = own.Version
+		}
 		return
 	}
 	if in.attr == nil || a.Version >= in.attr.Version {
