@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -143,8 +144,9 @@ func waitCopying(t *testing.T, dst string, n int, errc <-chan error) {
 
 // TestMountSurvivesStoreAndLeaderLoss: SIGKILL 2 of 7 stores during a copy,
 // then the meta leader during another: both copies finish without error
-// and match. With only k stores left, a write fails with EIO while
-// everything written before still reads back.
+// and match. With only k stores left, a write fails with EIO (at the
+// writer's fsync, even after a child closed its copy of the descriptor)
+// while everything written before still reads back.
 func TestMountSurvivesStoreAndLeaderLoss(t *testing.T) {
 	fc := newFSCluster(t, 3, 7)
 	m := fc.mount("--write-timeout", "6s")
@@ -190,6 +192,27 @@ func TestMountSurvivesStoreAndLeaderLoss(t *testing.T) {
 		t.Fatalf("writing with only k stores up: want EIO, got %v: %s", err, out)
 	}
 	t.Logf("with k stores left the write failed as it should: %s", strings.TrimSpace(string(out)))
+
+	// Every copy of a descriptor sends FLUSH when it is closed: a child's,
+	// inherited, at its exit. That close must not take the failure from
+	// the writer, whose fsync still reports it (it once said nothing, and
+	// the fault suite saw lost data renamed into place).
+	f, err := os.Create(filepath.Join(m.dir, "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("true")
+	child.ExtraFiles = []*os.File{f}
+	if err := child.Run(); err != nil {
+		t.Fatalf("a child holding a copy of the descriptor: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync after a child closed its copy of the descriptor: %v, want EIO (the data could not be stored)", err)
+	}
 	compareTrees(t, src, filepath.Join(m.dir, "a"), true)
 	compareTrees(t, src, filepath.Join(m.dir, "b"), true)
 }
