@@ -23,6 +23,7 @@ import (
 // told of, is never forgotten (the same object comes back), and no failure
 // is lost.
 func TestInodeTableConcurrent(t *testing.T) {
+	t.Parallel()
 	tab := newInodeTable()
 	const workers, rounds, inos = 8, 2000, 8
 	var failures [inos + 1]atomic.Int64
@@ -86,6 +87,7 @@ func TestInodeTableConcurrent(t *testing.T) {
 // close succeeds, no descriptor stays registered here, and once the last
 // is closed the service frees each file: no open record was lost or left.
 func TestHandlesConcurrent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := e.mount("m", nil, nil)
 	other := e.mount("other", nil, nil)
@@ -174,6 +176,7 @@ func TestHandlesConcurrent(t *testing.T) {
 // (while one store is marked failed) are each handed out once, with k+m
 // stores.
 func TestPlacerConcurrent(t *testing.T) {
+	t.Parallel()
 	f, _ := newTestFS(t)
 	p := &f.data.places
 	p.bad("store-0")

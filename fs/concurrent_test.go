@@ -25,6 +25,7 @@ import (
 // from another mount: every listed name looks up to the same inode and
 // type, and every directory's link count is 2 + its subdirectories.
 func TestCoreConcurrentTreeOps(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var logbuf syncBuf
 	t.Cleanup(func() {

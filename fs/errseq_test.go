@@ -112,6 +112,7 @@ func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 // told to nobody: RELEASE (whose answer nobody sees) must not take it; the
 // next fsync reports it.
 func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	objs := &faultyObjects{}
 	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },

@@ -120,6 +120,7 @@ func change(writer uint64, n int64) *metapb.Command {
 // everything its goroutine queued before applied when it returns; so do
 // waitFor (for the changes naming an inode) and drain (for all).
 func TestPipelineOrder(t *testing.T) {
+	t.Parallel()
 	for _, lose := range []bool{false, true} {
 		t.Run(fmt.Sprint("lose answers ", lose), func(t *testing.T) {
 			meta := newRecordingMeta()
@@ -190,6 +191,7 @@ func TestPipelineOrder(t *testing.T) {
 // lease is sent again until it goes through, and what is queued after it
 // waits for it.
 func TestPipelineLeasedRetry(t *testing.T) {
+	t.Parallel()
 	meta := &leasedOnce{recordingMeta: newRecordingMeta()}
 	p := testPipeline(t, meta)
 	done := make(chan syscall.Errno)

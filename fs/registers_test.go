@@ -18,11 +18,12 @@ import (
 // the size the lookup shows (the kernel reads no further) must be its
 // length.
 func TestRegistersAcrossMounts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	m := []*FS{e.mount("one", nil, nil), e.mount("two", nil, nil)}
 	ctx := testCtx(t)
 	dir := mustMkdir(t, m[0], RootIno, "reg").Ino
-	const perMount, rounds = 3, 40
+	const perMount, rounds = 3, 25
 	var wg sync.WaitGroup
 	for c := range 2 * perMount {
 		f := m[c%2]

@@ -24,6 +24,7 @@ import (
 // leases it again after a few changes through the service). The history
 // must be linearizable (porcupine, the same model as the fault harness's).
 func TestTwoMountsNamespaceLinearizable(t *testing.T) {
+	t.Parallel()
 	t.Run("reliable", func(t *testing.T) { twoMountsNamespace(t, false) })
 	// Some calls to the metadata service are lost on the way, or their
 	// answer is (the change was made): as a partition or a frozen leader
