@@ -116,6 +116,16 @@ func (e *env) mount(name string, cfg func(*Config), wrap func(Objects) Objects) 
 	return f
 }
 
+// failingMount is a mount whose object writes fail when the test says so
+// (objs.failWrites), and then give up within 300 ms.
+func (e *env) failingMount(name string) (*FS, *faultyObjects) {
+	e.t.Helper()
+	objs := &faultyObjects{}
+	m := e.mount(name, func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
+		func(o Objects) Objects { objs.Objects = o; return objs })
+	return m, objs
+}
+
 // newTestFS makes a test's fakes and mounts them once.
 func newTestFS(t *testing.T) (*FS, *env) {
 	t.Helper()

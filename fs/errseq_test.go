@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
@@ -82,9 +81,7 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	objs := &faultyObjects{}
-	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
-		func(o Objects) Objects { objs.Objects = o; return objs })
+	m, objs := e.failingMount("w")
 	ctx := testCtx(t)
 	a := mustCreate(t, m, RootIno, "f")
 	h1, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
@@ -114,9 +111,7 @@ func TestUploadFailureReachesEveryDescriptor(t *testing.T) {
 func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	objs := &faultyObjects{}
-	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
-		func(o Objects) Objects { objs.Objects = o; return objs })
+	m, objs := e.failingMount("w")
 	ctx := testCtx(t)
 	a := mustCreate(t, m, RootIno, "f")
 	h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)
@@ -143,9 +138,7 @@ func TestReleaseAfterFlushTakesNoFailure(t *testing.T) {
 func TestFlushLeavesTheFailureToFsync(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	objs := &faultyObjects{}
-	m := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
-		func(o Objects) Objects { objs.Objects = o; return objs })
+	m, objs := e.failingMount("w")
 	ctx := testCtx(t)
 	a := mustCreate(t, m, RootIno, "f")
 	h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDWR)

@@ -166,9 +166,7 @@ func TestBufferBudget(t *testing.T) {
 func TestUploadFailure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	objs := &faultyObjects{}
-	f := e.mount("w", func(c *Config) { c.WriteTimeout = 300 * time.Millisecond },
-		func(o Objects) Objects { objs.Objects = o; return objs })
+	f, objs := e.failingMount("w")
 	other := e.mount("reader", nil, nil)
 	ctx := testCtx(t)
 	a := mustCreate(t, f, RootIno, "f")
