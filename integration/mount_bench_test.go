@@ -26,20 +26,26 @@ import (
 const mountBufferSize = 256 << 20
 
 // BenchmarkMount runs the same workloads on a real mount (1 meta, 6 stores,
-// 4+2, default buffers) and on a directory of the local file system that
-// holds the stores' data, in the same run, and reports both and ecfs/local:
+// 4+2, default buffers), on a directory of the local file system that holds
+// the stores' data, and on go-fuse's loopback example over that file system
+// (the practical limit of a go-fuse file system), in the same run, and
+// reports all three, ecfs/local and ecfs/loopback:
 //
 //   - seq-write: ECFS_BENCH_SEQ_MIB (2048) MiB in 1 MiB writes, fsync, close;
 //   - seq-read: the same file after sync and drop_caches;
-//   - create, stat, read, delete: ECFS_BENCH_FILES (10000) files of 4 KiB,
-//     one goroutine, each phase over all files (stat and read are warm);
-//   - rsync: rsync -a of $GOROOT/src (or ECFS_BENCH_RSYNC_DIR: absolute or
-//     relative to $GOROOT/src), then rm -rf of the copy.
+//   - small files: ECFS_BENCH_FILES (10000) files of 4 KiB in directories of
+//     100, one goroutine, each phase over all files: create (write, close);
+//     stat cold (after drop_caches) and warm (at once again); readdir cold
+//     (per directory); read cold; delete;
+//   - tree: rsync -a of $GOROOT/src (or ECFS_BENCH_RSYNC_DIR: absolute or
+//     relative to $GOROOT/src), diff -r of the copy against it (cold), then
+//     rm -rf of the copy.
 //
-// Throughput ratios are ecfs/local (below 1: ecfs is slower); time ratios
-// (rsync, rm) are ecfs/local seconds (above 1: ecfs is slower). The mount
-// process's VmRSS is sampled every 100 ms through the run; its maximum should
-// stay under the buffer size + 100 MiB (logged, not failed).
+// Throughput ratios are ecfs/reference (below 1: ecfs is slower); time
+// ratios (rsync, diff, rm) are ecfs/reference seconds (above 1: ecfs is
+// slower). The mount process's VmRSS is sampled every 100 ms through the
+// run; its maximum should stay under the buffer size + 100 MiB (logged, not
+// failed).
 func BenchmarkMount(b *testing.B) {
 	seqMiB := envInt(b, "ECFS_BENCH_SEQ_MIB", 2048)
 	nFiles := envInt(b, "ECFS_BENCH_FILES", 10000)
@@ -57,11 +63,12 @@ func BenchmarkMount(b *testing.B) {
 	fc := newFSClusterWith(b, 1, 6, nil, nil)
 	m := fc.mount() // default --buffer-size (mountBufferSize)
 	// The local reference lives beside the stores' data dirs (all under the
-	// test's temporary directory, one file system).
+	// test's temporary directory, one file system); so does the loopback's.
 	local := filepath.Join(b.TempDir(), "local")
 	if err := os.Mkdir(local, 0o755); err != nil {
 		b.Fatal(err)
 	}
+	sides := []struct{ name, dir string }{{"local", local}, {"loopback", startLoopback(b)}, {"ecfs", m.dir}}
 
 	rss := startRSSSampler(b, m.p.cmd.Process.Pid, 100*time.Millisecond)
 	defer rss.stop()
@@ -69,52 +76,59 @@ func BenchmarkMount(b *testing.B) {
 	srcFiles, srcBytes := warmTree(b, rsyncSrc)
 	b.ResetTimer()
 	for range b.N {
-		type result struct{ local, ecfs float64 }
-		res := map[string]*result{}
-		both := func(name string, f func(side, dir string) float64) {
-			r := &result{}
-			rss.phase("local " + name)
-			r.local = f("local", local)
-			rss.phase("ecfs " + name)
-			r.ecfs = f("ecfs", m.dir)
+		res := map[string]map[string]float64{} // phase -> side -> figure
+		each := func(name string, f func(side, dir string) float64) {
+			res[name] = map[string]float64{}
+			for _, sd := range sides {
+				rss.phase(sd.name + " " + name)
+				res[name][sd.name] = f(sd.name, sd.dir)
+			}
 			rss.phase("")
-			res[name] = r
 		}
 		mbs := func(bytes int64, d time.Duration) float64 { return float64(bytes) / 1e6 / d.Seconds() }
 
 		// 1, 2: sequential write, then cold sequential read.
 		seqBytes := int64(seqMiB) << 20
-		eintr := map[string]*eintrCount{"local": {}, "ecfs": {}}
-		both("seq-write", func(side, dir string) float64 {
+		eintr := map[string]*eintrCount{}
+		for _, sd := range sides {
+			eintr[sd.name] = &eintrCount{}
+		}
+		each("seq-write", func(side, dir string) float64 {
 			return mbs(seqBytes, seqWrite(b, filepath.Join(dir, "seq"), seqMiB, eintr[side]))
 		})
 		cold := true
-		both("seq-read", func(_, dir string) float64 {
+		each("seq-read", func(_, dir string) float64 {
 			cold = dropCaches(b) && cold
 			return mbs(seqBytes, seqRead(b, filepath.Join(dir, "seq"), seqMiB))
 		})
-		for _, dir := range []string{local, m.dir} {
-			if err := os.Remove(filepath.Join(dir, "seq")); err != nil {
+		for _, sd := range sides {
+			if err := os.Remove(filepath.Join(sd.dir, "seq")); err != nil {
 				b.Fatal(err)
 			}
 		}
 
 		// 3: small files, one goroutine, phase by phase.
-		smallRates := map[string]map[string]float64{}
-		both("small-files", func(side, dir string) float64 {
-			smallRates[side] = smallFiles(b, filepath.Join(dir, "small"), nFiles, eintr[side])
+		each("small-files", func(side, dir string) float64 {
+			for op, rate := range smallFiles(b, filepath.Join(dir, "small"), nFiles, eintr[side]) {
+				if res[op] == nil {
+					res[op] = map[string]float64{}
+				}
+				res[op][side] = rate
+			}
 			return 0
 		})
 		delete(res, "small-files")
-		for _, op := range smallOps {
-			res[op] = &result{local: smallRates["local"][op], ecfs: smallRates["ecfs"][op]}
-		}
 
-		// 4: rsync -a of a source tree, then rm -rf of the copy.
-		both("rsync", func(_, dir string) float64 {
+		// 4: rsync -a of a source tree, diff -r of the copy (cold), then
+		// rm -rf of the copy.
+		each("rsync", func(_, dir string) float64 {
 			return timeCmd(b, "rsync", "-a", rsyncSrc+"/", filepath.Join(dir, "rsync")+"/").Seconds()
 		})
-		both("rm", func(_, dir string) float64 {
+		each("diff", func(_, dir string) float64 {
+			cold = dropCaches(b) && cold
+			return timeCmd(b, "diff", "-r", rsyncSrc, filepath.Join(dir, "rsync")).Seconds()
+		})
+		each("rm", func(_, dir string) float64 {
 			return timeCmd(b, "rm", "-rf", filepath.Join(dir, "rsync")).Seconds()
 		})
 
@@ -126,31 +140,34 @@ func BenchmarkMount(b *testing.B) {
 		// The summary stays within the 10 lines a benchmark's log keeps.
 		cols := []struct{ name, unit string }{
 			{"seq-write", "MB/s"}, {"seq-read", "MB/s"},
-			{"create", "ops/s"}, {"stat", "ops/s"}, {"read", "ops/s"}, {"delete", "ops/s"},
-			{"rsync", "s"}, {"rm", "s"},
+			{"create", "ops/s"}, {"stat-cold", "ops/s"}, {"stat-warm", "ops/s"}, {"readdir-cold", "dirs/s"},
+			{"read-cold", "ops/s"}, {"delete", "ops/s"},
+			{"rsync", "s"}, {"diff", "s"}, {"rm", "s"},
 		}
 		var tbl strings.Builder
-		fmt.Fprintf(&tbl, "summary: %d MiB sequential (caches dropped before reads: %v), %d files of 4 KiB, rsync -a of %s (%d files, %.0f MB)\n",
-			seqMiB, cold, nFiles, rsyncSrc, srcFiles, float64(srcBytes)/1e6)
-		rows := [4]strings.Builder{}
-		fmt.Fprintf(&rows[0], "%-10s", "")
-		fmt.Fprintf(&rows[1], "%-10s", "local")
-		fmt.Fprintf(&rows[2], "%-10s", "ecfs")
-		fmt.Fprintf(&rows[3], "%-10s", "ecfs/local")
+		fmt.Fprintf(&tbl, "summary: %d MiB sequential, %d files of 4 KiB in directories of %d, rsync -a, diff -r, rm -rf of %s (%d files, %.0f MB); caches dropped before cold phases: %v\n",
+			seqMiB, nFiles, filesPerDir, rsyncSrc, srcFiles, float64(srcBytes)/1e6, cold)
+		rowNames := []string{"", "local", "loopback", "ecfs", "ecfs/local", "ecfs/loopback"}
+		rows := make([]strings.Builder, len(rowNames))
+		for i, n := range rowNames {
+			fmt.Fprintf(&rows[i], "%-13s", n)
+		}
 		for _, c := range cols {
 			r := res[c.name]
-			ratio := r.ecfs / r.local
 			kind := "ratio"
 			if c.unit == "s" {
 				kind = "time-ratio" // above 1: ecfs takes longer
 			}
-			b.ReportMetric(r.local, c.name+"-local-"+c.unit)
-			b.ReportMetric(r.ecfs, c.name+"-ecfs-"+c.unit)
-			b.ReportMetric(ratio, c.name+"-"+kind)
-			fmt.Fprintf(&rows[0], " %15s", c.name+" "+c.unit)
-			fmt.Fprintf(&rows[1], " %15s", fmtNum(r.local))
-			fmt.Fprintf(&rows[2], " %15s", fmtNum(r.ecfs))
-			fmt.Fprintf(&rows[3], " %15s", fmtNum(ratio))
+			fmt.Fprintf(&rows[0], " %13s", c.name)
+			for i, sd := range sides {
+				b.ReportMetric(r[sd.name], c.name+"-"+sd.name+"-"+strings.ReplaceAll(c.unit, "/", "-per-"))
+				fmt.Fprintf(&rows[1+i], " %13s", fmtNum(r[sd.name]))
+			}
+			for i, ref := range []string{"local", "loopback"} {
+				ratio := r["ecfs"] / r[ref]
+				b.ReportMetric(ratio, c.name+"-"+kind+"-"+ref)
+				fmt.Fprintf(&rows[4+i], " %13s", fmtNum(ratio))
+			}
 		}
 		for i := range rows {
 			fmt.Fprintf(&tbl, "%s\n", rows[i].String())
@@ -160,21 +177,22 @@ func BenchmarkMount(b *testing.B) {
 		if max(maxRSS, hwm)/1024 >= limit {
 			verdict = "OVER LIMIT"
 		}
-		fmt.Fprintf(&tbl, "mount max RSS %.0f MiB (sampled every 100 ms; VmHWM %.0f MiB), limit %d MiB = buffer %d MiB + 100: %s\n",
+		fmt.Fprintf(&tbl, "mount max RSS %.0f MiB (sampled every 100 ms; VmHWM %.0f MiB), limit %d MiB = buffer %d MiB + 100: %s; by phase:",
 			float64(maxRSS)/1024, float64(hwm)/1024, limit, mountBufferSize>>20, verdict)
-		tbl.WriteString("max RSS MiB by phase:")
 		for _, p := range byPhase {
 			if name, ok := strings.CutPrefix(p.name, "ecfs "); ok {
 				fmt.Fprintf(&tbl, " %s %.0f,", name, float64(p.kib)/1024)
 			}
 		}
-		tbl.WriteString(" (ecfs phases)\n")
-		e, l := eintr["ecfs"], eintr["local"]
+		tbl.WriteString("\n")
+		e := eintr["ecfs"]
 		b.ReportMetric(float64(e.close), "ecfs-close-EINTR")
 		b.ReportMetric(float64(e.unlink), "ecfs-unlink-EINTR")
-		if *e != (eintrCount{}) || *l != (eintrCount{}) {
-			fmt.Fprintf(&tbl, "EINTR let pass: ecfs close %d, unlink that took effect %d; local %d, %d (interrupted FUSE requests; data checked after)\n",
-				e.close, e.unlink, l.close, l.unlink)
+		for _, sd := range sides {
+			if c := eintr[sd.name]; *c != (eintrCount{}) {
+				fmt.Fprintf(&tbl, "EINTR let pass on %s: close %d, unlink that took effect %d (interrupted FUSE requests; data checked after)\n",
+					sd.name, c.close, c.unlink)
+			}
 		}
 		b.Logf("%s", tbl.String())
 		if verdict != "ok" {
@@ -186,8 +204,6 @@ func BenchmarkMount(b *testing.B) {
 
 // eintrCount counts the calls that failed with EINTR and were let pass.
 type eintrCount struct{ close, unlink int }
-
-var smallOps = []string{"create", "stat", "read", "delete"}
 
 // seqWrite writes mib MiB to path in 1 MiB writes, fsyncs and closes it;
 // the first 8 bytes of every MiB hold its index (seqRead checks them).
@@ -236,28 +252,43 @@ func seqRead(b *testing.B, path string, mib int) time.Duration {
 	return time.Since(start)
 }
 
-// smallFiles creates, writes and closes n files of 4 KiB in dir, then stats
-// them all, reads them all and deletes them all, one goroutine, and returns
-// each phase's files per second.
+// filesPerDir is how many small files share a directory.
+const filesPerDir = 100
+
+// smallFiles creates, writes and closes n files of 4 KiB in directories of
+// filesPerDir under dir, then stats them all (cold: after drop_caches, and
+// warm: at once again), lists every directory (cold), reads every file
+// (cold) and deletes them all, one goroutine, and returns each phase's files
+// (directories, for readdir) per second.
 func smallFiles(b *testing.B, dir string, n int, eintr *eintrCount) map[string]float64 {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
+	dirs := (n + filesPerDir - 1) / filesPerDir
+	sub := func(d int) string { return filepath.Join(dir, fmt.Sprintf("d%04d", d)) }
+	for d := range dirs {
+		if err := os.Mkdir(sub(d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
 	data := make([]byte, 4096)
 	r := rand.NewChaCha8([32]byte{2})
 	_, _ = r.Read(data)
-	name := func(i int) string { return filepath.Join(dir, fmt.Sprintf("f%06d", i)) }
+	name := func(i int) string { return filepath.Join(sub(i/filesPerDir), fmt.Sprintf("f%06d", i)) }
 	rates := map[string]float64{}
-	phase := func(op string, f func(i int) error) {
+	phase := func(op string, count int, coldStart bool, f func(i int) error) {
+		if coldStart {
+			dropCaches(b)
+		}
 		start := time.Now()
-		for i := range n {
+		for i := range count {
 			if err := f(i); err != nil {
-				b.Fatalf("%s %s: %v", op, name(i), err)
+				b.Fatalf("%s %d: %v", op, i, err)
 			}
 		}
-		rates[op] = float64(n) / time.Since(start).Seconds()
+		rates[op] = float64(count) / time.Since(start).Seconds()
 	}
-	phase("create", func(i int) error {
+	phase("create", n, false, func(i int) error {
 		// Not O_EXCL: Go retries an open that failed with EINTR, and the
 		// retry of a create that took effect must not fail.
 		f, err := os.Create(name(i))
@@ -272,21 +303,35 @@ func smallFiles(b *testing.B, dir string, n int, eintr *eintrCount) map[string]f
 		closeFile(b, f, eintr)
 		return nil
 	})
-	phase("stat", func(i int) error {
+	stat := func(i int) error {
 		st, err := os.Stat(name(i))
 		if err == nil && st.Size() != int64(len(data)) {
-			err = fmt.Errorf("size %d, want %d", st.Size(), len(data))
+			err = fmt.Errorf("%s: size %d, want %d", name(i), st.Size(), len(data))
+		}
+		return err
+	}
+	phase("stat-cold", n, true, stat)
+	phase("stat-warm", n, false, stat)
+	phase("readdir-cold", dirs, true, func(d int) error {
+		ents, err := os.ReadDir(sub(d))
+		if want := min(filesPerDir, n-d*filesPerDir); err == nil && len(ents) != want {
+			err = fmt.Errorf("%s: %d entries, want %d", sub(d), len(ents), want)
 		}
 		return err
 	})
-	phase("read", func(i int) error {
+	phase("read-cold", n, true, func(i int) error {
 		got, err := os.ReadFile(name(i))
 		if err == nil && (len(got) != len(data) || binary.LittleEndian.Uint64(got) != uint64(i) || !bytes.Equal(got[8:], data[8:])) {
-			err = fmt.Errorf("wrong content (%d bytes)", len(got))
+			err = fmt.Errorf("%s: wrong content (%d bytes)", name(i), len(got))
 		}
 		return err
 	})
-	phase("delete", func(i int) error { return unlink(name(i), eintr) })
+	phase("delete", n, false, func(i int) error { return unlink(name(i), eintr) })
+	for d := range dirs {
+		if err := os.Remove(sub(d)); err != nil {
+			b.Fatal(err)
+		}
+	}
 	if err := os.Remove(dir); err != nil {
 		b.Fatal(err)
 	}
