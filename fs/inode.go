@@ -57,6 +57,11 @@ type inode struct {
 
 	opens    int       // handles open through this mount
 	noCapsAt time.Time // security.capability was absent as of then
+
+	// forgotten: the kernel forgot the inode while its attributes were the
+	// mount's own (wb); it stays in the table, its attributes with it,
+	// until it is ordinary again (inodeTable.settled).
+	forgotten bool
 }
 
 // inodeTable is the mount's inodes by number. Its lock is a leaf: held
@@ -116,7 +121,29 @@ func (t *inodeTable) forget(ino uint64) {
 	}
 	defer in.mu.Unlock()
 	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 && in.errs == in.errsSeen {
+		if in.wb != nil {
+			// The mount's own attributes under a lease: dropped, the file
+			// would be asked of the service and made ordinary, and every
+			// later open and unlink of it would be a commit of its own.
+			in.forgotten = true
+			return
+		}
 		delete(t.m, ino)
+	}
+}
+
+// settled forgets in if the kernel forgot it while it was the mount's own
+// and it no longer is (its lease ended, or it was settled). in.mu is not
+// held.
+func (t *inodeTable) settled(in *inode) {
+	in.mu.Lock()
+	drop := in.forgotten && in.wb == nil
+	if drop {
+		in.forgotten = false
+	}
+	in.mu.Unlock()
+	if drop {
+		t.forget(in.ino)
 	}
 }
 

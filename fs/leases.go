@@ -245,6 +245,7 @@ func (t *leaseTable) endLease(l *dirLease) {
 			in.wb, in.attr = nil, nil
 		}
 		in.mu.Unlock()
+		t.inodes.settled(in)
 	}
 }
 

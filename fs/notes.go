@@ -184,4 +184,5 @@ func (v *view) rehome(ino uint64, to *dirLease) {
 		in.wb, in.attr = nil, nil
 	}
 	in.mu.Unlock()
+	v.inodes.settled(in)
 }

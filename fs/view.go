@@ -311,6 +311,7 @@ func (v *view) settle(ino uint64) {
 	in.mu.Lock()
 	in.wb, in.attr = nil, nil
 	in.mu.Unlock()
+	v.inodes.settled(in)
 }
 
 // madeHere reports an eligible inode this mount made (it has no xattrs:

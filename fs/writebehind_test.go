@@ -13,6 +13,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/fs/fstest"
 )
 
 // gatedMeta holds the mount's write-behind batches (MultiOp) while the
@@ -479,5 +480,50 @@ func TestNoWriteBehind(t *testing.T) {
 	}
 	if n := g.multis.Load(); n != 0 {
 		t.Fatalf("%d batches written behind with write-behind off", n)
+	}
+}
+
+// TestForgottenInodeStaysWrittenBehind: the kernel forgets the inodes of a
+// tree it walked (memory pressure, drop_caches); a file in a directory the
+// mount leases stays the mount's own all the same, so that reading it
+// again and removing it are written behind, not one Raft commit per open
+// and per unlink (issue 10: cold reads and rm -rf of a tree this mount
+// wrote ran at a few hundred files per second).
+func TestForgottenInodeStaysWrittenBehind(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := e.mount("m", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, m, RootIno, "d").Ino // leased to m
+	const n = 40
+	inos := make([]uint64, n)
+	for i := range n {
+		ino, errno := writeSmall(t, m, d, fmt.Sprint("f", i), []byte{byte(i)}, true)
+		mustErrno(t, "create", errno, 0)
+		inos[i] = ino
+	}
+	mustErrno(t, "fsync of the directory", m.Fsync(ctx, d), 0)
+	for _, ino := range inos {
+		m.Forget(ino) // the kernel forgot them (drop_caches)
+	}
+	meta := m.meta.(*fstest.Meta)
+	before := meta.Applies()
+	for i := range n {
+		a, errno := m.Lookup(ctx, d, fmt.Sprint("f", i))
+		mustErrno(t, "lookup", errno, 0)
+		h, _, errno := m.Open(ctx, a.Ino, syscall.O_RDONLY)
+		mustErrno(t, "open", errno, 0)
+		if got := mustRead(t, m, a.Ino, 2, 0); len(got) != 1 || got[0] != byte(i) {
+			t.Fatalf("f%d reads %v", i, got)
+		}
+		mustErrno(t, "release", m.Release(ctx, h), 0)
+		mustErrno(t, "unlink", m.Unlink(ctx, d, fmt.Sprint("f", i)), 0)
+	}
+	mustErrno(t, "fsync of the directory", m.Fsync(ctx, d), 0)
+	if got := meta.Applies() - before; got >= n {
+		t.Fatalf("reading and removing %d forgotten files of a leased directory took %d commits, want them written behind (a few batches)", n, got)
+	}
+	if names := listNames(t, m, d); len(names) != 0 {
+		t.Fatalf("left in the directory: %v", names)
 	}
 }
