@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -352,4 +354,61 @@ func testLocksAcrossMounts(t *testing.T, d1, d2 string) {
 	if err := setlk(fd2, syscall.F_WRLCK, 50, 10); err != nil {
 		t.Fatalf("F_SETLK on mount 2 after mount 1 unlocked: %v", err)
 	}
+}
+
+// TestUnlinkedOnOneMountReadableOnAnother: a file unlinked on one mount
+// stays whole for a descriptor open on another, through garbage
+// collection (which meanwhile frees another file unlinked with it, so a
+// round of it did run), and its data is freed once that descriptor closes.
+func TestUnlinkedOnOneMountReadableOnAnother(t *testing.T) {
+	fc := newFSCluster(t, 1, 6)
+	m1, m2 := fc.mount(), fc.mount()
+	objects := func() (uint64, uint64) {
+		st := fc.g.status()
+		return st.Objects.Total, st.GC.Pending
+	}
+	t0, _ := objects()
+	data := make([]byte, 9<<20+5) // three objects
+	for i := range data {
+		data[i] = byte(i*13 + i>>16)
+	}
+	if err := os.WriteFile(filepath.Join(m1.dir, "g"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t1, _ := objects()
+	if err := os.WriteFile(filepath.Join(m1.dir, "h"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if t2, _ := objects(); t1 <= t0 || t2 <= t1 {
+		t.Fatalf("objects recorded: %d, then %d with g, %d with h: each file should add some", t0, t1, t2)
+	}
+	f, err := os.Open(filepath.Join(m2.dir, "g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, name := range []string{"g", "h"} {
+		if err := os.Remove(filepath.Join(m1.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "GC to free h's objects (and not g's: open on the other mount)", 30*time.Second, func() error {
+		if n, pending := objects(); n != t1 || pending != 0 {
+			return fmt.Errorf("%d objects recorded (%d to delete), want %d", n, pending, t1)
+		}
+		return nil
+	})
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading g through the other mount's descriptor after its unlink and a GC round: %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "GC to free g's objects after its last close", 30*time.Second, func() error {
+		if n, pending := objects(); n != t0 || pending != 0 {
+			return fmt.Errorf("%d objects recorded (%d to delete), want %d", n, pending, t0)
+		}
+		return nil
+	})
 }
