@@ -121,10 +121,13 @@ func (t *inodeTable) forget(ino uint64) {
 	}
 	defer in.mu.Unlock()
 	if in.opens == 0 && len(in.dirty) == 0 && len(in.pending) == 0 && in.errs == in.errsSeen {
-		if in.wb != nil {
-			// The mount's own attributes under a lease: dropped, the file
-			// would be asked of the service and made ordinary, and every
-			// later open and unlink of it would be a commit of its own.
+		if in.wb != nil && in.wb.held.Load() && in.attr != nil && in.attr.Nlink > 0 {
+			// The mount's own attributes of a live file under a held
+			// lease: dropped, the file would be asked of the service and
+			// made ordinary, and every later open and unlink of it would
+			// be a commit of its own. (An unlinked one, or one whose lease
+			// is ending or was removed with its directory, goes: nothing
+			// would settle it again.)
 			in.forgotten = true
 			return
 		}

@@ -527,3 +527,35 @@ func TestForgottenInodeStaysWrittenBehind(t *testing.T) {
 		t.Fatalf("left in the directory: %v", names)
 	}
 }
+
+// TestRemovedTreeLeavesNoInodes: rm -rf of a tree written behind (files
+// unlinked and their directory removed behind, each forgotten by the
+// kernel after) leaves nothing in the mount's inode table: only a live
+// file under a held lease is kept once forgotten.
+func TestRemovedTreeLeavesNoInodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := e.mount("m", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, m, RootIno, "d").Ino // leased to m, and so is sub
+	sub := mustMkdir(t, m, d, "sub").Ino
+	inos := []uint64{sub}
+	for i := range 20 {
+		ino, errno := writeSmall(t, m, sub, fmt.Sprint("f", i), []byte{byte(i)}, true)
+		mustErrno(t, "create", errno, 0)
+		inos = append(inos, ino)
+	}
+	for i := range 20 {
+		mustErrno(t, "unlink", m.Unlink(ctx, sub, fmt.Sprint("f", i)), 0)
+	}
+	mustErrno(t, "rmdir", m.Rmdir(ctx, d, "sub"), 0)
+	mustErrno(t, "fsync of the directory", m.Fsync(ctx, d), 0)
+	for _, ino := range inos {
+		m.Forget(ino) // the kernel forgets what it removed
+	}
+	for _, ino := range inos {
+		if m.inodes.lookup(ino) != nil {
+			t.Fatalf("inode %d, removed and forgotten, is still in the mount's table", ino)
+		}
+	}
+}
