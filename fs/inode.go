@@ -284,13 +284,9 @@ func (in *inode) takeErr(cur *uint64) syscall.Errno {
 // close does not prove that the descriptor's owner was told: its fsync
 // still reports the failure. in.mu is held.
 func (in *inode) flushErr(cur *uint64) syscall.Errno {
-	if cur == nil {
-		return in.takeErr(nil)
+	if cur != nil {
+		c := *cur // takeErr moves the copy
+		cur = &c
 	}
-	since := *cur
-	in.errsSeen = in.errs
-	if in.errs > since {
-		return syscall.EIO
-	}
-	return 0
+	return in.takeErr(cur)
 }
