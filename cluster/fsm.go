@@ -60,6 +60,8 @@ type FSM struct {
 	// (rebuilt on restore), and the leader drops entries it finds stale.
 	frag      map[fragKey]int64
 	leases    map[uint64]*dirLease // directory write leases, by directory
+	reads     readState            // shared read leases (readlease.go)
+	inBatch   bool                 // applying a MultiOp written behind
 	revokedCh chan struct{}        // closed at each new revocation (not state: not in snapshots)
 	// beforeApply, when a test sets it, runs before each entry is applied
 	// (outside the lock): a member that applies slowly. Nil in production.
@@ -130,6 +132,7 @@ func NewFSM() *FSM {
 		gcLater:     map[uint64]int64{},
 		frag:        map[fragKey]int64{},
 		leases:      map[uint64]*dirLease{},
+		reads:       newReadState(),
 	}
 }
 
@@ -270,6 +273,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		e := f.ns.Rmdir(o.Parent, o.Name, now)
 		if e == 0 {
 			delete(f.leases, dir)
+			f.dropDirReads(dir)
 		}
 		return errnoResult(e)
 	case *metapb.Command_Rename:
@@ -281,6 +285,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		}
 		if target != src && o.Flags&namespace.RenameExchange == 0 {
 			delete(f.leases, target) // the empty directory it replaced is gone
+			f.dropDirReads(target)
 		}
 		f.queueGC(r.Objects)
 		return &metapb.Result{FreedObjects: r.Objects}
@@ -416,6 +421,11 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents))}
 		for i, d := range ents {
 			r.Entries[i] = &metapb.DirEntry{Name: d.Name, Ino: d.Ino, Type: uint32(d.Type), Cookie: d.Cookie}
+			if op.Readdir.Plus {
+				if a, e := f.ns.GetAttr(d.Ino); e == 0 {
+					r.Entries[i].Attr = toPB(a)
+				}
+			}
 		}
 		return r
 	case *metapb.ReadReq_Readlink:
@@ -494,7 +504,7 @@ func (f *FSM) encode() ([]byte, error) {
 	defer f.mu.RUnlock()
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
 		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
-		Objects: f.encodeObjects(), Leases: f.encodeLeases()}
+		Objects: f.encodeObjects(), Leases: append(f.encodeLeases(), f.encodeReads()...)}
 	for _, id := range slices.Sorted(maps.Keys(f.gcLater)) {
 		h.GcLaterIds, h.GcLaterAt = append(h.GcLaterIds, id), append(h.GcLaterAt, f.gcLater[id])
 	}
@@ -614,6 +624,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.rebuildDerived()
 	f.leases = decodeLeases(h.Leases)
+	f.decodeReads(h.Leases)
 	f.notifyRevoked() // revocations may be among what was restored
 	return nil
 }

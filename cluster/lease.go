@@ -22,6 +22,8 @@ const (
 	leaseRelease = 2
 	leaseRevoke  = 3
 	leaseTry     = 4 // acquire only if nobody else holds it; revoke nothing
+	leaseRead    = 5 // a shared read lease (readlease.go)
+	leaseUnread  = 6 // release a read lease
 )
 
 // maxInoAlloc bounds one InoAllocOp.
@@ -140,14 +142,18 @@ func (f *FSM) precheck(c *metapb.Command) *metapb.Result {
 	if m := c.GetMkdir(); m != nil && m.Lease && !f.liveSession(c.LeaseSession) {
 		return errnoResult(syscall.ESTALE)
 	}
-	if len(f.leases) == 0 {
+	if len(f.leases) == 0 && len(f.reads.readers) == 0 {
 		return nil
 	}
 	refused := false
-	for _, d := range f.touchedDirs(c) {
+	dirs := f.touchedDirs(c)
+	for _, d := range dirs {
 		if d != 0 && f.conflict(d, c.LeaseSession) {
 			refused = true
 		}
+	}
+	if len(f.reads.readers) > 0 && f.readConflict(append(dirs, f.touchedInodes(c)...), c.LeaseSession, f.inBatch) {
+		refused = true
 	}
 	if refused {
 		return leasedResult()
@@ -211,6 +217,11 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 		if f.conflict(op.Dir, op.Session) {
 			return leasedResult()
 		}
+		// Readers of it, or of its parent (which cache its attributes):
+		// try leaves them be, acquire revokes them.
+		if f.readersInWay(op.Dir, op.Session, op.Mode == leaseAcquire) {
+			return leasedResult()
+		}
 		if f.leases[op.Dir] == nil {
 			f.leases[op.Dir] = &dirLease{session: op.Session}
 		}
@@ -219,6 +230,11 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 		if l := f.leases[op.Dir]; l != nil && l.session == op.Session {
 			delete(f.leases, op.Dir)
 		}
+		return &metapb.Result{}
+	case leaseRead:
+		return f.grantRead(op)
+	case leaseUnread:
+		f.dropRead(op.Dir, op.Session)
 		return &metapb.Result{}
 	case leaseRevoke:
 		if f.conflict(op.Dir, ls) {
@@ -242,6 +258,8 @@ func (f *FSM) applyMulti(op *metapb.MultiOp, c *metapb.Command) *metapb.Result {
 		}
 		return r
 	}
+	f.inBatch = true
+	defer func() { f.inBatch = false }()
 	for i, in := range op.Commands {
 		if in.GetMulti() != nil {
 			r.Results[i] = errnoResult(syscall.EINVAL)
@@ -269,6 +287,7 @@ func (f *FSM) readRevokes(q *metapb.RevokesReq) *metapb.ReadResp {
 		}
 	}
 	slices.Sort(r.Dirs)
+	r.ReadDirs = f.revokedReads(q.Session)
 	return r
 }
 
@@ -310,6 +329,9 @@ func (f *FSM) encodeLeases() []*metapb.DirLease {
 func decodeLeases(in []*metapb.DirLease) map[uint64]*dirLease {
 	out := make(map[uint64]*dirLease, len(in))
 	for _, l := range in {
+		if l.Read {
+			continue // decodeReads
+		}
 		out[l.Dir] = &dirLease{session: l.Session, revoked: l.Revoked}
 	}
 	return out

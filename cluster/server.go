@@ -202,7 +202,7 @@ func (s *Server) waitRevokes(ctx context.Context, req *metapb.ReadReq, wait time
 	for {
 		ch := s.fsm.RevokeWatch() // before reading: a revocation in between is not missed
 		r := s.fsm.Read(req)
-		if len(r.Dirs) > 0 || r.Errno != 0 {
+		if len(r.Dirs) > 0 || len(r.ReadDirs) > 0 || r.Errno != 0 {
 			return r, nil
 		}
 		select {

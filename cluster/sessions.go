@@ -53,6 +53,7 @@ func (f *FSM) applyExpire(id uint64, now int64, force bool) *metapb.Result {
 	delete(f.mounts, id)
 	f.releaseSessionLocks(id)
 	f.dropSessionLeases(id)
+	f.dropSessionReads(id)
 	closed := f.ns.CloseSession(id)
 	f.queueGC(closed.Objects)
 	return &metapb.Result{FreedObjects: closed.Objects}

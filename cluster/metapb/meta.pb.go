@@ -1341,12 +1341,25 @@ func (x *InoAllocOp) GetCount() uint32 {
 // errno EAGAIN, and the lease is marked revoked; the holder, which watches
 // for revocations (RevokesReq), sends what it holds back and releases the
 // lease, and the refused caller retries. A lease ends with its session.
+//
+// A shared read lease (mode 5) lets a mount serve a directory's entries,
+// its own attributes and its children's from its cache. Any number of
+// sessions may hold one; a command of another session that would change
+// what they cache (an entry, the directory's or a child's attributes) is
+// refused the same way, every such lease is marked revoked, and the
+// holders invalidate their caches and release (mode 6) before the retry
+// goes through. A read lease is not granted while another session holds
+// the directory's write lease or that of one of its child directories; a
+// write lease is not granted (mode 4) while another session holds a read
+// lease on the directory or on its parent.
 type LeaseOp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
 	Dir     uint64                 `protobuf:"varint,2,opt,name=dir,proto3" json:"dir,omitempty"`
 	// 1 acquire, 2 release, 3 revoke (ask the holder to give it up),
-	// 4 try: acquire only if no other live session holds it (revokes nothing)
+	// 4 try: acquire only if no other live session holds it (revokes nothing),
+	// 5 read: take a shared read lease if no other session holds a write
+	// lease in the way (revokes nothing), 6 release a read lease
 	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3769,6 +3782,7 @@ type ReadDirReq struct {
 	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
 	Cookie        uint64                 `protobuf:"varint,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
 	Max           uint32                 `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	Plus          bool                   `protobuf:"varint,4,opt,name=plus,proto3" json:"plus,omitempty"` // with each entry's attributes (DirEntry.attr)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3824,12 +3838,20 @@ func (x *ReadDirReq) GetMax() uint32 {
 	return 0
 }
 
+func (x *ReadDirReq) GetPlus() bool {
+	if x != nil {
+		return x.Plus
+	}
+	return false
+}
+
 type DirEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Type          uint32                 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`
 	Cookie        uint64                 `protobuf:"varint,4,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	Attr          *Attr                  `protobuf:"bytes,5,opt,name=attr,proto3" json:"attr,omitempty"` // plus only
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3890,6 +3912,13 @@ func (x *DirEntry) GetCookie() uint64 {
 		return x.Cookie
 	}
 	return 0
+}
+
+func (x *DirEntry) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
 }
 
 type ReadlinkReq struct {
@@ -4694,6 +4723,7 @@ type ReadResp struct {
 	// another session (see LeaseOp); revoke it and retry.
 	Leased        bool     `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
 	Dirs          []uint64 `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
+	ReadDirs      []uint64 `protobuf:"varint,22,rep,packed,name=read_dirs,json=readDirs,proto3" json:"read_dirs,omitempty"`   // revokes: the revoked read leases' directories
 	ConflictPid   uint32   `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4865,6 +4895,13 @@ func (x *ReadResp) GetLeased() bool {
 func (x *ReadResp) GetDirs() []uint64 {
 	if x != nil {
 		return x.Dirs
+	}
+	return nil
+}
+
+func (x *ReadResp) GetReadDirs() []uint64 {
+	if x != nil {
+		return x.ReadDirs
 	}
 	return nil
 }
@@ -6374,6 +6411,8 @@ type DirLease struct {
 	Dir           uint64                 `protobuf:"varint,1,opt,name=dir,proto3" json:"dir,omitempty"`
 	Session       uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
 	Revoked       bool                   `protobuf:"varint,3,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	Read          bool                   `protobuf:"varint,4,opt,name=read,proto3" json:"read,omitempty"`     // a shared read lease
+	Broken        bool                   `protobuf:"varint,5,opt,name=broken,proto3" json:"broken,omitempty"` // read: broken by a batch written behind (no longer in the way)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6425,6 +6464,20 @@ func (x *DirLease) GetSession() uint64 {
 func (x *DirLease) GetRevoked() bool {
 	if x != nil {
 		return x.Revoked
+	}
+	return false
+}
+
+func (x *DirLease) GetRead() bool {
+	if x != nil {
+		return x.Read
+	}
+	return false
+}
+
+func (x *DirLease) GetBroken() bool {
+	if x != nil {
+		return x.Broken
 	}
 	return false
 }
@@ -6778,17 +6831,19 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1e\n" +
 	"\n" +
 	"GetAttrReq\x12\x10\n" +
-	"\x03ino\x18\x01 \x01(\x04R\x03ino\"H\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\"\\\n" +
 	"\n" +
 	"ReadDirReq\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\x04R\x06cookie\x12\x10\n" +
-	"\x03max\x18\x03 \x01(\rR\x03max\"\\\n" +
+	"\x03max\x18\x03 \x01(\rR\x03max\x12\x12\n" +
+	"\x04plus\x18\x04 \x01(\bR\x04plus\"\x81\x01\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\rR\x04type\x12\x16\n" +
-	"\x06cookie\x18\x04 \x01(\x04R\x06cookie\"\x1f\n" +
+	"\x06cookie\x18\x04 \x01(\x04R\x06cookie\x12#\n" +
+	"\x04attr\x18\x05 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\"\x1f\n" +
 	"\vReadlinkReq\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\"3\n" +
 	"\vGetXattrReq\x12\x10\n" +
@@ -6835,7 +6890,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
 	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\xb1\x05\n" +
+	"\x02op\"\xce\x05\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -6859,7 +6914,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06blocks\x18\x11 \x03(\v2\x16.ecfs.meta.BlockSlicesR\x06blocks\x12\x16\n" +
 	"\x06inline\x18\x12 \x01(\fR\x06inline\x12\x16\n" +
 	"\x06leased\x18\x13 \x01(\bR\x06leased\x12\x12\n" +
-	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\x12!\n" +
+	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\x12\x1b\n" +
+	"\tread_dirs\x18\x16 \x03(\x04R\breadDirs\x12!\n" +
 	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -6995,11 +7051,13 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06leases\x18\f \x03(\v2\x13.ecfs.meta.DirLeaseR\x06leases\x12 \n" +
 	"\fgc_later_ids\x18\r \x03(\x04R\n" +
 	"gcLaterIds\x12\x1e\n" +
-	"\vgc_later_at\x18\x0e \x03(\x03R\tgcLaterAt\"P\n" +
+	"\vgc_later_at\x18\x0e \x03(\x03R\tgcLaterAt\"|\n" +
 	"\bDirLease\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\x04R\x03dir\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x18\n" +
-	"\arevoked\x18\x03 \x01(\bR\arevoked\"R\n" +
+	"\arevoked\x18\x03 \x01(\bR\arevoked\x12\x12\n" +
+	"\x04read\x18\x04 \x01(\bR\x04read\x12\x16\n" +
+	"\x06broken\x18\x05 \x01(\bR\x06broken\"R\n" +
 	"\tLockGrant\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
@@ -7158,62 +7216,63 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	40, // 42: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
 	0,  // 43: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
 	42, // 44: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
-	23, // 45: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	44, // 46: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	45, // 47: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	46, // 48: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	48, // 49: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	49, // 50: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	50, // 51: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	51, // 52: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	57, // 53: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	52, // 54: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	53, // 55: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	54, // 56: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	56, // 57: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 58: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	47, // 59: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	24, // 60: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	55, // 61: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	65, // 62: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 63: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	67, // 64: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
-	82, // 65: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
-	69, // 66: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
-	70, // 67: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
-	71, // 68: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
-	83, // 69: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
-	72, // 70: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
-	73, // 71: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
-	76, // 72: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	42, // 73: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 74: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	78, // 75: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 76: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 77: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	43, // 78: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	81, // 79: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	24, // 80: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	80, // 81: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	40, // 82: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	58, // 83: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	60, // 84: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	62, // 85: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	64, // 86: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	75, // 87: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	68, // 88: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
-	42, // 89: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	59, // 90: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	61, // 91: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	63, // 92: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	66, // 93: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	77, // 94: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	74, // 95: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
-	89, // [89:96] is the sub-list for method output_type
-	82, // [82:89] is the sub-list for method input_type
-	82, // [82:82] is the sub-list for extension type_name
-	82, // [82:82] is the sub-list for extension extendee
-	0,  // [0:82] is the sub-list for field type_name
+	0,  // 45: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
+	23, // 46: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	44, // 47: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	45, // 48: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	46, // 49: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	48, // 50: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	49, // 51: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	50, // 52: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	51, // 53: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	57, // 54: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	52, // 55: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	53, // 56: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	54, // 57: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	56, // 58: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 59: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	47, // 60: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	24, // 61: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	55, // 62: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	65, // 63: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 64: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	67, // 65: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	82, // 66: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	69, // 67: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	70, // 68: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	71, // 69: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	83, // 70: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	72, // 71: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	73, // 72: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	76, // 73: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	42, // 74: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 75: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	78, // 76: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 77: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 78: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	43, // 79: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	81, // 80: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	24, // 81: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	80, // 82: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	40, // 83: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	58, // 84: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	60, // 85: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	62, // 86: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	64, // 87: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	75, // 88: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	68, // 89: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	42, // 90: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	59, // 91: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	61, // 92: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	63, // 93: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	66, // 94: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	77, // 95: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	74, // 96: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	90, // [90:97] is the sub-list for method output_type
+	83, // [83:90] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }

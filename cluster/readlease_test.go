@@ -1,0 +1,211 @@
+package cluster
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+func (x *leaseFixture) read(session, dir uint64) *metapb.Result {
+	return x.apply(session, leaseCmd(session, dir, leaseRead))
+}
+
+func (x *leaseFixture) readRevokes(session uint64) []uint64 {
+	return x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{Session: session}}}).ReadDirs
+}
+
+func setattrCmd(ino uint64, mode uint32) *metapb.Command {
+	return &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{Ino: ino, Valid: namespace.SetMode, Mode: mode}}}
+}
+
+// TestReadLeaseRefusesChangesUntilReleased: a change of what a read lease
+// covers (an entry, the directory's attributes, a child's attributes,
+// a child's data) from another session is refused and revokes every
+// reader; once they released it goes through. The readers' own changes
+// and everybody's reads are not refused.
+func TestReadLeaseRefusesChangesUntilReleased(t *testing.T) {
+	x := newLeaseFixture(t)
+	c := x.ok(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}}).SessionId
+	d := x.mkdir(namespace.RootIno, "d")
+	f := x.create(d, "f")
+	sub := x.mkdir(d, "sub")
+	other := x.mkdir(namespace.RootIno, "other")
+	changes := map[string]*metapb.Command{
+		"create":         createCmd(d, "g", true),
+		"setattr dir":    setattrCmd(d, 0o700),
+		"setattr child":  setattrCmd(f, 0o600),
+		"mkdir in sub":   mkdirCmd(sub, "x"), // sub's mtime and link count: a child's attributes
+		"inline":         {Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{Session: x.b, Ino: f, Data: []byte("hi")}}},
+		"link elsewhere": {Op: &metapb.Command_Link{Link: &metapb.LinkOp{Ino: f, NewParent: other, NewName: "l"}}},
+	}
+	for name, cmd := range changes {
+		x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+		x.ok(c, leaseCmd(c, d, leaseRead))
+		if r := x.apply(x.b, cmd); !isLeased(r) {
+			t.Fatalf("%s by another session under two read leases: %v", name, r)
+		}
+		if got := x.readRevokes(x.a); !slices.Equal(got, []uint64{d}) {
+			t.Fatalf("%s: a's revoked read leases %v", name, got)
+		}
+		if got := x.readRevokes(c); !slices.Equal(got, []uint64{d}) {
+			t.Fatalf("%s: c's revoked read leases %v", name, got)
+		}
+		if r := x.read(x.a, d); !isLeased(r) {
+			t.Fatalf("%s: a revoked read lease taken again before release: %v", name, r)
+		}
+		if r := x.f.Read(&metapb.ReadReq{LeaseSession: x.b, Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: d, Name: "f"}}}); r.Errno != 0 {
+			t.Fatalf("%s: a lookup in a read-leased directory: %v", name, r)
+		}
+		x.ok(x.a, leaseCmd(x.a, d, leaseUnread))
+		if r := x.apply(x.b, cmd); !isLeased(r) {
+			t.Fatalf("%s with one reader left: %v", name, r)
+		}
+		x.ok(c, leaseCmd(c, d, leaseUnread))
+		x.ok(x.b, cmd)
+		if len(x.f.reads.readers) != 0 || len(x.f.reads.childOf) != 0 || len(x.f.reads.kids) != 0 {
+			t.Fatalf("%s: read state left: %+v", name, x.f.reads)
+		}
+	}
+	// A reader's own change is not refused by its own lease.
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	x.ok(x.a, createCmd(d, "own", true))
+	if got := x.readRevokes(x.a); len(got) != 0 {
+		t.Fatalf("own change revoked: %v", got)
+	}
+	// Unrelated changes pass.
+	x.ok(x.b, createCmd(other, "free", true))
+}
+
+// TestReadLeaseAndWriteLease: a read lease is not granted while another
+// session write-leases the directory or a child directory; a write lease
+// is not tried while another session reads the directory or its parent,
+// and an acquire revokes those readers.
+func TestReadLeaseAndWriteLease(t *testing.T) {
+	x := newLeaseFixture(t)
+	p := x.mkdir(namespace.RootIno, "p")
+	d := x.mkdir(p, "d")
+	x.acquire(x.a, d)
+	if r := x.read(x.b, d); !isLeased(r) {
+		t.Fatalf("read lease of a write-leased directory: %v", r)
+	}
+	if r := x.read(x.b, p); !isLeased(r) {
+		t.Fatalf("read lease of a write-leased directory's parent: %v", r)
+	}
+	if got, _ := x.holder(d); got != x.a {
+		t.Fatalf("a read lease request revoked the write lease (holder %d)", got)
+	}
+	x.ok(x.a, leaseCmd(x.a, d, leaseRelease))
+	x.ok(x.b, leaseCmd(x.b, p, leaseRead))
+	if r := x.apply(x.a, leaseCmd(x.a, d, leaseTry)); !isLeased(r) {
+		t.Fatalf("write lease tried under a reader of the parent: %v", r)
+	}
+	if got := x.readRevokes(x.b); len(got) != 0 {
+		t.Fatalf("a try revoked read leases: %v", got)
+	}
+	if r := x.apply(x.a, leaseCmd(x.a, p, leaseAcquire)); !isLeased(r) {
+		t.Fatalf("write lease acquired under a reader: %v", r)
+	}
+	if got := x.readRevokes(x.b); !slices.Equal(got, []uint64{p}) {
+		t.Fatalf("acquire did not revoke the reader: %v", got)
+	}
+	x.ok(x.b, leaseCmd(x.b, p, leaseUnread))
+	x.acquire(x.a, p)
+	// The reader's own write lease is no obstacle.
+	x.ok(x.a, leaseCmd(x.a, p, leaseRead))
+}
+
+// TestReadLeaseBrokenByBatch: a batch written behind is not refused for a
+// read lease; the lease is broken (dropped, reported as revoked until its
+// holder releases it).
+func TestReadLeaseBrokenByBatch(t *testing.T) {
+	x := newLeaseFixture(t)
+	d := x.mkdir(namespace.RootIno, "d")
+	s := x.mkdir(d, "s")
+	x.ok(x.b, leaseCmd(x.b, s, leaseRead)) // b reads s ...
+	x.acquire(x.a, d)                      // ... before a leases its parent
+	r := x.ok(x.a, multiCmd(&metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{OldParent: d, OldName: "s", NewParent: d, NewName: "t"}}}))
+	if r.Results[0].Errno != 0 {
+		t.Fatalf("rename written behind: %v", r.Results[0])
+	}
+	if len(x.f.reads.readers) != 0 {
+		t.Fatalf("broken lease still held: %v", x.f.reads.readers)
+	}
+	if got := x.readRevokes(x.b); !slices.Equal(got, []uint64{s}) {
+		t.Fatalf("broken lease not reported: %v", got)
+	}
+	g := restored(t, x.f)
+	y := &leaseFixture{t: t, f: g, a: x.a, b: x.b}
+	if got := y.readRevokes(x.b); !slices.Equal(got, []uint64{s}) {
+		t.Fatalf("broken lease not restored: %v", got)
+	}
+	x.ok(x.b, leaseCmd(x.b, s, leaseUnread))
+	if got := x.readRevokes(x.b); len(got) != 0 {
+		t.Fatalf("released broken lease still reported: %v", got)
+	}
+}
+
+// TestReadLeaseEndsWithSessionAndDirectory: a dead reader does not hold
+// changes up once its session expired; a removed directory's read leases
+// are gone; read leases survive a snapshot with their children index.
+func TestReadLeaseEndsWithSessionAndDirectory(t *testing.T) {
+	x := newLeaseFixture(t)
+	d := x.mkdir(namespace.RootIno, "d")
+	f := x.create(d, "f")
+	e := x.mkdir(namespace.RootIno, "e")
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	x.ok(x.a, leaseCmd(x.a, e, leaseRead))
+	g := restored(t, x.f)
+	if d1, _ := x.f.Digest(); func() bool { d2, _ := g.Digest(); return d1 != d2 }() {
+		t.Fatal("digest differs after restore")
+	}
+	y := &leaseFixture{t: t, f: g, a: x.a, b: x.b}
+	if r := y.apply(x.b, setattrCmd(f, 0o600)); !isLeased(r) {
+		t.Fatalf("restored read lease does not cover a child: %v", r)
+	}
+	if r := x.apply(x.b, setattrCmd(f, 0o600)); !isLeased(r) {
+		t.Fatalf("read lease does not cover a child: %v", r)
+	}
+	if r := applyAt(x.f, 2e12, &metapb.Command{Op: &metapb.Command_Expire{Expire: &metapb.ExpireOp{Session: x.a}}}); r.Errno != 0 {
+		t.Fatalf("expire: %v", r)
+	}
+	if len(x.f.reads.readers) != 0 || len(x.f.reads.childOf) != 0 {
+		t.Fatalf("expired session's read leases left: %+v", x.f.reads)
+	}
+	x.ok(x.b, setattrCmd(f, 0o600))
+	x.ok(x.b, leaseCmd(x.b, e, leaseRead))
+	x.ok(x.b, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: namespace.RootIno, Name: "e"}}})
+	if len(x.f.reads.readers) != 0 {
+		t.Fatalf("removed directory's read lease left: %v", x.f.reads.readers)
+	}
+	// A lease of a session that vanished without its leases dropped
+	// (defensive path) gives way.
+	x.ok(x.b, leaseCmd(x.b, d, leaseRead))
+	x.f.reads.readers[d][999] = &readLease{}
+	x.ok(x.b, setattrCmd(f, 0o644))
+}
+
+// TestReaddirPlus: entries come with their attributes when asked.
+func TestReaddirPlus(t *testing.T) {
+	x := newLeaseFixture(t)
+	d := x.mkdir(namespace.RootIno, "d")
+	f := x.create(d, "f")
+	x.ok(0, setattrCmd(f, 0o640))
+	r := x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d, Plus: true}}})
+	var got *metapb.Attr
+	for _, e := range r.Entries {
+		if e.Name == "f" {
+			got = e.Attr
+		}
+	}
+	if got == nil || got.Ino != f || got.Mode != 0o640 {
+		t.Fatalf("readdir plus: %v", r.Entries)
+	}
+	r = x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d}}})
+	for _, e := range r.Entries {
+		if e.Attr != nil {
+			t.Fatalf("plain readdir has attributes: %v", e)
+		}
+	}
+}
