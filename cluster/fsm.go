@@ -419,6 +419,10 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 			return &metapb.ReadResp{Errno: uint32(e)}
 		}
 		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents))}
+		if op.Readdir.Plus {
+			a, _ := f.ns.GetAttr(op.Readdir.Ino)
+			r.Attr = toPB(a) // the directory's own
+		}
 		for i, d := range ents {
 			r.Entries[i] = &metapb.DirEntry{Name: d.Name, Ino: d.Ino, Type: uint32(d.Type), Cookie: d.Cookie}
 			if op.Readdir.Plus {

@@ -99,7 +99,9 @@ func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
 		}
 		return &metapb.Result{}
 	}
-	if f.writeLeasedToOther(op.Dir, op.Session) {
+	if l := f.leases[op.Dir]; l != nil && f.liveSession(l.session) {
+		// Another's, or the session's own: its holder changes it behind,
+		// and its own copy is what it answers from.
 		return leasedResult()
 	}
 	kids, first := rs.kids[op.Dir], rs.readers[op.Dir] == nil
@@ -218,6 +220,14 @@ func (f *FSM) readConflict(targets []uint64, ls uint64, brk bool) bool {
 			l := rs.readers[d][s]
 			switch {
 			case s == ls:
+				// The holder's own change: it dropped its copy of what
+				// it touches, unless it did not know the inode there (a
+				// hard link changed through another directory). It is
+				// told, and waits for nobody.
+				if !l.revoked {
+					l.revoked = true
+					notify = true
+				}
 			case !f.liveSession(s):
 				f.dropRead(d, s)
 			case brk:

@@ -75,7 +75,7 @@ func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, u
 	h := f.handles.newHandle(0, sess)
 	excl := flags&syscall.O_EXCL != 0
 	unlock := f.leases.lockService(parent)
-	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+	r, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Create{Create: &metapb.CreateOp{
 		Parent: parent, Name: name, Type: uint32(namespace.TypeFile), Mode: mode, Uid: uid, Gid: gid, Excl: excl,
 		Session: sess, Handle: h.id}}})
 	if errno == 0 && r.Created {

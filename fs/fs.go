@@ -95,6 +95,7 @@ type FS struct {
 	inodes  *inodeTable
 	handles *handleTable
 	leases  *leaseTable
+	reads   *readLeases
 	view    *view
 	data    *dataPlane
 
@@ -151,13 +152,15 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.pipe.sess.Store(id)
 	f.handles = newHandleTable(b, f.pipe)
 	f.leases = newLeaseTable(b, f.pipe, f.inodes, cfg.NoWriteBehind)
-	f.view = &view{base: b, pipe: f.pipe, inodes: f.inodes, leases: f.leases, handles: f.handles}
+	f.reads = newReadLeases(b, f.pipe, cfg.NoWriteBehind)
+	f.leases.reads = f.reads
+	f.view = &view{base: b, pipe: f.pipe, inodes: f.inodes, leases: f.leases, reads: f.reads, handles: f.handles}
 	f.view.inoMu.Init(levelInoAlloc, "view.inoMu")
 	f.data = newDataPlane(b, f.meta, cfg.Objects, f.pipe, f.inodes, f.view)
 
 	rctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
-	f.renew = &renewer{base: b, meta: f.meta, pipe: f.pipe, handles: f.handles, leases: f.leases, done: make(chan struct{})}
+	f.renew = &renewer{base: b, meta: f.meta, pipe: f.pipe, handles: f.handles, leases: f.leases, reads: f.reads, done: make(chan struct{})}
 	go f.renew.run(rctx)
 	go f.leases.run(rctx)
 	go f.data.reports.run(rctx)
@@ -187,6 +190,7 @@ func (f *FS) close() error {
 	f.stop()
 	<-f.renew.done
 	<-f.leases.watched
+	f.reads.wait()
 	<-f.data.reports.done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -62,7 +62,8 @@ type leaseTable struct {
 	*base
 	pipe   *pipeline
 	inodes *inodeTable
-	off    bool // --no-write-behind: no leases
+	reads  *readLeases // the read leases: watched for revocation here too
+	off    bool        // --no-write-behind: no leases
 
 	// svcMu: read-held by a change through the service from before it is
 	// applied until the mount's view has recorded it (lockService);
@@ -282,7 +283,8 @@ func (t *leaseTable) watch(ctx context.Context) {
 		t.lmu.Lock()
 		n := len(t.leases)
 		var idle []uint64
-		if time.Since(lastSweep) > leaseIdle/10 {
+		sweep := time.Since(lastSweep) > leaseIdle/10
+		if sweep {
 			lastSweep = time.Now()
 			old := time.Now().Add(-leaseIdle).UnixNano()
 			for dir, l := range t.leases {
@@ -295,10 +297,15 @@ func (t *leaseTable) watch(ctx context.Context) {
 		for _, dir := range idle {
 			t.giveBack(dir) // its entries and inodes need no memory any more
 		}
+		if sweep {
+			t.reads.idle()
+		}
+		n += t.reads.count()
 		if n == 0 {
 			select { // nothing to watch until a lease is granted
 			case <-ctx.Done():
 			case <-t.kick:
+			case <-t.reads.kick:
 			case <-time.After(leaseIdle / 10):
 			}
 			continue
@@ -314,6 +321,7 @@ func (t *leaseTable) watch(ctx context.Context) {
 			}
 			continue
 		}
+		t.reads.revoked(r.ReadDirs)
 		for _, dir := range slices.Sorted(slices.Values(r.Dirs)) {
 			t.giveBack(dir)
 		}
@@ -412,6 +420,9 @@ func (t *leaseTable) acquire(dir uint64) {
 		t.lmu.Unlock()
 		return
 	}
+	// The mount's own copies of dir and of its attributes would go stale
+	// once it writes behind in it.
+	t.reads.drop(dir)
 	l := newDirLease(dir, t.pipe.session())
 	// Not published yet: nobody else holds them (TryLock: taken under
 	// lmu, a leaf, they cannot wait).

@@ -25,6 +25,34 @@ func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Err
 	return f.view.getAttr(ctx, ino)
 }
 
+// Kernel is what the FUSE adapter needs to let the kernel cache answers.
+func (f *FS) Kernel() Kernel { return Kernel{view: f.view, reads: f.reads} }
+
+// Kernel lets the kernel cache answers from the directories the mount
+// holds read leases of (readlease.go), and drops them when they change.
+type Kernel struct {
+	view  *view
+	reads *readLeases
+}
+
+// Lookup is FS.Lookup, and how long the kernel may keep the answer (0: as
+// long as it keeps others). A long one comes from a directory the mount
+// holds a read lease of: the kernel is told to drop it before any other
+// mount can change it (SetInvalidator).
+func (k Kernel) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, time.Duration, syscall.Errno) {
+	return k.view.lookupTTL(ctx, parent, name)
+}
+
+// GetAttr is FS.GetAttr, and how long the kernel may keep the answer, as
+// Lookup.
+func (k Kernel) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, time.Duration, syscall.Errno) {
+	return k.view.getAttrTTL(ctx, ino)
+}
+
+// SetInvalidator gives the core the kernel's cache invalidations. Without
+// one (tests without FUSE) nothing the kernel caches needs dropping.
+func (k Kernel) SetInvalidator(i Invalidator) { k.reads.setInvalidator(i) }
+
 // SetAttrIn says what SetAttr changes: Valid holds namespace.SetAttr* bits.
 type SetAttrIn = namespace.SetAttrIn
 
@@ -39,7 +67,7 @@ func (f *FS) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (*metapb.Att
 		return a, 0
 	}
 	f.view.settle(ino)
-	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
+	r, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Setattr{Setattr: &metapb.SetAttrOp{
 		Ino: ino, Valid: in.Valid, Mode: in.Mode, Uid: in.Uid, Gid: in.Gid, Size: in.Size, Atime: in.Atime, Mtime: in.Mtime}}})
 	if errno != 0 {
 		return nil, errno
@@ -137,7 +165,7 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 		return errno
 	}
 	unlock := f.leases.lockService(parent)
-	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
+	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
 	if errno == 0 {
 		f.view.noteGone(parent, name)
 	}
@@ -157,7 +185,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 		return errno
 	}
 	unlock, child := f.view.lockRemoval(ctx, parent, name, 0, parent)
-	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
+	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Rmdir{Rmdir: &metapb.RmdirOp{Parent: parent, Name: name}}})
 	var gone *dirLease
 	if errno == 0 {
 		f.view.noteGone(parent, name)
@@ -190,7 +218,7 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 	} else {
 		unlock = f.leases.lockService(parent, newParent)
 	}
-	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
+	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Rename{Rename: &metapb.RenameOp{
 		OldParent: parent, OldName: name, NewParent: newParent, NewName: newName, Flags: flags}}})
 	var gone *dirLease
 	if errno == 0 {
@@ -231,6 +259,12 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
 // ReadDir returns up to max entries of directory ino after cookie (0: from
 // the start); each entry's cookie continues after it.
 func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metapb.DirEntry, syscall.Errno) {
+	if cookie == 0 && f.leases.get(ino) == nil {
+		f.reads.take(ino) // a listing from the start: the names will be looked up next
+	}
+	if ents, ok := f.reads.readDir(ino, cookie, max); ok {
+		return ents, 0
+	}
 	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
 	if errno != 0 {
 		return nil, errno
@@ -325,7 +359,7 @@ func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte
 	}
 	f.forgetCaps(ino, name)
 	f.view.settle(ino)
-	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
+	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
 	return errno
 }
 
@@ -339,7 +373,7 @@ func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.E
 	}
 	f.forgetCaps(ino, name)
 	f.view.settle(ino)
-	_, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
+	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
 	return errno
 }
 

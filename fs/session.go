@@ -15,6 +15,7 @@ type renewer struct {
 	pipe    *pipeline
 	handles *handleTable
 	leases  *leaseTable
+	reads   *readLeases
 	done    chan struct{} // closed when run returns
 }
 
@@ -37,11 +38,16 @@ func (r *renewer) run(ctx context.Context) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.SessionTTL)
+		sent := time.Now()
 		_, err := r.meta.Renew(cctx, r.pipe.session())
 		cancel()
+		if err == nil {
+			r.reads.renewed.Store(sent.UnixNano())
+		}
 		if errors.Is(err, syscall.ESTALE) {
 			r.log.Error("the mount's session expired: its locks are lost; opening a new one")
 			cctx, cancel := context.WithTimeout(ctx, r.cfg.MetaTimeout)
+			opened := time.Now()
 			id, _, err := r.meta.OpenSession(cctx, r.cfg.Name, r.cfg.SessionTTL)
 			cancel()
 			if err != nil {
@@ -49,7 +55,9 @@ func (r *renewer) run(ctx context.Context) {
 				continue
 			}
 			r.handles.fence()
+			r.reads.dropAll()
 			r.pipe.sess.Store(id)
+			r.reads.renewed.Store(opened.UnixNano())
 			r.leases.dropAll(false)
 			r.handles.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {

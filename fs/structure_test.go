@@ -23,10 +23,11 @@ var layers = map[string]int{
 	"pipeline": 2,
 	"closer":   3, "objectCache": 3, "placer": 3, "reporter": 3,
 	"handleTable": 4,
-	"leaseTable":  5,
-	"view":        6, "renewer": 6,
-	"dataPlane": 7,
-	"FS":        8,
+	"readLeases":  5,
+	"leaseTable":  6,
+	"view":        7, "renewer": 7,
+	"dataPlane": 8,
+	"FS":        9, "Kernel": 9,
 }
 
 // coreFiles parses the non-test Go files of dir.
@@ -221,7 +222,7 @@ func TestStructureCallsRunDownward(t *testing.T) {
 // functions and methods of the files before it (or its own).
 var fileOrder = []string{
 	"base.go", "budget.go", "inode.go", "journal.go", "pipeline.go", "objects.go",
-	"closer.go", "report.go", "handles.go", "leases.go", "view.go", "wb.go", "notes.go",
+	"closer.go", "report.go", "handles.go", "readlease.go", "leases.go", "view.go", "wb.go", "notes.go",
 	"session.go", "data.go", "health.go", "read.go", "write.go", "ops.go", "files.go", "fs.go",
 }
 

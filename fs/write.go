@@ -298,7 +298,7 @@ func (d *dataPlane) commitInline(ctx context.Context, in *inode, b *buf) (*metap
 	}
 	var res *metapb.Result
 	for _, e := range b.ext {
-		r, errno := d.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
+		r, errno := d.view.change(ctx, &metapb.Command{Op: &metapb.Command_Inline{Inline: &metapb.InlineOp{
 			Session: b.sess, Ino: ino, Off: uint64(e.lo), Data: b.data[e.lo-b.base : e.hi-b.base]}}})
 		switch errno {
 		case 0:
@@ -405,7 +405,7 @@ func (d *dataPlane) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp,
 	if d.view.commit(in, b.sess, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}}, uint64(b.block)*BlockSize+uint64(b.ext[len(b.ext)-1].hi), true) {
 		return nil, nil
 	}
-	r, errno := d.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
+	r, errno := d.view.change(ctx, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
 	if errno != 0 {
 		return nil, fmt.Errorf("committing slices of inode %d: %w", cmd.Ino, errno)
 	}

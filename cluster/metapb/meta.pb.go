@@ -3782,7 +3782,7 @@ type ReadDirReq struct {
 	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
 	Cookie        uint64                 `protobuf:"varint,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
 	Max           uint32                 `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
-	Plus          bool                   `protobuf:"varint,4,opt,name=plus,proto3" json:"plus,omitempty"` // with each entry's attributes (DirEntry.attr)
+	Plus          bool                   `protobuf:"varint,4,opt,name=plus,proto3" json:"plus,omitempty"` // with each entry's attributes (DirEntry.attr), and the directory's (ReadResp.attr)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

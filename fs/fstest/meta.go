@@ -305,7 +305,7 @@ func (m *Meta) waitRevokes(ctx context.Context, q *metapb.ReadReq, wait time.Dur
 	for {
 		ch := m.svc.fsm.RevokeWatch() // before reading: a revocation in between is not missed
 		r := m.svc.fsm.Read(q)
-		if len(r.Dirs) > 0 || r.Errno != 0 {
+		if len(r.Dirs) > 0 || len(r.ReadDirs) > 0 || r.Errno != 0 {
 			return proto.Clone(r).(*metapb.ReadResp), nil
 		}
 		select {

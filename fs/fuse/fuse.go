@@ -30,7 +30,15 @@ type MountOptions struct {
 // Mount mounts f on mountpoint and serves it in the background; the
 // returned server's Wait returns once it is unmounted.
 func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
-	return fusefs.Mount(mountpoint, &node{core: f}, mountOptions(o))
+	t := &tree{}
+	root := &node{core: f, t: t}
+	srv, err := fusefs.Mount(mountpoint, root, mountOptions(o))
+	if err != nil {
+		return nil, err
+	}
+	t.nodes.Store(fs.RootIno, root.EmbeddedInode())
+	f.Kernel().SetInvalidator(t)
+	return srv, nil
 }
 
 // mountOptions is go-fuse's configuration of a mount.
@@ -78,6 +86,7 @@ func mountOptions(o MountOptions) *fusefs.Options {
 type node struct {
 	fusefs.Inode
 	core *fs.FS
+	t    *tree
 }
 
 var (
@@ -134,7 +143,9 @@ func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *f
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	fill(a, &out.Attr)
 	mode := namespace.FileType(a.Type).IFMT()
-	return n.NewInode(ctx, &node{core: n.core}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
+	in := n.NewInode(ctx, &node{core: n.core, t: n.t}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
+	n.t.nodes.Store(a.Ino, in)
+	return in
 }
 
 func caller(ctx context.Context) (uid, gid uint32) {
@@ -146,20 +157,27 @@ func caller(ctx context.Context) (uid, gid uint32) {
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.core.Lookup(ctx, n.ino(), name)
+	a, ttl, errno := n.core.Kernel().Lookup(ctx, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
+	}
+	if ttl > 0 { // from a read lease: the core invalidates it if it changes
+		out.SetEntryTimeout(ttl)
+		out.SetAttrTimeout(ttl)
 	}
 	return n.child(ctx, a, out), 0
 }
 
 func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.core.GetAttr(ctx, n.ino())
+	a, ttl, errno := n.core.Kernel().GetAttr(ctx, n.ino())
 	if errno != 0 {
 		return stale(errno)
 	}
 	fill(a, &out.Attr)
+	if ttl > 0 {
+		out.SetTimeout(ttl)
+	}
 	return 0
 }
 
@@ -413,7 +431,10 @@ func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno 
 	return n.core.Release(context.Background(), h)
 }
 
-func (n *node) OnForget() { n.core.Forget(n.ino()) }
+func (n *node) OnForget() {
+	n.t.nodes.CompareAndDelete(n.ino(), n.EmbeddedInode())
+	n.core.Forget(n.ino())
+}
 
 // lockIn converts a FUSE lock request.
 func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) fs.LockIn {

@@ -1,0 +1,599 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+)
+
+// Shared read leases (cluster/readlease.go has the service's side).
+//
+// A mount that lists a directory (readdir from its start), or looks names
+// up in it through the service often, takes a read lease of it and loads
+// its entries with their attributes (readdir plus). While it holds the
+// lease it answers lookups in the directory, and the attributes of the
+// directory and of its children, from that copy with no service call, and
+// lets the kernel keep them for as long as the lease is sure to last.
+//
+// No other mount can change what the copy holds meanwhile: its change is
+// refused by the service, which marks the lease revoked; this mount hears
+// it (leaseTable.watch), stops answering from the copy, tells the kernel to
+// drop every name and attribute it was given from it (Invalidator), and only
+// then releases the lease, so that the other mount's retry, which goes
+// through after that, is seen at once here. The mount's own changes drop
+// its copy of what they touch first (changing), and release that lease the
+// same way.
+//
+// The copy is trusted only while the session is (a mount cut off from the
+// service stops answering from it before the service could let another
+// mount change it: fresh), and the kernel is never told to keep an answer
+// longer than that.
+
+// Invalidator drops what the kernel caches; the FUSE adapter (fs/fuse)
+// implements it. Its calls may wait for a kernel request in progress to
+// finish, so the core makes them from no request's path.
+type Invalidator interface {
+	// InvalEntry makes the kernel forget name in directory parent.
+	InvalEntry(parent uint64, name string)
+	// InvalAttr makes the kernel ask for ino's attributes again.
+	InvalAttr(ino uint64)
+}
+
+// readDir is a directory the mount holds a read lease of, and its copy:
+// immutable once published, but for used.
+type readDir struct {
+	dir   uint64
+	sess  uint64
+	self  *metapb.Attr
+	ents  []*metapb.DirEntry // as the service lists them, by cookie
+	names map[string]*metapb.DirEntry
+	attrs map[uint64]*metapb.Attr // the children's
+	used  atomic.Int64            // when it last answered (unix ns)
+
+	// Under readLeases.mu: what the kernel was given from the copy.
+	servedNames map[string]bool
+	servedInos  map[uint64]bool
+}
+
+// readLoad is a read lease being taken: a change of the mount's own in the
+// directory or of one of its children meanwhile spoils it.
+type readLoad struct {
+	spoiled bool
+	touched []uint64 // inodes own changes touched while it loaded
+}
+
+// readLeases is the read leases the mount holds. Its lock, mu, is a leaf.
+type readLeases struct {
+	*base
+	pipe *pipeline
+	off  bool
+
+	inval atomic.Pointer[Invalidator]
+	// renewed: when the session's last renewal that succeeded was sent
+	// (unix ns): the service keeps the session, and so its read leases,
+	// at least SessionTTL from then.
+	renewed atomic.Int64
+
+	mu       lockorder.Mutex
+	dirs     map[uint64]*readDir
+	byIno    map[uint64]*readDir // a child's (or the directory's own) lease
+	loads    map[uint64]*readLoad
+	inflight map[uint64]int // inodes own changes in progress touch
+	entries  int
+	hits     map[uint64]int // lookups through the service, by directory
+	releases sync.WaitGroup
+
+	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
+}
+
+// Read lease tuning.
+const (
+	readAfter      = 8                // lookups through the service in a directory before it is read-leased
+	readMaxDir     = 100000           // entries: a larger directory is not read-leased
+	readMaxEntries = 400000           // entries cached in all; the least used leases go first
+	readIdle       = time.Minute      // a lease unused this long is given back
+	readInvalWait  = time.Second      // how long a release waits for the kernel's invalidations
+	readKernelMax  = 30 * time.Second // the longest the kernel keeps an answer from the copy
+)
+
+func newReadLeases(b *base, pipe *pipeline, off bool) *readLeases {
+	r := &readLeases{base: b, pipe: pipe, off: off, dirs: map[uint64]*readDir{},
+		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, inflight: map[uint64]int{},
+		hits: map[uint64]int{}, kick: make(chan struct{}, 1)}
+	r.mu.Init(levelReads, "readLeases.mu")
+	r.renewed.Store(time.Now().UnixNano())
+	return r
+}
+
+// setInvalidator installs the kernel's invalidations.
+func (r *readLeases) setInvalidator(i Invalidator) { r.inval.Store(&i) }
+
+// until is when the copies stop being trusted: the session could expire
+// at the service SessionTTL after its last renewal was sent; a quarter of
+// that is kept for clocks and the time the kernel takes.
+func (r *readLeases) until() time.Time {
+	ttl := r.cfg.SessionTTL
+	return time.Unix(0, r.renewed.Load()).Add(ttl - ttl/4)
+}
+
+// kernelTTL is how long the kernel may keep an answer from a copy given
+// now (0: it is not trusted).
+func (r *readLeases) kernelTTL() time.Duration {
+	d := time.Until(r.until())
+	if d <= 0 {
+		return 0
+	}
+	return min(d, readKernelMax)
+}
+
+// lookup answers a lookup in parent from its copy. ok: parent is
+// read-leased and the answer is its (a, or ENOENT with a nil a).
+func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ttl time.Duration, ok bool) {
+	if name == "." || name == ".." {
+		return nil, 0, false // the kernel's to resolve; not in the copy
+	}
+	if ttl = r.kernelTTL(); ttl == 0 {
+		return nil, 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.dirs[parent]
+	if d == nil {
+		return nil, 0, false
+	}
+	d.used.Store(time.Now().UnixNano())
+	e := d.names[name]
+	if e == nil {
+		return nil, 0, true
+	}
+	d.servedNames[name] = true
+	d.servedInos[e.Ino] = true
+	return e.Attr, ttl, true
+}
+
+// getAttr answers ino's attributes from a copy, if one holds them.
+func (r *readLeases) getAttr(ino uint64) (*metapb.Attr, time.Duration) {
+	ttl := r.kernelTTL()
+	if ttl == 0 {
+		return nil, 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.byIno[ino]
+	if d == nil {
+		return nil, 0
+	}
+	d.used.Store(time.Now().UnixNano())
+	d.servedInos[ino] = true
+	if ino == d.dir {
+		return d.self, ttl
+	}
+	return d.attrs[ino], ttl
+}
+
+// readDir answers a page of dir's entries after cookie from its copy.
+func (r *readLeases) readDir(dir, cookie uint64, max int) ([]*metapb.DirEntry, bool) {
+	if r.kernelTTL() == 0 {
+		return nil, false
+	}
+	r.mu.Lock()
+	d := r.dirs[dir]
+	r.mu.Unlock()
+	if d == nil {
+		return nil, false
+	}
+	d.used.Store(time.Now().UnixNano())
+	i := sort.Search(len(d.ents), func(i int) bool { return d.ents[i].Cookie > cookie })
+	if cookie == 0 {
+		i = 0
+	}
+	out := d.ents[i:min(len(d.ents), i+max)]
+	return slices.Clone(out), true
+}
+
+// count is how many read leases the mount holds.
+func (r *readLeases) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.dirs)
+}
+
+// noteLookup counts a lookup in dir that went to the service, and takes a
+// read lease of dir (in the background) when there were enough.
+func (r *readLeases) noteLookup(dir uint64) {
+	if r.off {
+		return
+	}
+	r.mu.Lock()
+	if len(r.hits) > 4096 {
+		clear(r.hits)
+	}
+	r.hits[dir]++
+	n := r.hits[dir]
+	if n >= readAfter {
+		delete(r.hits, dir)
+	}
+	r.mu.Unlock()
+	if n == readAfter {
+		go r.take(dir)
+	}
+}
+
+// take read-leases dir and loads its copy, unless the mount holds it
+// already, or a mount (this one too) write-leases it, or another one of its
+// children (the service refuses: the mount goes on asking). It reports
+// whether the mount holds the lease now.
+func (r *readLeases) take(dir uint64) bool {
+	if r.off || r.kernelTTL() == 0 {
+		return false
+	}
+	r.mu.Lock()
+	if r.dirs[dir] != nil {
+		r.mu.Unlock()
+		return true
+	}
+	if r.loads[dir] != nil || r.inflight[dir] > 0 {
+		r.mu.Unlock()
+		return false
+	}
+	load := &readLoad{}
+	r.loads[dir] = load
+	r.mu.Unlock()
+	d, granted := r.load(dir)
+	r.mu.Lock()
+	delete(r.loads, dir)
+	ok := d != nil && !load.spoiled && r.pipe.session() == d.sess
+	if ok {
+		for _, ino := range load.touched {
+			if ino == dir || d.attrs[ino] != nil || r.inflight[ino] > 0 {
+				ok = false
+			}
+		}
+		for ino := range d.attrs {
+			if r.inflight[ino] > 0 {
+				ok = false
+			}
+		}
+	}
+	if ok {
+		r.dirs[dir] = d
+		r.byIno[dir] = d
+		for ino := range d.attrs {
+			r.byIno[ino] = d
+		}
+		r.entries += len(d.names)
+	}
+	evict := r.overLimit()
+	r.mu.Unlock()
+	if granted && !ok {
+		r.release(dir, r.pipe.session())
+	}
+	for _, e := range evict {
+		r.giveBack(e)
+	}
+	if ok {
+		signal(r.kick)
+	}
+	if r.debugOn {
+		r.log.Debug("read lease", "dir", dir, "granted", granted, "held", ok)
+	}
+	return ok
+}
+
+// load asks for dir's read lease and its entries with their attributes.
+// granted: the service granted the lease (to release if d is not kept).
+func (r *readLeases) load(dir uint64) (d *readDir, granted bool) {
+	ctx, cancel := r.ctx(context.Background())
+	defer cancel()
+	sess := r.pipe.session()
+	res, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: dir, Mode: 5}}})
+	if err != nil || res.Errno != 0 {
+		return nil, false
+	}
+	d = &readDir{dir: dir, sess: sess, names: map[string]*metapb.DirEntry{}, attrs: map[uint64]*metapb.Attr{},
+		servedNames: map[string]bool{}, servedInos: map[uint64]bool{}}
+	for cookie := uint64(0); ; {
+		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
+			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
+		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
+			return nil, true
+		}
+		d.self = q.Attr
+		for _, e := range q.Entries {
+			if e.Attr == nil {
+				return nil, true // gone meanwhile: not while leased
+			}
+			d.names[e.Name] = e
+			d.attrs[e.Ino] = e.Attr
+			cookie = e.Cookie
+		}
+		d.ents = append(d.ents, q.Entries...)
+		if len(q.Entries) == 0 {
+			break
+		}
+	}
+	d.used.Store(time.Now().UnixNano())
+	return d, true
+}
+
+// overLimit unpublishes the least used leases while the copies hold more
+// than readMaxEntries entries, and returns them. r.mu is held.
+func (r *readLeases) overLimit() []*readDir {
+	if r.entries <= readMaxEntries {
+		return nil
+	}
+	all := make([]*readDir, 0, len(r.dirs))
+	for _, d := range r.dirs {
+		all = append(all, d)
+	}
+	slices.SortFunc(all, func(a, b *readDir) int { return int(a.used.Load() - b.used.Load()) })
+	var out []*readDir
+	for _, d := range all {
+		if r.entries <= readMaxEntries*3/4 {
+			break
+		}
+		r.unpublish(d)
+		out = append(out, d)
+	}
+	return out
+}
+
+// unpublish stops answering from d. r.mu is held.
+func (r *readLeases) unpublish(d *readDir) {
+	if r.dirs[d.dir] != d {
+		return
+	}
+	delete(r.dirs, d.dir)
+	if r.byIno[d.dir] == d {
+		delete(r.byIno, d.dir)
+	}
+	for ino := range d.attrs {
+		if r.byIno[ino] == d {
+			delete(r.byIno, ino)
+		}
+	}
+	r.entries -= len(d.names)
+}
+
+// giveBack has the kernel drop what it was given from d's copy (d is
+// unpublished), then releases the lease: in the background, since the
+// kernel's invalidation of a name may wait for a request in its
+// directory, which may be the one that dropped d.
+func (r *readLeases) giveBack(d *readDir) {
+	r.mu.Lock()
+	names, inos := d.servedNames, d.servedInos
+	d.servedNames, d.servedInos = map[string]bool{}, map[uint64]bool{}
+	r.mu.Unlock()
+	r.releases.Add(1)
+	go func() {
+		defer r.releases.Done()
+		r.invalidate(d.dir, names, inos)
+		r.release(d.dir, d.sess)
+	}()
+}
+
+// invalidate tells the kernel to drop names in dir and the attributes of
+// inos, waiting at most readInvalWait (a kernel request it waits for may
+// itself wait for the service to let go of something this release holds).
+func (r *readLeases) invalidate(dir uint64, names map[string]bool, inos map[uint64]bool) {
+	ip := r.inval.Load()
+	if ip == nil || len(names)+len(inos) == 0 {
+		return
+	}
+	inv := *ip
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for name := range names {
+			inv.InvalEntry(dir, name)
+		}
+		for ino := range inos {
+			inv.InvalAttr(ino)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(readInvalWait):
+		r.log.Warn("the kernel is slow to drop cached names; releasing the read lease anyway", "dir", dir)
+	}
+}
+
+// release tells the service the mount no longer holds dir's read lease.
+func (r *readLeases) release(dir, sess uint64) {
+	ctx, cancel := r.ctx(context.Background())
+	defer cancel()
+	if _, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: dir, Mode: 6}}}); err != nil {
+		r.log.Warn("releasing a read lease", "dir", dir, "err", err)
+	}
+}
+
+// revoked gives back the read leases of dirs the service revoked or
+// broke; one the mount no longer holds is released all the same (the
+// service reports it until then).
+func (r *readLeases) revoked(dirs []uint64) {
+	for _, dir := range dirs {
+		r.mu.Lock()
+		d := r.dirs[dir]
+		if d != nil {
+			r.unpublish(d)
+		}
+		if l := r.loads[dir]; l != nil {
+			l.spoiled = true
+		}
+		r.mu.Unlock()
+		if d != nil {
+			r.giveBack(d)
+		} else {
+			r.releases.Add(1)
+			go func() {
+				defer r.releases.Done()
+				r.release(dir, r.pipe.session())
+			}()
+		}
+	}
+}
+
+// idle gives back the leases unused for readIdle.
+func (r *readLeases) idle() {
+	old := time.Now().Add(-readIdle).UnixNano()
+	r.mu.Lock()
+	var out []*readDir
+	for _, d := range r.dirs {
+		if d.used.Load() < old {
+			out = append(out, d)
+		}
+	}
+	for _, d := range out {
+		r.unpublish(d)
+	}
+	r.mu.Unlock()
+	for _, d := range out {
+		r.giveBack(d)
+	}
+}
+
+// dropAll forgets every copy: the session was replaced (its leases ended
+// with it); the kernel still drops what it was given.
+func (r *readLeases) dropAll() {
+	r.mu.Lock()
+	var out []*readDir
+	for _, d := range r.dirs {
+		out = append(out, d)
+	}
+	for _, d := range out {
+		r.unpublish(d)
+	}
+	for _, l := range r.loads {
+		l.spoiled = true
+	}
+	r.mu.Unlock()
+	for _, d := range out {
+		r.mu.Lock()
+		names, inos := d.servedNames, d.servedInos
+		d.servedNames, d.servedInos = map[string]bool{}, map[uint64]bool{}
+		r.mu.Unlock()
+		r.invalidate(d.dir, names, inos)
+	}
+}
+
+// changing is called before a change of the mount's own goes to the
+// service: the copies it touches are dropped (and their leases given
+// back), and a lease being taken that it touches is spoiled. The returned
+// function is called once the service answered.
+func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
+	targets := r.targets(cmd)
+	if len(targets) == 0 {
+		return func() {}
+	}
+	r.mu.Lock()
+	var drop []*readDir
+	for _, t := range targets {
+		delete(r.hits, t) // looked up between changes of its own: not worth a lease
+		r.inflight[t]++
+		for _, d := range []*readDir{r.dirs[t], r.byIno[t]} {
+			if d != nil && r.dirs[d.dir] == d {
+				r.unpublish(d)
+				drop = append(drop, d)
+			}
+		}
+		if l := r.loads[t]; l != nil {
+			l.spoiled = true
+		}
+	}
+	for _, l := range r.loads {
+		l.touched = append(l.touched, targets...)
+	}
+	r.mu.Unlock()
+	for _, d := range drop {
+		r.giveBack(d)
+	}
+	return func() {
+		r.mu.Lock()
+		for _, t := range targets {
+			if r.inflight[t]--; r.inflight[t] <= 0 {
+				delete(r.inflight, t)
+			}
+		}
+		for _, l := range r.loads {
+			l.touched = append(l.touched, targets...)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// targets lists the directories and inodes whose cached entries or
+// attributes a change may alter (as the service's touchedDirs and
+// touchedInodes; a name's inode is found in the copy of its directory).
+func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
+	named := func(parent uint64, name string) uint64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if d := r.dirs[parent]; d != nil {
+			if e := d.names[name]; e != nil {
+				return e.Ino
+			}
+		}
+		return 0
+	}
+	var out []uint64
+	switch op := cmd.Op.(type) {
+	case *metapb.Command_Create:
+		out = []uint64{op.Create.Parent}
+	case *metapb.Command_Mkdir:
+		out = []uint64{op.Mkdir.Parent}
+	case *metapb.Command_Symlink:
+		out = []uint64{op.Symlink.Parent}
+	case *metapb.Command_Link:
+		out = []uint64{op.Link.NewParent, op.Link.Ino}
+	case *metapb.Command_Unlink:
+		out = []uint64{op.Unlink.Parent, named(op.Unlink.Parent, op.Unlink.Name)}
+	case *metapb.Command_Rmdir:
+		out = []uint64{op.Rmdir.Parent, named(op.Rmdir.Parent, op.Rmdir.Name)}
+	case *metapb.Command_Rename:
+		o := op.Rename
+		out = []uint64{o.OldParent, o.NewParent, named(o.OldParent, o.OldName), named(o.NewParent, o.NewName)}
+	case *metapb.Command_Setattr:
+		out = []uint64{op.Setattr.Ino}
+	case *metapb.Command_Setxattr:
+		out = []uint64{op.Setxattr.Ino}
+	case *metapb.Command_Removexattr:
+		out = []uint64{op.Removexattr.Ino}
+	case *metapb.Command_Commit:
+		out = []uint64{op.Commit.Ino}
+	case *metapb.Command_Inline:
+		out = []uint64{op.Inline.Ino}
+	}
+	return slices.DeleteFunc(out, func(t uint64) bool { return t == 0 })
+}
+
+// wait waits for the releases in flight (the mount is closing).
+func (r *readLeases) wait() { r.releases.Wait() }
+
+// drop gives back the copies holding ino's entries or attributes: the
+// mount is about to write behind in it.
+func (r *readLeases) drop(ino uint64) {
+	r.mu.Lock()
+	var out []*readDir
+	for _, d := range []*readDir{r.dirs[ino], r.byIno[ino]} {
+		if d != nil && r.dirs[d.dir] == d {
+			r.unpublish(d)
+			out = append(out, d)
+		}
+	}
+	if l := r.loads[ino]; l != nil {
+		l.spoiled = true
+	}
+	r.mu.Unlock()
+	for _, d := range out {
+		r.giveBack(d)
+	}
+}

@@ -1,0 +1,272 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/fs/fstest"
+)
+
+// countingMeta counts the calls a mount makes about the namespace: every
+// Apply but the session's renewals, every Read but the long poll for
+// revocations.
+type countingMeta struct {
+	Meta
+	n atomic.Int64
+}
+
+func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	m.n.Add(1)
+	return m.Meta.Apply(ctx, cmd)
+}
+
+func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
+	if q.GetRevokes() == nil {
+		m.n.Add(1)
+	}
+	return m.Meta.Read(ctx, q)
+}
+
+// recordingKernel is an Invalidator that records what it was told, and
+// what the service's state was when it was told (when set).
+type recordingKernel struct {
+	mu      sync.Mutex
+	entries []string
+	attrs   []uint64
+	before  func() string // the state it saw then
+	seen    []string
+}
+
+func (k *recordingKernel) InvalEntry(parent uint64, name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.entries = append(k.entries, fmt.Sprintf("%d/%s", parent, name))
+	if k.before != nil {
+		k.seen = append(k.seen, k.before())
+	}
+}
+
+func (k *recordingKernel) InvalAttr(ino uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.attrs = append(k.attrs, ino)
+}
+
+func (k *recordingKernel) told(entry string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Contains(k.entries, entry)
+}
+
+// readLeased sets up a directory d with files f0..f(n-1) made by mount
+// b, and mount a (its calls counted, its kernel recorded) holding a read
+// lease of d.
+func readLeased(t *testing.T, n int) (e *env, a, b *FS, d uint64, files []uint64, cm *countingMeta, k *recordingKernel) {
+	t.Helper()
+	e = newEnv(t)
+	cm = &countingMeta{}
+	a = e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	b = e.mount("b", nil, nil)
+	k = &recordingKernel{}
+	a.Kernel().SetInvalidator(k)
+	d = mustMkdir(t, b, RootIno, "d").Ino
+	for i := range n {
+		files = append(files, mustCreate(t, b, d, fmt.Sprintf("f%d", i)).Ino)
+	}
+	ctx := testCtx(t)
+	// The first listing revokes b's write lease (d is b's: it made it);
+	// the next one takes the read lease.
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		if _, errno := a.ReadDir(ctx, d, 0, 1000); errno != 0 {
+			t.Fatalf("readdir: %v", errno)
+		}
+		return a.reads.count() == 1
+	})
+	return
+}
+
+// TestReadLeaseServesTreeWithoutService: names, attributes and listings
+// of a read-leased directory are answered with no call to the service,
+// and the kernel may keep them (a TTL); a name that is not there is not
+// cached by the kernel.
+func TestReadLeaseServesTreeWithoutService(t *testing.T) {
+	t.Parallel()
+	_, a, _, d, files, cm, _ := readLeased(t, 20)
+	ctx := testCtx(t)
+	before := cm.n.Load()
+	for i, ino := range files {
+		at, ttl, errno := a.Kernel().Lookup(ctx, d, fmt.Sprintf("f%d", i))
+		mustErrno(t, "lookup", errno, 0)
+		if at.Ino != ino || ttl <= 0 {
+			t.Fatalf("lookup f%d: %v, ttl %v", i, at, ttl)
+		}
+		if _, ttl, errno := a.Kernel().GetAttr(ctx, ino); errno != 0 || ttl <= 0 {
+			t.Fatalf("getattr f%d: %v, ttl %v", i, errno, ttl)
+		}
+	}
+	if _, ttl, errno := a.Kernel().GetAttr(ctx, d); errno != 0 || ttl <= 0 || ttl > readKernelMax {
+		t.Fatalf("getattr of the directory: %v, ttl %v", errno, ttl)
+	}
+	if _, ttl, errno := a.Kernel().Lookup(ctx, d, "nothing"); errno != syscall.ENOENT || ttl != 0 {
+		t.Fatalf("lookup of a missing name: %v, ttl %v", errno, ttl)
+	}
+	ents, errno := a.ReadDir(ctx, d, 0, 1000)
+	mustErrno(t, "readdir", errno, 0)
+	if len(ents) != len(files) {
+		t.Fatalf("readdir: %d entries, want %d", len(ents), len(files))
+	}
+	page, errno := a.ReadDir(ctx, d, ents[9].Cookie, 5)
+	mustErrno(t, "readdir page", errno, 0)
+	if len(page) != 5 || page[0].Name != ents[10].Name {
+		t.Fatalf("readdir after the 10th entry: %v", page)
+	}
+	if n := cm.n.Load() - before; n != 0 {
+		t.Fatalf("%d calls to the service for a read-leased directory", n)
+	}
+}
+
+// TestReadLeaseSeesOtherMountsChangesAtOnce: each change another mount
+// makes in a read-leased directory is seen by the holder as soon as it
+// returned, and the holder told its kernel to drop the name before the
+// change was applied.
+func TestReadLeaseSeesOtherMountsChangesAtOnce(t *testing.T) {
+	t.Parallel()
+	e, a, b, d, files, _, k := readLeased(t, 4)
+	ctx := testCtx(t)
+	retake := func() {
+		t.Helper()
+		waitUntil(t, "the read lease again", 10*time.Second, func() bool {
+			_, _ = a.ReadDir(ctx, d, 0, 1000)
+			return a.reads.count() == 1
+		})
+	}
+	// Looked up (given to the kernel), then changed by b.
+	mustLookup := func(name string) *metapb.Attr {
+		t.Helper()
+		at, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "lookup "+name, errno, 0)
+		return at
+	}
+	mustLookup("f0")
+	k.before = func() string {
+		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: files[0]}}})
+		return fmt.Sprintf("%o", r.Attr.GetMode())
+	}
+	if _, errno := b.SetAttr(ctx, files[0], SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
+		t.Fatalf("chmod on b: %v", errno)
+	}
+	if at := mustLookup("f0"); at.Mode != 0o600 {
+		t.Fatalf("a sees mode %o after b's chmod", at.Mode)
+	}
+	k.mu.Lock()
+	seen := slices.Clone(k.seen)
+	k.before = nil
+	k.mu.Unlock()
+	if !k.told(fmt.Sprintf("%d/f0", d)) || len(seen) == 0 || seen[0] != "644" {
+		t.Fatalf("kernel told %v, seeing modes %v: want f0 dropped while it was still 644", k.entries, seen)
+	}
+
+	retake()
+	mustCreate(t, b, d, "new")
+	mustLookup("new")
+
+	retake()
+	mustErrno(t, "unlink on b", b.Unlink(ctx, d, "f1"), 0)
+	if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
+		t.Fatalf("a looks up f1 after b unlinked it: %v", errno)
+	}
+
+	retake()
+	h, _, errno := b.Open(ctx, files[2], syscall.O_RDWR)
+	mustErrno(t, "open on b", errno, 0)
+	mustWrite(t, b, files[2], []byte("hello"), 0)
+	mustErrno(t, "release", b.Release(ctx, h), 0)
+	mustSize(t, a, files[2], 5)
+
+	retake()
+	if errno := b.Rename(ctx, d, "f3", d, "g3", 0); errno != 0 {
+		t.Fatalf("rename on b: %v", errno)
+	}
+	if _, errno := a.Lookup(ctx, d, "f3"); errno != syscall.ENOENT {
+		t.Fatalf("a looks up f3 after b renamed it: %v", errno)
+	}
+	mustLookup("g3")
+}
+
+// TestReadLeaseOwnChanges: the holder's own changes in the directory are
+// seen by itself at once (its copy of what they touch is dropped).
+func TestReadLeaseOwnChanges(t *testing.T) {
+	t.Parallel()
+	_, a, _, d, files, _, _ := readLeased(t, 2)
+	ctx := testCtx(t)
+	if _, errno := a.SetAttr(ctx, files[0], SetAttrIn{Valid: namespace.SetMode, Mode: 0o640}); errno != 0 {
+		t.Fatalf("chmod: %v", errno)
+	}
+	if at, errno := a.GetAttr(ctx, files[0]); errno != 0 || at.Mode != 0o640 {
+		t.Fatalf("getattr after own chmod: %v %v", at, errno)
+	}
+	mustCreate(t, a, d, "mine")
+	ents, errno := a.ReadDir(ctx, d, 0, 1000)
+	mustErrno(t, "readdir", errno, 0)
+	if !slices.ContainsFunc(ents, func(e *metapb.DirEntry) bool { return e.Name == "mine" }) {
+		t.Fatalf("own create not listed: %v", ents)
+	}
+	mustErrno(t, "unlink", a.Unlink(ctx, d, "f1"), 0)
+	if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
+		t.Fatalf("lookup after own unlink: %v", errno)
+	}
+}
+
+// TestReadLeaseOfDeadMount: a mount that holds a read lease and stops
+// answering (no release, no renewal) holds another mount's change up only
+// until its session expires; and it stops answering from its copy before
+// the service could have let the change through.
+func TestReadLeaseOfDeadMount(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	e := newEnv(t)
+	e.svc.RunExpiry(100 * time.Millisecond)
+	ma := e.client().(*fstest.Meta)
+	ctx := testCtx(t)
+	a, err := New(ctx, Config{Meta: ma, Objects: e.objects(), Name: "a", Logger: quietLogger(),
+		SessionTTL: ttl, MetaTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() }) // its session is gone: ending it fails
+	b := e.mount("b", func(c *Config) { c.SessionTTL = ttl }, nil)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	f := mustCreate(t, b, d, "f").Ino
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	dead := func(*metapb.Command) fstest.Fault { return fstest.Fault{Err: fstest.ErrInjected} }
+	ma.FailApply(dead)
+	ma.FailRead(func(*metapb.ReadReq) fstest.Fault { return fstest.Fault{Err: fstest.ErrInjected} })
+	start := time.Now()
+	if _, errno := b.SetAttr(ctx, f, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
+		t.Fatalf("chmod on b under a dead reader: %v", errno)
+	}
+	took := time.Since(start)
+	if took > 2*ttl {
+		t.Fatalf("the change waited %v for a dead reader; its session TTL is %v", took, ttl)
+	}
+	t.Logf("the change waited %v for the dead reader (session TTL %v)", took, ttl)
+	// The dead mount's copy is no longer trusted: it asks the service
+	// (which it cannot reach), never answering the old mode.
+	at, errno := a.Lookup(ctx, d, "f")
+	if errno == 0 && at.Mode != 0o600 {
+		t.Fatalf("the cut-off mount answered the old mode %o", at.Mode)
+	}
+	ma.FailApply(nil)
+	ma.FailRead(nil)
+}
