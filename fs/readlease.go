@@ -377,6 +377,9 @@ func (r *readLeases) giveBack(d *readDir) {
 		defer r.releases.Done()
 		r.invalidate(d.dir, names, inos)
 		r.release(d.dir, d.sess)
+		if r.debugOn {
+			r.log.Debug("read lease given back", "dir", d.dir, "names", len(names), "attrs", len(inos))
+		}
 	}()
 }
 
@@ -420,6 +423,9 @@ func (r *readLeases) release(dir, sess uint64) {
 // broke; one the mount no longer holds is released all the same (the
 // service reports it until then).
 func (r *readLeases) revoked(dirs []uint64) {
+	if r.debugOn && len(dirs) > 0 {
+		r.log.Debug("read leases revoked", "dirs", dirs)
+	}
 	for _, dir := range dirs {
 		r.mu.Lock()
 		d := r.dirs[dir]

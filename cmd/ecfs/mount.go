@@ -22,6 +22,7 @@ import (
 	"github.com/ecfs/ecfs/fs"
 	"github.com/ecfs/ecfs/fs/fuse"
 	"github.com/ecfs/ecfs/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // mountConfig is what a mount needs; `ecfs mount` fills it from flags and
@@ -46,12 +47,14 @@ type mountConfig struct {
 
 // serveOps serves /metrics, /healthz and optionally /debug/pprof/ for a
 // mount; it returns a function that stops it.
-func serveOps(addr string, pprof bool, mp string) (func(), error) {
+func serveOps(addr string, pprof bool, mp string, cs ...prometheus.Collector) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics: %w", err)
 	}
-	mux := opsMux(newRegistry(), pprof, func(w http.ResponseWriter, r *http.Request) {
+	reg := newRegistry()
+	reg.MustRegister(cs...)
+	mux := opsMux(reg, pprof, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := os.Stat(mp); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -115,8 +118,9 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		start = 20 * time.Second
 	}
 	sctx, cancel := context.WithTimeout(ctx, start)
+	counted := newCountedMeta(mc)
 	f, err := fs.New(sctx, fs.Config{
-		Meta: mc, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
+		Meta: counted, Objects: objs, BufferSize: cfg.BufferSize, MetaTimeout: cfg.MetaTimeout,
 		SessionTTL: cfg.SessionTTL, WriteTimeout: cfg.WriteTimeout, Name: cfg.Name, Logger: log,
 		NoWriteBehind: cfg.NoWriteBehind,
 	})
@@ -137,7 +141,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	}
 	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Scheme().String(), "session", f.Session())
 	if cfg.HTTPAddr != "" {
-		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint)
+		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint, counted.calls)
 		if err != nil {
 			log.Error("metrics not served", "err", err)
 		} else {

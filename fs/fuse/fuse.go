@@ -30,14 +30,11 @@ type MountOptions struct {
 // Mount mounts f on mountpoint and serves it in the background; the
 // returned server's Wait returns once it is unmounted.
 func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
-	t := &tree{}
-	root := &node{core: f, t: t}
-	srv, err := fusefs.Mount(mountpoint, root, mountOptions(o))
+	srv, err := fusefs.Mount(mountpoint, &node{core: f}, mountOptions(o))
 	if err != nil {
 		return nil, err
 	}
-	t.nodes.Store(fs.RootIno, root.EmbeddedInode())
-	f.Kernel().SetInvalidator(t)
+	f.Kernel().SetInvalidator(invalidator{srv})
 	return srv, nil
 }
 
@@ -55,6 +52,9 @@ func mountOptions(o MountOptions) *fusefs.Options {
 		AttrTimeout:     &o.AttrTimeout,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &fusefs.StableAttr{Ino: fs.RootIno, Mode: syscall.S_IFDIR},
+		// The kernel's node ids are the inode numbers (never reused), so
+		// that the core's invalidations can name them (invalidator).
+		ExternalNodeID: true,
 		// A mode of 0000 is a mode (chmod 0, open(O_CREAT, 0)): go-fuse
 		// would show it as 0644/0755 otherwise. The kernel checks
 		// permissions (default_permissions), not go-fuse.
@@ -86,7 +86,6 @@ func mountOptions(o MountOptions) *fusefs.Options {
 type node struct {
 	fusefs.Inode
 	core *fs.FS
-	t    *tree
 }
 
 var (
@@ -143,9 +142,7 @@ func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *f
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	fill(a, &out.Attr)
 	mode := namespace.FileType(a.Type).IFMT()
-	in := n.NewInode(ctx, &node{core: n.core, t: n.t}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
-	n.t.nodes.Store(a.Ino, in)
-	return in
+	return n.NewInode(ctx, &node{core: n.core}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
 }
 
 func caller(ctx context.Context) (uid, gid uint32) {
@@ -431,10 +428,7 @@ func (n *node) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno 
 	return n.core.Release(context.Background(), h)
 }
 
-func (n *node) OnForget() {
-	n.t.nodes.CompareAndDelete(n.ino(), n.EmbeddedInode())
-	n.core.Forget(n.ino())
-}
+func (n *node) OnForget() { n.core.Forget(n.ino()) }
 
 // lockIn converts a FUSE lock request.
 func lockIn(owner uint64, lk *fuse.FileLock, flags uint32) fs.LockIn {

@@ -1,28 +1,15 @@
 package fuse
 
-import (
-	"sync"
+import "github.com/hanwen/go-fuse/v2/fuse"
 
-	fusefs "github.com/hanwen/go-fuse/v2/fs"
-)
+// invalidator drops what the kernel caches, for the core (fs.Invalidator):
+// the kernel's node ids are the inode numbers (Options.ExternalNodeID).
+// What the kernel does not know (ENOENT) it does not cache.
+type invalidator struct{ srv *fuse.Server }
 
-// tree finds the go-fuse inode of an inode number, for the core's
-// invalidations of what the kernel caches (fs.Invalidator).
-type tree struct {
-	nodes sync.Map // inode number -> *fusefs.Inode the kernel knows
-}
-
-// InvalEntry makes the kernel forget name in parent (if it knows parent).
-func (t *tree) InvalEntry(parent uint64, name string) {
-	if v, ok := t.nodes.Load(parent); ok {
-		_ = v.(*fusefs.Inode).NotifyEntry(name)
-	}
-}
+// InvalEntry makes the kernel forget name in parent.
+func (k invalidator) InvalEntry(parent uint64, name string) { k.srv.EntryNotify(parent, name) }
 
 // InvalAttr makes the kernel ask for ino's attributes again (its cached
 // pages stay: opens decide about them).
-func (t *tree) InvalAttr(ino uint64) {
-	if v, ok := t.nodes.Load(ino); ok {
-		_ = v.(*fusefs.Inode).NotifyContent(-1, 0)
-	}
-}
+func (k invalidator) InvalAttr(ino uint64) { k.srv.InodeNotify(ino, -1, 0) }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/fs"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+)
+
+// countedMeta counts a mount's calls to the metadata service by kind, for
+// ecfs_mount_meta_requests_total: how often the mount had to ask (a tree it
+// holds read leases of is served with none).
+type countedMeta struct {
+	fs.Meta
+	calls *prometheus.CounterVec
+}
+
+func newCountedMeta(m fs.Meta) *countedMeta {
+	return &countedMeta{Meta: m, calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecfs_mount_meta_requests_total",
+		Help: "Calls to the metadata service by kind: apply_<command>, read_<query> (read_revokes is the long poll for lease revocations), place, session_open, renew.",
+	}, []string{"op"})}
+}
+
+// oneof is the name of the field set in m's oneof "op".
+func oneof(m proto.Message) string {
+	r := m.ProtoReflect()
+	if o := r.Descriptor().Oneofs().ByName("op"); o != nil {
+		if f := r.WhichOneof(o); f != nil {
+			return string(f.Name())
+		}
+	}
+	return "unknown"
+}
+
+func (m *countedMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	m.calls.WithLabelValues("apply_" + oneof(cmd)).Inc()
+	return m.Meta.Apply(ctx, cmd)
+}
+
+func (m *countedMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
+	m.calls.WithLabelValues("read_" + oneof(q)).Inc()
+	return m.Meta.Read(ctx, q)
+}
+
+func (m *countedMeta) Place(ctx context.Context, n int) (*metapb.PlaceResp, error) {
+	m.calls.WithLabelValues("place").Inc()
+	return m.Meta.Place(ctx, n)
+}
+
+func (m *countedMeta) OpenSession(ctx context.Context, name string, ttl time.Duration) (uint64, time.Time, error) {
+	m.calls.WithLabelValues("session_open").Inc()
+	return m.Meta.OpenSession(ctx, name, ttl)
+}
+
+func (m *countedMeta) Renew(ctx context.Context, id uint64) (time.Time, error) {
+	m.calls.WithLabelValues("renew").Inc()
+	return m.Meta.Renew(ctx, id)
+}

@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// namespaceCalls sums a mount's ecfs_mount_meta_requests_total over every
+// kind but the long poll for revocations and the session's renewals: the
+// calls it made to answer or change the namespace.
+func namespaceCalls(t *testing.T, httpAddr string) (int64, map[string]int64) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	by := map[string]int64{}
+	var sum int64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, `ecfs_mount_meta_requests_total{op="`)
+		if !ok {
+			continue
+		}
+		op, val, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			t.Fatalf("metric line %q", line)
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		by[op] = int64(v)
+		if op != "read_revokes" && op != "renew" {
+			sum += int64(v)
+		}
+	}
+	if len(by) == 0 {
+		t.Fatal("the mount exports no ecfs_mount_meta_requests_total")
+	}
+	return sum, by
+}
+
+// walk stats every name under root (as ls -lR does) and returns how many.
+func walk(t *testing.T, root string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestReadLeasesAcrossMounts: a tree one mount walks is served again with
+// no call to the metadata service (counted by the mount's metric), while
+// every change another mount makes in it (mode, new file, unlink, rename,
+// data) is seen by the first as soon as the change returned; and a mount
+// killed while it holds read leases holds others' changes up only until
+// its session expires.
+func TestReadLeasesAcrossMounts(t *testing.T) {
+	fc := newFSCluster(t, 1, 6)
+	metrics := freeAddr(t, "127.0.0.41")
+	m1 := fc.mount("--http-addr", metrics)
+	m2 := fc.mount()
+	src := t.TempDir()
+	for d := range 5 {
+		for f := range 20 {
+			p := filepath.Join(src, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, bytes.Repeat([]byte{byte(d), byte(f)}, 100*f+1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sh(t, m2.dir, "cp -a "+src+" t")
+	tree1 := filepath.Join(m1.dir, "t")
+	tree2 := filepath.Join(m2.dir, "t")
+
+	// The first walks revoke the writer's leases and take read leases;
+	// then a walk costs nothing.
+	var calls int64
+	for i := 0; ; i++ {
+		before, _ := namespaceCalls(t, metrics)
+		if n := walk(t, tree1); n != 1+5+100 {
+			t.Fatalf("walk %d found %d names, want 106", i, n)
+		}
+		after, by := namespaceCalls(t, metrics)
+		calls = after - before
+		t.Logf("walk %d: %d calls to the metadata service (%v)", i, calls, by)
+		if calls == 0 {
+			break
+		}
+		if i == 3 {
+			t.Fatalf("the 4th walk of an unchanged tree still made %d calls to the metadata service", calls)
+		}
+	}
+	compareTrees(t, src, tree1, true)
+
+	// Each change on m2 is seen on m1 once it returned. Before each, m1
+	// walks the directory again, so that it holds the read lease and its
+	// kernel the names.
+	hold := func(dir string) {
+		t.Helper()
+		waitFor(t, "m1 to serve "+dir+" without the service", 10*time.Second, func() error {
+			before, _ := namespaceCalls(t, metrics)
+			walk(t, filepath.Join(tree1, dir))
+			if after, _ := namespaceCalls(t, metrics); after != before {
+				return fmt.Errorf("%d calls", after-before)
+			}
+			return nil
+		})
+	}
+	hold("d0")
+	if err := os.Chmod(filepath.Join(tree2, "d0", "f0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(filepath.Join(tree1, "d0", "f0")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("m1 after m2's chmod: %v %v", st.Mode(), err)
+	}
+
+	hold("d0")
+	data := []byte("a new file, written on m2\n")
+	if err := os.WriteFile(filepath.Join(tree2, "d0", "new"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(tree1, "d0", "new")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("m1 reads the file m2 just wrote: %q, %v", got, err)
+	}
+	names, err := os.ReadDir(filepath.Join(tree1, "d0"))
+	if err != nil || len(names) != 21 {
+		t.Fatalf("m1 lists %d names in d0 after m2's create (%v), want 21", len(names), err)
+	}
+
+	hold("d1")
+	if err := os.Remove(filepath.Join(tree2, "d1", "f1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d1", "f1")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("m1 after m2's unlink: %v", err)
+	}
+
+	hold("d2")
+	if err := os.Rename(filepath.Join(tree2, "d2", "f2"), filepath.Join(tree2, "d2", "g2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d2", "f2")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("m1 finds f2 after m2 renamed it: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d2", "g2")); err != nil {
+		t.Fatalf("m1 after m2's rename: %v", err)
+	}
+
+	hold("d3")
+	f, err := os.OpenFile(filepath.Join(tree2, "d3", "f3"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(tree2, "d3", "f3"))
+	if st, err := os.Lstat(filepath.Join(tree1, "d3", "f3")); err != nil || st.Size() != int64(len(want)) {
+		t.Fatalf("m1's size of f3 after m2 appended: %v, %v; want %d", st.Size(), err, len(want))
+	}
+	if got, err := os.ReadFile(filepath.Join(tree1, "d3", "f3")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("m1 reads f3 after m2 appended: %d bytes, %v; want %d", len(got), err, len(want))
+	}
+
+	// A mount killed while it holds read leases: m2's change waits for its
+	// session to expire (--session-ttl 5s), not longer.
+	m3 := fc.mount()
+	tree3 := filepath.Join(m3.dir, "t")
+	waitFor(t, "m3 to hold d4", 10*time.Second, func() error {
+		walk(t, filepath.Join(tree3, "d4"))
+		walk(t, filepath.Join(tree3, "d4"))
+		return nil
+	})
+	m3.p.kill()
+	start := time.Now()
+	if err := os.Chmod(filepath.Join(tree2, "d4", "f4"), 0o600); err != nil {
+		t.Fatalf("chmod while a dead mount held the directory: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("a change waited %v for the killed mount's read lease (session TTL 5 s)", took)
+	if took > 15*time.Second {
+		t.Fatalf("a change waited %v for a killed mount; its session TTL is 5 s", took)
+	}
+	if st, err := os.Lstat(filepath.Join(tree1, "d4", "f4")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("m1 after m2's chmod: %v %v", st.Mode(), err)
+	}
+	if isMounted(m3.dir) {
+		if err := syscall.Unmount(m3.dir, syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmounting the killed mount: %v", err)
+		}
+	}
+}
