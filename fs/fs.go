@@ -64,8 +64,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Quorum is the write quorum; 0 means k+1.
 	Quorum int
-	// NoWriteBehind turns directory leases off: every operation waits for
-	// its Raft commit.
+	// NoWriteBehind turns directory leases off, write and read: every
+	// change waits for its Raft commit and every lookup asks the service.
 	NoWriteBehind bool
 	Logger        *slog.Logger
 }

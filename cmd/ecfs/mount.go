@@ -199,7 +199,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
-	noWB := fl.Bool("no-write-behind", false, "do not lease the directories this mount makes: every change waits for its Raft commit (slower; a crash then loses nothing closed)")
+	noWB := fl.Bool("no-write-behind", false, "take no directory leases: every change waits for its Raft commit and every lookup asks the metadata service (slower; a crash then loses nothing closed)")
 	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
 	pprof := fl.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
