@@ -25,33 +25,11 @@ func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Err
 	return f.view.getAttr(ctx, ino)
 }
 
-// Kernel is what the FUSE adapter needs to let the kernel cache answers.
-func (f *FS) Kernel() Kernel { return Kernel{view: f.view, reads: f.reads} }
-
-// Kernel lets the kernel cache answers from the directories the mount
-// holds read leases of (readlease.go), and drops them when they change.
-type Kernel struct {
-	view  *view
-	reads *readLeases
-}
-
-// Lookup is FS.Lookup, and how long the kernel may keep the answer (0: as
-// long as it keeps others). A long one comes from a directory the mount
-// holds a read lease of: the kernel is told to drop it before any other
-// mount can change it (SetInvalidator).
-func (k Kernel) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, time.Duration, syscall.Errno) {
-	return k.view.lookupTTL(ctx, parent, name)
-}
-
-// GetAttr is FS.GetAttr, and how long the kernel may keep the answer, as
-// Lookup.
-func (k Kernel) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, time.Duration, syscall.Errno) {
-	return k.view.getAttrTTL(ctx, ino)
-}
-
-// SetInvalidator gives the core the kernel's cache invalidations. Without
-// one (tests without FUSE) nothing the kernel caches needs dropping.
-func (k Kernel) SetInvalidator(i Invalidator) { k.reads.setInvalidator(i) }
+// SetInvalidator gives the core the kernel's cache invalidations, which
+// drop what another mount changes in a directory this one read-leases
+// before the change is applied (readlease.go). Without one (tests without
+// FUSE) nothing the kernel caches needs dropping.
+func (f *FS) SetInvalidator(i Invalidator) { f.reads.setInvalidator(i) }
 
 // SetAttrIn says what SetAttr changes: Valid holds namespace.SetAttr* bits.
 type SetAttrIn = namespace.SetAttrIn

@@ -19,22 +19,24 @@ import (
 // up in it through the service often, takes a read lease of it and loads
 // its entries with their attributes (readdir plus). While it holds the
 // lease it answers lookups in the directory, and the attributes of the
-// directory and of its children, from that copy with no service call, and
-// lets the kernel keep them for as long as the lease is sure to last.
+// directory and of its children, from that copy with no service call.
 //
 // No other mount can change what the copy holds meanwhile: its change is
 // refused by the service, which marks the lease revoked; this mount hears
 // it (leaseTable.watch), stops answering from the copy, tells the kernel to
-// drop every name and attribute it was given from it (Invalidator), and only
-// then releases the lease, so that the other mount's retry, which goes
-// through after that, is seen at once here. The mount's own changes drop
-// its copy of what they touch first (changing), and release that lease the
-// same way.
+// drop every name and attribute it was given from it (Invalidator: the
+// kernel keeps them no longer than its attribute timeout anyway, but this
+// way the change is seen at once), and then releases the lease; the other
+// mount's retry goes through after that. The mount's own changes drop its
+// copy of what they touch before they are sent (changing) and release the
+// lease at once: the kernel invalidation of a name waits for the
+// directory's lock, which the request making the change holds (and two
+// mounts each creating in a directory the other reads would wait for each
+// other's release).
 //
-// The copy is trusted only while the session is (a mount cut off from the
+// The copy is trusted only while the session is: a mount cut off from the
 // service stops answering from it before the service could let another
-// mount change it: fresh), and the kernel is never told to keep an answer
-// longer than that.
+// mount change it (fresh).
 
 // Invalidator drops what the kernel caches; the FUSE adapter (fs/fuse)
 // implements it. Its calls may wait for a kernel request in progress to
@@ -95,12 +97,11 @@ type readLeases struct {
 
 // Read lease tuning.
 const (
-	readAfter      = 8                // lookups through the service in a directory before it is read-leased
-	readMaxDir     = 100000           // entries: a larger directory is not read-leased
-	readMaxEntries = 400000           // entries cached in all; the least used leases go first
-	readIdle       = time.Minute      // a lease unused this long is given back
-	readInvalWait  = time.Second      // how long a release waits for the kernel's invalidations
-	readKernelMax  = 30 * time.Second // the longest the kernel keeps an answer from the copy
+	readAfter      = 8                      // lookups through the service in a directory before it is read-leased
+	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
+	readMaxEntries = 400000                 // entries cached in all; the least used leases go first
+	readIdle       = time.Minute            // a lease unused this long is given back
+	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
 )
 
 func newReadLeases(b *base, pipe *pipeline, off bool) *readLeases {
@@ -123,64 +124,53 @@ func (r *readLeases) until() time.Time {
 	return time.Unix(0, r.renewed.Load()).Add(ttl - ttl/4)
 }
 
-// kernelTTL is how long the kernel may keep an answer from a copy given
-// now (0: it is not trusted).
-func (r *readLeases) kernelTTL() time.Duration {
-	d := time.Until(r.until())
-	if d <= 0 {
-		return 0
-	}
-	return min(d, readKernelMax)
-}
+// fresh reports whether the copies are trusted now.
+func (r *readLeases) fresh() bool { return time.Now().Before(r.until()) }
 
 // lookup answers a lookup in parent from its copy. ok: parent is
 // read-leased and the answer is its (a, or ENOENT with a nil a).
-func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ttl time.Duration, ok bool) {
-	if name == "." || name == ".." {
-		return nil, 0, false // the kernel's to resolve; not in the copy
-	}
-	if ttl = r.kernelTTL(); ttl == 0 {
-		return nil, 0, false
+func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ok bool) {
+	if name == "." || name == ".." || !r.fresh() {
+		return nil, false // "." and "..": the kernel's to resolve; not in the copy
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.dirs[parent]
 	if d == nil {
-		return nil, 0, false
+		return nil, false
 	}
 	d.used.Store(time.Now().UnixNano())
 	e := d.names[name]
 	if e == nil {
-		return nil, 0, true
+		return nil, true
 	}
 	d.servedNames[name] = true
 	d.servedInos[e.Ino] = true
-	return e.Attr, ttl, true
+	return e.Attr, true
 }
 
 // getAttr answers ino's attributes from a copy, if one holds them.
-func (r *readLeases) getAttr(ino uint64) (*metapb.Attr, time.Duration) {
-	ttl := r.kernelTTL()
-	if ttl == 0 {
-		return nil, 0
+func (r *readLeases) getAttr(ino uint64) *metapb.Attr {
+	if !r.fresh() {
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.byIno[ino]
 	if d == nil {
-		return nil, 0
+		return nil
 	}
 	d.used.Store(time.Now().UnixNano())
 	d.servedInos[ino] = true
 	if ino == d.dir {
-		return d.self, ttl
+		return d.self
 	}
-	return d.attrs[ino], ttl
+	return d.attrs[ino]
 }
 
 // readDir answers a page of dir's entries after cookie from its copy.
 func (r *readLeases) readDir(dir, cookie uint64, max int) ([]*metapb.DirEntry, bool) {
-	if r.kernelTTL() == 0 {
+	if !r.fresh() {
 		return nil, false
 	}
 	r.mu.Lock()
@@ -231,7 +221,7 @@ func (r *readLeases) noteLookup(dir uint64) {
 // children (the service refuses: the mount goes on asking). It reports
 // whether the mount holds the lease now.
 func (r *readLeases) take(dir uint64) bool {
-	if r.off || r.kernelTTL() == 0 {
+	if r.off || !r.fresh() {
 		return false
 	}
 	r.mu.Lock()
@@ -276,7 +266,7 @@ func (r *readLeases) take(dir uint64) bool {
 		r.release(dir, r.pipe.session())
 	}
 	for _, e := range evict {
-		r.giveBack(e)
+		r.giveBack(e, true)
 	}
 	if ok {
 		signal(r.kick)
@@ -364,10 +354,10 @@ func (r *readLeases) unpublish(d *readDir) {
 }
 
 // giveBack has the kernel drop what it was given from d's copy (d is
-// unpublished), then releases the lease: in the background, since the
-// kernel's invalidation of a name may wait for a request in its
-// directory, which may be the one that dropped d.
-func (r *readLeases) giveBack(d *readDir) {
+// unpublished) and releases the lease, in the background: revoked, the
+// kernel first (another mount's change waits for the release); dropped
+// for a change of the mount's own, the release first (see above).
+func (r *readLeases) giveBack(d *readDir, revoked bool) {
 	r.mu.Lock()
 	names, inos := d.servedNames, d.servedInos
 	d.servedNames, d.servedInos = map[string]bool{}, map[uint64]bool{}
@@ -375,10 +365,15 @@ func (r *readLeases) giveBack(d *readDir) {
 	r.releases.Add(1)
 	go func() {
 		defer r.releases.Done()
-		r.invalidate(d.dir, names, inos)
-		r.release(d.dir, d.sess)
+		if revoked {
+			r.invalidate(d.dir, names, inos)
+			r.release(d.dir, d.sess)
+		} else {
+			r.release(d.dir, d.sess)
+			r.invalidate(d.dir, names, inos)
+		}
 		if r.debugOn {
-			r.log.Debug("read lease given back", "dir", d.dir, "names", len(names), "attrs", len(inos))
+			r.log.Debug("read lease given back", "dir", d.dir, "revoked", revoked, "names", len(names), "attrs", len(inos))
 		}
 	}()
 }
@@ -437,7 +432,7 @@ func (r *readLeases) revoked(dirs []uint64) {
 		}
 		r.mu.Unlock()
 		if d != nil {
-			r.giveBack(d)
+			r.giveBack(d, true)
 		} else {
 			r.releases.Add(1)
 			go func() {
@@ -463,7 +458,7 @@ func (r *readLeases) idle() {
 	}
 	r.mu.Unlock()
 	for _, d := range out {
-		r.giveBack(d)
+		r.giveBack(d, true)
 	}
 }
 
@@ -520,7 +515,7 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 	}
 	r.mu.Unlock()
 	for _, d := range drop {
-		r.giveBack(d)
+		r.giveBack(d, false)
 	}
 	return func() {
 		r.mu.Lock()
@@ -600,6 +595,6 @@ func (r *readLeases) drop(ino uint64) {
 	}
 	r.mu.Unlock()
 	for _, d := range out {
-		r.giveBack(d)
+		r.giveBack(d, false)
 	}
 }

@@ -27,7 +27,7 @@ var layers = map[string]int{
 	"leaseTable":  6,
 	"view":        7, "renewer": 7,
 	"dataPlane": 8,
-	"FS":        9, "Kernel": 9,
+	"FS":        9,
 }
 
 // coreFiles parses the non-test Go files of dir.

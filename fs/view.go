@@ -49,64 +49,51 @@ func (v *view) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr
 	return v.inodes.remember(r.Attr), 0
 }
 
-// getAttr returns the attributes of ino: the mount's own, or the service's.
+// getAttr returns the attributes of ino: the mount's own, a read lease's
+// copy's, or the service's.
 func (v *view) getAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
-	a, _, errno := v.getAttrTTL(ctx, ino)
-	return a, errno
-}
-
-// getAttrTTL is getAttr, and how long the kernel may keep the answer
-// (0: its default): long for one from a read lease's copy.
-func (v *view) getAttrTTL(ctx context.Context, ino uint64) (*metapb.Attr, time.Duration, syscall.Errno) {
 	if a := v.localAttr(ino); a != nil {
-		return a, 0, 0
+		return a, 0
 	}
-	if a, ttl := v.reads.getAttr(ino); a != nil {
-		return v.inodes.remember(a), ttl, 0
+	if a := v.reads.getAttr(ino); a != nil {
+		return v.inodes.remember(a), 0
 	}
 	a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
 	if errno != 0 {
-		return nil, 0, errno
+		return nil, errno
 	}
-	return v.inodes.remember(a), 0, 0
+	return v.inodes.remember(a), 0
 }
 
-// lookup finds name in directory parent.
+// lookup finds name in directory parent: in the mount's own entries of a
+// directory it write-leases, in a read lease's copy, or at the service.
 func (v *view) lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
-	a, _, errno := v.lookupTTL(ctx, parent, name)
-	return a, errno
-}
-
-// lookupTTL is lookup, and how long the kernel may keep the answer (0:
-// its default): long for one from a read lease's copy.
-func (v *view) lookupTTL(ctx context.Context, parent uint64, name string) (*metapb.Attr, time.Duration, syscall.Errno) {
 	if len(name) > maxNameLen {
-		return nil, 0, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
+		return nil, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
 	}
 	if a, ino, ok, errno := v.lookupLeased(parent, name); ok {
 		if errno != 0 || a != nil {
-			return a, 0, errno
+			return a, errno
 		}
-		a, errno := v.getAttr(ctx, ino)
-		return a, 0, errno
+		return v.getAttr(ctx, ino)
 	}
-	if a, ttl, ok := v.reads.lookup(parent, name); ok {
+	if a, ok := v.reads.lookup(parent, name); ok {
 		if a == nil {
-			return nil, 0, syscall.ENOENT
+			return nil, syscall.ENOENT
 		}
 		if own := v.localAttr(a.Ino); own != nil {
-			return own, 0, 0 // a directory this mount write-leases: its attributes change here
+			return own, 0 // a directory this mount write-leases: its attributes change here
 		}
-		return v.inodes.remember(a), ttl, 0
+		return v.inodes.remember(a), 0
 	}
 	a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
 	if errno == 0 || errno == syscall.ENOENT {
 		v.reads.noteLookup(parent)
 	}
 	if errno != 0 {
-		return nil, 0, errno
+		return nil, errno
 	}
-	return v.inodes.remember(a), 0, 0
+	return v.inodes.remember(a), 0
 }
 
 // localAttr returns an eligible inode's attributes (nil if it is not). It

@@ -34,7 +34,7 @@ func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.Kernel().SetInvalidator(invalidator{srv})
+	f.SetInvalidator(invalidator{srv})
 	return srv, nil
 }
 
@@ -154,27 +154,20 @@ func caller(ctx context.Context) (uid, gid uint32) {
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, ttl, errno := n.core.Kernel().Lookup(ctx, n.ino(), name)
+	a, errno := n.core.Lookup(ctx, n.ino(), name)
 	if errno != 0 {
 		return nil, errno
-	}
-	if ttl > 0 { // from a read lease: the core invalidates it if it changes
-		out.SetEntryTimeout(ttl)
-		out.SetAttrTimeout(ttl)
 	}
 	return n.child(ctx, a, out), 0
 }
 
 func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, ttl, errno := n.core.Kernel().GetAttr(ctx, n.ino())
+	a, errno := n.core.GetAttr(ctx, n.ino())
 	if errno != 0 {
 		return stale(errno)
 	}
 	fill(a, &out.Attr)
-	if ttl > 0 {
-		out.SetTimeout(ttl)
-	}
 	return 0
 }
 
