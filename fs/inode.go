@@ -177,12 +177,17 @@ func (t *inodeTable) getLocked(ino uint64) *inode {
 }
 
 // remember records attributes the service returned and gives back what the
-// mount shows (with locally written size).
+// mount shows (with locally written size). An inode the mount keeps no
+// state of is not added: a walk of a million names would keep a million
+// of them (the kernel holds its own), for nothing.
 func (t *inodeTable) remember(a *metapb.Attr) *metapb.Attr {
 	if a == nil {
 		return nil
 	}
-	in := t.get(a.Ino)
+	in := t.lookup(a.Ino)
+	if in == nil {
+		return a
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.wb != nil && in.attr != nil {

@@ -48,22 +48,6 @@ type Invalidator interface {
 	InvalAttr(ino uint64)
 }
 
-// readDir is a directory the mount holds a read lease of, and its copy:
-// immutable once published, but for used.
-type readDir struct {
-	dir   uint64
-	sess  uint64
-	self  *metapb.Attr
-	ents  []*metapb.DirEntry // as the service lists them, by cookie
-	names map[string]*metapb.DirEntry
-	attrs map[uint64]*metapb.Attr // the children's
-	used  atomic.Int64            // when it last answered (unix ns)
-
-	// Under readLeases.mu: what the kernel was given from the copy.
-	servedNames map[string]bool
-	servedInos  map[uint64]bool
-}
-
 // readLoad is a read lease being taken: a change of the mount's own in the
 // directory or of one of its children meanwhile spoils it.
 type readLoad struct {
@@ -140,13 +124,13 @@ func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ok bool
 		return nil, false
 	}
 	d.used.Store(time.Now().UnixNano())
-	e := d.names[name]
-	if e == nil {
+	i, ok := d.byName[name]
+	if !ok {
 		return nil, true
 	}
-	d.servedNames[name] = true
-	d.servedInos[e.Ino] = true
-	return e.Attr, true
+	e := &d.ents[i]
+	e.served, e.a.served = true, true
+	return e.a.pb(), true
 }
 
 // getAttr answers ino's attributes from a copy, if one holds them.
@@ -161,11 +145,13 @@ func (r *readLeases) getAttr(ino uint64) *metapb.Attr {
 		return nil
 	}
 	d.used.Store(time.Now().UnixNano())
-	d.servedInos[ino] = true
 	if ino == d.dir {
-		return d.self
+		d.self.served = true
+		return d.self.pb()
 	}
-	return d.attrs[ino]
+	e := &d.ents[d.byIno[ino]]
+	e.a.served = true
+	return e.a.pb()
 }
 
 // readDir answers a page of dir's entries after cookie from its copy.
@@ -174,18 +160,18 @@ func (r *readLeases) readDir(dir, cookie uint64, max int) ([]*metapb.DirEntry, b
 		return nil, false
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock() // the served marks are written beside what is read
 	d := r.dirs[dir]
-	r.mu.Unlock()
 	if d == nil {
 		return nil, false
 	}
 	d.used.Store(time.Now().UnixNano())
-	i := sort.Search(len(d.ents), func(i int) bool { return d.ents[i].Cookie > cookie })
-	if cookie == 0 {
-		i = 0
+	i := sort.Search(len(d.ents), func(i int) bool { return d.ents[i].cookie > cookie })
+	out := make([]*metapb.DirEntry, 0, min(len(d.ents)-i, max))
+	for _, e := range d.ents[i:min(len(d.ents), i+max)] {
+		out = append(out, &metapb.DirEntry{Name: e.name, Ino: e.a.ino, Type: uint32(e.a.typ), Cookie: e.cookie})
 	}
-	out := d.ents[i:min(len(d.ents), i+max)]
-	return slices.Clone(out), true
+	return out, true
 }
 
 // count is how many read leases the mount holds.
@@ -242,11 +228,11 @@ func (r *readLeases) take(dir uint64) bool {
 	ok := d != nil && !load.spoiled && r.pipe.session() == d.sess
 	if ok {
 		for _, ino := range load.touched {
-			if ino == dir || d.attrs[ino] != nil || r.inflight[ino] > 0 {
+			if _, child := d.byIno[ino]; ino == dir || child || r.inflight[ino] > 0 {
 				ok = false
 			}
 		}
-		for ino := range d.attrs {
+		for ino := range d.byIno {
 			if r.inflight[ino] > 0 {
 				ok = false
 			}
@@ -255,10 +241,10 @@ func (r *readLeases) take(dir uint64) bool {
 	if ok {
 		r.dirs[dir] = d
 		r.byIno[dir] = d
-		for ino := range d.attrs {
+		for ino := range d.byIno {
 			r.byIno[ino] = d
 		}
-		r.entries += len(d.names)
+		r.entries += len(d.ents)
 	}
 	evict := r.overLimit()
 	r.mu.Unlock()
@@ -288,24 +274,24 @@ func (r *readLeases) load(dir uint64) (d *readDir, granted bool) {
 	if err != nil || res.Errno != 0 {
 		return nil, false
 	}
-	d = &readDir{dir: dir, sess: sess, names: map[string]*metapb.DirEntry{}, attrs: map[uint64]*metapb.Attr{},
-		servedNames: map[string]bool{}, servedInos: map[uint64]bool{}}
+	d = &readDir{dir: dir, sess: sess, byName: map[string]int32{}, byIno: map[uint64]int32{}}
 	for cookie := uint64(0); ; {
 		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
 			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
 		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
 			return nil, true
 		}
-		d.self = q.Attr
+		d.self = flatten(q.Attr)
 		for _, e := range q.Entries {
 			if e.Attr == nil {
 				return nil, true // gone meanwhile: not while leased
 			}
-			d.names[e.Name] = e
-			d.attrs[e.Ino] = e.Attr
+			i := int32(len(d.ents))
+			d.ents = append(d.ents, readEnt{name: e.Name, cookie: e.Cookie, a: flatten(e.Attr)})
+			d.byName[e.Name] = i
+			d.byIno[e.Ino] = i
 			cookie = e.Cookie
 		}
-		d.ents = append(d.ents, q.Entries...)
 		if len(q.Entries) == 0 {
 			break
 		}
@@ -345,12 +331,12 @@ func (r *readLeases) unpublish(d *readDir) {
 	if r.byIno[d.dir] == d {
 		delete(r.byIno, d.dir)
 	}
-	for ino := range d.attrs {
+	for ino := range d.byIno {
 		if r.byIno[ino] == d {
 			delete(r.byIno, ino)
 		}
 	}
-	r.entries -= len(d.names)
+	r.entries -= len(d.ents)
 }
 
 // giveBack has the kernel drop what it was given from d's copy (d is
@@ -359,8 +345,7 @@ func (r *readLeases) unpublish(d *readDir) {
 // for a change of the mount's own, the release first (see above).
 func (r *readLeases) giveBack(d *readDir, revoked bool) {
 	r.mu.Lock()
-	names, inos := d.servedNames, d.servedInos
-	d.servedNames, d.servedInos = map[string]bool{}, map[uint64]bool{}
+	names, inos := d.takeServed()
 	r.mu.Unlock()
 	r.releases.Add(1)
 	go func() {
@@ -381,7 +366,7 @@ func (r *readLeases) giveBack(d *readDir, revoked bool) {
 // invalidate tells the kernel to drop names in dir and the attributes of
 // inos, waiting at most readInvalWait (a kernel request it waits for may
 // itself wait for the service to let go of something this release holds).
-func (r *readLeases) invalidate(dir uint64, names map[string]bool, inos map[uint64]bool) {
+func (r *readLeases) invalidate(dir uint64, names []string, inos []uint64) {
 	ip := r.inval.Load()
 	if ip == nil || len(names)+len(inos) == 0 {
 		return
@@ -390,10 +375,10 @@ func (r *readLeases) invalidate(dir uint64, names map[string]bool, inos map[uint
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for name := range names {
+		for _, name := range names {
 			inv.InvalEntry(dir, name)
 		}
-		for ino := range inos {
+		for _, ino := range inos {
 			inv.InvalAttr(ino)
 		}
 	}()
@@ -479,8 +464,7 @@ func (r *readLeases) dropAll() {
 	r.mu.Unlock()
 	for _, d := range out {
 		r.mu.Lock()
-		names, inos := d.servedNames, d.servedInos
-		d.servedNames, d.servedInos = map[string]bool{}, map[uint64]bool{}
+		names, inos := d.takeServed()
 		r.mu.Unlock()
 		r.invalidate(d.dir, names, inos)
 	}
@@ -539,8 +523,8 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if d := r.dirs[parent]; d != nil {
-			if e := d.names[name]; e != nil {
-				return e.Ino
+			if i, ok := d.byName[name]; ok {
+				return d.ents[i].a.ino
 			}
 		}
 		return 0

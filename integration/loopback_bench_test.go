@@ -19,16 +19,16 @@ const loopbackPkg = "github.com/hanwen/go-fuse/v2/example/loopback"
 // startLoopback builds go-fuse's loopback example (the version in go.mod)
 // and mounts it on a new directory, backed by another one under the
 // benchmark's temporary directory (the same file system as the local
-// reference). It returns the mount point; the mount is gone when the
-// benchmark ends.
-func startLoopback(b *testing.B) string {
+// reference). It returns the mount point, the directory behind it and the
+// process; the mount is gone when the benchmark ends.
+func startLoopback(b *testing.B) (mnt, orig string, pid int) {
 	b.Helper()
 	tmp := b.TempDir()
 	bin := filepath.Join(tmp, "loopback")
 	if out, err := exec.Command("go", "build", "-o", bin, loopbackPkg).CombinedOutput(); err != nil {
 		b.Fatalf("building %s: %v\n%s", loopbackPkg, err, out)
 	}
-	mnt, orig := filepath.Join(tmp, "mnt"), filepath.Join(tmp, "orig")
+	mnt, orig = filepath.Join(tmp, "mnt"), filepath.Join(tmp, "orig")
 	for _, d := range []string{mnt, orig} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			b.Fatal(err)
@@ -71,5 +71,5 @@ func startLoopback(b *testing.B) string {
 	if _, err := os.Stat(mnt); err != nil {
 		b.Fatalf("stat of the loopback mount: %v", err)
 	}
-	return mnt
+	return mnt, orig, cmd.Process.Pid
 }

@@ -68,7 +68,8 @@ func BenchmarkMount(b *testing.B) {
 	if err := os.Mkdir(local, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	sides := []struct{ name, dir string }{{"local", local}, {"loopback", startLoopback(b)}, {"ecfs", m.dir}}
+	lo, _, _ := startLoopback(b)
+	sides := []struct{ name, dir string }{{"local", local}, {"loopback", lo}, {"ecfs", m.dir}}
 
 	rss := startRSSSampler(b, m.p.cmd.Process.Pid, 100*time.Millisecond)
 	defer rss.stop()
