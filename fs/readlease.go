@@ -83,7 +83,7 @@ type readLeases struct {
 const (
 	readAfter      = 8                      // lookups through the service in a directory before it is read-leased
 	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
-	readMaxEntries = 400000                 // entries cached in all; the least used leases go first
+	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
 	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
 )
