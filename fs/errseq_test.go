@@ -10,14 +10,19 @@ import (
 )
 
 // refusingMeta answers every write-behind batch (MultiOp) as refused whole
-// while refuse is set, as the service does when the batch's session ended.
+// while refuse is set, as the service does when the batch's session ended;
+// with gate set, not before it is closed.
 type refusingMeta struct {
 	Meta
 	refuse atomic.Bool
+	gate   atomic.Pointer[chan struct{}]
 }
 
 func (m *refusingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
 	if m.refuse.Load() && cmd.GetMulti() != nil {
+		if g := m.gate.Load(); g != nil {
+			<-*g
+		}
 		return &metapb.Result{Errno: uint32(syscall.ESTALE)}, nil
 	}
 	return m.Meta.Apply(ctx, cmd)
@@ -37,10 +42,13 @@ func TestWriteBehindFailureReachesEveryDescriptor(t *testing.T) {
 	dirSeen := m.ErrSeq(d.Ino)
 
 	rm.refuse.Store(true)
+	gate := make(chan struct{}) // the refusal comes once both descriptors are open
+	rm.gate.Store(&gate)
 	a, h1, errno := m.CreateOpen(ctx, d.Ino, "f", 0o644, 1000, 1000, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL)
 	mustErrno(t, "create f", errno, 0)
 	h2, _, errno := m.Open(ctx, a.Ino, syscall.O_RDONLY)
 	mustErrno(t, "open f again", errno, 0)
+	close(gate)
 
 	mustErrno(t, "fsync of the directory", m.SyncDir(ctx, d.Ino, &dirSeen), syscall.EIO)
 	mustErrno(t, "fsync of the directory again", m.SyncDir(ctx, d.Ino, &dirSeen), 0)

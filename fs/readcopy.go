@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
@@ -20,6 +21,7 @@ type readDir struct {
 	byName map[string]int32 // index in ents
 	byIno  map[uint64]int32 // a child's index in ents
 	used   atomic.Int64     // when it last answered (unix ns)
+	taken  time.Time        // when it was published
 }
 
 // readEnt is an entry of a copy.

@@ -74,6 +74,7 @@ type readLeases struct {
 	inflight map[uint64]int // inodes own changes in progress touch
 	entries  int
 	hits     map[uint64]int // lookups through the service, by directory
+	cool     map[uint64]cooldown
 	releases sync.WaitGroup
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
@@ -91,7 +92,7 @@ const (
 func newReadLeases(b *base, pipe *pipeline, off bool) *readLeases {
 	r := &readLeases{base: b, pipe: pipe, off: off, dirs: map[uint64]*readDir{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, inflight: map[uint64]int{},
-		hits: map[uint64]int{}, kick: make(chan struct{}, 1)}
+		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
 	r.renewed.Store(time.Now().UnixNano())
 	return r
@@ -215,7 +216,7 @@ func (r *readLeases) take(dir uint64) bool {
 		r.mu.Unlock()
 		return true
 	}
-	if r.loads[dir] != nil || r.inflight[dir] > 0 {
+	if r.loads[dir] != nil || r.inflight[dir] > 0 || time.Now().Before(r.cool[dir].until) {
 		r.mu.Unlock()
 		return false
 	}
@@ -239,6 +240,7 @@ func (r *readLeases) take(dir uint64) bool {
 		}
 	}
 	if ok {
+		d.taken = time.Now()
 		r.dirs[dir] = d
 		r.byIno[dir] = d
 		for ino := range d.byIno {
@@ -320,6 +322,37 @@ func (r *readLeases) overLimit() []*readDir {
 		out = append(out, d)
 	}
 	return out
+}
+
+// cooldown keeps a directory whose read lease was lost to a change from
+// being read-leased again at once: where mounts take turns changing and
+// listing a directory, each listing would take a lease (a Raft commit)
+// that the next change revokes (another commit, and a wait).
+type cooldown struct {
+	until time.Time
+	wait  time.Duration
+}
+
+// Backoff of read leases lost to changes: doubled at each loss, from
+// readCoolMin to readCoolMax; a lease that lasted readCoolMax starts over.
+const (
+	readCoolMin = 50 * time.Millisecond
+	readCoolMax = 5 * time.Second
+)
+
+// backoff records that dir's read lease, taken at taken, was lost to a
+// change. r.mu is held.
+func (r *readLeases) backoff(dir uint64, taken time.Time) {
+	if len(r.cool) > 4096 {
+		clear(r.cool)
+	}
+	c := r.cool[dir]
+	if time.Since(taken) > readCoolMax {
+		c.wait = 0
+	}
+	c.wait = min(max(2*c.wait, readCoolMin), readCoolMax)
+	c.until = time.Now().Add(c.wait)
+	r.cool[dir] = c
 }
 
 // unpublish stops answering from d. r.mu is held.
@@ -411,9 +444,11 @@ func (r *readLeases) revoked(dirs []uint64) {
 		d := r.dirs[dir]
 		if d != nil {
 			r.unpublish(d)
+			r.backoff(dir, d.taken)
 		}
 		if l := r.loads[dir]; l != nil {
 			l.spoiled = true
+			r.backoff(dir, time.Now())
 		}
 		r.mu.Unlock()
 		if d != nil {
@@ -470,115 +505,5 @@ func (r *readLeases) dropAll() {
 	}
 }
 
-// changing is called before a change of the mount's own goes to the
-// service: the copies it touches are dropped (and their leases given
-// back), and a lease being taken that it touches is spoiled. The returned
-// function is called once the service answered.
-func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
-	targets := r.targets(cmd)
-	if len(targets) == 0 {
-		return func() {}
-	}
-	r.mu.Lock()
-	var drop []*readDir
-	for _, t := range targets {
-		delete(r.hits, t) // looked up between changes of its own: not worth a lease
-		r.inflight[t]++
-		for _, d := range []*readDir{r.dirs[t], r.byIno[t]} {
-			if d != nil && r.dirs[d.dir] == d {
-				r.unpublish(d)
-				drop = append(drop, d)
-			}
-		}
-		if l := r.loads[t]; l != nil {
-			l.spoiled = true
-		}
-	}
-	for _, l := range r.loads {
-		l.touched = append(l.touched, targets...)
-	}
-	r.mu.Unlock()
-	for _, d := range drop {
-		r.giveBack(d, false)
-	}
-	return func() {
-		r.mu.Lock()
-		for _, t := range targets {
-			if r.inflight[t]--; r.inflight[t] <= 0 {
-				delete(r.inflight, t)
-			}
-		}
-		for _, l := range r.loads {
-			l.touched = append(l.touched, targets...)
-		}
-		r.mu.Unlock()
-	}
-}
-
-// targets lists the directories and inodes whose cached entries or
-// attributes a change may alter (as the service's touchedDirs and
-// touchedInodes; a name's inode is found in the copy of its directory).
-func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
-	named := func(parent uint64, name string) uint64 {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if d := r.dirs[parent]; d != nil {
-			if i, ok := d.byName[name]; ok {
-				return d.ents[i].a.ino
-			}
-		}
-		return 0
-	}
-	var out []uint64
-	switch op := cmd.Op.(type) {
-	case *metapb.Command_Create:
-		out = []uint64{op.Create.Parent}
-	case *metapb.Command_Mkdir:
-		out = []uint64{op.Mkdir.Parent}
-	case *metapb.Command_Symlink:
-		out = []uint64{op.Symlink.Parent}
-	case *metapb.Command_Link:
-		out = []uint64{op.Link.NewParent, op.Link.Ino}
-	case *metapb.Command_Unlink:
-		out = []uint64{op.Unlink.Parent, named(op.Unlink.Parent, op.Unlink.Name)}
-	case *metapb.Command_Rmdir:
-		out = []uint64{op.Rmdir.Parent, named(op.Rmdir.Parent, op.Rmdir.Name)}
-	case *metapb.Command_Rename:
-		o := op.Rename
-		out = []uint64{o.OldParent, o.NewParent, named(o.OldParent, o.OldName), named(o.NewParent, o.NewName)}
-	case *metapb.Command_Setattr:
-		out = []uint64{op.Setattr.Ino}
-	case *metapb.Command_Setxattr:
-		out = []uint64{op.Setxattr.Ino}
-	case *metapb.Command_Removexattr:
-		out = []uint64{op.Removexattr.Ino}
-	case *metapb.Command_Commit:
-		out = []uint64{op.Commit.Ino}
-	case *metapb.Command_Inline:
-		out = []uint64{op.Inline.Ino}
-	}
-	return slices.DeleteFunc(out, func(t uint64) bool { return t == 0 })
-}
-
 // wait waits for the releases in flight (the mount is closing).
 func (r *readLeases) wait() { r.releases.Wait() }
-
-// drop gives back the copies holding ino's entries or attributes: the
-// mount is about to write behind in it.
-func (r *readLeases) drop(ino uint64) {
-	r.mu.Lock()
-	var out []*readDir
-	for _, d := range []*readDir{r.dirs[ino], r.byIno[ino]} {
-		if d != nil && r.dirs[d.dir] == d {
-			r.unpublish(d)
-			out = append(out, d)
-		}
-	}
-	if l := r.loads[ino]; l != nil {
-		l.spoiled = true
-	}
-	r.mu.Unlock()
-	for _, d := range out {
-		r.giveBack(d, false)
-	}
-}

@@ -194,9 +194,13 @@ func twoMountsNamespace(t *testing.T, lossy bool) {
 	res, info := porcupine.CheckOperationsVerbose(model, hist, 30*time.Second)
 	t.Logf("%d operations: %v", len(hist), res)
 	if res != porcupine.Ok {
-		p := t.TempDir() + "/history.html"
+		// Kept after the test (t.TempDir would not be).
+		dir, err := os.MkdirTemp("", "ecfs-twomounts-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := dir + "/history.html"
 		_ = porcupine.VisualizePath(model, info, p)
-		// The ops around where the linearization got stuck.
 		t.Fatalf("the history of %d operations is not linearizable (%v); see %s", len(hist), res, p)
 	}
 }

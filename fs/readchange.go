@@ -1,0 +1,120 @@
+package fs
+
+import (
+	"slices"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+)
+
+// The mount's own changes and its read leases (readlease.go).
+
+// changing is called before a change of the mount's own goes to the
+// service: the copies it touches are dropped (and their leases given
+// back), and a lease being taken that it touches is spoiled. The returned
+// function is called once the service answered.
+func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
+	targets := r.targets(cmd)
+	if len(targets) == 0 {
+		return func() {}
+	}
+	r.mu.Lock()
+	var drop []*readDir
+	for _, t := range targets {
+		delete(r.hits, t) // looked up between changes of its own: not worth a lease
+		r.inflight[t]++
+		for _, d := range []*readDir{r.dirs[t], r.byIno[t]} {
+			if d != nil && r.dirs[d.dir] == d {
+				r.unpublish(d)
+				r.backoff(d.dir, d.taken)
+				drop = append(drop, d)
+			}
+		}
+		if l := r.loads[t]; l != nil {
+			l.spoiled = true
+		}
+	}
+	for _, l := range r.loads {
+		l.touched = append(l.touched, targets...)
+	}
+	r.mu.Unlock()
+	for _, d := range drop {
+		r.giveBack(d, false)
+	}
+	return func() {
+		r.mu.Lock()
+		for _, t := range targets {
+			if r.inflight[t]--; r.inflight[t] <= 0 {
+				delete(r.inflight, t)
+			}
+		}
+		for _, l := range r.loads {
+			l.touched = append(l.touched, targets...)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// targets lists the directories and inodes whose cached entries or
+// attributes a change may alter (as the service's touchedDirs and
+// touchedInodes; a name's inode is found in the copy of its directory).
+func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
+	named := func(parent uint64, name string) uint64 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if d := r.dirs[parent]; d != nil {
+			if i, ok := d.byName[name]; ok {
+				return d.ents[i].a.ino
+			}
+		}
+		return 0
+	}
+	var out []uint64
+	switch op := cmd.Op.(type) {
+	case *metapb.Command_Create:
+		out = []uint64{op.Create.Parent}
+	case *metapb.Command_Mkdir:
+		out = []uint64{op.Mkdir.Parent}
+	case *metapb.Command_Symlink:
+		out = []uint64{op.Symlink.Parent}
+	case *metapb.Command_Link:
+		out = []uint64{op.Link.NewParent, op.Link.Ino}
+	case *metapb.Command_Unlink:
+		out = []uint64{op.Unlink.Parent, named(op.Unlink.Parent, op.Unlink.Name)}
+	case *metapb.Command_Rmdir:
+		out = []uint64{op.Rmdir.Parent, named(op.Rmdir.Parent, op.Rmdir.Name)}
+	case *metapb.Command_Rename:
+		o := op.Rename
+		out = []uint64{o.OldParent, o.NewParent, named(o.OldParent, o.OldName), named(o.NewParent, o.NewName)}
+	case *metapb.Command_Setattr:
+		out = []uint64{op.Setattr.Ino}
+	case *metapb.Command_Setxattr:
+		out = []uint64{op.Setxattr.Ino}
+	case *metapb.Command_Removexattr:
+		out = []uint64{op.Removexattr.Ino}
+	case *metapb.Command_Commit:
+		out = []uint64{op.Commit.Ino}
+	case *metapb.Command_Inline:
+		out = []uint64{op.Inline.Ino}
+	}
+	return slices.DeleteFunc(out, func(t uint64) bool { return t == 0 })
+}
+
+// drop gives back the copies holding ino's entries or attributes: the
+// mount is about to write behind in it.
+func (r *readLeases) drop(ino uint64) {
+	r.mu.Lock()
+	var out []*readDir
+	for _, d := range []*readDir{r.dirs[ino], r.byIno[ino]} {
+		if d != nil && r.dirs[d.dir] == d {
+			r.unpublish(d)
+			out = append(out, d)
+		}
+	}
+	if l := r.loads[ino]; l != nil {
+		l.spoiled = true
+	}
+	r.mu.Unlock()
+	for _, d := range out {
+		r.giveBack(d, false)
+	}
+}
