@@ -41,11 +41,18 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	in.mu.Unlock()
 	sess := f.pipe.session()
 	h = f.handles.newHandle(ino, sess)
-	r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}})
-	if errno != 0 {
-		return nil, false, errno
+	var a *metapb.Attr
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0 {
+		a, _ = f.reads.openLazy(h) // under a read lease: registered only if the lease goes (readchange.go)
 	}
-	a := f.inodes.remember(r.Attr)
+	if a == nil {
+		r, errno := f.pipe.apply(ctx, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: sess, Ino: ino, Handle: h.id}}})
+		if errno != 0 {
+			return nil, false, errno
+		}
+		a = r.Attr
+	}
+	a = f.inodes.remember(a)
 	in = f.inodes.getLocked(ino) // the one in the table now
 	in.opens++
 	h.seen = in.errsSeen
@@ -138,10 +145,13 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	}
 	in := f.inodes.get(h.Ino)
 	in.jmu.Lock() // a change decided while it was open is journaled before the close
-	if wb {
+	switch {
+	case wb:
 		// Its open went through the journal: so does its close, after it.
 		f.pipe.behindOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)
-	} else {
+	case f.reads.closeLazy(h):
+		// Never registered (or its registration on the way closes it).
+	default:
 		f.handles.closer.add(id)
 	}
 	in.mu.Lock()

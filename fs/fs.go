@@ -152,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f.pipe.sess.Store(id)
 	f.handles = newHandleTable(b, f.pipe)
 	f.leases = newLeaseTable(b, f.pipe, f.inodes, cfg.NoWriteBehind)
-	f.reads = newReadLeases(b, f.pipe, cfg.NoWriteBehind)
+	f.reads = newReadLeases(b, f.pipe, f.handles, cfg.NoWriteBehind)
 	f.leases.reads = f.reads
 	f.view = &view{base: b, pipe: f.pipe, inodes: f.inodes, leases: f.leases, reads: f.reads, handles: f.handles}
 	f.view.inoMu.Init(levelInoAlloc, "view.inoMu")

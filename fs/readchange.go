@@ -38,6 +38,7 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 	}
 	r.mu.Unlock()
 	for _, d := range drop {
+		r.register(d.dir) // before the change: it may remove a file open here
 		r.giveBack(d, false)
 	}
 	return func() {
@@ -115,6 +116,7 @@ func (r *readLeases) drop(ino uint64) {
 	}
 	r.mu.Unlock()
 	for _, d := range out {
+		r.register(d.dir) // before anything is written behind there: an unlink may follow
 		r.giveBack(d, false)
 	}
 }

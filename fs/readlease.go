@@ -58,8 +58,9 @@ type readLoad struct {
 // readLeases is the read leases the mount holds. Its lock, mu, is a leaf.
 type readLeases struct {
 	*base
-	pipe *pipeline
-	off  bool
+	pipe    *pipeline
+	handles *handleTable // closes of handles registered late (register)
+	off     bool
 
 	inval atomic.Pointer[Invalidator]
 	// renewed: when the session's last renewal that succeeded was sent
@@ -75,6 +76,7 @@ type readLeases struct {
 	entries  int
 	hits     map[uint64]int // lookups through the service, by directory
 	cool     map[uint64]cooldown
+	lazy     map[*Handle]*lazyOpen // opens not registered yet (readchange.go)
 	releases sync.WaitGroup
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
@@ -89,8 +91,8 @@ const (
 	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
 )
 
-func newReadLeases(b *base, pipe *pipeline, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, off: off, dirs: map[uint64]*readDir{},
+func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
@@ -100,17 +102,6 @@ func newReadLeases(b *base, pipe *pipeline, off bool) *readLeases {
 
 // setInvalidator installs the kernel's invalidations.
 func (r *readLeases) setInvalidator(i Invalidator) { r.inval.Store(&i) }
-
-// until is when the copies stop being trusted: the session could expire
-// at the service SessionTTL after its last renewal was sent; a quarter of
-// that is kept for clocks and the time the kernel takes.
-func (r *readLeases) until() time.Time {
-	ttl := r.cfg.SessionTTL
-	return time.Unix(0, r.renewed.Load()).Add(ttl - ttl/4)
-}
-
-// fresh reports whether the copies are trusted now.
-func (r *readLeases) fresh() bool { return time.Now().Before(r.until()) }
 
 // lookup answers a lookup in parent from its copy. ok: parent is
 // read-leased and the answer is its (a, or ENOENT with a nil a).
@@ -385,8 +376,10 @@ func (r *readLeases) giveBack(d *readDir, revoked bool) {
 		defer r.releases.Done()
 		if revoked {
 			r.invalidate(d.dir, names, inos)
+			r.register(d.dir)
 			r.release(d.dir, d.sess)
 		} else {
+			r.register(d.dir) // done already (changing); opened since: none (unpublished)
 			r.release(d.dir, d.sess)
 			r.invalidate(d.dir, names, inos)
 		}
@@ -496,6 +489,7 @@ func (r *readLeases) dropAll() {
 	for _, l := range r.loads {
 		l.spoiled = true
 	}
+	clear(r.lazy) // registered under the new session with every open handle (handleTable.reopen)
 	r.mu.Unlock()
 	for _, d := range out {
 		r.mu.Lock()

@@ -20,11 +20,13 @@ import (
 // revocations.
 type countingMeta struct {
 	Meta
-	n atomic.Int64
+	n       atomic.Int64
+	applies atomic.Int64 // changes only
 }
 
 func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
 	m.n.Add(1)
+	m.applies.Add(1)
 	return m.Meta.Apply(ctx, cmd)
 }
 
@@ -268,4 +270,73 @@ func TestReadLeaseOfDeadMount(t *testing.T) {
 	}
 	ma.FailApply(nil)
 	ma.FailRead(nil)
+}
+
+// TestReadLeaseOpensAreNotRaftWrites: read-only opens and closes of files
+// in a read-leased directory change nothing at the service; a file open
+// that way and unlinked by another mount (or by this one) is registered
+// before the unlink goes through, stays whole for the descriptor, and is
+// freed at its close.
+func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cm := &countingMeta{}
+	a := e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	var files []uint64
+	for i := range 4 {
+		ino := mustCreate(t, b, d, fmt.Sprintf("f%d", i)).Ino
+		mustWrite(t, b, ino, []byte(fmt.Sprintf("content of f%d", i)), 0)
+		mustFlush(t, b, ino)
+		files = append(files, ino)
+	}
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	before := cm.applies.Load()
+	for i, ino := range files {
+		h, _, errno := a.Open(ctx, ino, syscall.O_RDONLY)
+		mustErrno(t, "open", errno, 0)
+		if got := string(mustRead(t, a, ino, 100, 0)); got != fmt.Sprintf("content of f%d", i) {
+			t.Fatalf("f%d reads %q", i, got)
+		}
+		mustErrno(t, "close", a.Release(ctx, h), 0)
+	}
+	if n := cm.applies.Load() - before; n != 0 {
+		t.Fatalf("reading 4 files under a read lease made %d changes at the service", n)
+	}
+
+	// Open on a; unlinked by b; read whole on a; freed once a closes it.
+	h0, _, errno := a.Open(ctx, files[0], syscall.O_RDONLY)
+	mustErrno(t, "open f0", errno, 0)
+	mustErrno(t, "unlink f0 on b", b.Unlink(ctx, d, "f0"), 0)
+	if got := string(mustRead(t, a, files[0], 100, 0)); got != "content of f0" {
+		t.Fatalf("f0 unlinked on b, open on a, reads %q", got)
+	}
+	// Open on a, unlinked by a itself.
+	waitUntil(t, "a read lease of d again", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	h1, _, errno := a.Open(ctx, files[1], syscall.O_RDONLY)
+	mustErrno(t, "open f1", errno, 0)
+	mustErrno(t, "unlink f1 on a", a.Unlink(ctx, d, "f1"), 0)
+	if got := string(mustRead(t, a, files[1], 100, 0)); got != "content of f1" {
+		t.Fatalf("f1 unlinked and open on a reads %q", got)
+	}
+	gone := func(ino uint64) bool {
+		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}})
+		return r.Errno == uint32(syscall.ENOENT)
+	}
+	if gone(files[0]) || gone(files[1]) {
+		t.Fatal("an unlinked file was freed while open on a")
+	}
+	mustErrno(t, "close f0", a.Release(ctx, h0), 0)
+	mustErrno(t, "close f1", a.Release(ctx, h1), 0)
+	waitUntil(t, "the unlinked files freed after their close", 10*time.Second, func() bool {
+		return gone(files[0]) && gone(files[1])
+	})
 }

@@ -29,7 +29,10 @@ const mountBufferSize = 256 << 20
 // 4+2, default buffers), on a directory of the local file system that holds
 // the stores' data, and on go-fuse's loopback example over that file system
 // (the practical limit of a go-fuse file system), in the same run, and
-// reports all three, ecfs/local and ecfs/loopback:
+// reports all three, ecfs/local and ecfs/loopback; and ecfs2: the same
+// workloads written through the mount and read, listed and removed
+// through a second mount (another host's view: nothing cached there, the
+// first mount's leases revoked):
 //
 //   - seq-write: ECFS_BENCH_SEQ_MIB (2048) MiB in 1 MiB writes, fsync, close;
 //   - seq-read: the same file after sync and drop_caches;
@@ -69,7 +72,11 @@ func BenchmarkMount(b *testing.B) {
 		b.Fatal(err)
 	}
 	lo, _, _ := startLoopback(b)
-	sides := []struct{ name, dir string }{{"local", local}, {"loopback", lo}, {"ecfs", m.dir}}
+	// ecfs2: written through the mount, read (and removed) through a
+	// second one, as from another host: nothing of the tree is cached
+	// there, and the first mount's leases move to it.
+	m2 := fc.mount()
+	sides := []struct{ name, dir, read string }{{"local", local, local}, {"loopback", lo, lo}, {"ecfs", m.dir, m.dir}, {"ecfs2", m.dir, m2.dir}}
 
 	rss := startRSSSampler(b, m.p.cmd.Process.Pid, 100*time.Millisecond)
 	defer rss.stop()
@@ -78,11 +85,11 @@ func BenchmarkMount(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		res := map[string]map[string]float64{} // phase -> side -> figure
-		each := func(name string, f func(side, dir string) float64) {
+		each := func(name string, f func(side, dir, read string) float64) {
 			res[name] = map[string]float64{}
 			for _, sd := range sides {
 				rss.phase(sd.name + " " + name)
-				res[name][sd.name] = f(sd.name, sd.dir)
+				res[name][sd.name] = f(sd.name, sd.dir, sd.read)
 			}
 			rss.phase("")
 		}
@@ -94,23 +101,24 @@ func BenchmarkMount(b *testing.B) {
 		for _, sd := range sides {
 			eintr[sd.name] = &eintrCount{}
 		}
-		each("seq-write", func(side, dir string) float64 {
-			return mbs(seqBytes, seqWrite(b, filepath.Join(dir, "seq"), seqMiB, eintr[side]))
+		seqName := func(side string) string { return "seq-" + side }
+		each("seq-write", func(side, dir, _ string) float64 {
+			return mbs(seqBytes, seqWrite(b, filepath.Join(dir, seqName(side)), seqMiB, eintr[side]))
 		})
 		cold := true
-		each("seq-read", func(_, dir string) float64 {
+		each("seq-read", func(side, _, read string) float64 {
 			cold = dropCaches(b) && cold
-			return mbs(seqBytes, seqRead(b, filepath.Join(dir, "seq"), seqMiB))
+			return mbs(seqBytes, seqRead(b, filepath.Join(read, seqName(side)), seqMiB))
 		})
 		for _, sd := range sides {
-			if err := os.Remove(filepath.Join(sd.dir, "seq")); err != nil {
+			if err := os.Remove(filepath.Join(sd.read, seqName(sd.name))); err != nil {
 				b.Fatal(err)
 			}
 		}
 
 		// 3: small files, one goroutine, phase by phase.
-		each("small-files", func(side, dir string) float64 {
-			for op, rate := range smallFiles(b, filepath.Join(dir, "small"), nFiles, eintr[side]) {
+		each("small-files", func(side, dir, read string) float64 {
+			for op, rate := range smallFiles(b, filepath.Join(dir, "small-"+side), filepath.Join(read, "small-"+side), nFiles, eintr[side]) {
 				if res[op] == nil {
 					res[op] = map[string]float64{}
 				}
@@ -122,15 +130,15 @@ func BenchmarkMount(b *testing.B) {
 
 		// 4: rsync -a of a source tree, diff -r of the copy (cold), then
 		// rm -rf of the copy.
-		each("rsync", func(_, dir string) float64 {
-			return timeCmd(b, "rsync", "-a", rsyncSrc+"/", filepath.Join(dir, "rsync")+"/").Seconds()
+		each("rsync", func(side, dir, _ string) float64 {
+			return timeCmd(b, "rsync", "-a", rsyncSrc+"/", filepath.Join(dir, "rsync-"+side)+"/").Seconds()
 		})
-		each("diff", func(_, dir string) float64 {
+		each("diff", func(side, _, read string) float64 {
 			cold = dropCaches(b) && cold
-			return timeCmd(b, "diff", "-r", rsyncSrc, filepath.Join(dir, "rsync")).Seconds()
+			return timeCmd(b, "diff", "-r", rsyncSrc, filepath.Join(read, "rsync-"+side)).Seconds()
 		})
-		each("rm", func(_, dir string) float64 {
-			return timeCmd(b, "rm", "-rf", filepath.Join(dir, "rsync")).Seconds()
+		each("rm", func(side, _, read string) float64 {
+			return timeCmd(b, "rm", "-rf", filepath.Join(read, "rsync-"+side)).Seconds()
 		})
 
 		// 5: memory of the mount process.
@@ -148,7 +156,7 @@ func BenchmarkMount(b *testing.B) {
 		var tbl strings.Builder
 		fmt.Fprintf(&tbl, "summary: %d MiB sequential, %d files of 4 KiB in directories of %d, rsync -a, diff -r, rm -rf of %s (%d files, %.0f MB); caches dropped before cold phases: %v\n",
 			seqMiB, nFiles, filesPerDir, rsyncSrc, srcFiles, float64(srcBytes)/1e6, cold)
-		rowNames := []string{"", "local", "loopback", "ecfs", "ecfs/local", "ecfs/loopback"}
+		rowNames := []string{"", "local", "loopback", "ecfs", "ecfs2", "ecfs/local", "ecfs/loopback", "ecfs2/loopback"}
 		rows := make([]strings.Builder, len(rowNames))
 		for i, n := range rowNames {
 			fmt.Fprintf(&rows[i], "%-13s", n)
@@ -167,8 +175,11 @@ func BenchmarkMount(b *testing.B) {
 			for i, ref := range []string{"local", "loopback"} {
 				ratio := r["ecfs"] / r[ref]
 				b.ReportMetric(ratio, c.name+"-"+kind+"-"+ref)
-				fmt.Fprintf(&rows[4+i], " %13s", fmtNum(ratio))
+				fmt.Fprintf(&rows[5+i], " %13s", fmtNum(ratio))
 			}
+			ratio := r["ecfs2"] / r["loopback"]
+			b.ReportMetric(ratio, c.name+"-"+kind+"-ecfs2-loopback")
+			fmt.Fprintf(&rows[7], " %13s", fmtNum(ratio))
 		}
 		for i := range rows {
 			fmt.Fprintf(&tbl, "%s\n", rows[i].String())
@@ -257,21 +268,24 @@ func seqRead(b *testing.B, path string, mib int) time.Duration {
 const filesPerDir = 100
 
 // smallFiles creates, writes and closes n files of 4 KiB in directories of
-// filesPerDir under dir, then stats them all (cold: after drop_caches, and
-// warm: at once again), lists every directory (cold), reads every file
-// (cold) and deletes them all, one goroutine, and returns each phase's files
-// (directories, for readdir) per second.
-func smallFiles(b *testing.B, dir string, n int, eintr *eintrCount) map[string]float64 {
+// filesPerDir under dir, then, through other (dir itself, or the same
+// directory seen through another mount), stats them all (cold: after
+// drop_caches, and warm: at once again), lists every directory (cold),
+// reads every file (cold) and deletes them all, one goroutine, and returns
+// each phase's files (directories, for readdir) per second.
+func smallFiles(b *testing.B, dir, other string, n int, eintr *eintrCount) map[string]float64 {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	dirs := (n + filesPerDir - 1) / filesPerDir
-	sub := func(d int) string { return filepath.Join(dir, fmt.Sprintf("d%04d", d)) }
+	mk := func(d int) string { return filepath.Join(dir, fmt.Sprintf("d%04d", d)) }
 	for d := range dirs {
-		if err := os.Mkdir(sub(d), 0o755); err != nil {
+		if err := os.Mkdir(mk(d), 0o755); err != nil {
 			b.Fatal(err)
 		}
 	}
+	created := func(i int) string { return filepath.Join(mk(i/filesPerDir), fmt.Sprintf("f%06d", i)) }
+	sub := func(d int) string { return filepath.Join(other, fmt.Sprintf("d%04d", d)) }
 	data := make([]byte, 4096)
 	r := rand.NewChaCha8([32]byte{2})
 	_, _ = r.Read(data)
@@ -292,7 +306,7 @@ func smallFiles(b *testing.B, dir string, n int, eintr *eintrCount) map[string]f
 	phase("create", n, false, func(i int) error {
 		// Not O_EXCL: Go retries an open that failed with EINTR, and the
 		// retry of a create that took effect must not fail.
-		f, err := os.Create(name(i))
+		f, err := os.Create(created(i))
 		if err != nil {
 			return err
 		}
@@ -333,7 +347,7 @@ func smallFiles(b *testing.B, dir string, n int, eintr *eintrCount) map[string]f
 			b.Fatal(err)
 		}
 	}
-	if err := os.Remove(dir); err != nil {
+	if err := os.Remove(other); err != nil {
 		b.Fatal(err)
 	}
 	return rates
