@@ -391,6 +391,9 @@ func (t *leaseTable) noteChange(dir uint64) {
 		t.hits = map[uint64]int{}
 	}
 	t.hits[dir]++
+	if t.reads.wantWrite(dir) {
+		t.hits[dir] = leaseAfter
+	}
 	n := t.hits[dir]
 	if n >= leaseAfter {
 		delete(t.hits, dir)

@@ -27,6 +27,14 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 				r.unpublish(d)
 				r.backoff(d.dir, d.taken)
 				drop = append(drop, d)
+				if d.dir == t {
+					// Its entries change here: write-lease it now
+					// (wantWrite), not after leaseAfter changes.
+					if len(r.writes) > 4096 {
+						clear(r.writes)
+					}
+					r.writes[t] = true
+				}
 			}
 		}
 		if l := r.loads[t]; l != nil {
@@ -119,4 +127,16 @@ func (r *readLeases) drop(ino uint64) {
 		r.register(d.dir) // before anything is written behind there: an unlink may follow
 		r.giveBack(d, false)
 	}
+}
+
+// wantWrite reports (once) whether the mount changed the entries of dir
+// while it read-leased it: a mount that lists a directory and then changes
+// it (rm -rf, rsync --delete) goes on changing it, and is better off
+// writing behind there at once.
+func (r *readLeases) wantWrite(dir uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.writes[dir]
+	delete(r.writes, dir)
+	return w
 }

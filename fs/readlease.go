@@ -76,7 +76,8 @@ type readLeases struct {
 	entries  int
 	hits     map[uint64]int // lookups through the service, by directory
 	cool     map[uint64]cooldown
-	lazy     map[*Handle]*lazyOpen // opens not registered yet (readchange.go)
+	lazy     map[*Handle]*lazyOpen // opens not registered yet (readopen.go)
+	writes   map[uint64]bool       // directories changed here while read-leased (wantWrite)
 	releases sync.WaitGroup
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
@@ -92,7 +93,7 @@ const (
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")

@@ -340,3 +340,22 @@ func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
 		return gone(files[0]) && gone(files[1])
 	})
 }
+
+// TestReadLeaseTurnsIntoWriteLease: a mount that changes the entries of a
+// directory it read-leases write-leases it at once, and writes the rest of
+// its changes there behind.
+func TestReadLeaseTurnsIntoWriteLease(t *testing.T) {
+	t.Parallel()
+	_, a, _, d, _, _, _ := readLeased(t, 20)
+	ctx := testCtx(t)
+	mustErrno(t, "unlink f0", a.Unlink(ctx, d, "f0"), 0)
+	waitUntil(t, "a write lease of d", 10*time.Second, func() bool { return a.leases.get(d) != nil && a.leases.get(d).held.Load() })
+	for i := 1; i < 20; i++ {
+		mustErrno(t, "unlink", a.Unlink(ctx, d, fmt.Sprintf("f%d", i)), 0)
+	}
+	ents, errno := a.ReadDir(ctx, d, 0, 100)
+	mustErrno(t, "readdir", errno, 0)
+	if len(ents) != 0 {
+		t.Fatalf("%d entries left", len(ents))
+	}
+}
