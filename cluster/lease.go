@@ -198,18 +198,27 @@ func (f *FSM) applyInoAlloc(op *metapb.InoAllocOp) *metapb.Result {
 	return &metapb.Result{FirstId: first}
 }
 
+// leasable refuses a lease of op.Dir for op.Session unless the session
+// is live and op.Dir a directory (nil: go on).
+func (f *FSM) leasable(op *metapb.LeaseOp) *metapb.Result {
+	if !f.liveSession(op.Session) {
+		return errnoResult(syscall.ESTALE)
+	}
+	a, e := f.ns.GetAttr(op.Dir)
+	if e != 0 {
+		return errnoResult(e)
+	}
+	if a.Type != namespace.TypeDir {
+		return errnoResult(syscall.ENOTDIR)
+	}
+	return nil
+}
+
 func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 	switch op.Mode {
 	case leaseAcquire, leaseTry:
-		if !f.liveSession(op.Session) {
-			return errnoResult(syscall.ESTALE)
-		}
-		a, e := f.ns.GetAttr(op.Dir)
-		if e != 0 {
-			return errnoResult(e)
-		}
-		if a.Type != namespace.TypeDir {
-			return errnoResult(syscall.ENOTDIR)
+		if r := f.leasable(op); r != nil {
+			return r
 		}
 		if l := f.leases[op.Dir]; op.Mode == leaseTry && l != nil && l.session != op.Session && f.liveSession(l.session) {
 			return leasedResult() // held by another mount, which keeps it

@@ -3,10 +3,8 @@ package cluster
 import (
 	"maps"
 	"slices"
-	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
-	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // Shared read leases (metapb.LeaseOp modes 5 and 6).
@@ -82,15 +80,8 @@ func (f *FSM) writeLeasedToOther(dir, ls uint64) bool {
 
 // grantRead takes a read lease of op.Dir for op.Session.
 func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
-	if !f.liveSession(op.Session) {
-		return errnoResult(syscall.ESTALE)
-	}
-	a, e := f.ns.GetAttr(op.Dir)
-	if e != 0 {
-		return errnoResult(e)
-	}
-	if a.Type != namespace.TypeDir {
-		return errnoResult(syscall.ENOTDIR)
+	if r := f.leasable(op); r != nil {
+		return r
 	}
 	rs := &f.reads
 	if l := rs.readers[op.Dir][op.Session]; l != nil {

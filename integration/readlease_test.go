@@ -55,7 +55,7 @@ func namespaceCalls(t *testing.T, httpAddr string) (int64, map[string]int64) {
 }
 
 // walk stats every name under root (as ls -lR does) and returns how many.
-func walk(t *testing.T, root string) int {
+func walk(t testing.TB, root string) int {
 	t.Helper()
 	n := 0
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
