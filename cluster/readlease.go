@@ -100,10 +100,18 @@ func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
 		kids = f.children(op.Dir)
 	}
 	if len(f.leases) > 0 {
+		// A child directory another mount write-leases: its holder
+		// changes its attributes behind. It is asked to give it back (a
+		// walk goes there next anyway), and the reader tries again later.
+		refused := false
 		for _, k := range kids {
 			if f.writeLeasedToOther(k, op.Session) {
-				return leasedResult() // its holder changes that child's attributes behind
+				f.conflict(k, op.Session)
+				refused = true
 			}
+		}
+		if refused {
+			return leasedResult()
 		}
 	}
 	if first {

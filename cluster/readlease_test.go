@@ -91,11 +91,14 @@ func TestReadLeaseAndWriteLease(t *testing.T) {
 	if r := x.read(x.b, d); !isLeased(r) {
 		t.Fatalf("read lease of a write-leased directory: %v", r)
 	}
+	if got, revoked := x.holder(d); got != x.a || revoked {
+		t.Fatalf("a read lease request revoked the directory's own write lease (holder %d, revoked %v)", got, revoked)
+	}
 	if r := x.read(x.b, p); !isLeased(r) {
 		t.Fatalf("read lease of a write-leased directory's parent: %v", r)
 	}
-	if got, _ := x.holder(d); got != x.a {
-		t.Fatalf("a read lease request revoked the write lease (holder %d)", got)
+	if got, revoked := x.holder(d); got != x.a || !revoked {
+		t.Fatalf("a read lease request of the parent did not ask for the child's write lease back (holder %d, revoked %v)", got, revoked)
 	}
 	x.ok(x.a, leaseCmd(x.a, d, leaseRelease))
 	x.ok(x.b, leaseCmd(x.b, p, leaseRead))

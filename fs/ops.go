@@ -237,8 +237,9 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
 // ReadDir returns up to max entries of directory ino after cookie (0: from
 // the start); each entry's cookie continues after it.
 func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metapb.DirEntry, syscall.Errno) {
+	leased := false
 	if cookie == 0 && f.leases.get(ino) == nil {
-		f.reads.take(ino) // a listing from the start: the names will be looked up next
+		_, leased = f.reads.take(ino) // a listing from the start: the names will be looked up next
 	}
 	if ents, ok := f.reads.readDir(ino, cookie, max); ok {
 		return ents, 0
@@ -246,6 +247,18 @@ func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metap
 	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
 	if errno != 0 {
 		return nil, errno
+	}
+	if leased {
+		// Refused for another mount's write lease, which this listing
+		// revoked and waited for: take the read lease now, before the
+		// lookups and opens that follow a listing.
+		if held, again := f.reads.take(ino); held {
+			if ents, ok := f.reads.readDir(ino, cookie, max); ok {
+				return ents, 0
+			}
+		} else if again {
+			f.reads.refused(ino) // a child's write lease, which a listing does not revoke
+		}
 	}
 	return r.Entries, 0
 }

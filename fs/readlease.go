@@ -191,31 +191,32 @@ func (r *readLeases) noteLookup(dir uint64) {
 	}
 	r.mu.Unlock()
 	if n == readAfter {
-		go r.take(dir)
+		go func() { _, _ = r.take(dir) }()
 	}
 }
 
 // take read-leases dir and loads its copy, unless the mount holds it
 // already, or a mount (this one too) write-leases it, or another one of its
 // children (the service refuses: the mount goes on asking). It reports
-// whether the mount holds the lease now.
-func (r *readLeases) take(dir uint64) bool {
+// whether the mount holds the lease now, and whether the service refused
+// it for another mount's lease (which a query of the directory revokes).
+func (r *readLeases) take(dir uint64) (held, leased bool) {
 	if r.off || !r.fresh() {
-		return false
+		return false, false
 	}
 	r.mu.Lock()
 	if r.dirs[dir] != nil {
 		r.mu.Unlock()
-		return true
+		return true, false
 	}
 	if r.loads[dir] != nil || r.inflight[dir] > 0 || time.Now().Before(r.cool[dir].until) {
 		r.mu.Unlock()
-		return false
+		return false, false
 	}
 	load := &readLoad{}
 	r.loads[dir] = load
 	r.mu.Unlock()
-	d, granted := r.load(dir)
+	d, granted, leased := r.load(dir)
 	r.mu.Lock()
 	delete(r.loads, dir)
 	ok := d != nil && !load.spoiled && r.pipe.session() == d.sess
@@ -254,31 +255,31 @@ func (r *readLeases) take(dir uint64) bool {
 	if r.debugOn {
 		r.log.Debug("read lease", "dir", dir, "granted", granted, "held", ok)
 	}
-	return ok
+	return ok, leased
 }
 
 // load asks for dir's read lease and its entries with their attributes.
 // granted: the service granted the lease (to release if d is not kept).
-func (r *readLeases) load(dir uint64) (d *readDir, granted bool) {
+func (r *readLeases) load(dir uint64) (d *readDir, granted, leased bool) {
 	ctx, cancel := r.ctx(context.Background())
 	defer cancel()
 	sess := r.pipe.session()
 	res, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 		Session: sess, Dir: dir, Mode: 5}}})
 	if err != nil || res.Errno != 0 {
-		return nil, false
+		return nil, false, err == nil && res.Leased
 	}
 	d = &readDir{dir: dir, sess: sess, byName: map[string]int32{}, byIno: map[uint64]int32{}}
 	for cookie := uint64(0); ; {
 		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
 			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
 		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
-			return nil, true
+			return nil, true, false
 		}
 		d.self = flatten(q.Attr)
 		for _, e := range q.Entries {
 			if e.Attr == nil {
-				return nil, true // gone meanwhile: not while leased
+				return nil, true, false // gone meanwhile: not while leased
 			}
 			i := int32(len(d.ents))
 			d.ents = append(d.ents, readEnt{name: e.Name, cookie: e.Cookie, a: flatten(e.Attr)})
@@ -291,7 +292,7 @@ func (r *readLeases) load(dir uint64) (d *readDir, granted bool) {
 		}
 	}
 	d.used.Store(time.Now().UnixNano())
-	return d, true
+	return d, true, false
 }
 
 // overLimit unpublishes the least used leases while the copies hold more
@@ -345,6 +346,14 @@ func (r *readLeases) backoff(dir uint64, taken time.Time) {
 	c.wait = min(max(2*c.wait, readCoolMin), readCoolMax)
 	c.until = time.Now().Add(c.wait)
 	r.cool[dir] = c
+}
+
+// refused backs off from read-leasing dir, which the service refused
+// again.
+func (r *readLeases) refused(dir uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.backoff(dir, time.Now())
 }
 
 // unpublish stops answering from d. r.mu is held.

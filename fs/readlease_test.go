@@ -359,3 +359,35 @@ func TestReadLeaseTurnsIntoWriteLease(t *testing.T) {
 		t.Fatalf("%d entries left", len(ents))
 	}
 }
+
+// TestReadLeaseAfterTheWritersLease: the first listing of a directory
+// another mount write-leases revokes that lease and takes the read lease
+// at once (its lookups and opens come next); a child directory the other
+// mount write-leases is asked back, and the read lease follows.
+func TestReadLeaseAfterTheWritersLease(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.mount("a", nil, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	for i := range 5 {
+		mustCreate(t, b, d, fmt.Sprintf("f%d", i))
+	}
+	if _, errno := a.ReadDir(ctx, d, 0, 100); errno != 0 {
+		t.Fatal(errno)
+	}
+	if a.reads.count() != 1 {
+		t.Fatal("the first listing of the writer's directory did not take the read lease")
+	}
+	p := mustMkdir(t, b, RootIno, "p").Ino
+	sub := mustMkdir(t, b, p, "sub").Ino
+	if _, errno := a.ReadDir(ctx, p, 0, 100); errno != 0 {
+		t.Fatal(errno)
+	}
+	waitUntil(t, "b to give sub's write lease back", 10*time.Second, func() bool { return b.leases.get(sub) == nil })
+	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, p, 0, 100)
+		return a.reads.count() == 2
+	})
+}

@@ -1359,7 +1359,8 @@ type LeaseOp struct {
 	// 1 acquire, 2 release, 3 revoke (ask the holder to give it up),
 	// 4 try: acquire only if no other live session holds it (revokes nothing),
 	// 5 read: take a shared read lease if no other session holds a write
-	// lease in the way (revokes nothing), 6 release a read lease
+	// lease in the way (revokes those of child directories, not the
+	// directory's own), 6 release a read lease
 	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
