@@ -252,12 +252,12 @@ func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metap
 		// Refused for another mount's write lease, which this listing
 		// revoked and waited for: take the read lease now, before the
 		// lookups and opens that follow a listing.
-		if held, again := f.reads.take(ino); held {
+		// (Refused again for a child directory's write lease, which the
+		// request asked back: the next listing takes it.)
+		if held, _ := f.reads.take(ino); held {
 			if ents, ok := f.reads.readDir(ino, cookie, max); ok {
 				return ents, 0
 			}
-		} else if again {
-			f.reads.refused(ino) // a child's write lease, which a listing does not revoke
 		}
 	}
 	return r.Entries, 0

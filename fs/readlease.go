@@ -348,14 +348,6 @@ func (r *readLeases) backoff(dir uint64, taken time.Time) {
 	r.cool[dir] = c
 }
 
-// refused backs off from read-leasing dir, which the service refused
-// again.
-func (r *readLeases) refused(dir uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.backoff(dir, time.Now())
-}
-
 // unpublish stops answering from d. r.mu is held.
 func (r *readLeases) unpublish(d *readDir) {
 	if r.dirs[d.dir] != d {
