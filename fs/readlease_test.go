@@ -391,3 +391,49 @@ func TestReadLeaseAfterTheWritersLease(t *testing.T) {
 		return a.reads.count() == 2
 	})
 }
+
+// TestLazyOpenRegisteredAcrossSessionLoss: a lazy open's registration
+// that is still on its way when the session is replaced (which forgets
+// every lazy open: the new session registers all open handles) ends
+// without harm.
+func TestLazyOpenRegisteredAcrossSessionLoss(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ma := e.client().(*fstest.Meta)
+	a := e.mount("a", func(c *Config) { c.Meta = ma }, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	f := mustCreate(t, b, d, "f").Ino
+	g := mustCreate(t, b, d, "g").Ino
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 100)
+		return a.reads.count() == 1
+	})
+	h, _, errno := a.Open(ctx, f, syscall.O_RDONLY)
+	mustErrno(t, "open", errno, 0)
+	// The registration's OpenOp is held until the lazy opens are dropped.
+	dropped := make(chan struct{})
+	ma.FailApply(func(cmd *metapb.Command) fstest.Fault {
+		if cmd.GetOpen() != nil {
+			<-dropped
+		}
+		return fstest.Fault{}
+	})
+	done := make(chan syscall.Errno)
+	go func() { // a change of a's own in d registers f's open first
+		_, errno := a.SetAttr(ctx, g, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600})
+		done <- errno
+	}()
+	waitUntil(t, "the registration on its way", 10*time.Second, func() bool {
+		a.reads.mu.Lock()
+		defer a.reads.mu.Unlock()
+		lo := a.reads.lazy[h]
+		return lo != nil && lo.registering
+	})
+	a.reads.dropAll()
+	close(dropped)
+	mustErrno(t, "chmod", <-done, 0)
+	ma.FailApply(nil)
+	mustErrno(t, "close", a.Release(ctx, h), 0)
+}

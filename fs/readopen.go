@@ -96,7 +96,10 @@ func (r *readLeases) register(dir uint64) {
 			r.log.Error("registering a file open here failed: if another mount removes it, its reads fail", "ino", h.Ino, "errno", errno.Error())
 		}
 		r.mu.Lock()
-		closed := r.lazy[h].closed
+		// Gone from lazy if the session was replaced meanwhile (dropAll):
+		// then its release closes it the ordinary way.
+		lo := r.lazy[h]
+		closed := lo != nil && lo.closed
 		delete(r.lazy, h)
 		r.mu.Unlock()
 		if closed && errno == 0 {
