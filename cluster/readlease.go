@@ -260,7 +260,7 @@ func (f *FSM) readersInWay(dir, ls uint64, revoke bool) bool {
 		return false
 	}
 	dirs := append([]uint64{dir}, rs.childOf[dir]...)
-	in := false
+	in, notify := false, false
 	for _, d := range dirs {
 		for s, l := range rs.readers[d] {
 			if s == ls || !f.liveSession(s) {
@@ -268,10 +268,12 @@ func (f *FSM) readersInWay(dir, ls uint64, revoke bool) bool {
 			}
 			in = true
 			if revoke && !l.revoked {
-				l.revoked = true
-				f.notifyRevoked()
+				l.revoked, notify = true, true
 			}
 		}
+	}
+	if notify {
+		f.notifyRevoked()
 	}
 	return in
 }

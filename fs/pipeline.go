@@ -338,26 +338,11 @@ func (p *pipeline) close() {
 // whole queue. A query of a directory another mount leases revokes the
 // lease and is retried.
 func (p *pipeline) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
-	switch op := q.Op.(type) {
-	case *metapb.ReadReq_Lookup:
-		p.waitFor(op.Lookup.Parent)
-	case *metapb.ReadReq_Getattr:
-		p.waitFor(op.Getattr.Ino)
-	case *metapb.ReadReq_Readdir:
-		p.waitFor(op.Readdir.Ino)
-	case *metapb.ReadReq_Readlink:
-		p.waitFor(op.Readlink.Ino)
-	case *metapb.ReadReq_Getxattr:
-		p.waitFor(op.Getxattr.Ino)
-	case *metapb.ReadReq_Listxattr:
-		p.waitFor(op.Listxattr.Ino)
-	case *metapb.ReadReq_Getlk:
-		p.waitFor(op.Getlk.Ino)
-	case *metapb.ReadReq_Slices:
-		p.waitFor(op.Slices.Ino)
-	case *metapb.ReadReq_Statfs, *metapb.ReadReq_LockWait, *metapb.ReadReq_Objects, *metapb.ReadReq_Revokes:
-	default:
+	switch ino, known := queryIno(q); {
+	case !known:
 		p.drain()
+	case ino != 0:
+		p.waitFor(ino)
 	}
 	return p.query(ctx, q)
 }
@@ -376,7 +361,7 @@ func (p *pipeline) query(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadRe
 		if !r.Leased {
 			return r, syscall.Errno(r.Errno)
 		}
-		if dir := leaseDir(q); dir != 0 {
+		if dir, _ := queryIno(q); dir != 0 {
 			if _, err := p.meta.Apply(cctx, &metapb.Command{LeaseSession: q.LeaseSession, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 				Dir: dir, Mode: 3}}}); err != nil {
 				return nil, p.ioErr("metadata", err)
@@ -388,21 +373,32 @@ func (p *pipeline) query(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadRe
 	}
 }
 
-// leaseDir is the directory a query is about, for a revocation.
-func leaseDir(q *metapb.ReadReq) uint64 {
+// queryIno is the inode a query is about (for a lookup, its directory;
+// for a query refused for a lease, the leased directory): 0 for one that
+// no change written behind alters, and known false for a kind it does not
+// know (which waits for the whole queue).
+func queryIno(q *metapb.ReadReq) (ino uint64, known bool) {
 	switch op := q.Op.(type) {
 	case *metapb.ReadReq_Lookup:
-		return op.Lookup.Parent
+		return op.Lookup.Parent, true
 	case *metapb.ReadReq_Getattr:
-		return op.Getattr.Ino
+		return op.Getattr.Ino, true
 	case *metapb.ReadReq_Readdir:
-		return op.Readdir.Ino
+		return op.Readdir.Ino, true
+	case *metapb.ReadReq_Readlink:
+		return op.Readlink.Ino, true
 	case *metapb.ReadReq_Getxattr:
-		return op.Getxattr.Ino
+		return op.Getxattr.Ino, true
 	case *metapb.ReadReq_Listxattr:
-		return op.Listxattr.Ino
+		return op.Listxattr.Ino, true
+	case *metapb.ReadReq_Getlk:
+		return op.Getlk.Ino, true
+	case *metapb.ReadReq_Slices:
+		return op.Slices.Ino, true
+	case *metapb.ReadReq_Statfs, *metapb.ReadReq_LockWait, *metapb.ReadReq_Objects, *metapb.ReadReq_Revokes:
+		return 0, true
 	}
-	return 0
+	return 0, false
 }
 
 // attrOf is the attributes of a query's answer.

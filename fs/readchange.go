@@ -22,23 +22,17 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 	for _, t := range targets {
 		delete(r.hits, t) // looked up between changes of its own: not worth a lease
 		r.inflight[t]++
-		for _, d := range []*readDir{r.dirs[t], r.byIno[t]} {
-			if d != nil && r.dirs[d.dir] == d {
-				r.unpublish(d)
-				r.backoff(d.dir, d.taken)
-				drop = append(drop, d)
-				if d.dir == t {
-					// Its entries change here: write-lease it now
-					// (wantWrite), not after leaseAfter changes.
-					if len(r.writes) > 4096 {
-						clear(r.writes)
-					}
-					r.writes[t] = true
+		for _, d := range r.unpublishCovering(t) {
+			r.backoff(d.dir, d.taken)
+			drop = append(drop, d)
+			if d.dir == t {
+				// Its entries change here: write-lease it now
+				// (wantWrite), not after leaseAfter changes.
+				if len(r.writes) > 4096 {
+					clear(r.writes)
 				}
+				r.writes[t] = true
 			}
-		}
-		if l := r.loads[t]; l != nil {
-			l.spoiled = true
 		}
 	}
 	for _, l := range r.loads {
@@ -112,16 +106,7 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 // mount is about to write behind in it.
 func (r *readLeases) drop(ino uint64) {
 	r.mu.Lock()
-	var out []*readDir
-	for _, d := range []*readDir{r.dirs[ino], r.byIno[ino]} {
-		if d != nil && r.dirs[d.dir] == d {
-			r.unpublish(d)
-			out = append(out, d)
-		}
-	}
-	if l := r.loads[ino]; l != nil {
-		l.spoiled = true
-	}
+	out := r.unpublishCovering(ino)
 	r.mu.Unlock()
 	for _, d := range out {
 		r.register(d.dir) // before anything is written behind there: an unlink may follow
@@ -139,4 +124,20 @@ func (r *readLeases) wantWrite(dir uint64) bool {
 	w := r.writes[dir]
 	delete(r.writes, dir)
 	return w
+}
+
+// unpublishCovering unpublishes the copies that hold ino's entries or
+// attributes, and returns them; a load of ino is spoiled. r.mu is held.
+func (r *readLeases) unpublishCovering(ino uint64) []*readDir {
+	var out []*readDir
+	for _, d := range []*readDir{r.dirs[ino], r.byIno[ino]} {
+		if d != nil && r.dirs[d.dir] == d {
+			r.unpublish(d)
+			out = append(out, d)
+		}
+	}
+	if l := r.loads[ino]; l != nil {
+		l.spoiled = true
+	}
+	return out
 }

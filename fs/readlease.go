@@ -367,8 +367,9 @@ func (r *readLeases) unpublish(d *readDir) {
 
 // giveBack has the kernel drop what it was given from d's copy (d is
 // unpublished) and releases the lease, in the background: revoked, the
-// kernel first (another mount's change waits for the release); dropped
-// for a change of the mount's own, the release first (see above).
+// kernel first and the opens under it registered (another mount's change
+// waits for the release); dropped for a change of the mount's own, the
+// release first (see above; its caller registered the opens).
 func (r *readLeases) giveBack(d *readDir, revoked bool) {
 	r.mu.Lock()
 	names, inos := d.takeServed()
@@ -381,7 +382,6 @@ func (r *readLeases) giveBack(d *readDir, revoked bool) {
 			r.register(d.dir)
 			r.release(d.dir, d.sess)
 		} else {
-			r.register(d.dir) // done already (changing); opened since: none (unpublished)
 			r.release(d.dir, d.sess)
 			r.invalidate(d.dir, names, inos)
 		}

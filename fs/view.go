@@ -188,17 +188,24 @@ func (v *view) unlinked(ino uint64, now int64) {
 	})
 }
 
+// eligibleIno returns the mount's state of ino and the lease under which
+// its attributes are the mount's, read-locked (the caller read-unlocks
+// it), or a nil lease.
+func (v *view) eligibleIno(ino uint64) (*inode, *dirLease) {
+	in := v.inodes.lookup(ino)
+	if in == nil {
+		return nil, nil
+	}
+	return in, v.leases.eligible(in)
+}
+
 // wbSetAttr changes an eligible inode's mode, owner or times (not its
 // size).
 func (v *view) setAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
 	if s.Valid&namespace.SetSize != 0 || s.Valid&namespace.SetCtime != 0 {
 		return nil, false
 	}
-	in := v.inodes.lookup(ino)
-	if in == nil {
-		return nil, false
-	}
-	l := v.leases.eligible(in)
+	in, l := v.eligibleIno(ino)
 	if l == nil {
 		return nil, false
 	}
@@ -261,11 +268,7 @@ func (v *view) open(ino uint64, flags uint32) (*Handle, bool) {
 	if flags&syscall.O_TRUNC != 0 {
 		return nil, false
 	}
-	in := v.inodes.lookup(ino)
-	if in == nil {
-		return nil, false
-	}
-	l := v.leases.eligible(in)
+	in, l := v.eligibleIno(ino)
 	if l == nil {
 		return nil, false
 	}
@@ -342,11 +345,7 @@ func (v *view) settle(ino uint64) {
 // madeHere reports an eligible inode this mount made (it has no xattrs:
 // setting one settles it).
 func (v *view) madeHere(ino uint64) bool {
-	in := v.inodes.lookup(ino)
-	if in == nil {
-		return false
-	}
-	l := v.leases.eligible(in)
+	in, l := v.eligibleIno(ino)
 	if l == nil {
 		return false
 	}
