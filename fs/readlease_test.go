@@ -261,6 +261,11 @@ func TestReadLeaseOfDeadMount(t *testing.T) {
 	if took > 2*ttl {
 		t.Fatalf("the change waited %v for a dead reader; its session TTL is %v", took, ttl)
 	}
+	if took < ttl/3 {
+		// Its session lives ttl after its last renewal, sent at most ttl/3
+		// before it went dead: the change had to wait for it.
+		t.Fatalf("the change waited only %v for a dead reader (session TTL %v): its lease held nothing up", took, ttl)
+	}
 	t.Logf("the change waited %v for the dead reader (session TTL %v)", took, ttl)
 	// The dead mount's copy is no longer trusted: it asks the service
 	// (which it cannot reach), never answering the old mode.

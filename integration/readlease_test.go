@@ -124,17 +124,18 @@ func TestReadLeasesAcrossMounts(t *testing.T) {
 	// Each change on m2 is seen on m1 once it returned. Before each, m1
 	// walks the directory again, so that it holds the read lease and its
 	// kernel the names.
-	hold := func(dir string) {
+	holdOn := func(metrics, tree, dir string) {
 		t.Helper()
-		waitFor(t, "m1 to serve "+dir+" without the service", 10*time.Second, func() error {
+		waitFor(t, "a mount to serve "+dir+" without the service", 10*time.Second, func() error {
 			before, _ := namespaceCalls(t, metrics)
-			walk(t, filepath.Join(tree1, dir))
+			walk(t, filepath.Join(tree, dir))
 			if after, _ := namespaceCalls(t, metrics); after != before {
 				return fmt.Errorf("%d calls", after-before)
 			}
 			return nil
 		})
 	}
+	hold := func(dir string) { t.Helper(); holdOn(metrics, tree1, dir) }
 	hold("d0")
 	if err := os.Chmod(filepath.Join(tree2, "d0", "f0"), 0o600); err != nil {
 		t.Fatal(err)
@@ -196,13 +197,9 @@ func TestReadLeasesAcrossMounts(t *testing.T) {
 
 	// A mount killed while it holds read leases: m2's change waits for its
 	// session to expire (--session-ttl 5s), not longer.
-	m3 := fc.mount()
-	tree3 := filepath.Join(m3.dir, "t")
-	waitFor(t, "m3 to hold d4", 10*time.Second, func() error {
-		walk(t, filepath.Join(tree3, "d4"))
-		walk(t, filepath.Join(tree3, "d4"))
-		return nil
-	})
+	metrics3 := freeAddr(t, "127.0.0.42")
+	m3 := fc.mount("--http-addr", metrics3)
+	holdOn(metrics3, filepath.Join(m3.dir, "t"), "d4") // it holds d4's read lease
 	m3.p.kill()
 	start := time.Now()
 	if err := os.Chmod(filepath.Join(tree2, "d4", "f4"), 0o600); err != nil {
@@ -212,6 +209,11 @@ func TestReadLeasesAcrossMounts(t *testing.T) {
 	t.Logf("a change waited %v for the killed mount's read lease (session TTL 5 s)", took)
 	if took > 15*time.Second {
 		t.Fatalf("a change waited %v for a killed mount; its session TTL is 5 s", took)
+	}
+	if took < 2*time.Second {
+		// Its session lives 5 s after its last renewal, sent at most
+		// 1.7 s before the kill: the change had to wait for it.
+		t.Fatalf("a change waited only %v for a killed mount's read lease (session TTL 5 s): the lease held nothing up", took)
 	}
 	if st, err := os.Lstat(filepath.Join(tree1, "d4", "f4")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("m1 after m2's chmod: %v %v", st.Mode(), err)
