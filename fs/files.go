@@ -126,7 +126,7 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 		// Flushed (close(2) sent FLUSH) and not written since: the
 		// failures since were told to nobody and stay for the next fsync
 		// or close; only uploads still running are waited for.
-		f.data.wait(h.Ino)
+		f.data.settle(h.Ino)
 		errno = h.told(0)
 	} else {
 		errno = f.FlushFile(ctx, h)
@@ -308,8 +308,10 @@ func (f *FS) Write(ctx context.Context, ino uint64, data []byte, off int64) (int
 	return f.data.write(ctx, ino, f.pipe.session(), data, off)
 }
 
-// Flush uploads and commits everything written to ino and reports a
-// failure no descriptor was told of yet (EIO): for callers without one.
+// Flush uploads and commits everything written to ino (for a file the
+// mount writes behind under a lease, the commit only takes its place in the
+// journal, not waited for) and reports a failure no descriptor was told of
+// yet (EIO): for callers without one.
 func (f *FS) Flush(ctx context.Context, ino uint64) syscall.Errno {
 	return f.data.flush(ctx, ino, nil)
 }

@@ -23,7 +23,10 @@ func (p *pipeline) sendBatch(batch []*jop, size int) {
 		}
 	}
 	cmd := &metapb.Command{LeaseSession: batch[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
-	r, err := p.applyBatch(cmd)
+	r, err := &metapb.Result{}, error(nil)
+	if len(cmds) > 0 {
+		r, err = p.applyBatch(cmd)
+	}
 	if err == nil && len(r.Results) == len(cmds) {
 		// One result per change again, the dropped ones successful.
 		all := make([]*metapb.Result, len(batch))
@@ -116,6 +119,9 @@ func coalesce(batch []*jop) []bool {
 	send := make([]bool, len(batch))
 	opened := map[uint64]int{} // handle -> index of its open or create
 	for i, op := range batch {
+		if op.cmd == nil {
+			continue // a reserved place left empty (pipeline.fill)
+		}
 		send[i] = true
 		switch o := op.cmd.Op.(type) {
 		case *metapb.Command_Create:

@@ -21,9 +21,11 @@ import (
 // and keeps the files it creates there ("eligible" inodes: their attributes
 // are the mount's) as its own: create, open, small writes (inline), chmod,
 // chown, utimes, close, rename within leased directories and unlink go to
-// the journal and are sent in batches; none waits for a Raft commit. A file
-// larger than the inline threshold still reaches its stores' write quorum
-// before close returns; only its slice commit is written behind.
+// the journal and are sent in batches; none waits for a Raft commit. The
+// data of a file larger than the inline threshold is written behind too:
+// close seals its buffers and reserves its slice commit's place in the
+// journal (sealBehind), and the journal's sender waits there until the
+// data is on its stores' write quorum.
 //
 // The promises hold because the lease is exclusive: another mount's
 // command or query that touches a leased directory is refused by the

@@ -74,6 +74,10 @@ type jop struct {
 	// not reported.
 	openClose bool
 	call      *call // sent now: its caller waits for the answer
+	// unfilled: a place reserved for a change whose command is not known
+	// yet (reserve); the sender stops before it until fill gives it. A
+	// filled place with a nil cmd sends nothing.
+	unfilled bool
 }
 
 // call is a change sent now: the sender fills res and err, then closes
@@ -148,6 +152,46 @@ func (p *pipeline) append(sess uint64, cmd *metapb.Command, changes bool, inos [
 	}
 	signal(p.kick)
 	return seq
+}
+
+// reserve queues a place for a change of ino decided now whose command is
+// known only later: the slice commit of data written behind, reserved when
+// the data is sealed and filled once it is stored, so that it is applied
+// after every change the mount decided before it and before every change
+// decided after. Queries about ino and drain wait for it; the sender stops
+// before it until fill. It never waits (its caller holds an inode's mu):
+// its size counts once filled.
+func (p *pipeline) reserve(sess, ino uint64) *jop {
+	p.mu.Lock()
+	p.next++
+	op := &jop{seq: p.next, sess: sess, inos: []uint64{ino}, unfilled: true}
+	p.ops = append(p.ops, op)
+	p.last[ino] = op.seq
+	p.mu.Unlock()
+	return op
+}
+
+// fill gives the place op reserved its command; nil sends nothing (the data
+// could not be stored: the failure is the upload's to report).
+func (p *pipeline) fill(op *jop, cmd *metapb.Command) {
+	size := 0
+	if cmd != nil {
+		size = proto.Size(cmd)
+	}
+	p.mu.Lock()
+	op.cmd, op.size, op.unfilled = cmd, size, false
+	p.bytes += size
+	p.mu.Unlock()
+	if p.debugOn {
+		p.log.Debug("filled behind", "seq", op.seq, "inos", op.inos, "empty", cmd == nil)
+	}
+	signal(p.kick)
+	if cmd == nil {
+		// The mount's own view of the file (its size, its slices) is
+		// ahead of what will be applied: the lease table gives its leases
+		// back, so that the file is asked of the service again.
+		signal(p.failures)
+	}
 }
 
 // apply sends a change now, after everything queued before it, and returns
@@ -286,7 +330,8 @@ func (p *pipeline) run() {
 
 // take takes the next batch off the queue: the changes sent now at its
 // head, or the changes written behind there, up to the first change sent
-// now or of another session. p.mu is held.
+// now, of another session, or not filled yet (nothing while the head waits
+// to be filled). p.mu is held.
 func (p *pipeline) take() (batch []*jop, size int) {
 	if len(p.ops) > 0 && p.ops[0].call != nil {
 		for len(p.ops) > 0 && p.ops[0].call != nil && len(batch) < callBatch {
@@ -296,7 +341,7 @@ func (p *pipeline) take() (batch []*jop, size int) {
 		p.calls -= len(batch)
 		return batch, 0
 	}
-	for len(p.ops) > 0 && p.ops[0].call == nil && len(batch) < journalBatchOps &&
+	for len(p.ops) > 0 && p.ops[0].call == nil && !p.ops[0].unfilled && len(batch) < journalBatchOps &&
 		(len(batch) == 0 || size+p.ops[0].size <= journalBatchBytes && p.ops[0].sess == batch[0].sess) {
 		size += p.ops[0].size
 		batch = append(batch, p.ops[0])

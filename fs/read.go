@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -40,9 +41,14 @@ func (d *dataPlane) read(ctx context.Context, ino uint64, p []byte, off int64) (
 	for _, b := range in.dirty {
 		over = append(over, b)
 	}
+	whole := overlaid(over, off, int64(len(p)))
 	in.mu.Unlock()
-	if errno := d.readCommitted(ctx, in, p, off); errno != 0 {
-		return 0, errno
+	if !whole {
+		// (A range this mount wrote whole needs nothing committed: its
+		// commit may still wait for the data to be stored.)
+		if errno := d.readCommitted(ctx, in, p, off); errno != 0 {
+			return 0, errno
+		}
 	}
 	// Under the lock: a buffer still dirty may be written (and grown) by a
 	// concurrent Write; sealed ones no longer change.
@@ -52,6 +58,30 @@ func (d *dataPlane) read(ctx context.Context, ino uint64, p []byte, off int64) (
 	}
 	in.mu.Unlock()
 	return len(p), 0
+}
+
+// overlaid reports whether the buffers bs hold every byte of the file's
+// range [off, off+n).
+func overlaid(bs []*buf, off, n int64) bool {
+	var ext []span // offsets past off, clamped to n
+	for _, b := range bs {
+		bstart := int64(b.block) * BlockSize
+		for _, e := range b.ext {
+			lo, hi := max(bstart+int64(e.lo)-off, 0), min(bstart+int64(e.hi)-off, n)
+			if lo < hi {
+				ext = append(ext, span{int(lo), int(hi)})
+			}
+		}
+	}
+	slices.SortFunc(ext, func(a, b span) int { return a.lo - b.lo })
+	done := 0 // [0, done) is held
+	for _, e := range ext {
+		if e.lo > done {
+			return false
+		}
+		done = max(done, e.hi)
+	}
+	return int64(done) >= n
 }
 
 // readahead is how many blocks past a sequential read are fetched ahead.

@@ -55,6 +55,10 @@ type upload struct {
 	*buf
 	done   chan struct{}
 	inline bool // try to write it inline (decided when sealed, under in.mu)
+	// slot is its commit's place in the journal, reserved when it was
+	// sealed behind (sealBehind); nil: the commit is decided once the data
+	// is stored.
+	slot *jop
 }
 
 // overlay copies the valid bytes of b that fall in [off, off+len(p)) of
@@ -193,9 +197,20 @@ func covers(ss []span, lo, hi int) bool {
 // seal takes buffer b out of the dirty set and starts its upload. Uploads
 // of one file commit in the order they were sealed. in.mu is held.
 func (d *dataPlane) seal(in *inode, b *buf) {
+	d.start(in, b, nil)
+}
+
+// goesInline reports whether b is to be written inline. in.mu is held.
+func (d *dataPlane) goesInline(in *inode, b *buf) bool {
+	return b.block == 0 && b.end() <= d.cfg.InlineMax && in.inlineOK(d.cfg.InlineMax)
+}
+
+// start takes b out of the dirty set and starts its upload, its commit
+// going to the place slot reserved in the journal (nil: decided when
+// stored). in.mu is held.
+func (d *dataPlane) start(in *inode, b *buf, slot *jop) {
 	delete(in.dirty, b.block)
-	u := &upload{buf: b, done: make(chan struct{}),
-		inline: b.block == 0 && b.end() <= d.cfg.InlineMax && in.inlineOK(d.cfg.InlineMax)}
+	u := &upload{buf: b, done: make(chan struct{}), inline: slot == nil && d.goesInline(in, b), slot: slot}
 	prev := in.last
 	in.last = u.done
 	in.pending = append(in.pending, u)
@@ -212,6 +227,63 @@ func (d *dataPlane) sealAll(in *inode) {
 	for _, blk := range blocks {
 		d.seal(in, in.dirty[blk])
 	}
+}
+
+// sealBehind starts the upload of every buffer of a file written under a
+// directory lease without waiting for it (close, or a change of its
+// attributes): each slice commit takes its place in the journal now, after
+// every change the mount decided before and before every change it decides
+// next, and the journal's sender waits there until the data is stored.
+// Whoever needs the data applied waits for the journal: fsync, the lease's
+// give-back (another mount's access: close-to-open), a read of the file's
+// committed slices. The mount's attributes of the file take the new size at
+// once. It seals nothing and reports false when the data cannot go that way:
+// the file is not the mount's (no lease), a buffer was written under another
+// session or goes inline (small files are journaled as they are), or an
+// upload of the file still running commits when stored (its commit would
+// come after the places reserved now).
+func (d *dataPlane) sealBehind(in *inode) bool {
+	l := d.view.leases.eligible(in)
+	if l == nil {
+		return false
+	}
+	defer l.mu.RUnlock()
+	in.jmu.Lock() // no change of the file decided meanwhile goes between
+	defer in.jmu.Unlock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wb != l || in.attr == nil {
+		return false
+	}
+	for _, u := range in.pending {
+		if u.slot == nil {
+			return false
+		}
+	}
+	blocks := make([]uint64, 0, len(in.dirty))
+	for blk, b := range in.dirty {
+		if b.sess != l.sess || d.goesInline(in, b) {
+			return false
+		}
+		blocks = append(blocks, blk)
+	}
+	if len(blocks) == 0 {
+		return true
+	}
+	slices.Sort(blocks)
+	now := time.Now().UnixNano()
+	for _, blk := range blocks {
+		b := in.dirty[blk]
+		end := uint64(b.block)*BlockSize + uint64(b.ext[len(b.ext)-1].hi)
+		in.changeLocal(func(a *metapb.Attr) {
+			a.Size = max(a.Size, end)
+			a.Mtime, a.Ctime = now, now
+		})
+		d.start(in, b, d.pipe.reserve(l.sess, in.ino))
+	}
+	in.cacheVer = in.attr.Version
+	in.hasBlocks = true
+	return true
 }
 
 // relieve uploads the buffers of every file whose lock is free: called when
@@ -255,7 +327,13 @@ func (d *dataPlane) runUpload(in *inode, u *upload, prev chan struct{}) {
 		if prev != nil {
 			<-prev
 		}
-		if err == nil {
+		switch {
+		case u.slot != nil && err == nil:
+			cmd.Session = u.sess
+			d.pipe.fill(u.slot, &metapb.Command{Op: &metapb.Command_Commit{Commit: cmd}})
+		case u.slot != nil:
+			d.pipe.fill(u.slot, nil)
+		case err == nil:
 			res, err = d.commit(ctx, in, cmd, u.buf)
 		}
 	}
@@ -412,11 +490,12 @@ func (d *dataPlane) commit(ctx context.Context, in *inode, cmd *metapb.CommitOp,
 	return r, nil
 }
 
-// flush uploads and commits everything written to ino and reports, for
-// the descriptor whose error cursor is cur (nil: none), a failure it was
-// not told of (errseq), without taking it from the descriptor (flushErr).
+// flush uploads and commits everything written to ino (settle: behind
+// under a lease) and reports, for the descriptor whose error cursor is cur
+// (nil: none), a failure it was not told of (errseq), without taking it
+// from the descriptor (flushErr).
 func (d *dataPlane) flush(ctx context.Context, ino uint64, cur *uint64) syscall.Errno {
-	in := d.wait(ino)
+	in := d.settle(ino)
 	if in == nil {
 		return 0
 	}
@@ -424,6 +503,17 @@ func (d *dataPlane) flush(ctx context.Context, ino uint64, cur *uint64) syscall.
 	defer in.mu.Unlock()
 	in.werr = nil // told now: the next write need not be refused for it
 	return in.flushErr(cur)
+}
+
+// settle is wait for close and for a change of attributes: the data of a
+// file written under a lease is committed behind (sealBehind), not waited
+// for. It returns ino's inode (nil if the mount holds nothing of it).
+func (d *dataPlane) settle(ino uint64) *inode {
+	in := d.inodes.lookup(ino)
+	if in != nil && d.sealBehind(in) {
+		return in
+	}
+	return d.wait(ino)
 }
 
 // wait uploads and commits everything written to ino so far and returns

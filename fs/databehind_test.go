@@ -1,0 +1,235 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/store"
+)
+
+// gatedObjects holds object writes while its gate is shut and counts the
+// writes waiting there.
+type gatedObjects struct {
+	Objects
+	mu      sync.Mutex
+	gate    chan struct{} // nil: open
+	waiting atomic.Int64
+}
+
+func (g *gatedObjects) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gate == nil {
+		g.gate = make(chan struct{})
+	}
+}
+
+func (g *gatedObjects) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gate != nil {
+		close(g.gate)
+		g.gate = nil
+	}
+}
+
+func (g *gatedObjects) Write(ctx context.Context, obj store.Object, data []byte, quorum int) ([]store.ShardResult, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.waiting.Add(1)
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		g.waiting.Add(-1)
+	}
+	return g.Objects.Write(ctx, obj, data, quorum)
+}
+
+// writeFile creates parent/name with data through one handle and closes it
+// as close(2) does (FLUSH, then RELEASE), reporting the first failure.
+func writeFile(ctx context.Context, f *FS, parent uint64, name string, data []byte) (uint64, error) {
+	a, h, errno := f.CreateOpen(ctx, parent, name, 0o644, 1000, 1000, uint32(syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL))
+	if errno != 0 {
+		return 0, fmt.Errorf("create %s: %w", name, errno)
+	}
+	for off := 0; off < len(data); off += 1 << 20 { // FUSE writes at most 1 MiB at a time
+		if _, errno := f.WriteFile(ctx, h, data[off:min(off+1<<20, len(data))], int64(off)); errno != 0 {
+			return 0, fmt.Errorf("write %s: %w", name, errno)
+		}
+	}
+	if errno := f.FlushFile(ctx, h); errno != 0 {
+		return 0, fmt.Errorf("close %s: %w", name, errno)
+	}
+	if errno := f.Release(ctx, h); errno != 0 {
+		return 0, fmt.Errorf("release %s: %w", name, errno)
+	}
+	return a.Ino, nil
+}
+
+// TestDataBehindCloseDoesNotWaitAndOthersSeeAll: files over the inline
+// threshold written in a directory the mount leases are closed, their
+// times set and renamed (as rsync does) while none of their data can reach
+// the stores; the mount reads them back from its buffers; another mount
+// that opens them waits until their data is stored and committed, and reads
+// every byte, with the times set after the data.
+func TestDataBehindCloseDoesNotWaitAndOthersSeeAll(t *testing.T) {
+	e := newEnv(t)
+	gobj := &gatedObjects{}
+	m1 := e.mount("m1", nil, func(o Objects) Objects { gobj.Objects = o; return gobj })
+	m2 := e.mount("m2", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, m1, RootIno, "d").Ino
+
+	gobj.shut()
+	t.Cleanup(gobj.open)
+	sizes := []int{16<<10 + 1, 100 << 10, 1 << 20, 4<<20 - 1}
+	want := map[string][]byte{}
+	const mtime = 1234567890_000000000
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			for i, size := range sizes {
+				name := fmt.Sprint(".f", i, ".tmp")
+				data := pattern(size, uint64(i))
+				ino, err := writeFile(ctx, m1, d, name, data)
+				if err != nil {
+					return err
+				}
+				if _, errno := m1.SetAttr(ctx, ino, SetAttrIn{Valid: namespace.SetMtime, Mtime: mtime}); errno != 0 {
+					return fmt.Errorf("utimes %s: %w", name, errno)
+				}
+				if errno := m1.Rename(ctx, d, name, d, fmt.Sprint("f", i), 0); errno != 0 {
+					return fmt.Errorf("rename %s: %w", name, errno)
+				}
+				want[fmt.Sprint("f", i)] = data
+			}
+			return nil
+		}()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("closing files written under a lease waited for their data to reach the stores")
+	}
+	waitUntil(t, "every file's upload to wait at the stores", 10*time.Second, func() bool {
+		return gobj.waiting.Load() == int64(len(sizes))
+	})
+
+	// Read-after-write in the mount: sizes, times and bytes from its
+	// buffers, none of it stored yet.
+	for name, data := range want {
+		a, errno := m1.Lookup(ctx, d, name)
+		mustErrno(t, "m1 lookup "+name, errno, 0)
+		if a.Size != uint64(len(data)) || a.Mtime != mtime {
+			t.Fatalf("m1 sees %s with size %d mtime %d, want %d and %d", name, a.Size, a.Mtime, len(data), mtime)
+		}
+		if b := mustRead(t, m1, a.Ino, len(data)+10, 0); !bytes.Equal(b, data) {
+			t.Fatalf("m1 reads %d bytes of %s back, not the %d it wrote", len(b), name, len(data))
+		}
+	}
+
+	// m2 opens and reads every file: the lease is revoked, and m1 gives it
+	// back only once the data is stored and the journal applied.
+	type got struct {
+		name  string
+		data  []byte
+		mtime int64
+		err   error
+	}
+	results := make(chan got, len(want))
+	go func() {
+		for name := range want {
+			a, errno := m2.Lookup(ctx, d, name)
+			if errno != 0 {
+				results <- got{name: name, err: errno}
+				continue
+			}
+			h, _, errno := m2.Open(ctx, a.Ino, uint32(syscall.O_RDONLY))
+			if errno != 0 {
+				results <- got{name: name, err: errno}
+				continue
+			}
+			p := make([]byte, a.Size+10)
+			n, errno := m2.Read(ctx, a.Ino, p, 0)
+			m2.Release(ctx, h)
+			results <- got{name: name, data: p[:n], mtime: a.Mtime, err: errnoErr(errno)}
+		}
+	}()
+	waitUntil(t, "m1's lease of d to be revoked", 10*time.Second, func() bool {
+		l := m1.leases.get(d)
+		return l == nil || !l.held.Load()
+	})
+	select {
+	case r := <-results:
+		t.Fatalf("m2 opened %s (%d bytes, err %v) before m1's data reached the stores", r.name, len(r.data), r.err)
+	default:
+	}
+	gobj.open()
+	for range want {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("m2 reading %s: %v", r.name, r.err)
+		}
+		if !bytes.Equal(r.data, want[r.name]) || r.mtime != mtime {
+			t.Errorf("m2 reads %d bytes of %s with mtime %d, want the %d written and mtime %d", len(r.data), r.name, r.mtime, len(want[r.name]), mtime)
+		}
+	}
+	if names := listNames(t, m2, d); len(names) != len(want) {
+		t.Errorf("m2 lists %v, want only the renamed files", names)
+	}
+}
+
+func errnoErr(errno syscall.Errno) error {
+	if errno == 0 {
+		return nil
+	}
+	return errno
+}
+
+// TestDataBehindFailureReported: a file's data that cannot be stored after
+// its close returned is reported by the next fsync (EIO), leaves no size
+// the service does not have in either mount, and does not hold up the
+// changes journaled after it.
+func TestDataBehindFailureReported(t *testing.T) {
+	e := newEnv(t)
+	m1, objs := e.failingMount("m1")
+	m2 := e.mount("m2", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, m1, RootIno, "d").Ino
+
+	objs.failWrites.Store(true)
+	ino, err := writeFile(ctx, m1, d, "lost", pattern(200<<10, 7))
+	if err != nil {
+		t.Fatalf("close of a file written behind reported the failure of an upload still running: %v", err)
+	}
+	if _, err := writeFile(ctx, m1, d, "small", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	mustErrno(t, "fsync of the file whose data was lost", m1.Fsync(ctx, ino), syscall.EIO)
+	mustErrno(t, "fsync again (the failure was told)", m1.Fsync(ctx, ino), 0)
+	objs.failWrites.Store(false)
+
+	waitUntil(t, "m1 to give its leases back and see the service's size", 10*time.Second, func() bool {
+		a, errno := m1.GetAttr(ctx, ino)
+		return errno == 0 && a.Size == 0
+	})
+	if a, errno := m2.Lookup(ctx, d, "lost"); errno != 0 || a.Size != 0 {
+		t.Fatalf("m2 sees the lost file as %v (errno %v), want it empty", a, errno)
+	}
+	if b := mustRead(t, m2, lookupIno(t, m2, d, "small"), 10, 0); string(b) != "kept" {
+		t.Fatalf("m2 reads %q from the file written after the failed one", b)
+	}
+}
