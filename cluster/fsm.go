@@ -61,6 +61,7 @@ type FSM struct {
 	frag      map[fragKey]int64
 	leases    map[uint64]*dirLease // directory write leases, by directory
 	reads     readState            // shared read leases (readlease.go)
+	wkids     leaseKids            // the files of write-leased directories (leasekids.go)
 	inBatch   bool                 // applying a MultiOp written behind
 	revokedCh chan struct{}        // closed at each new revocation (not state: not in snapshots)
 	// beforeApply, when a test sets it, runs before each entry is applied
@@ -133,6 +134,7 @@ func NewFSM() *FSM {
 		frag:        map[fragKey]int64{},
 		leases:      map[uint64]*dirLease{},
 		reads:       newReadState(),
+		wkids:       newLeaseKids(),
 	}
 }
 
@@ -272,7 +274,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 		dir := f.childDir(o.Parent, o.Name)
 		e := f.ns.Rmdir(o.Parent, o.Name, now)
 		if e == 0 {
-			delete(f.leases, dir)
+			f.endLease(dir)
 			f.dropDirReads(dir)
 		}
 		return errnoResult(e)
@@ -284,7 +286,7 @@ func (f *FSM) apply(c *metapb.Command) *metapb.Result {
 			return errnoResult(e)
 		}
 		if target != src && o.Flags&namespace.RenameExchange == 0 {
-			delete(f.leases, target) // the empty directory it replaced is gone
+			f.endLease(target) // the empty directory it replaced is gone
 			f.dropDirReads(target)
 		}
 		f.queueGC(r.Objects)
@@ -628,6 +630,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.rebuildDerived()
 	f.leases = decodeLeases(h.Leases)
+	f.decodeKids()
 	f.decodeReads(h.Leases)
 	f.notifyRevoked() // revocations may be among what was restored
 	return nil

@@ -47,7 +47,7 @@ func (f *FSM) conflict(dir, ls uint64) bool {
 		return false
 	}
 	if !f.liveSession(l.session) {
-		delete(f.leases, dir)
+		f.endLease(dir)
 		return false
 	}
 	if !l.revoked {
@@ -152,6 +152,9 @@ func (f *FSM) precheck(c *metapb.Command) *metapb.Result {
 			refused = true
 		}
 	}
+	if len(f.wkids.childOf) > 0 && f.kidConflict(append(append(dirs, f.touchedInodes(c)...), openedIno(c)), c.LeaseSession) {
+		refused = true
+	}
 	if len(f.reads.readers) > 0 && f.readConflict(append(dirs, f.touchedInodes(c)...), c.LeaseSession, f.inBatch) {
 		refused = true
 	}
@@ -186,7 +189,7 @@ func (f *FSM) grantMkdirLease(c *metapb.Command, r *metapb.Result) {
 func (f *FSM) dropSessionLeases(session uint64) {
 	for d, l := range f.leases {
 		if l.session == session {
-			delete(f.leases, d)
+			f.endLease(d)
 		}
 	}
 }
@@ -233,11 +236,12 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 		}
 		if f.leases[op.Dir] == nil {
 			f.leases[op.Dir] = &dirLease{session: op.Session}
+			f.indexKids(op.Dir)
 		}
 		return &metapb.Result{}
 	case leaseRelease:
 		if l := f.leases[op.Dir]; l != nil && l.session == op.Session {
-			delete(f.leases, op.Dir)
+			f.endLease(op.Dir)
 		}
 		return &metapb.Result{}
 	case leaseRead:
@@ -246,7 +250,8 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 		f.dropRead(op.Dir, op.Session)
 		return &metapb.Result{}
 	case leaseRevoke:
-		if f.conflict(op.Dir, ls) {
+		// The directory, or a file of directories leased to others.
+		if c, k := f.conflict(op.Dir, ls), f.kidConflict([]uint64{op.Dir}, ls); c || k {
 			return leasedResult()
 		}
 		return &metapb.Result{}
@@ -320,7 +325,7 @@ func (f *FSM) readLeased(q *metapb.ReadReq) *metapb.ReadResp {
 	default:
 		return nil
 	}
-	if f.leasedToOther(ino, q.LeaseSession) {
+	if f.leasedToOther(ino, q.LeaseSession) || f.kidLeasedToOther(ino, q.LeaseSession) {
 		return &metapb.ReadResp{Errno: uint32(syscall.EAGAIN), Leased: true}
 	}
 	return nil

@@ -233,3 +233,89 @@ func TestDataBehindFailureReported(t *testing.T) {
 		t.Fatalf("m2 reads %q from the file written after the failed one", b)
 	}
 }
+
+// TestWriteLeaseAdoptsFiles: a mount that write-leases a directory another
+// mount filled answers for its files as for its own: removing them all
+// (lookup, getattr, unlink, as rm -rf does) costs a few calls to the
+// service, not calls per file. Another mount's change of such a file
+// through a descriptor it opened before (write and close: a data commit)
+// or a getattr by inode number waits for the lease to be given back, and
+// sees and is seen exactly.
+func TestWriteLeaseAdoptsFiles(t *testing.T) {
+	e := newEnv(t)
+	cm := &countingMeta{}
+	a := e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	const n = 60
+	for i := range n {
+		if _, errno := writeSmall(t, b, d, fmt.Sprint("f", i), []byte(fmt.Sprint("file ", i)), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	kept := lookupIno(t, b, d, "f0")
+	h, _, errno := b.Open(ctx, kept, uint32(syscall.O_RDWR)) // opened before a's lease
+	mustErrno(t, "b opens f0", errno, 0)
+
+	// a changes d until it leases it (the first change revokes b's lease).
+	for i := 0; a.leases.get(d) == nil || !a.leases.get(d).held.Load(); i++ {
+		if i > 100 {
+			t.Fatal("a never leased d")
+		}
+		if _, errno := writeSmall(t, a, d, fmt.Sprint("a", i), []byte("x"), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	before := cm.n.Load()
+	for i := 1; i < n; i++ {
+		name := fmt.Sprint("f", i)
+		at, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "a lookup "+name, errno, 0)
+		if _, errno := a.GetAttr(ctx, at.Ino); errno != 0 || at.Size != uint64(len(fmt.Sprint("file ", i))) {
+			t.Fatalf("a sees %s with size %d (%v)", name, at.Size, errno)
+		}
+		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
+	}
+	if calls := cm.n.Load() - before; calls > 10 {
+		t.Fatalf("a made %d calls to the service to look up, stat and remove %d files of its leased directory", calls, n-1)
+	}
+	at, errno := a.Lookup(ctx, d, "f0")
+	mustErrno(t, "a lookup f0", errno, 0)
+	if !a.leases.get(d).held.Load() || a.view.localAttr(kept) == nil {
+		t.Fatal("f0 is not a's own under its lease")
+	}
+
+	// b writes through the descriptor it had: its commit revokes a's lease
+	// first, and a sees the new content and size at once.
+	if _, errno := b.WriteFile(ctx, h, []byte("changed by b"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	mustErrno(t, "b closes f0", b.FlushFile(ctx, h), 0)
+	mustErrno(t, "b releases f0", b.Release(ctx, h), 0)
+	if got := mustRead(t, a, at.Ino, 100, 0); string(got) != "changed by b" {
+		t.Fatalf("a reads %q after b's close", got)
+	}
+	// a's chmod written behind is what b's getattr by number sees.
+	waitUntil(t, "a to lease d again", 10*time.Second, func() bool {
+		_, errno := writeSmall(t, a, d, fmt.Sprint("again", time.Now().UnixNano()), []byte("x"), true)
+		mustErrno(t, "create", errno, 0)
+		l := a.leases.get(d)
+		return l != nil && l.held.Load() && a.view.localAttr(kept) != nil
+	})
+	if _, errno := a.SetAttr(ctx, kept, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
+		t.Fatal(errno)
+	}
+	if ga, errno := b.GetAttr(ctx, kept); errno != 0 || ga.Mode&0o777 != 0o600 {
+		t.Fatalf("b's getattr of f0 after a's chmod: %v (%v)", ga, errno)
+	}
+	names := listNames(t, b, d)
+	for i := 1; i < n; i++ {
+		if names[fmt.Sprint("f", i)] {
+			t.Fatalf("b still lists f%d, which a removed", i)
+		}
+	}
+	if !names["f0"] {
+		t.Fatal("b lost f0")
+	}
+}

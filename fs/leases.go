@@ -471,8 +471,9 @@ func (t *leaseTable) load(l *dirLease) bool {
 		release()
 		return false
 	}
+	var files []*metapb.Attr // the directory's files with one name
 	for cookie := uint64(0); ; {
-		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096}}})
+		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096, Plus: true}}})
 		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
 			release()
 			return false
@@ -480,6 +481,9 @@ func (t *leaseTable) load(l *dirLease) bool {
 		for _, e := range q.Entries {
 			if e.Name != "." && e.Name != ".." {
 				l.ents[e.Name] = dirEnt{e.Ino, namespace.FileType(e.Type)}
+				if a := e.Attr; a != nil && a.Type == uint32(namespace.TypeFile) && a.Nlink == 1 {
+					files = append(files, a)
+				}
 			}
 			cookie = e.Cookie
 		}
@@ -494,7 +498,38 @@ func (t *leaseTable) load(l *dirLease) bool {
 	in.attr, in.cacheVer, in.wb = a, a.Version, l
 	in.mu.Unlock()
 	l.inodes = append(l.inodes, in)
+	for _, fa := range files {
+		t.adopt(l, fa)
+	}
 	return true
+}
+
+// adopt makes a file the directory held when the mount leased it the
+// mount's own, as if made under the lease: its attributes are answered
+// from a (so that rm -rf or a walk of a tree another mount wrote asks the
+// service nothing per file), its changes are written behind. The service
+// refuses other sessions' changes of it, opens and queries of its
+// attributes until the lease is given back (cluster/leasekids.go). Only a
+// file with one name (its other names would be changed through the
+// service), and not one the mount is busy with (open, or with data on its
+// way): those stay ordinary. l.emu is held, or l is not published yet.
+func (t *leaseTable) adopt(l *dirLease, a *metapb.Attr) {
+	known := t.inodes.lookup(a.Ino) != nil
+	in := t.inodes.getLocked(a.Ino)
+	defer in.mu.Unlock()
+	if in.wb != nil || in.opens > 0 || len(in.dirty) > 0 || len(in.pending) > 0 || in.errs != in.errsSeen {
+		return
+	}
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.invalidate()
+	in.hasBlocks = a.Size > 0 // as objects or inline: not known, so no inline write behind
+	in.localSize = 0
+	if !known {
+		// The table may drop it once it is ordinary again (settled): the
+		// kernel may not even know it.
+		in.forgotten = true
+	}
+	l.inodes = append(l.inodes, in)
 }
 
 // newLocal records a new eligible inode under l (l.emu is held, or l is
