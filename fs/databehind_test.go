@@ -255,6 +255,10 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 		}
 	}
 	kept := lookupIno(t, b, d, "f0")
+	if _, errno := writeSmall(t, b, d, "g", []byte("g"), true); errno != 0 {
+		t.Fatal(errno)
+	}
+	g := lookupIno(t, b, d, "g")                             // a never looks at it until it is a's own
 	h, _, errno := b.Open(ctx, kept, uint32(syscall.O_RDWR)) // opened before a's lease
 	mustErrno(t, "b opens f0", errno, 0)
 
@@ -301,13 +305,16 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 		_, errno := writeSmall(t, a, d, fmt.Sprint("again", time.Now().UnixNano()), []byte("x"), true)
 		mustErrno(t, "create", errno, 0)
 		l := a.leases.get(d)
-		return l != nil && l.held.Load() && a.view.localAttr(kept) != nil
+		return l != nil && l.held.Load() && a.view.localAttr(g) != nil
 	})
-	if _, errno := a.SetAttr(ctx, kept, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
+	if _, errno := a.SetAttr(ctx, g, SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
 		t.Fatal(errno)
 	}
-	if ga, errno := b.GetAttr(ctx, kept); errno != 0 || ga.Mode&0o777 != 0o600 {
-		t.Fatalf("b's getattr of f0 after a's chmod: %v (%v)", ga, errno)
+	if !a.pipe.pending() && a.view.localAttr(g) == nil {
+		t.Fatal("a's chmod of its own file was not written behind")
+	}
+	if ga, errno := b.GetAttr(ctx, g); errno != 0 || ga.Mode&0o777 != 0o600 {
+		t.Fatalf("b's getattr of g after a's chmod: %v (%v)", ga, errno)
 	}
 	names := listNames(t, b, d)
 	for i := 1; i < n; i++ {
@@ -315,7 +322,7 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 			t.Fatalf("b still lists f%d, which a removed", i)
 		}
 	}
-	if !names["f0"] {
-		t.Fatal("b lost f0")
+	if !names["f0"] || !names["g"] {
+		t.Fatal("b lost f0 or g")
 	}
 }

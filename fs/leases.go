@@ -78,9 +78,13 @@ type leaseTable struct {
 	leases    map[uint64]*dirLease
 	returning map[uint64]int // directories being given back (giveBack)
 
-	hitsMu    lockorder.Mutex
-	hits      map[uint64]int // changes through the service, by directory
-	acquiring atomic.Bool
+	hitsMu lockorder.Mutex
+	hits   map[uint64]int // changes through the service, by directory
+	// toAcquire: directories to lease, leased one after another by one
+	// goroutine (acquiring): rm -rf going from one directory to the
+	// next leases each, not only those asked for while none was.
+	toAcquire []uint64
+	acquiring bool
 
 	kick    chan struct{} // a lease was granted: watch for its revocation
 	watched chan struct{} // closed when watch returns
@@ -397,15 +401,39 @@ func (t *leaseTable) noteChange(dir uint64) {
 		t.hits[dir] = leaseAfter
 	}
 	n := t.hits[dir]
+	start := false
 	if n >= leaseAfter {
 		delete(t.hits, dir)
+		if !slices.Contains(t.toAcquire, dir) {
+			if len(t.toAcquire) >= maxToAcquire {
+				t.toAcquire = t.toAcquire[1:] // the oldest: its burst is likely over
+			}
+			t.toAcquire = append(t.toAcquire, dir)
+		}
+		start = !t.acquiring
+		t.acquiring = true
 	}
 	t.hitsMu.Unlock()
-	if n >= leaseAfter && t.acquiring.CompareAndSwap(false, true) {
-		go func() {
-			defer t.acquiring.Store(false)
-			t.acquire(dir)
-		}()
+	if start {
+		go t.acquireAll()
+	}
+}
+
+const maxToAcquire = 16 // directories waiting to be leased, at most
+
+// acquireAll leases the directories asked for until none is left.
+func (t *leaseTable) acquireAll() {
+	for {
+		t.hitsMu.Lock()
+		if len(t.toAcquire) == 0 {
+			t.acquiring = false
+			t.hitsMu.Unlock()
+			return
+		}
+		dir := t.toAcquire[0]
+		t.toAcquire = t.toAcquire[1:]
+		t.hitsMu.Unlock()
+		t.acquire(dir)
 	}
 }
 
@@ -466,8 +494,12 @@ func (t *leaseTable) load(l *dirLease) bool {
 		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 			Session: sess, Dir: l.dir, Mode: 2}}})
 	}
+	// Files this mount changes while it reads them are not adopted.
+	track := t.reads.track()
+	changed := func() map[uint64]bool { return t.reads.untrack(track) }
 	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: l.dir}}}))
 	if errno != 0 {
+		changed()
 		release()
 		return false
 	}
@@ -475,6 +507,7 @@ func (t *leaseTable) load(l *dirLease) bool {
 	for cookie := uint64(0); ; {
 		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096, Plus: true}}})
 		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
+			changed()
 			release()
 			return false
 		}
@@ -498,8 +531,11 @@ func (t *leaseTable) load(l *dirLease) bool {
 	in.attr, in.cacheVer, in.wb = a, a.Version, l
 	in.mu.Unlock()
 	l.inodes = append(l.inodes, in)
+	skip := changed()
 	for _, fa := range files {
-		t.adopt(l, fa)
+		if !skip[fa.Ino] && !skip[l.dir] { // (a file made here meanwhile may not be in the table yet)
+			t.adopt(l, fa)
+		}
 	}
 	return true
 }
@@ -514,7 +550,13 @@ func (t *leaseTable) load(l *dirLease) bool {
 // service), and not one the mount is busy with (open, or with data on its
 // way): those stay ordinary. l.emu is held, or l is not published yet.
 func (t *leaseTable) adopt(l *dirLease, a *metapb.Attr) {
-	known := t.inodes.lookup(a.Ino) != nil
+	if t.inodes.lookup(a.Ino) != nil {
+		// The mount holds state of it (looked up through the service,
+		// open, its own under an earlier lease): it stays ordinary
+		// (adopting those raced with its own changes: a stale size in
+		// TestRegistersAcrossMounts). A read lease's copy leaves none.
+		return
+	}
 	in := t.inodes.getLocked(a.Ino)
 	defer in.mu.Unlock()
 	if in.wb != nil || in.opens > 0 || len(in.dirty) > 0 || len(in.pending) > 0 || in.errs != in.errsSeen {
@@ -524,11 +566,9 @@ func (t *leaseTable) adopt(l *dirLease, a *metapb.Attr) {
 	in.invalidate()
 	in.hasBlocks = a.Size > 0 // as objects or inline: not known, so no inline write behind
 	in.localSize = 0
-	if !known {
-		// The table may drop it once it is ordinary again (settled): the
-		// kernel may not even know it.
-		in.forgotten = true
-	}
+	// The table may drop it once it is ordinary again (settled): the
+	// kernel may not even know it.
+	in.forgotten = true
 	l.inodes = append(l.inodes, in)
 }
 

@@ -38,6 +38,9 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 	for _, l := range r.loads {
 		l.touched = append(l.touched, targets...)
 	}
+	for l := range r.tracks {
+		l.touched = append(l.touched, targets...)
+	}
 	r.mu.Unlock()
 	for _, d := range drop {
 		r.register(d.dir) // before the change: it may remove a file open here
@@ -53,8 +56,38 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 		for _, l := range r.loads {
 			l.touched = append(l.touched, targets...)
 		}
+		for l := range r.tracks {
+			l.touched = append(l.touched, targets...)
+		}
 		r.mu.Unlock()
 	}
+}
+
+// track starts recording the inodes the mount's own changes touch, for a
+// write lease's load: a file whose attributes changed after the load read
+// them, or are changing, must not be adopted with them (untrack).
+func (r *readLeases) track() *readLoad {
+	l := &readLoad{}
+	r.mu.Lock()
+	r.tracks[l] = true
+	r.mu.Unlock()
+	return l
+}
+
+// untrack stops recording for l and returns the inodes touched since
+// track, or being changed now.
+func (r *readLeases) untrack(l *readLoad) map[uint64]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.tracks, l)
+	out := make(map[uint64]bool, len(l.touched)+len(r.inflight))
+	for _, ino := range l.touched {
+		out[ino] = true
+	}
+	for ino := range r.inflight {
+		out[ino] = true
+	}
+	return out
 }
 
 // targets lists the directories and inodes whose cached entries or

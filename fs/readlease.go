@@ -72,7 +72,8 @@ type readLeases struct {
 	dirs     map[uint64]*readDir
 	byIno    map[uint64]*readDir // a child's (or the directory's own) lease
 	loads    map[uint64]*readLoad
-	inflight map[uint64]int // inodes own changes in progress touch
+	tracks   map[*readLoad]bool // write leases' loads (track)
+	inflight map[uint64]int     // inodes own changes in progress touch
 	entries  int
 	hits     map[uint64]int // lookups through the service, by directory
 	cool     map[uint64]cooldown
@@ -94,7 +95,7 @@ const (
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
 	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{},
-		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, inflight: map[uint64]int{},
+		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
 	r.renewed.Store(time.Now().UnixNano())
