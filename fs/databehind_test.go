@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,39 +17,16 @@ import (
 // writes waiting there.
 type gatedObjects struct {
 	Objects
-	mu      sync.Mutex
-	gate    chan struct{} // nil: open
+	gate
 	waiting atomic.Int64
 }
 
-func (g *gatedObjects) shut() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gate == nil {
-		g.gate = make(chan struct{})
-	}
-}
-
-func (g *gatedObjects) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gate != nil {
-		close(g.gate)
-		g.gate = nil
-	}
-}
-
 func (g *gatedObjects) Write(ctx context.Context, obj store.Object, data []byte, quorum int) ([]store.ShardResult, error) {
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		g.waiting.Add(1)
-		select {
-		case <-gate:
-		case <-ctx.Done():
-		}
-		g.waiting.Add(-1)
+	g.waiting.Add(1)
+	err := g.pass(ctx)
+	g.waiting.Add(-1)
+	if err != nil {
+		return nil, err
 	}
 	return g.Objects.Write(ctx, obj, data, quorum)
 }

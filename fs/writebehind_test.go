@@ -16,32 +16,53 @@ import (
 	"github.com/ecfs/ecfs/fs/fstest"
 )
 
+// gate holds callers while it is shut.
+type gate struct {
+	mu sync.Mutex
+	ch chan struct{} // nil: open
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+}
+
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+}
+
+// pass returns once the gate is open (at once if it is), or ctx's error.
+func (g *gate) pass(ctx context.Context) error {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // gatedMeta holds the mount's write-behind batches (MultiOp) while the
 // gate is shut, and counts them.
 type gatedMeta struct {
 	Meta
-	mu     sync.Mutex
-	gate   chan struct{} // nil: open
+	gate
 	multis atomic.Int64
 	others atomic.Int64 // other Apply calls
 	lose   atomic.Bool  // batches are lost on the way (the mount died)
-}
-
-func (g *gatedMeta) shut() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gate == nil {
-		g.gate = make(chan struct{})
-	}
-}
-
-func (g *gatedMeta) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.gate != nil {
-		close(g.gate)
-		g.gate = nil
-	}
 }
 
 func (g *gatedMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
@@ -50,15 +71,8 @@ func (g *gatedMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Res
 		if g.lose.Load() {
 			return nil, fmt.Errorf("the mount died before this batch left: %w", context.Canceled)
 		}
-		g.mu.Lock()
-		gate := g.gate
-		g.mu.Unlock()
-		if gate != nil {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+		if err := g.pass(ctx); err != nil {
+			return nil, err
 		}
 	} else {
 		g.others.Add(1)
