@@ -219,8 +219,7 @@ func TestDataBehindFailureReported(t *testing.T) {
 // sees and is seen exactly.
 func TestWriteLeaseAdoptsFiles(t *testing.T) {
 	e := newEnv(t)
-	cm := &countingMeta{}
-	a := e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	a, cm := e.countedMount("a")
 	b := e.mount("b", nil, nil)
 	ctx := testCtx(t)
 	d := mustMkdir(t, b, RootIno, "d").Ino

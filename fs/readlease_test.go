@@ -37,6 +37,13 @@ func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.Rea
 	return m.Meta.Read(ctx, q)
 }
 
+// countedMount mounts name with its calls to the service counted.
+func (e *env) countedMount(name string) (*FS, *countingMeta) {
+	e.t.Helper()
+	cm := &countingMeta{}
+	return e.mount(name, func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil), cm
+}
+
 // recordingKernel is an Invalidator that records what it was told, and
 // what the service's state was when it was told (when set).
 type recordingKernel struct {
@@ -74,8 +81,7 @@ func (k *recordingKernel) told(entry string) bool {
 func readLeased(t *testing.T, n int) (e *env, a, b *FS, d uint64, files []uint64, cm *countingMeta, k *recordingKernel) {
 	t.Helper()
 	e = newEnv(t)
-	cm = &countingMeta{}
-	a = e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	a, cm = e.countedMount("a")
 	b = e.mount("b", nil, nil)
 	k = &recordingKernel{}
 	a.SetInvalidator(k)
@@ -285,8 +291,7 @@ func TestReadLeaseOfDeadMount(t *testing.T) {
 func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cm := &countingMeta{}
-	a := e.mount("a", func(c *Config) { cm.Meta = c.Meta; c.Meta = cm }, nil)
+	a, cm := e.countedMount("a")
 	b := e.mount("b", nil, nil)
 	ctx := testCtx(t)
 	d := mustMkdir(t, b, RootIno, "d").Ino
