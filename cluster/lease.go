@@ -152,11 +152,15 @@ func (f *FSM) precheck(c *metapb.Command) *metapb.Result {
 			refused = true
 		}
 	}
-	if len(f.wkids.childOf) > 0 && f.kidConflict(append(append(dirs, f.touchedInodes(c)...), openedIno(c)), c.LeaseSession) {
-		refused = true
-	}
-	if len(f.reads.readers) > 0 && f.readConflict(append(dirs, f.touchedInodes(c)...), c.LeaseSession, f.inBatch) {
-		refused = true
+	if len(f.wkids.childOf) > 0 || len(f.reads.readers) > 0 {
+		// The directories and the inodes whose attributes it changes.
+		touched := append(slices.Clip(dirs), f.touchedInodes(c)...)
+		if len(f.wkids.childOf) > 0 && f.kidConflict(append(slices.Clip(touched), openedIno(c)), c.LeaseSession) {
+			refused = true
+		}
+		if len(f.reads.readers) > 0 && f.readConflict(touched, c.LeaseSession, f.inBatch) {
+			refused = true
+		}
 	}
 	if refused {
 		return leasedResult()

@@ -37,19 +37,7 @@ func (f *FSM) indexKids(dir uint64) {
 	if _, ok := f.wkids.kids[dir]; ok {
 		return
 	}
-	var files []uint64
-	for cookie := uint64(0); ; {
-		ents, e := f.ns.ReadDir(dir, cookie, 4096)
-		if e != 0 || len(ents) == 0 {
-			break
-		}
-		for _, d := range ents {
-			if d.Type == namespace.TypeFile {
-				files = append(files, d.Ino)
-			}
-			cookie = d.Cookie
-		}
-	}
+	files := f.children(dir, namespace.TypeFile)
 	f.wkids.kids[dir] = files
 	for _, k := range files {
 		f.wkids.childOf[k] = append(f.wkids.childOf[k], dir)

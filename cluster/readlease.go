@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // Shared read leases (metapb.LeaseOp modes 5 and 6).
@@ -54,8 +55,9 @@ func newReadState() readState {
 		childOf: map[uint64][]uint64{}, broken: map[uint64]map[uint64]bool{}}
 }
 
-// children lists dir's entries but "." and "..".
-func (f *FSM) children(dir uint64) []uint64 {
+// children lists dir's entries but "." and ".." (those of type typ only,
+// unless typ is 0).
+func (f *FSM) children(dir uint64, typ namespace.FileType) []uint64 {
 	var out []uint64
 	for cookie := uint64(0); ; {
 		ents, e := f.ns.ReadDir(dir, cookie, 4096)
@@ -63,7 +65,7 @@ func (f *FSM) children(dir uint64) []uint64 {
 			return out
 		}
 		for _, d := range ents {
-			if d.Name != "." && d.Name != ".." {
+			if d.Name != "." && d.Name != ".." && (typ == 0 || d.Type == typ) {
 				out = append(out, d.Ino)
 			}
 			cookie = d.Cookie
@@ -97,7 +99,7 @@ func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
 	}
 	kids, first := rs.kids[op.Dir], rs.readers[op.Dir] == nil
 	if first {
-		kids = f.children(op.Dir)
+		kids = f.children(op.Dir, 0)
 	}
 	if len(f.leases) > 0 {
 		// A child directory another mount write-leases: its holder
@@ -329,7 +331,7 @@ func (f *FSM) decodeReads(in []*metapb.DirLease) {
 		}
 		if rs.readers[l.Dir] == nil {
 			rs.readers[l.Dir] = map[uint64]*readLease{}
-			kids := f.children(l.Dir)
+			kids := f.children(l.Dir, 0)
 			rs.kids[l.Dir] = kids
 			for _, k := range kids {
 				rs.childOf[k] = append(rs.childOf[k], l.Dir)
