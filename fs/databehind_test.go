@@ -256,7 +256,9 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 		}
 		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
 	}
-	if calls := cm.n.Load() - before; calls > 10 {
+	// Per file it would be two calls or more (118 without adoption); the
+	// journal's batches and the lease's own calls are a few, more under -race.
+	if calls := cm.n.Load() - before; calls > (n-1)/2 {
 		t.Fatalf("a made %d calls to the service to look up, stat and remove %d files of its leased directory", calls, n-1)
 	}
 	at, errno := a.Lookup(ctx, d, "f0")
