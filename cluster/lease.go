@@ -24,6 +24,7 @@ const (
 	leaseTry     = 4 // acquire only if nobody else holds it; revoke nothing
 	leaseRead    = 5 // a shared read lease (readlease.go)
 	leaseUnread  = 6 // release a read lease
+	leaseUpgrade = 7 // turn the session's read lease into the write lease
 )
 
 // maxInoAlloc bounds one InoAllocOp.
@@ -243,6 +244,8 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 			f.indexKids(op.Dir)
 		}
 		return &metapb.Result{}
+	case leaseUpgrade:
+		return f.upgradeRead(op)
 	case leaseRelease:
 		if l := f.leases[op.Dir]; l != nil && l.session == op.Session {
 			f.endLease(op.Dir)

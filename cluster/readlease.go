@@ -127,6 +127,34 @@ func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
 	return &metapb.Result{}
 }
 
+// upgradeRead turns op.Session's read lease of op.Dir into the write
+// lease, in one step: while the read lease was held nobody else changed
+// the directory or its children's attributes, so the holder's copy of
+// them is the write lease's view and it need not read them again. Refused
+// (Leased) unless the session holds the read lease, not revoked, and no
+// other session reads the directory or its parent (as leaseTry: those
+// are left be); the read lease is kept then, for its holder to release.
+func (f *FSM) upgradeRead(op *metapb.LeaseOp) *metapb.Result {
+	if r := f.leasable(op); r != nil {
+		return r
+	}
+	if l := f.reads.readers[op.Dir][op.Session]; l == nil || l.revoked {
+		return leasedResult()
+	}
+	if l := f.leases[op.Dir]; l != nil && l.session != op.Session && f.liveSession(l.session) {
+		return leasedResult() // not granted beside a read lease: a corner left by restores
+	}
+	if f.readersInWay(op.Dir, op.Session, false) {
+		return leasedResult()
+	}
+	f.dropRead(op.Dir, op.Session)
+	if f.leases[op.Dir] == nil {
+		f.leases[op.Dir] = &dirLease{session: op.Session}
+		f.indexKids(op.Dir)
+	}
+	return &metapb.Result{}
+}
+
 // dropRead ends session's read lease of dir, if any.
 func (f *FSM) dropRead(dir, session uint64) {
 	rs := &f.reads

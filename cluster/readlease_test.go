@@ -215,3 +215,84 @@ func TestReaddirPlus(t *testing.T) {
 		}
 	}
 }
+
+// TestReadLeaseUpgrade: a session's read lease becomes its write lease in
+// one command (mode 7): the read lease is gone, the write lease covers the
+// directory's files, and another session's change is refused as under
+// any write lease. Refused, and the read lease kept, when the session
+// holds none, when it was revoked, or when another session reads the
+// directory or its parent.
+func TestReadLeaseUpgrade(t *testing.T) {
+	x := newLeaseFixture(t)
+	c := x.ok(0, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}}).SessionId
+	d := x.mkdir(namespace.RootIno, "d")
+	f := x.create(d, "f")
+	sub := x.mkdir(d, "sub")
+
+	if r := x.apply(x.a, leaseCmd(x.a, d, leaseUpgrade)); !isLeased(r) {
+		t.Fatalf("upgrade without a read lease: %v", r)
+	}
+	if _, held := x.f.leases[d]; held {
+		t.Fatal("upgrade without a read lease granted the write lease")
+	}
+	// Another reader of the directory, or of its parent, is in the way.
+	for name, in := range map[string]uint64{"the directory": d, "its parent": namespace.RootIno} {
+		x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+		x.ok(c, leaseCmd(c, in, leaseRead))
+		if r := x.apply(x.a, leaseCmd(x.a, d, leaseUpgrade)); !isLeased(r) {
+			t.Fatalf("upgrade while another session reads %s: %v", name, r)
+		}
+		if x.f.reads.readers[d][x.a] == nil || x.f.reads.readers[in][c] == nil || x.f.reads.readers[in][c].revoked {
+			t.Fatalf("refused upgrade (%s) changed the read leases: %+v", name, x.f.reads.readers)
+		}
+		x.ok(c, leaseCmd(c, in, leaseUnread))
+		x.ok(x.a, leaseCmd(x.a, d, leaseUnread))
+	}
+	// A revoked read lease is not upgraded: another session waits for it.
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	if r := x.apply(x.b, createCmd(d, "g", true)); !isLeased(r) {
+		t.Fatalf("create under a read lease: %v", r)
+	}
+	if r := x.apply(x.a, leaseCmd(x.a, d, leaseUpgrade)); !isLeased(r) {
+		t.Fatalf("upgrade of a revoked read lease: %v", r)
+	}
+	x.ok(x.a, leaseCmd(x.a, d, leaseUnread))
+	x.ok(x.b, createCmd(d, "g", true))
+
+	// Granted: the read lease is gone, the write lease covers the files.
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	x.ok(x.a, leaseCmd(x.a, d, leaseUpgrade))
+	if s, _ := x.holder(d); s != x.a {
+		t.Fatalf("write lease of d held by %d after the upgrade, want %d", s, x.a)
+	}
+	if len(x.f.reads.readers) != 0 || len(x.f.reads.kids) != 0 || len(x.f.reads.childOf) != 0 {
+		t.Fatalf("read state left after the upgrade: %+v", x.f.reads)
+	}
+	if !slices.Contains(x.f.wkids.kids[d], f) || slices.Contains(x.f.wkids.kids[d], sub) {
+		t.Fatalf("write lease's file index %v: want f (%d), not sub (%d)", x.f.wkids.kids[d], f, sub)
+	}
+	x.ok(x.a, createCmd(d, "own", true))
+	if r := x.apply(x.b, setattrCmd(f, 0o600)); !isLeased(r) {
+		t.Fatalf("another session's setattr of a file under the upgraded lease: %v", r)
+	}
+	if got := x.revokes(x.a); !slices.Equal(got, []uint64{d}) {
+		t.Fatalf("revoked write leases %v, want [%d]", got, d)
+	}
+	// Upgrading again is refused: the read lease is gone.
+	if r := x.apply(x.a, leaseCmd(x.a, d, leaseUpgrade)); !isLeased(r) {
+		t.Fatalf("second upgrade: %v", r)
+	}
+	x.ok(x.a, leaseCmd(x.a, d, leaseRelease))
+	x.ok(x.b, setattrCmd(f, 0o600))
+	if len(x.f.leases) != 0 || len(x.f.wkids.kids) != 0 {
+		t.Fatalf("state left: leases %v, index %+v", x.f.leases, x.f.wkids)
+	}
+	// Not a directory, or a session that ended.
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	if r := x.apply(x.a, leaseCmd(x.a, f, leaseUpgrade)); r.Errno == 0 {
+		t.Fatal("upgrade of a file granted")
+	}
+	if r := x.apply(999, leaseCmd(999, d, leaseUpgrade)); r.Errno == 0 {
+		t.Fatal("upgrade for no session granted")
+	}
+}

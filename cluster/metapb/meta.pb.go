@@ -1351,7 +1351,10 @@ func (x *InoAllocOp) GetCount() uint32 {
 // goes through. A read lease is not granted while another session holds
 // the directory's write lease or that of one of its child directories; a
 // write lease is not granted (mode 4) while another session holds a read
-// lease on the directory or on its parent.
+// lease on the directory or on its parent. A session holding a read lease
+// may turn it into the write lease (mode 7) if nobody else reads the
+// directory: its copy of the entries and attributes is the write lease's
+// view, with no second read.
 type LeaseOp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
@@ -1360,7 +1363,8 @@ type LeaseOp struct {
 	// 4 try: acquire only if no other live session holds it (revokes nothing),
 	// 5 read: take a shared read lease if no other session holds a write
 	// lease in the way (revokes those of child directories, not the
-	// directory's own), 6 release a read lease
+	// directory's own), 6 release a read lease, 7 upgrade: the session's
+	// read lease (not revoked) becomes the write lease, as try does
 	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
