@@ -135,16 +135,36 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 	return slices.DeleteFunc(out, func(t uint64) bool { return t == 0 })
 }
 
-// drop gives back the copies holding ino's entries or attributes: the
-// mount is about to write behind in it.
-func (r *readLeases) drop(ino uint64) {
+// handOver stops answering from the copies holding dir's entries or
+// attributes: the mount is about to write-lease dir and write behind in
+// it. dir's own copy, if the session holds one, is returned, for its
+// lease to become the write lease (leaseTable.load); the others (its
+// parent's) are given back. The opens under them are registered first:
+// an unlink may be written behind next.
+func (r *readLeases) handOver(dir uint64) (own *readDir) {
+	sess := r.pipe.session()
 	r.mu.Lock()
-	out := r.unpublishCovering(ino)
+	out := r.unpublishCovering(dir)
 	r.mu.Unlock()
 	for _, d := range out {
-		r.register(d.dir) // before anything is written behind there: an unlink may follow
+		r.register(d.dir)
+		if d.dir == dir && d.sess == sess && r.fresh() {
+			own = d
+			continue
+		}
 		r.giveBack(d, false)
 	}
+	return own
+}
+
+// holds reports whether the mount answers from a copy of dir.
+func (r *readLeases) holds(dir uint64) bool {
+	if !r.fresh() {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dirs[dir] != nil
 }
 
 // wantWrite reports (once) whether the mount changed the entries of dir

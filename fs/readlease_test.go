@@ -22,12 +22,29 @@ type countingMeta struct {
 	Meta
 	n       atomic.Int64
 	applies atomic.Int64 // changes only
+
+	mu     sync.Mutex
+	leases []uint32 // the modes of the LeaseOps sent
 }
 
 func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
 	m.n.Add(1)
 	m.applies.Add(1)
+	if l := cmd.GetLease(); l != nil {
+		m.mu.Lock()
+		m.leases = append(m.leases, l.Mode)
+		m.mu.Unlock()
+	}
 	return m.Meta.Apply(ctx, cmd)
+}
+
+// leaseModes returns the modes of the LeaseOps sent, and forgets them.
+func (m *countingMeta) leaseModes() []uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.leases
+	m.leases = nil
+	return out
 }
 
 func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
@@ -338,7 +355,9 @@ func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
 		t.Fatalf("f1 unlinked and open on a reads %q", got)
 	}
 	gone := func(ino uint64) bool {
-		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}})
+		// Asked as a: a's unlink write-leased d, and the lease covers
+		// its files (others' queries of them are refused).
+		r := e.fsm.Read(&metapb.ReadReq{LeaseSession: a.pipe.session(), Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}})
 		return r.Errno == uint32(syscall.ENOENT)
 	}
 	if gone(files[0]) || gone(files[1]) {

@@ -1,0 +1,278 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// Leasing directories the mount did not make (leases.go has the table):
+// after a burst of changes through the service in a directory, or at the
+// first change in one it holds a read lease of, the mount write-leases it
+// and takes its entries: from the read lease's copy, which becomes the
+// write lease's view, or else read from the service.
+
+// noteChange counts a change made through the service in dir and starts
+// leasing it when it has seen enough.
+func (t *leaseTable) noteChange(dir uint64) {
+	if t.off {
+		return
+	}
+	t.hitsMu.Lock()
+	if t.hits == nil || len(t.hits) > 4096 {
+		t.hits = map[uint64]int{}
+	}
+	t.hits[dir]++
+	if t.reads.wantWrite(dir) {
+		t.hits[dir] = leaseAfter
+	}
+	n := t.hits[dir]
+	start := false
+	if n >= leaseAfter {
+		delete(t.hits, dir)
+		if !slices.Contains(t.toAcquire, dir) {
+			if len(t.toAcquire) >= maxToAcquire {
+				t.toAcquire = t.toAcquire[1:] // the oldest: its burst is likely over
+			}
+			t.toAcquire = append(t.toAcquire, dir)
+		}
+		start = !t.acquiring
+		t.acquiring = true
+	}
+	t.hitsMu.Unlock()
+	if start {
+		go t.acquireAll()
+	}
+}
+
+const maxToAcquire = 16 // directories waiting to be leased, at most
+
+// acquireAll leases the directories asked for until none is left.
+func (t *leaseTable) acquireAll() {
+	for {
+		t.hitsMu.Lock()
+		if len(t.toAcquire) == 0 {
+			t.acquiring = false
+			t.hitsMu.Unlock()
+			return
+		}
+		dir := t.toAcquire[0]
+		t.toAcquire = t.toAcquire[1:]
+		t.hitsMu.Unlock()
+		t.acquire(dir)
+	}
+}
+
+// upgrade write-leases dir now if the mount holds none of it but a read
+// lease's copy (the read lease becomes the write lease, with no second
+// read): its caller is about to change dir, and would otherwise send the
+// change through the service and drop the copy. The caller holds no lock.
+func (t *leaseTable) upgrade(dir uint64) {
+	if t.off || t.get(dir) != nil || !t.reads.holds(dir) {
+		return
+	}
+	t.acquire(dir)
+}
+
+// busy reports whether dir is leased, being leased, or being given back
+// (leasing it again now could be undone by the release on its way).
+func (t *leaseTable) busy(dir uint64) bool {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	return t.leases[dir] != nil || t.returning[dir] > 0
+}
+
+// acquire leases dir and loads its entries, or takes them from its read
+// lease's copy. Operations in dir wait meanwhile; changes this mount made
+// through the service while it loads are recorded after it (noteEnt and
+// noteGone wait for it too).
+func (t *leaseTable) acquire(dir uint64) {
+	// No change through the service is in flight meanwhile: one applied
+	// after the entries are read but noted before the lease is visible
+	// would be missing from the mount's view.
+	t.svcMu.Lock()
+	defer t.svcMu.Unlock()
+	if t.busy(dir) {
+		return
+	}
+	// The mount's own copies of dir and of its attributes would go stale
+	// once it writes behind in it.
+	own := t.reads.handOver(dir)
+	l := newDirLease(dir, t.pipe.session())
+	// Not published yet: nobody else holds them (TryLock: taken under
+	// lmu, a leaf, they cannot wait).
+	t.lmu.Lock()
+	if t.leases[dir] != nil || t.returning[dir] > 0 {
+		t.lmu.Unlock()
+		if own != nil {
+			t.reads.giveBack(own, false)
+		}
+		return
+	}
+	l.mu.TryLock()
+	l.emu.TryLock()
+	t.leases[dir] = l
+	t.lmu.Unlock()
+	ok := t.load(l, own)
+	if t.debugOn {
+		t.log.Debug("directory leased", "dir", dir, "ok", ok, "entries", len(l.ents))
+	}
+	l.held.Store(ok)
+	l.used.Store(time.Now().UnixNano())
+	l.emu.Unlock()
+	l.mu.Unlock()
+	if !ok {
+		t.forget(dir, l)
+		return
+	}
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// load takes dir's write lease and its entries: from own, the mount's
+// read lease of it, which becomes the write lease (LeaseOp mode 7), or
+// else read from the service (mode 4, then readdir plus).
+func (t *leaseTable) load(l *dirLease, own *readDir) bool {
+	ctx, cancel := t.ctx(context.Background())
+	defer cancel()
+	sess := l.sess
+	mode := uint32(4)
+	if own != nil && own.sess != sess {
+		t.reads.giveBack(own, false)
+		own = nil
+	} else if own != nil {
+		mode = 7
+	}
+	// Files this mount changes meanwhile are not adopted (and the copy is
+	// not used if it changes dir).
+	track := t.reads.track()
+	changed := func() map[uint64]bool { return t.reads.untrack(track) }
+	r, err := t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: l.dir, Mode: mode}}})
+	if err != nil || r.Errno != 0 {
+		changed()
+		if own != nil {
+			// Revoked (another mount waits for it) or read by another
+			// mount too: given back as a revoked one is.
+			t.reads.giveBack(own, true)
+		}
+		return false // another mount holds it, or the service is away: go on without
+	}
+	if own != nil {
+		if skip := changed(); !skip[l.dir] {
+			t.fromCopy(l, own, skip)
+			return true
+		}
+		// Changed here since the copy was taken: read afresh.
+		track = t.reads.track()
+	}
+	release := func() {
+		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+			Session: sess, Dir: l.dir, Mode: 2}}})
+	}
+	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: l.dir}}}))
+	if errno != 0 {
+		changed()
+		release()
+		return false
+	}
+	var files []*metapb.Attr // the directory's files with one name
+	for cookie := uint64(0); ; {
+		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096, Plus: true}}})
+		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
+			changed()
+			release()
+			return false
+		}
+		for _, e := range q.Entries {
+			if e.Name != "." && e.Name != ".." {
+				l.ents[e.Name] = dirEnt{e.Ino, namespace.FileType(e.Type)}
+				if a := e.Attr; a != nil && a.Type == uint32(namespace.TypeFile) && a.Nlink == 1 {
+					files = append(files, a)
+				}
+			}
+			cookie = e.Cookie
+		}
+		if len(q.Entries) == 0 {
+			break
+		}
+	}
+	t.loaded(l, a, files, changed())
+	return true
+}
+
+// fromCopy fills l's entries from d, the copy of the read lease that
+// became l: what the service holds, since nobody else could change it
+// while the read lease was held, nor this mount without dropping the copy.
+// skip: the inodes this mount changed since (not adopted).
+func (t *leaseTable) fromCopy(l *dirLease, d *readDir, skip map[uint64]bool) {
+	var files []*metapb.Attr
+	for i := range d.ents {
+		e := &d.ents[i]
+		if e.name == "." || e.name == ".." {
+			continue
+		}
+		l.ents[e.name] = dirEnt{e.a.ino, namespace.FileType(e.a.typ)}
+		if e.a.typ == uint8(namespace.TypeFile) && e.a.nlink == 1 {
+			files = append(files, e.a.pb())
+		}
+	}
+	t.loaded(l, d.self.pb(), files, skip)
+}
+
+// loaded records dir's attributes a as the mount's while it holds the
+// lease (the kernel asks for them after every change) and adopts files,
+// but those in skip, or all if dir is (a file made here meanwhile may not
+// be in the table yet).
+func (t *leaseTable) loaded(l *dirLease, a *metapb.Attr, files []*metapb.Attr, skip map[uint64]bool) {
+	in := t.inodes.get(l.dir)
+	in.mu.Lock()
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.mu.Unlock()
+	l.inodes = append(l.inodes, in)
+	if skip[l.dir] {
+		return
+	}
+	for _, fa := range files {
+		if !skip[fa.Ino] {
+			t.adopt(l, fa)
+		}
+	}
+}
+
+// adopt makes a file the directory held when the mount leased it the
+// mount's own, as if made under the lease: its attributes are answered
+// from a (so that rm -rf or a walk of a tree another mount wrote asks the
+// service nothing per file), its changes are written behind. The service
+// refuses other sessions' changes of it, opens and queries of its
+// attributes until the lease is given back (cluster/leasekids.go). Only a
+// file with one name (its other names would be changed through the
+// service), and not one the mount is busy with (open, or with data on its
+// way): those stay ordinary. l.emu is held, or l is not published yet.
+func (t *leaseTable) adopt(l *dirLease, a *metapb.Attr) {
+	if t.inodes.lookup(a.Ino) != nil {
+		// The mount holds state of it (looked up through the service,
+		// open, its own under an earlier lease): it stays ordinary
+		// (adopting those raced with its own changes: a stale size in
+		// TestRegistersAcrossMounts). A read lease's copy leaves none.
+		return
+	}
+	in := t.inodes.getLocked(a.Ino)
+	defer in.mu.Unlock()
+	if in.wb != nil || in.opens > 0 || len(in.dirty) > 0 || len(in.pending) > 0 || in.errs != in.errsSeen {
+		return
+	}
+	in.attr, in.cacheVer, in.wb = a, a.Version, l
+	in.invalidate()
+	in.hasBlocks = a.Size > 0 // as objects or inline: not known, so no inline write behind
+	in.localSize = 0
+	// The table may drop it once it is ordinary again (settled): the
+	// kernel may not even know it.
+	in.forgotten = true
+	l.inodes = append(l.inodes, in)
+}

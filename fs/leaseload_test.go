@@ -1,0 +1,87 @@
+package fs
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReadLeaseBecomesWriteLease: the first change a mount makes in a
+// directory it holds a read lease of turns that lease into the write
+// lease in one call (LeaseOp mode 7), with no second read of the
+// directory: the change and every one after it are written behind, and
+// lookups and attributes of the files are answered from the copy the read
+// lease loaded. Another mount then sees every change. When a third mount
+// reads the directory too, the upgrade is refused and the change goes
+// through the service, which has that mount drop its copy first.
+func TestReadLeaseBecomesWriteLease(t *testing.T) {
+	t.Parallel()
+	e, a, b, d, files, cm, _ := readLeased(t, 20)
+	ctx := testCtx(t)
+	want, errno := b.GetAttr(ctx, files[5])
+	mustErrno(t, "b getattr f5", errno, 0)
+	cm.leaseModes()
+	reads := func() int64 { return cm.n.Load() - cm.applies.Load() }
+	before := reads()
+	mustErrno(t, "a unlink f0", a.Unlink(ctx, d, "f0"), 0)
+	if l := a.leases.get(d); l == nil || !l.held.Load() {
+		t.Fatal("a does not write-lease d after its first change there")
+	}
+	if got := cm.leaseModes(); !slices.Equal(got, []uint32{7}) {
+		t.Fatalf("lease calls at the first change: modes %v, want [7] (the read lease upgraded)", got)
+	}
+	if a.reads.count() != 0 {
+		t.Fatal("a still answers from its read copy of d")
+	}
+	for i := 1; i < 10; i++ {
+		name := fmt.Sprint("f", i)
+		at, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "a lookup "+name, errno, 0)
+		if i == 5 && (at.Ino != want.Ino || at.Mode != want.Mode || at.Size != want.Size || at.Mtime != want.Mtime) {
+			t.Fatalf("a sees f5 as %v under its write lease, b as %v", at, want)
+		}
+		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
+	}
+	if a.view.localAttr(files[15]) == nil {
+		t.Fatal("f15 is not a's own under the upgraded lease")
+	}
+	if n := reads() - before; n != 0 {
+		t.Fatalf("a read from the service %d times to upgrade its lease and remove 10 files", n)
+	}
+	mustCreate(t, a, d, "new")
+	// b's listing revokes a's lease and sees a's changes.
+	names := listNames(t, b, d)
+	for i := range 20 {
+		if got := names[fmt.Sprint("f", i)]; got != (i >= 10) {
+			t.Fatalf("b lists f%d: %v", i, got)
+		}
+	}
+	if !names["new"] {
+		t.Fatal("b does not list the file a made")
+	}
+
+	// Two readers: a's upgrade is refused, its change goes through the
+	// service, and c sees it at once.
+	c := e.mount("c", nil, nil)
+	for _, m := range []*FS{a, c} {
+		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+			if _, errno := m.ReadDir(ctx, d, 0, 1000); errno != 0 {
+				t.Fatalf("readdir: %v", errno)
+			}
+			return m.reads.count() == 1
+		})
+	}
+	cm.leaseModes()
+	mustErrno(t, "a unlink f10", a.Unlink(ctx, d, "f10"), 0)
+	if got := cm.leaseModes(); len(got) == 0 || got[0] != 7 {
+		t.Fatalf("lease calls at a's change beside another reader: %v", got)
+	}
+	if l := a.leases.get(d); l != nil && l.held.Load() {
+		t.Fatal("a write-leases d while c read-leased it")
+	}
+	if _, errno := c.Lookup(ctx, d, "f10"); errno != syscall.ENOENT {
+		t.Fatalf("c looks up f10 after a removed it: %v", errno)
+	}
+}
