@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"math"
+	"slices"
 	"syscall"
 	"time"
 
@@ -147,6 +148,10 @@ func (f *FS) Release(ctx context.Context, h *Handle) syscall.Errno {
 	in := f.inodes.get(h.Ino)
 	in.jmu.Lock() // a change decided while it was open is journaled before the close
 	switch {
+	case wb && h.lazy:
+		// Never registered: nothing to tell.
+		h.lazy = false
+		in.lazy = slices.DeleteFunc(in.lazy, func(o *Handle) bool { return o == h })
 	case wb:
 		// Its open went through the journal: so does its close, after it.
 		f.pipe.behindOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Close{Close: &metapb.CloseOp{Session: id >> 40, Handle: id}}}, h.Ino)

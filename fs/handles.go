@@ -16,6 +16,9 @@ type Handle struct {
 	Ino uint64
 	id  uint64
 	wb  bool // registered through the journal: closed through it too
+	// lazy: opened under a write lease and not registered yet (guarded by
+	// the inode's jmu): its close sends nothing.
+	lazy bool
 
 	// seen is how many failures of the file this descriptor was told of
 	// (errseq; guarded by the inode's mu).

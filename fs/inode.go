@@ -20,6 +20,9 @@ type inode struct {
 	// that a change decided while the file was open is not journaled
 	// after the close that freed it (locking.go, level 2b).
 	jmu lockorder.Mutex
+	// lazy: handles opened under a write lease and not registered with
+	// the service yet (leaseTable.registerOpens; guarded by jmu).
+	lazy []*Handle
 
 	attr *metapb.Attr // last answer of the metadata service (nil: unknown)
 

@@ -220,7 +220,7 @@ func (t *leaseTable) giveBack(dir uint64) {
 		// locks it (lockService) and so waits for the changes written
 		// behind under it; only then is it forgotten.
 		sess = l.sess
-		t.endLease(l)
+		t.endLease(l, true)
 		t.forget(dir, l)
 	}
 	t.pipe.drain()
@@ -236,11 +236,23 @@ func (t *leaseTable) giveBack(dir uint64) {
 }
 
 // endLease stops writing behind under l and makes its inodes ordinary once
-// the journal is applied.
-func (t *leaseTable) endLease(l *dirLease) {
+// the journal is applied, with the opens made under it registered first
+// (unless register is false: the session ended, and its handles are
+// registered again under the next one: handleTable.reopen).
+func (t *leaseTable) endLease(l *dirLease, register bool) {
 	l.mu.Lock()
 	l.held.Store(false)
 	l.mu.Unlock()
+	if register {
+		l.emu.Lock()
+		ins := slices.Clone(l.inodes)
+		l.emu.Unlock()
+		for _, in := range ins {
+			in.jmu.Lock()
+			t.registerOpens(in)
+			in.jmu.Unlock()
+		}
+	}
 	t.pipe.drain()
 	l.emu.Lock()
 	ins := l.inodes
@@ -254,6 +266,24 @@ func (t *leaseTable) endLease(l *dirLease) {
 		in.mu.Unlock()
 		t.inodes.settled(in)
 	}
+}
+
+// registerOpens sends, through the journal, the opens of in made under a
+// write lease and not registered yet (view.open): before a change that
+// may free the file at the service (its last name removed here), and at
+// the lease's end. A handle registered again under a new session
+// (handleTable.reopen: no longer wb) is left out. in.jmu is held.
+func (t *leaseTable) registerOpens(in *inode) {
+	for _, h := range in.lazy {
+		h.mu.Lock()
+		wb, id := h.wb, h.id
+		h.mu.Unlock()
+		if wb && h.lazy {
+			t.pipe.behindOpenClose(id>>40, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: id >> 40, Ino: in.ino, Handle: id}}}, in.ino)
+		}
+		h.lazy = false
+	}
+	in.lazy = nil
 }
 
 // dropLeases forgets every lease: the session was replaced (its leases
@@ -274,7 +304,7 @@ func (t *leaseTable) dropAll(giveBack bool) {
 			t.giveBack(l.dir)
 			continue
 		}
-		t.endLease(l)
+		t.endLease(l, false)
 		t.forget(l.dir, l)
 	}
 }

@@ -175,7 +175,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	}
 	unlock()
 	if gone != nil {
-		f.leases.endLease(gone)
+		f.leases.endLease(gone, true)
 	}
 	if errno == 0 {
 		f.leases.noteChange(parent)
@@ -211,7 +211,7 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 	}
 	unlock()
 	if gone != nil {
-		f.leases.endLease(gone)
+		f.leases.endLease(gone, true)
 	}
 	if errno == 0 {
 		f.leases.noteChange(newParent)

@@ -173,6 +173,7 @@ func (v *view) unlinked(ino uint64, now int64) {
 	if in == nil {
 		return
 	}
+	v.leases.registerOpens(in) // before the record that may free it (in.jmu is held)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.wb == nil || in.attr == nil {
@@ -285,7 +286,14 @@ func (v *view) open(ino uint64, flags uint32) (*Handle, bool) {
 	in.mu.Lock()
 	h.seen = in.errsSeen
 	in.mu.Unlock()
-	v.pipe.behindOpenClose(l.sess, &metapb.Command{Op: &metapb.Command_Open{Open: &metapb.OpenOp{Session: l.sess, Ino: ino, Handle: h.id}}}, ino)
+	// Not registered with the service: nobody else can remove the file's
+	// last name while the lease is held, and this mount registers the
+	// open before it does so itself, or gives the lease back
+	// (registerOpens). A handle closed before that costs no call.
+	in.jmu.Lock()
+	h.lazy = true
+	in.lazy = append(in.lazy, h)
+	in.jmu.Unlock()
 	return h, true
 }
 

@@ -1,0 +1,81 @@
+package fs
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
+)
+
+// TestWriteLeaseOpensAreNotSent: opens and closes of files in a directory
+// the mount write-leases send nothing to the service (diff -r of a tree
+// the mount wrote made a Raft write per file). A file open that way is
+// registered before its last name goes: before this mount's own unlink is
+// applied, and before the lease is given back to another mount that
+// unlinks it. So it stays whole for the descriptor, and is freed at the
+// close.
+func TestWriteLeaseOpensAreNotSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, a, RootIno, "d").Ino
+	var files []uint64
+	for i := range 4 {
+		ino, errno := writeSmall(t, a, d, fmt.Sprint("f", i), []byte(fmt.Sprint("content of f", i)), true)
+		mustErrno(t, "write f"+fmt.Sprint(i), errno, 0)
+		files = append(files, ino)
+	}
+	a.pipe.drain()
+	before := cm.applies.Load()
+	for range 3 {
+		for i, ino := range files {
+			h, _, errno := a.Open(ctx, ino, syscall.O_RDONLY)
+			mustErrno(t, "open", errno, 0)
+			if got := string(mustRead(t, a, ino, 100, 0)); got != fmt.Sprint("content of f", i) {
+				t.Fatalf("f%d reads %q", i, got)
+			}
+			mustErrno(t, "close", a.Release(ctx, h), 0)
+		}
+	}
+	a.pipe.drain()
+	if n := cm.applies.Load() - before; n != 0 {
+		t.Fatalf("12 opens and closes under a write lease made %d calls that change the service", n)
+	}
+	gone := func(ino uint64) bool {
+		r := e.fsm.Read(&metapb.ReadReq{LeaseSession: a.pipe.session(), Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}})
+		return r.Errno == uint32(syscall.ENOENT)
+	}
+
+	// Open on a, unlinked by a itself: applied, and the file kept.
+	h1, _, errno := a.Open(ctx, files[1], syscall.O_RDONLY)
+	mustErrno(t, "open f1", errno, 0)
+	mustErrno(t, "a unlinks f1", a.Unlink(ctx, d, "f1"), 0)
+	a.pipe.drain()
+	if r := e.fsm.Read(&metapb.ReadReq{LeaseSession: a.pipe.session(), Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: d, Name: "f1"}}}); r.Errno != uint32(syscall.ENOENT) {
+		t.Fatalf("a's unlink of f1 not applied: lookup errno %d", r.Errno)
+	}
+	if gone(files[1]) {
+		t.Fatal("f1, open on a, freed by a's own unlink")
+	}
+	// Open on a, unlinked by b: a's lease is given back first, with the
+	// open registered.
+	h0, _, errno := a.Open(ctx, files[0], syscall.O_RDONLY)
+	mustErrno(t, "open f0", errno, 0)
+	mustErrno(t, "b unlinks f0", b.Unlink(ctx, d, "f0"), 0)
+	if gone(files[0]) {
+		t.Fatal("f0, open on a, freed by b's unlink")
+	}
+	for i, h := range []*Handle{h0, h1} {
+		if got := string(mustRead(t, a, h.Ino, 100, 0)); got != fmt.Sprint("content of f", i) {
+			t.Fatalf("f%d, unlinked and open on a, reads %q", i, got)
+		}
+		mustErrno(t, "close", a.Release(ctx, h), 0)
+	}
+	waitUntil(t, "the unlinked files freed after their close", 10e9, func() bool {
+		a.pipe.drain()
+		return gone(files[0]) && gone(files[1])
+	})
+}
