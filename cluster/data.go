@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"slices"
 	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 func (f *FSM) applyInline(op *metapb.InlineOp, now int64) *metapb.Result {
@@ -49,5 +51,54 @@ func (f *FSM) readSlices(q *metapb.SlicesReq) *metapb.ReadResp {
 		return &metapb.ReadResp{Errno: uint32(e)}
 	}
 	r.Inline = in
+	for _, ino := range q.Prefetch[:min(len(q.Prefetch), maxPrefetch)] {
+		if fs := f.fileSlices(ino); fs != nil {
+			r.Files = append(r.Files, fs)
+		}
+	}
+	if q.Records {
+		var ids []uint64
+		for _, b := range r.Blocks {
+			for _, s := range b.Slices {
+				ids = append(ids, s.Object)
+			}
+		}
+		for _, fs := range r.Files {
+			for _, s := range fs.Slices {
+				ids = append(ids, s.Object)
+			}
+		}
+		slices.Sort(ids)
+		for _, id := range slices.Compact(ids) {
+			if o := f.objects[id]; o != nil {
+				r.Objects = append(r.Objects, f.objectRecord(id, o, true))
+			}
+		}
+	}
 	return r
+}
+
+// maxPrefetch bounds SlicesReq.prefetch.
+const maxPrefetch = 64
+
+// fileSlices is a regular file's block 0 for a prefetch (nil for anything
+// else).
+func (f *FSM) fileSlices(ino uint64) *metapb.FileSlices {
+	a, e := f.ns.GetAttr(ino)
+	if e != 0 || a.Type != namespace.TypeFile {
+		return nil
+	}
+	sl, e := f.ns.Slices(ino, 0)
+	if e != 0 {
+		return nil
+	}
+	in, e := f.ns.ReadInline(ino)
+	if e != 0 && e != syscall.EINVAL {
+		return nil
+	}
+	out := &metapb.FileSlices{Ino: ino, Version: a.Version, Inline: in}
+	for _, s := range sl {
+		out.Slices = append(out.Slices, &metapb.BlockWrite{Block: 0, Off: s.Off, Len: s.Len, Object: s.Object, ObjOff: s.ObjOff})
+	}
+	return out
 }

@@ -42,6 +42,32 @@ func TestStatfsInlineAndSlices(t *testing.T) {
 	if len(sl.Blocks) != 2 || len(sl.Blocks[0].Slices) != 0 || len(sl.Blocks[1].Slices) != 1 || sl.Blocks[1].Slices[0].Object != 9 {
 		t.Fatalf("slices after a commit to block 1: %v", sl)
 	}
+
+	// Prefetch: the block 0 of other files, with their versions and the
+	// records of the objects all the slices name; what is not a regular
+	// file (or not there) is left out.
+	mid := at(createCmd(namespace.RootIno, "mid", true)).Attr.Ino
+	rec := &metapb.ObjectRecord{Id: 11, Length: 20, Stores: []string{"a:1", "b:1", "c:1", "d:1", "a:1", "b:1"}}
+	if r := at(&metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{Session: s, Ino: mid, NewSize: 20,
+		Writes: []*metapb.BlockWrite{{Block: 0, Off: 0, Len: 20, Object: 11}}, Objects: []*metapb.ObjectRecord{rec}}}}); r.Errno != 0 {
+		t.Fatalf("commit of mid: %v", r)
+	}
+	midVer := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: mid}}}).Attr.Version
+	dir := at(mkdirCmd(namespace.RootIno, "dir")).Attr.Ino
+	sl = f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: big, Blocks: []uint64{0},
+		Prefetch: []uint64{ino, dir, mid, 999}, Records: true}}})
+	if sl.Errno != 0 || len(sl.Files) != 2 {
+		t.Fatalf("prefetch of small, dir, mid and a missing inode: %v", sl)
+	}
+	if f0 := sl.Files[0]; f0.Ino != ino || !bytes.Equal(f0.Inline, []byte("hello")) || len(f0.Slices) != 0 || f0.Version == 0 {
+		t.Fatalf("prefetched inline file: %v", f0)
+	}
+	if f1 := sl.Files[1]; f1.Ino != mid || f1.Version != midVer || len(f1.Slices) != 1 || f1.Slices[0].Object != 11 {
+		t.Fatalf("prefetched file with an object: %v (version %d)", f1, midVer)
+	}
+	if len(sl.Objects) != 1 || sl.Objects[0].Id != 11 || sl.Objects[0].Length != 20 {
+		t.Fatalf("records of the slices' objects: %v", sl.Objects)
+	}
 }
 
 func TestObjectHealth(t *testing.T) {

@@ -4234,9 +4234,18 @@ func (*StatfsReq) Descriptor() ([]byte, []int) {
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
 type SlicesReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Blocks        []uint64               `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ino    uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Blocks []uint64               `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	// prefetch: other files, which the reader is likely to read next (the
+	// next ones of a directory it goes through): the slices of their block
+	// 0, their inline data and their attribute version are answered too
+	// (ReadResp.files); at most 64, those that are not regular files are
+	// left out.
+	Prefetch []uint64 `protobuf:"varint,3,rep,packed,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// records: also answer the records of the objects all those slices
+	// name (ReadResp.objects), so that reading them costs no other call.
+	Records       bool `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4285,6 +4294,90 @@ func (x *SlicesReq) GetBlocks() []uint64 {
 	return nil
 }
 
+func (x *SlicesReq) GetPrefetch() []uint64 {
+	if x != nil {
+		return x.Prefetch
+	}
+	return nil
+}
+
+func (x *SlicesReq) GetRecords() bool {
+	if x != nil {
+		return x.Records
+	}
+	return false
+}
+
+// FileSlices is a prefetched file's block 0: valid while its attribute
+// version is the one given.
+type FileSlices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Slices        []*BlockWrite          `protobuf:"bytes,3,rep,name=slices,proto3" json:"slices,omitempty"`
+	Inline        []byte                 `protobuf:"bytes,4,opt,name=inline,proto3" json:"inline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileSlices) Reset() {
+	*x = FileSlices{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileSlices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileSlices) ProtoMessage() {}
+
+func (x *FileSlices) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileSlices.ProtoReflect.Descriptor instead.
+func (*FileSlices) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *FileSlices) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *FileSlices) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *FileSlices) GetSlices() []*BlockWrite {
+	if x != nil {
+		return x.Slices
+	}
+	return nil
+}
+
+func (x *FileSlices) GetInline() []byte {
+	if x != nil {
+		return x.Inline
+	}
+	return nil
+}
+
 type BlockSlices struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Block         uint64                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
@@ -4295,7 +4388,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4400,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4413,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -4350,7 +4443,7 @@ type RevokesReq struct {
 
 func (x *RevokesReq) Reset() {
 	*x = RevokesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4362,7 +4455,7 @@ func (x *RevokesReq) String() string {
 func (*RevokesReq) ProtoMessage() {}
 
 func (x *RevokesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4375,7 +4468,7 @@ func (x *RevokesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
 func (*RevokesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RevokesReq) GetSession() uint64 {
@@ -4402,7 +4495,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4414,7 +4507,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4427,7 +4520,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -4466,7 +4559,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4478,7 +4571,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4491,7 +4584,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -4726,17 +4819,18 @@ type ReadResp struct {
 	Inline []byte         `protobuf:"bytes,18,opt,name=inline,proto3" json:"inline,omitempty"`
 	// leased: refused (errno EAGAIN) because the directory is leased to
 	// another session (see LeaseOp); revoke it and retry.
-	Leased        bool     `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
-	Dirs          []uint64 `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
-	ReadDirs      []uint64 `protobuf:"varint,22,rep,packed,name=read_dirs,json=readDirs,proto3" json:"read_dirs,omitempty"`   // revokes: the revoked read leases' directories
-	ConflictPid   uint32   `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
+	Leased        bool          `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
+	Dirs          []uint64      `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
+	ReadDirs      []uint64      `protobuf:"varint,22,rep,packed,name=read_dirs,json=readDirs,proto3" json:"read_dirs,omitempty"`   // revokes: the revoked read leases' directories
+	ConflictPid   uint32        `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
+	Files         []*FileSlices `protobuf:"bytes,23,rep,name=files,proto3" json:"files,omitempty"`                                 // slices: the prefetched files
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4748,7 +4842,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4761,7 +4855,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -4918,6 +5012,13 @@ func (x *ReadResp) GetConflictPid() uint32 {
 	return 0
 }
 
+func (x *ReadResp) GetFiles() []*FileSlices {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -4929,7 +5030,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4941,7 +5042,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4954,7 +5055,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JoinReq) GetId() string {
@@ -4986,7 +5087,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4998,7 +5099,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5011,7 +5112,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 type RemoveReq struct {
@@ -5023,7 +5124,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5035,7 +5136,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5048,7 +5149,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -5066,7 +5167,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5078,7 +5179,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5091,7 +5192,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 type StatusReq struct {
@@ -5103,7 +5204,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5115,7 +5216,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5128,7 +5229,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -5150,7 +5251,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5162,7 +5263,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5175,7 +5276,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Member) GetId() string {
@@ -5231,7 +5332,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5243,7 +5344,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5256,7 +5357,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *StatusResp) GetId() string {
@@ -5391,7 +5492,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5403,7 +5504,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5416,7 +5517,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *HealStatus) GetPending() uint64 {
@@ -5532,7 +5633,7 @@ type AdminReq struct {
 
 func (x *AdminReq) Reset() {
 	*x = AdminReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5544,7 +5645,7 @@ func (x *AdminReq) String() string {
 func (*AdminReq) ProtoMessage() {}
 
 func (x *AdminReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5557,7 +5658,7 @@ func (x *AdminReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReq.ProtoReflect.Descriptor instead.
 func (*AdminReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AdminReq) GetOp() isAdminReq_Op {
@@ -5625,7 +5726,7 @@ type HealNowReq struct {
 
 func (x *HealNowReq) Reset() {
 	*x = HealNowReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5637,7 +5738,7 @@ func (x *HealNowReq) String() string {
 func (*HealNowReq) ProtoMessage() {}
 
 func (x *HealNowReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5650,7 +5751,7 @@ func (x *HealNowReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealNowReq.ProtoReflect.Descriptor instead.
 func (*HealNowReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
 }
 
 // DrainReq starts (or with cancel, stops) draining a store, named by id or
@@ -5668,7 +5769,7 @@ type DrainReq struct {
 
 func (x *DrainReq) Reset() {
 	*x = DrainReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5680,7 +5781,7 @@ func (x *DrainReq) String() string {
 func (*DrainReq) ProtoMessage() {}
 
 func (x *DrainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5693,7 +5794,7 @@ func (x *DrainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReq.ProtoReflect.Descriptor instead.
 func (*DrainReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DrainReq) GetStore() string {
@@ -5732,7 +5833,7 @@ type FsckReq struct {
 
 func (x *FsckReq) Reset() {
 	*x = FsckReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5744,7 +5845,7 @@ func (x *FsckReq) String() string {
 func (*FsckReq) ProtoMessage() {}
 
 func (x *FsckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5757,7 +5858,7 @@ func (x *FsckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReq.ProtoReflect.Descriptor instead.
 func (*FsckReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FsckReq) GetRepair() bool {
@@ -5794,7 +5895,7 @@ type FsckProblem struct {
 
 func (x *FsckProblem) Reset() {
 	*x = FsckProblem{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5806,7 +5907,7 @@ func (x *FsckProblem) String() string {
 func (*FsckProblem) ProtoMessage() {}
 
 func (x *FsckProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5819,7 +5920,7 @@ func (x *FsckProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckProblem.ProtoReflect.Descriptor instead.
 func (*FsckProblem) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FsckProblem) GetKind() string {
@@ -5887,7 +5988,7 @@ type FsckResp struct {
 
 func (x *FsckResp) Reset() {
 	*x = FsckResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5899,7 +6000,7 @@ func (x *FsckResp) String() string {
 func (*FsckResp) ProtoMessage() {}
 
 func (x *FsckResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5912,7 +6013,7 @@ func (x *FsckResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResp.ProtoReflect.Descriptor instead.
 func (*FsckResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *FsckResp) GetObjects() uint64 {
@@ -5981,7 +6082,7 @@ type AdminResp struct {
 
 func (x *AdminResp) Reset() {
 	*x = AdminResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5993,7 +6094,7 @@ func (x *AdminResp) String() string {
 func (*AdminResp) ProtoMessage() {}
 
 func (x *AdminResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6006,7 +6107,7 @@ func (x *AdminResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminResp.ProtoReflect.Descriptor instead.
 func (*AdminResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AdminResp) GetStore() string {
@@ -6032,7 +6133,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6044,7 +6145,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6057,7 +6158,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -6080,7 +6181,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6092,7 +6193,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6105,7 +6206,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -6140,7 +6241,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6152,7 +6253,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6165,7 +6266,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -6203,7 +6304,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6215,7 +6316,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6228,7 +6329,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -6284,7 +6385,7 @@ type FSMHeader struct {
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6296,7 +6397,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6309,7 +6410,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -6424,7 +6525,7 @@ type DirLease struct {
 
 func (x *DirLease) Reset() {
 	*x = DirLease{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6436,7 +6537,7 @@ func (x *DirLease) String() string {
 func (*DirLease) ProtoMessage() {}
 
 func (x *DirLease) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6449,7 +6550,7 @@ func (x *DirLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
 func (*DirLease) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *DirLease) GetDir() uint64 {
@@ -6500,7 +6601,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6512,7 +6613,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6525,7 +6626,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -6866,10 +6967,18 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\n" +
 	"ObjectsReq\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x04R\x03ids\"\v\n" +
-	"\tStatfsReq\"5\n" +
+	"\tStatfsReq\"k\n" +
 	"\tSlicesReq\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
-	"\x06blocks\x18\x02 \x03(\x04R\x06blocks\"R\n" +
+	"\x06blocks\x18\x02 \x03(\x04R\x06blocks\x12\x1a\n" +
+	"\bprefetch\x18\x03 \x03(\x04R\bprefetch\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\bR\arecords\"\x7f\n" +
+	"\n" +
+	"FileSlices\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12-\n" +
+	"\x06slices\x18\x03 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\x12\x16\n" +
+	"\x06inline\x18\x04 \x01(\fR\x06inline\"R\n" +
 	"\vBlockSlices\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\x04R\x05block\x12-\n" +
 	"\x06slices\x18\x02 \x03(\v2\x15.ecfs.meta.BlockWriteR\x06slices\"?\n" +
@@ -6895,7 +7004,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
 	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\xce\x05\n" +
+	"\x02op\"\xfb\x05\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -6921,7 +7030,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06leased\x18\x13 \x01(\bR\x06leased\x12\x12\n" +
 	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\x12\x1b\n" +
 	"\tread_dirs\x18\x16 \x03(\x04R\breadDirs\x12!\n" +
-	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\"Q\n" +
+	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\x12+\n" +
+	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -7088,7 +7198,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -7145,35 +7255,36 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*ObjectsReq)(nil),     // 52: ecfs.meta.ObjectsReq
 	(*StatfsReq)(nil),      // 53: ecfs.meta.StatfsReq
 	(*SlicesReq)(nil),      // 54: ecfs.meta.SlicesReq
-	(*BlockSlices)(nil),    // 55: ecfs.meta.BlockSlices
-	(*RevokesReq)(nil),     // 56: ecfs.meta.RevokesReq
-	(*LockWaitReq)(nil),    // 57: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 58: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 59: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 60: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 61: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 62: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 63: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 64: ecfs.meta.StatusReq
-	(*Member)(nil),         // 65: ecfs.meta.Member
-	(*StatusResp)(nil),     // 66: ecfs.meta.StatusResp
-	(*HealStatus)(nil),     // 67: ecfs.meta.HealStatus
-	(*AdminReq)(nil),       // 68: ecfs.meta.AdminReq
-	(*HealNowReq)(nil),     // 69: ecfs.meta.HealNowReq
-	(*DrainReq)(nil),       // 70: ecfs.meta.DrainReq
-	(*FsckReq)(nil),        // 71: ecfs.meta.FsckReq
-	(*FsckProblem)(nil),    // 72: ecfs.meta.FsckProblem
-	(*FsckResp)(nil),       // 73: ecfs.meta.FsckResp
-	(*AdminResp)(nil),      // 74: ecfs.meta.AdminResp
-	(*PlaceReq)(nil),       // 75: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 76: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 77: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 78: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 79: ecfs.meta.FSMHeader
-	(*DirLease)(nil),       // 80: ecfs.meta.DirLease
-	(*LockGrant)(nil),      // 81: ecfs.meta.LockGrant
-	nil,                    // 82: ecfs.meta.HealStatus.FailuresEntry
-	nil,                    // 83: ecfs.meta.FsckResp.CountsEntry
+	(*FileSlices)(nil),     // 55: ecfs.meta.FileSlices
+	(*BlockSlices)(nil),    // 56: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 57: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 58: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 59: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 60: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 61: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 62: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 63: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 64: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 65: ecfs.meta.StatusReq
+	(*Member)(nil),         // 66: ecfs.meta.Member
+	(*StatusResp)(nil),     // 67: ecfs.meta.StatusResp
+	(*HealStatus)(nil),     // 68: ecfs.meta.HealStatus
+	(*AdminReq)(nil),       // 69: ecfs.meta.AdminReq
+	(*HealNowReq)(nil),     // 70: ecfs.meta.HealNowReq
+	(*DrainReq)(nil),       // 71: ecfs.meta.DrainReq
+	(*FsckReq)(nil),        // 72: ecfs.meta.FsckReq
+	(*FsckProblem)(nil),    // 73: ecfs.meta.FsckProblem
+	(*FsckResp)(nil),       // 74: ecfs.meta.FsckResp
+	(*AdminResp)(nil),      // 75: ecfs.meta.AdminResp
+	(*PlaceReq)(nil),       // 76: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 77: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 78: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 79: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 80: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 81: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 82: ecfs.meta.LockGrant
+	nil,                    // 83: ecfs.meta.HealStatus.FailuresEntry
+	nil,                    // 84: ecfs.meta.FsckResp.CountsEntry
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	28, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
@@ -7222,62 +7333,64 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	0,  // 43: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
 	42, // 44: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
 	0,  // 45: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
-	23, // 46: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	44, // 47: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	45, // 48: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	46, // 49: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	48, // 50: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	49, // 51: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	50, // 52: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	51, // 53: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	57, // 54: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	52, // 55: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	53, // 56: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	54, // 57: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	56, // 58: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 59: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	47, // 60: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	24, // 61: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	55, // 62: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	65, // 63: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 64: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	67, // 65: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
-	82, // 66: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
-	69, // 67: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
-	70, // 68: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
-	71, // 69: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
-	83, // 70: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
-	72, // 71: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
-	73, // 72: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
-	76, // 73: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	42, // 74: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 75: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	78, // 76: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 77: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 78: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	43, // 79: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	81, // 80: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	24, // 81: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	80, // 82: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	40, // 83: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	58, // 84: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	60, // 85: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	62, // 86: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	64, // 87: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	75, // 88: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	68, // 89: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
-	42, // 90: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	59, // 91: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	61, // 92: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	63, // 93: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	66, // 94: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	77, // 95: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	74, // 96: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
-	90, // [90:97] is the sub-list for method output_type
-	83, // [83:90] is the sub-list for method input_type
-	83, // [83:83] is the sub-list for extension type_name
-	83, // [83:83] is the sub-list for extension extendee
-	0,  // [0:83] is the sub-list for field type_name
+	23, // 46: ecfs.meta.FileSlices.slices:type_name -> ecfs.meta.BlockWrite
+	23, // 47: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	44, // 48: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	45, // 49: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	46, // 50: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	48, // 51: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	49, // 52: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	50, // 53: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	51, // 54: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	58, // 55: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	52, // 56: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	53, // 57: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	54, // 58: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	57, // 59: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 60: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	47, // 61: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	24, // 62: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	56, // 63: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	55, // 64: ecfs.meta.ReadResp.files:type_name -> ecfs.meta.FileSlices
+	66, // 65: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 66: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	68, // 67: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	83, // 68: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	70, // 69: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	71, // 70: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	72, // 71: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	84, // 72: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	73, // 73: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	74, // 74: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	77, // 75: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	42, // 76: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 77: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	79, // 78: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 79: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	15, // 80: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	43, // 81: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	82, // 82: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	24, // 83: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	81, // 84: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	40, // 85: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	59, // 86: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	61, // 87: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	63, // 88: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	65, // 89: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	76, // 90: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	69, // 91: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	42, // 92: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	60, // 93: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	62, // 94: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	64, // 95: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	67, // 96: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	78, // 97: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	75, // 98: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	92, // [92:99] is the sub-list for method output_type
+	85, // [85:92] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -7322,7 +7435,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_GcQueue)(nil),
 		(*Command_Compact)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[58].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[59].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -7336,7 +7449,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Slices)(nil),
 		(*ReadReq_Revokes)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[68].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[69].OneofWrappers = []any{
 		(*AdminReq_HealNow)(nil),
 		(*AdminReq_Drain)(nil),
 		(*AdminReq_Fsck)(nil),
@@ -7347,7 +7460,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
