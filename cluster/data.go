@@ -58,11 +58,6 @@ func (f *FSM) readSlices(q *metapb.SlicesReq) *metapb.ReadResp {
 	}
 	if q.Records {
 		var ids []uint64
-		for _, b := range r.Blocks {
-			for _, s := range b.Slices {
-				ids = append(ids, s.Object)
-			}
-		}
 		for _, fs := range r.Files {
 			for _, s := range fs.Slices {
 				ids = append(ids, s.Object)

@@ -44,8 +44,8 @@ func TestStatfsInlineAndSlices(t *testing.T) {
 	}
 
 	// Prefetch: the block 0 of other files, with their versions and the
-	// records of the objects all the slices name; what is not a regular
-	// file (or not there) is left out.
+	// records of the objects their slices name; what is not a regular file
+	// (or not there) is left out.
 	mid := at(createCmd(namespace.RootIno, "mid", true)).Attr.Ino
 	rec := &metapb.ObjectRecord{Id: 11, Length: 20, Stores: []string{"a:1", "b:1", "c:1", "d:1", "a:1", "b:1"}}
 	if r := at(&metapb.Command{Op: &metapb.Command_Commit{Commit: &metapb.CommitOp{Session: s, Ino: mid, NewSize: 20,

@@ -31,7 +31,7 @@ import "github.com/ecfs/ecfs/fs/internal/lockorder"
 //     view.inoMu (held across one InoAllocOp call, nothing else),
 //     pipeline.mu (the sender records failures on inodes before it takes
 //     it), Handle.mu, budget.mu, closer.mu, objectCache.mu, placer.mu
-//     (held across one Place call), readLeases.mu.
+//     (held across one Place call), readLeases.mu, prefetched.mu.
 //
 // Waiting without a lock: a writer waits for buffer memory without its
 // inode's mu; Flush waits for uploads without it; whoever waits for the
@@ -59,4 +59,5 @@ var (
 	levelObjects  = lockorder.Define(49, "objectCache.mu")
 	levelPlacer   = lockorder.Define(50, "placer.mu")
 	levelReads    = lockorder.Define(51, "readLeases.mu")
+	levelPrefetch = lockorder.Define(52, "prefetched.mu")
 )

@@ -107,12 +107,21 @@ func (c *objectCache) fetch(ctx context.Context, ids []uint64, stale bool, out m
 	if errno != 0 {
 		return fmt.Errorf("reading object records: %w", errno)
 	}
-	for _, rec := range r.Objects {
+	for id, o := range c.add(r.Objects) {
+		out[id] = o
+	}
+	return nil
+}
+
+// add caches records the service answered, and returns them.
+func (c *objectCache) add(recs []*metapb.ObjectRecord) map[uint64]*store.Object {
+	out := make(map[uint64]*store.Object, len(recs))
+	for _, rec := range recs {
 		o := &store.Object{ID: store.ObjectID(rec.Id), Scheme: c.scheme, Length: rec.Length, Placement: rec.Stores}
 		out[rec.Id] = o
 		c.put(rec.Id, o)
 	}
-	return nil
+	return out
 }
 
 // placer hands out placements for new objects, fetched in batches, and

@@ -344,10 +344,24 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 		return out, inline, 0
 	}
 	d.pipe.waitFor(in.ino) // the file's own changes written behind, not everyone's
-	r, errno := d.pipe.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: &metapb.SlicesReq{Ino: in.ino, Blocks: missing}}})
+	block0 := first == 0 && last == 0
+	if block0 {
+		if sl, inline, ok := d.fromAhead(in, ver); ok {
+			out[0] = sl
+			return out, inline, 0
+		}
+	}
+	q := &metapb.SlicesReq{Ino: in.ino, Blocks: missing}
+	if block0 {
+		q.Prefetch = d.ahead.absent(d.view.reads.nextFiles(in.ino, prefetchFiles, BlockSize))
+		q.Records = len(q.Prefetch) > 0
+	}
+	r, errno := d.pipe.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: q}})
 	if errno != 0 {
 		return nil, nil, errno
 	}
+	d.objCache.add(r.Objects)
+	d.ahead.put(r.Files)
 	for _, b := range r.Blocks {
 		out[b.Block] = b.Slices
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // The copy of a read-leased directory (readlease.go).
@@ -71,4 +72,24 @@ func (d *readDir) takeServed() (names []string, inos []uint64) {
 		}
 	}
 	return names, inos
+}
+
+// nextFiles lists up to n regular files that follow ino in the copy that
+// holds it (in its listing's order), with content in block 0 only: what a
+// reader going through the directory reads next (dataPlane.prefetch).
+func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.byIno[ino]
+	if d == nil || d.dir == ino {
+		return nil
+	}
+	var out []uint64
+	for j := int(d.byIno[ino]) + 1; j < len(d.ents) && len(out) < n; j++ {
+		a := &d.ents[j].a
+		if namespace.FileType(a.typ) == namespace.TypeFile && a.size > 0 && a.size <= maxSize {
+			out = append(out, a.ino)
+		}
+	}
+	return out
 }

@@ -25,6 +25,8 @@ type countingMeta struct {
 
 	mu     sync.Mutex
 	leases []uint32 // the modes of the LeaseOps sent
+
+	slices, objects atomic.Int64 // slices and object-record queries
 }
 
 func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
@@ -50,6 +52,12 @@ func (m *countingMeta) leaseModes() []uint32 {
 func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
 	if q.GetRevokes() == nil {
 		m.n.Add(1)
+	}
+	if q.GetSlices() != nil {
+		m.slices.Add(1)
+	}
+	if q.GetObjects() != nil {
+		m.objects.Add(1)
 	}
 	return m.Meta.Read(ctx, q)
 }

@@ -223,7 +223,7 @@ func TestStructureCallsRunDownward(t *testing.T) {
 var fileOrder = []string{
 	"base.go", "budget.go", "inode.go", "journal.go", "pipeline.go", "objects.go",
 	"closer.go", "report.go", "handles.go", "readcopy.go", "readopen.go", "readlease.go", "readchange.go", "leases.go", "leaseload.go", "view.go", "wb.go", "notes.go",
-	"session.go", "data.go", "health.go", "read.go", "write.go", "ops.go", "files.go", "fs.go",
+	"session.go", "data.go", "prefetch.go", "health.go", "read.go", "write.go", "ops.go", "files.go", "fs.go",
 }
 
 // TestStructureFilesCallDownward: every call between the core's files goes

@@ -4243,8 +4243,10 @@ type SlicesReq struct {
 	// (ReadResp.files); at most 64, those that are not regular files are
 	// left out.
 	Prefetch []uint64 `protobuf:"varint,3,rep,packed,name=prefetch,proto3" json:"prefetch,omitempty"`
-	// records: also answer the records of the objects all those slices
-	// name (ReadResp.objects), so that reading them costs no other call.
+	// records: also answer the records of the objects the prefetched
+	// files' slices name (ReadResp.objects), so that reading them costs no
+	// other call. (The asked file's own records are the object cache's to
+	// fetch, from any member.)
 	Records       bool `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,77 @@
+package fs
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestReadAheadOfADirectorysFiles: a mount reading the files of a
+// directory it read-leases one after another (as diff -r does) asks the
+// service for their slices and object records once per many files, not
+// once or twice per file; and a file another mount changed after it was
+// prefetched is read with its new content.
+func TestReadAheadOfADirectorysFiles(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	const n = 40
+	content := func(i int, gen byte) []byte {
+		p := []byte(fmt.Sprintf("file %d, generation %c\n", i, gen))
+		if i%4 == 3 {
+			p = bytes.Repeat(p, 20<<10/len(p)+1) // over the inline threshold: objects
+		}
+		return p
+	}
+	want := map[string][]byte{}
+	inos := map[string]uint64{}
+	for i := range n {
+		name := fmt.Sprintf("f%02d", i)
+		ino, errno := writeSmall(t, b, d, name, content(i, 'a'), true)
+		mustErrno(t, "write "+name, errno, 0)
+		want[name], inos[name] = content(i, 'a'), ino
+	}
+	leaseAndList := func() []string {
+		t.Helper()
+		var names []string
+		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+			ents, errno := a.ReadDir(ctx, d, 0, 1000)
+			mustErrno(t, "readdir", errno, 0)
+			names = names[:0]
+			for _, en := range ents {
+				names = append(names, en.Name)
+			}
+			return a.reads.count() == 1
+		})
+		return names
+	}
+	names := leaseAndList()
+
+	// The first read prefetches the next files; b then changes one of
+	// them (which revokes a's lease): a reads the new content.
+	openRead(t, a, inos[names[0]], want[names[0]])
+	changed := names[1]
+	i := 1
+	want[changed] = content(i, 'b')
+	if _, errno := writeSmall(t, b, d, changed, want[changed], false); errno != 0 {
+		t.Fatal(errno)
+	}
+	openRead(t, a, inos[changed], want[changed])
+
+	// The rest, in the listing's order, under a lease again.
+	names = leaseAndList()
+	slices0, objects0 := cm.slices.Load(), cm.objects.Load()
+	for _, name := range names[2:] {
+		openRead(t, a, inos[name], want[name])
+	}
+	if got := cm.slices.Load() - slices0; got > 4 {
+		t.Fatalf("reading %d files one after another made %d slices queries", n-2, got)
+	}
+	if got := cm.objects.Load() - objects0; got > 4 {
+		t.Fatalf("reading %d files one after another made %d object-record queries", n-2, got)
+	}
+}
