@@ -22,7 +22,7 @@ type dataPlane struct {
 	places   placer
 	objCache objectCache
 	ahead    prefetched // block 0 of files read next (read.go)
-	reports  reporter // bad shards reads found, sent to the healer (report.go)
+	reports  reporter   // bad shards reads found, sent to the healer (report.go)
 }
 
 func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inodeTable, v *view) *dataPlane {
