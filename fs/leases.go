@@ -45,9 +45,10 @@ type dirLease struct {
 	held atomic.Bool
 	used atomic.Int64 // when it was last written behind in (unix ns)
 
-	emu    lockorder.Mutex // guards ents and inodes
+	emu    lockorder.Mutex // guards ents, inodes and scan
 	ents   map[string]dirEnt
-	inodes []*inode // inodes made eligible under this lease
+	inodes []*inode // inodes made eligible under this lease, in that order
+	scan   int      // where the last prefetch found its file in inodes
 }
 
 type dirEnt struct {

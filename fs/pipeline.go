@@ -279,6 +279,14 @@ func (p *pipeline) waitFor(inos ...uint64) {
 	p.wait(seq)
 }
 
+// pendingFor reports whether a change of ino waits in the journal.
+func (p *pipeline) pendingFor(ino uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.last[ino]
+	return ok
+}
+
 // drain waits for everything queued so far.
 func (p *pipeline) drain() {
 	p.mu.Lock()

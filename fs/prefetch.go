@@ -1,9 +1,12 @@
 package fs
 
 import (
+	"slices"
+
 	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // Reading a directory's files one after another (diff -r, tar, cp -r of a
@@ -12,11 +15,19 @@ import (
 // block 0 of the next files of the directory's copy (SlicesReq.prefetch),
 // with the records of their objects; their reads then ask nothing.
 //
-// A prefetched block 0 is used only for a file whose attributes the mount
-// takes from the service (not its own: their versions do not compare), at
-// the attribute version it was prefetched at: a change of the file since
-// (by another mount: its open then brought the new version; by this
-// mount: its commit did) makes it stale, and it is asked again.
+// The files of a directory this mount write-leases are its own (made or
+// adopted under the lease, in that order: l.inodes), and prefetched alike.
+//
+// A prefetched block 0 is used only while it is current:
+//   - a file whose attributes the mount takes from the service: at the
+//     attribute version it was prefetched at. A change of the file since
+//     (by another mount: its open then brought the new version; by this
+//     mount: its commit did) makes it stale, and it is asked again.
+//   - a file of the mount's own (their versions do not compare with the
+//     service's): prefetched only when no change of it waited in the
+//     journal, and used only if the mount changed nothing of its content
+//     since (its read caches' version, cacheVer, is the same), as a
+//     query's answer is cached (blockSlices).
 
 // prefetchFiles is how many files one slices query prefetches.
 const prefetchFiles = 32
@@ -25,19 +36,29 @@ const prefetchFiles = 32
 // maxPrefetched (the oldest go first). Its lock is a leaf.
 type prefetched struct {
 	mu    lockorder.Mutex
-	m     map[uint64]*metapb.FileSlices
+	m     map[uint64]ahead
 	order []uint64
+}
+
+// ahead is a prefetched block 0, and the version it is current at: the
+// service's attribute version, or for a file of the mount's own its
+// cacheVer when it was asked for.
+type ahead struct {
+	f   *metapb.FileSlices
+	own bool
+	ver uint64
 }
 
 const maxPrefetched = 1024
 
 func (p *prefetched) init() {
-	p.m = map[uint64]*metapb.FileSlices{}
+	p.m = map[uint64]ahead{}
 	p.mu.Init(levelPrefetch, "prefetched.mu")
 }
 
-// put keeps fs.
-func (p *prefetched) put(fs []*metapb.FileSlices) {
+// put keeps fs; own: the files of the mount's own among them, with
+// their cacheVer when they were asked for.
+func (p *prefetched) put(fs []*metapb.FileSlices, own map[uint64]uint64) {
 	if len(fs) == 0 {
 		return
 	}
@@ -47,7 +68,11 @@ func (p *prefetched) put(fs []*metapb.FileSlices) {
 		if _, ok := p.m[f.Ino]; !ok {
 			p.order = append(p.order, f.Ino)
 		}
-		p.m[f.Ino] = f
+		a := ahead{f: f, ver: f.Version}
+		if v, ok := own[f.Ino]; ok {
+			a.own, a.ver = true, v
+		}
+		p.m[f.Ino] = a
 	}
 	for len(p.m) > maxPrefetched {
 		delete(p.m, p.order[0])
@@ -59,12 +84,12 @@ func (p *prefetched) put(fs []*metapb.FileSlices) {
 }
 
 // take removes and returns ino's prefetched block 0, if any.
-func (p *prefetched) take(ino uint64) *metapb.FileSlices {
+func (p *prefetched) take(ino uint64) (ahead, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f := p.m[ino]
+	a, ok := p.m[ino]
 	delete(p.m, ino)
-	return f
+	return a, ok
 }
 
 // absent lists those of inos not held.
@@ -84,14 +109,17 @@ func (p *prefetched) absent(inos []uint64) []uint64 {
 // above), and caches it on the inode as a query's answer would be. ver is
 // in.cacheVer when the caller found the caches empty.
 func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []byte, bool) {
-	f := d.ahead.take(in.ino)
-	if f == nil {
+	a, ok := d.ahead.take(in.ino)
+	if !ok {
 		return nil, nil, false
 	}
+	f := a.f
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.wb != nil || in.attr == nil || in.attr.Version != f.Version || in.cacheVer != ver || ver != f.Version ||
-		len(in.dirty) > 0 || len(in.pending) > 0 {
+	if in.attr == nil || in.cacheVer != ver || ver != a.ver || len(in.dirty) > 0 || len(in.pending) > 0 {
+		return nil, nil, false
+	}
+	if own := in.wb != nil; own != a.own || !own && in.attr.Version != f.Version {
 		return nil, nil, false
 	}
 	if in.slices == nil {
@@ -100,4 +128,60 @@ func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []by
 	in.slices[0] = f.Slices
 	in.inline, in.haveInline = f.Inline, true
 	return f.Slices, f.Inline, true
+}
+
+// next lists the files to prefetch with in's block 0: those that follow
+// it in its read-leased directory's copy, or in its write-leased
+// directory (own: with their cacheVer); none already prefetched.
+func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
+	in.mu.Lock()
+	l := in.wb
+	in.mu.Unlock()
+	if l == nil {
+		return d.ahead.absent(d.view.reads.nextFiles(in.ino, prefetchFiles, BlockSize)), nil
+	}
+	l.emu.Lock()
+	var after []*inode
+	if i := l.find(in); i >= 0 {
+		after = slices.Clone(l.inodes[i+1 : min(len(l.inodes), i+1+2*prefetchFiles)])
+	}
+	l.emu.Unlock()
+	own = map[uint64]uint64{}
+	for _, c := range after {
+		if len(inos) == prefetchFiles {
+			break
+		}
+		// Its journal lock keeps a change decided (cacheVer moved) and not
+		// yet queued from passing for none; one held now is left be.
+		if !c.jmu.TryLock() {
+			continue
+		}
+		c.mu.Lock()
+		_, cached := c.slices[0]
+		ok := c.wb == l && c.attr != nil && c.attr.Type == uint32(namespace.TypeFile) && c.attr.Size > 0 &&
+			c.attr.Size <= BlockSize && len(c.dirty) == 0 && len(c.pending) == 0 && !(cached && c.haveInline)
+		ver := c.cacheVer
+		c.mu.Unlock()
+		// Nothing of it may wait in the journal: the answer would not have it.
+		if ok && !d.pipe.pendingFor(c.ino) {
+			inos = append(inos, c.ino)
+			own[c.ino] = ver
+		}
+		c.jmu.Unlock()
+	}
+	return d.ahead.absent(inos), own
+}
+
+// find returns in's index in l.inodes, or -1, looking from where the last
+// search ended (a reader goes through them in order). l.emu is held.
+func (l *dirLease) find(in *inode) int {
+	n := len(l.inodes)
+	for k := range n {
+		i := (l.scan + k) % n
+		if l.inodes[i] == in {
+			l.scan = i
+			return i
+		}
+	}
+	return -1
 }

@@ -75,3 +75,51 @@ func TestReadAheadOfADirectorysFiles(t *testing.T) {
 		t.Fatalf("reading %d files one after another made %d object-record queries", n-2, got)
 	}
 }
+
+// TestReadAheadOfOwnFiles: the same for files the mount wrote itself under
+// its write lease of the directory (diff -r after rsync -a, on the mount
+// that copied), read in the order they were made; one it rewrites after
+// they were prefetched is read with its new content.
+func TestReadAheadOfOwnFiles(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	ctx := testCtx(t)
+	d := mustMkdir(t, a, RootIno, "d").Ino
+	const n = 40
+	content := func(i int, gen byte) []byte {
+		p := []byte(fmt.Sprintf("file %d, generation %c\n", i, gen))
+		if i%4 == 3 {
+			p = bytes.Repeat(p, 20<<10/len(p)+1)
+		}
+		return p
+	}
+	var inos []uint64
+	want := map[uint64][]byte{}
+	for i := range n {
+		ino, errno := writeSmall(t, a, d, fmt.Sprintf("f%02d", i), content(i, 'a'), true)
+		mustErrno(t, "write", errno, 0)
+		inos = append(inos, ino)
+		want[ino] = content(i, 'a')
+	}
+	mustErrno(t, "fsync d", a.Fsync(ctx, d), 0)
+	if l := a.leases.get(d); l == nil || !l.held.Load() {
+		t.Fatal("a does not write-lease the directory it made")
+	}
+	openRead(t, a, inos[0], want[inos[0]])
+	// Rewritten after the prefetch, committed, then read.
+	want[inos[1]] = content(1, 'b')
+	if _, errno := writeSmall(t, a, d, "f01", want[inos[1]], false); errno != 0 {
+		t.Fatal(errno)
+	}
+	mustErrno(t, "fsync f01", a.Fsync(ctx, inos[1]), 0)
+	openRead(t, a, inos[1], want[inos[1]])
+
+	slices0 := cm.slices.Load()
+	for _, ino := range inos[2:] {
+		openRead(t, a, ino, want[ino])
+	}
+	if got := cm.slices.Load() - slices0; got > 4 {
+		t.Fatalf("reading %d of its own files one after another made %d slices queries", n-2, got)
+	}
+}

@@ -352,8 +352,9 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 		}
 	}
 	q := &metapb.SlicesReq{Ino: in.ino, Blocks: missing}
+	var own map[uint64]uint64
 	if block0 {
-		q.Prefetch = d.ahead.absent(d.view.reads.nextFiles(in.ino, prefetchFiles, BlockSize))
+		q.Prefetch, own = d.next(in)
 		q.Records = len(q.Prefetch) > 0
 	}
 	r, errno := d.pipe.query(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: q}})
@@ -361,7 +362,7 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 		return nil, nil, errno
 	}
 	d.objCache.add(r.Objects)
-	d.ahead.put(r.Files)
+	d.ahead.put(r.Files, own)
 	for _, b := range r.Blocks {
 		out[b.Block] = b.Slices
 	}
