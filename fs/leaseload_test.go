@@ -85,3 +85,60 @@ func TestReadLeaseBecomesWriteLease(t *testing.T) {
 		t.Fatalf("c looks up f10 after a removed it: %v", errno)
 	}
 }
+
+// TestRevokedLeaseTakesIdleOnesAlong: when another mount revokes a lease
+// that idles, the holder gives back every lease that idles as long, at
+// once and in one call to the service: the other mount going through the
+// tree then waits for no revocation in the directories that follow.
+func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b, bm := e.countedMount("b")
+	ctx := testCtx(t)
+	var dirs []uint64
+	for i := range 10 {
+		d := mustMkdir(t, a, RootIno, fmt.Sprint("d", i)).Ino
+		mustCreate(t, a, d, "f")
+		dirs = append(dirs, d)
+	}
+	busy := mustMkdir(t, a, RootIno, "busy").Ino
+	for _, d := range append(dirs, busy) {
+		if a.leases.get(d) == nil {
+			t.Fatal("a does not lease a directory it made")
+		}
+	}
+	// Idle: every lease but busy's, which is used just before b's listing.
+	a.leases.idleWith.Store(int64(500 * time.Millisecond))
+	time.Sleep(600 * time.Millisecond) // the idle time itself is what is tested
+	if _, errno := writeSmall(t, a, busy, "g", []byte("g"), true); errno != 0 {
+		t.Fatal(errno)
+	}
+	cm.leaseModes()
+	if _, errno := b.ReadDir(ctx, dirs[0], 0, 100); errno != 0 {
+		t.Fatal(errno)
+	}
+	waitUntil(t, "a to give back its idle leases", 10*time.Second, func() bool {
+		for _, d := range dirs {
+			if a.leases.get(d) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if a.leases.get(busy) == nil {
+		t.Fatal("a gave back the lease it was using")
+	}
+	if modes := cm.leaseModes(); slices.Contains(modes, 2) {
+		t.Fatalf("a released leases one by one: %v", modes)
+	}
+	refused := bm.refused.Load()
+	for _, d := range dirs[1:] {
+		if names := listNames(t, b, d); !names["f"] {
+			t.Fatalf("b lists %v in a directory a made", names)
+		}
+	}
+	if n := bm.refused.Load() - refused; n != 0 {
+		t.Fatalf("b was refused %d times for leases in directories a no longer used", n)
+	}
+}

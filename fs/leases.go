@@ -89,6 +89,10 @@ type leaseTable struct {
 
 	kick    chan struct{} // a lease was granted: watch for its revocation
 	watched chan struct{} // closed when watch returns
+
+	// idleWith: a lease unused this long (ns) is given back with one that
+	// was revoked and idled as long (revokeIdle; tests change it).
+	idleWith atomic.Int64
 }
 
 func newLeaseTable(b *base, pipe *pipeline, inodes *inodeTable, off bool) *leaseTable {
@@ -97,6 +101,7 @@ func newLeaseTable(b *base, pipe *pipeline, inodes *inodeTable, off bool) *lease
 	t.svcMu.Init(levelService, "leaseTable.svcMu")
 	t.lmu.Init(levelLeases, "leaseTable.lmu")
 	t.hitsMu.Init(levelHits, "leaseTable.hitsMu")
+	t.idleWith.Store(int64(revokeIdle))
 	return t
 }
 
@@ -359,11 +364,94 @@ func (t *leaseTable) watch(ctx context.Context) {
 			continue
 		}
 		t.reads.revoked(r.ReadDirs)
-		for _, dir := range slices.Sorted(slices.Values(r.Dirs)) {
-			t.giveBack(dir)
-		}
+		t.giveBackAll(t.withIdle(slices.Sorted(slices.Values(r.Dirs))))
 	}
 }
+
+// withIdle adds to dirs, the leases another mount revoked, every other
+// lease idle for idleWith, if one of dirs is: another mount going through
+// a tree this mount wrote a while ago (diff -r, rm -rf, a backup) would
+// otherwise wait for a revocation in one directory after another.
+func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
+	if len(dirs) == 0 {
+		return nil
+	}
+	old := time.Now().UnixNano() - t.idleWith.Load()
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	if !slices.ContainsFunc(dirs, func(d uint64) bool { l := t.leases[d]; return l != nil && l.used.Load() <= old }) {
+		return dirs
+	}
+	out := slices.Clone(dirs)
+	for d, l := range t.leases {
+		if l.used.Load() <= old && t.returning[d] == 0 && !slices.Contains(dirs, d) {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// giveBackAll gives back the leases of dirs (ascending) as giveBack does,
+// with one drain of the journal and one call to the service for them all
+// (in batches of maxReleases).
+func (t *leaseTable) giveBackAll(dirs []uint64) {
+	if len(dirs) <= 1 {
+		for _, d := range dirs {
+			t.giveBack(d)
+		}
+		return
+	}
+	sess := t.pipe.session()
+	t.lmu.Lock()
+	ls := make([]*dirLease, len(dirs))
+	for i, d := range dirs {
+		ls[i] = t.leases[d]
+		t.returning[d]++
+	}
+	t.lmu.Unlock()
+	defer func() {
+		t.lmu.Lock()
+		for _, d := range dirs {
+			if t.returning[d]--; t.returning[d] <= 0 {
+				delete(t.returning, d)
+			}
+		}
+		t.lmu.Unlock()
+	}()
+	var cmds []*metapb.Command
+	for i, l := range ls {
+		if l != nil && l.sess != sess {
+			t.giveBack(dirs[i]) // granted to a session that was replaced: its own call
+			continue
+		}
+		if l != nil {
+			t.endLease(l, true)
+			t.forget(l.dir, l)
+		}
+		cmds = append(cmds, &metapb.Command{Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dirs[i], Mode: 2}}})
+	}
+	t.pipe.drain()
+	for len(cmds) > 0 {
+		n := min(len(cmds), maxReleases)
+		cctx, cancel := t.ctx(context.Background())
+		if _, err := t.pipe.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{
+			Commands: cmds[:n], ErrorsOnly: true}}}); err != nil {
+			t.log.Warn("releasing directory leases", "leases", n, "err", err)
+		}
+		cancel()
+		cmds = cmds[n:]
+	}
+	if t.debugOn {
+		t.log.Debug("directory leases given back", "dirs", len(dirs))
+	}
+}
+
+// maxReleases bounds the lease releases sent in one call.
+const maxReleases = 1024
+
+// revokeIdle: see leaseTable.idleWith.
+const revokeIdle = 2 * time.Second
 
 // lockService write-locks the leases this mount holds of dirs (ascending,
 // as locking.go orders them) for a change made through the service in

@@ -27,6 +27,7 @@ type countingMeta struct {
 	leases []uint32 // the modes of the LeaseOps sent
 
 	slices, objects atomic.Int64 // slices and object-record queries
+	refused         atomic.Int64 // answers refused for another mount's lease
 }
 
 func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
@@ -37,7 +38,11 @@ func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.
 		m.leases = append(m.leases, l.Mode)
 		m.mu.Unlock()
 	}
-	return m.Meta.Apply(ctx, cmd)
+	r, err := m.Meta.Apply(ctx, cmd)
+	if err == nil && r.Leased {
+		m.refused.Add(1)
+	}
+	return r, err
 }
 
 // leaseModes returns the modes of the LeaseOps sent, and forgets them.
@@ -59,7 +64,11 @@ func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.Rea
 	if q.GetObjects() != nil {
 		m.objects.Add(1)
 	}
-	return m.Meta.Read(ctx, q)
+	r, err := m.Meta.Read(ctx, q)
+	if err == nil && r.Leased {
+		m.refused.Add(1)
+	}
+	return r, err
 }
 
 // countedMount mounts name with its calls to the service counted.
