@@ -420,7 +420,7 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		if e != 0 {
 			return &metapb.ReadResp{Errno: uint32(e)}
 		}
-		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents))}
+		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents)), Eof: len(ents) < max}
 		if op.Readdir.Plus {
 			a, _ := f.ns.GetAttr(op.Readdir.Ino)
 			r.Attr = toPB(a) // the directory's own

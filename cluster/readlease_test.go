@@ -214,6 +214,19 @@ func TestReaddirPlus(t *testing.T) {
 			t.Fatalf("plain readdir has attributes: %v", e)
 		}
 	}
+	if !r.Eof {
+		t.Fatal("a listing whole in one page does not say it ends")
+	}
+	// A full page may not be the last.
+	x.create(d, "g")
+	r = x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d, Max: uint32(len(r.Entries))}}})
+	if r.Eof {
+		t.Fatalf("a full page of %d entries, with one more left, says the listing ends", len(r.Entries))
+	}
+	r = x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d, Cookie: r.Entries[len(r.Entries)-1].Cookie}}})
+	if len(r.Entries) != 1 || r.Entries[0].Name != "g" || !r.Eof {
+		t.Fatalf("the last page: %v (eof %v)", r.Entries, r.Eof)
+	}
 }
 
 // TestReadLeaseUpgrade: a session's read lease becomes its write lease in

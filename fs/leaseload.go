@@ -198,7 +198,7 @@ func (t *leaseTable) load(l *dirLease, own *readDir) bool {
 			}
 			cookie = e.Cookie
 		}
-		if len(q.Entries) == 0 {
+		if len(q.Entries) == 0 || q.Eof {
 			break
 		}
 	}

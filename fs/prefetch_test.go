@@ -35,10 +35,13 @@ func TestReadAheadOfADirectorysFiles(t *testing.T) {
 		mustErrno(t, "write "+name, errno, 0)
 		want[name], inos[name] = content(i, 'a'), ino
 	}
+	var lastListing int64 // readdir queries of the listing that took the lease
 	leaseAndList := func() []string {
 		t.Helper()
 		var names []string
 		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+			before := cm.readdirs.Load()
+			defer func() { lastListing = cm.readdirs.Load() - before }()
 			ents, errno := a.ReadDir(ctx, d, 0, 1000)
 			mustErrno(t, "readdir", errno, 0)
 			names = names[:0]
@@ -62,8 +65,12 @@ func TestReadAheadOfADirectorysFiles(t *testing.T) {
 	}
 	openRead(t, a, inos[changed], want[changed])
 
-	// The rest, in the listing's order, under a lease again.
+	// The rest, in the listing's order, under a lease again: taken with
+	// one listing of d (the service says where it ends).
 	names = leaseAndList()
+	if n := lastListing; n != 1 {
+		t.Fatalf("listing d and taking its read lease read its entries %d times, want 1", n)
+	}
 	slices0, objects0 := cm.slices.Load(), cm.objects.Load()
 	for _, name := range names[2:] {
 		openRead(t, a, inos[name], want[name])

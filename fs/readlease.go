@@ -288,7 +288,7 @@ func (r *readLeases) load(dir uint64) (d *readDir, granted, leased bool) {
 			d.byIno[e.Ino] = i
 			cookie = e.Cookie
 		}
-		if len(q.Entries) == 0 {
+		if len(q.Entries) == 0 || q.Eof {
 			break
 		}
 	}

@@ -27,6 +27,7 @@ type countingMeta struct {
 	leases []uint32 // the modes of the LeaseOps sent
 
 	slices, objects atomic.Int64 // slices and object-record queries
+	readdirs        atomic.Int64
 	refused         atomic.Int64 // answers refused for another mount's lease
 }
 
@@ -63,6 +64,9 @@ func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.Rea
 	}
 	if q.GetObjects() != nil {
 		m.objects.Add(1)
+	}
+	if q.GetReaddir() != nil {
+		m.readdirs.Add(1)
 	}
 	r, err := m.Meta.Read(ctx, q)
 	if err == nil && r.Leased {

@@ -4821,11 +4821,14 @@ type ReadResp struct {
 	Inline []byte         `protobuf:"bytes,18,opt,name=inline,proto3" json:"inline,omitempty"`
 	// leased: refused (errno EAGAIN) because the directory is leased to
 	// another session (see LeaseOp); revoke it and retry.
-	Leased        bool          `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
-	Dirs          []uint64      `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
-	ReadDirs      []uint64      `protobuf:"varint,22,rep,packed,name=read_dirs,json=readDirs,proto3" json:"read_dirs,omitempty"`   // revokes: the revoked read leases' directories
-	ConflictPid   uint32        `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
-	Files         []*FileSlices `protobuf:"bytes,23,rep,name=files,proto3" json:"files,omitempty"`                                 // slices: the prefetched files
+	Leased      bool          `protobuf:"varint,19,opt,name=leased,proto3" json:"leased,omitempty"`
+	Dirs        []uint64      `protobuf:"varint,20,rep,packed,name=dirs,proto3" json:"dirs,omitempty"`                           // revokes: the revoked leases' directories
+	ReadDirs    []uint64      `protobuf:"varint,22,rep,packed,name=read_dirs,json=readDirs,proto3" json:"read_dirs,omitempty"`   // revokes: the revoked read leases' directories
+	ConflictPid uint32        `protobuf:"varint,21,opt,name=conflict_pid,json=conflictPid,proto3" json:"conflict_pid,omitempty"` // getlk: the process that took the conflicting lock
+	Files       []*FileSlices `protobuf:"bytes,23,rep,name=files,proto3" json:"files,omitempty"`                                 // slices: the prefetched files
+	// readdir: the listing ends with these entries (a reader need not ask
+	// for the next page, which would be empty). Not set: ask.
+	Eof           bool `protobuf:"varint,24,opt,name=eof,proto3" json:"eof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5019,6 +5022,13 @@ func (x *ReadResp) GetFiles() []*FileSlices {
 		return x.Files
 	}
 	return nil
+}
+
+func (x *ReadResp) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
 }
 
 type JoinReq struct {
@@ -7006,7 +7016,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
 	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\xfb\x05\n" +
+	"\x02op\"\x8d\x06\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -7033,7 +7043,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x04dirs\x18\x14 \x03(\x04R\x04dirs\x12\x1b\n" +
 	"\tread_dirs\x18\x16 \x03(\x04R\breadDirs\x12!\n" +
 	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\x12+\n" +
-	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\"Q\n" +
+	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\x12\x10\n" +
+	"\x03eof\x18\x18 \x01(\bR\x03eof\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
