@@ -96,9 +96,11 @@ const (
 	journalMaxBytes   = 64 << 20
 	// A batch smaller than journalLingerOps waits up to journalLinger for
 	// more, unless someone waits for it: fewer, larger Raft entries cost
-	// the metadata service less.
+	// the metadata service less. (rsync -a of Go's src: 5 ms made 2,512
+	// batches and 4.9 s of the service's CPU; 20 ms, 770-870 and 1.8-2.4
+	// s; 50 ms, 340 and 1.4 s, for no faster copy.)
 	journalLingerOps = 512
-	journalLinger    = 5 * time.Millisecond
+	journalLinger    = 20 * time.Millisecond
 	// callBatch bounds the changes sent now that go out together.
 	callBatch = 64
 )
