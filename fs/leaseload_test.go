@@ -87,23 +87,32 @@ func TestReadLeaseBecomesWriteLease(t *testing.T) {
 }
 
 // TestRevokedLeaseTakesIdleOnesAlong: when another mount revokes a lease
-// that idles, the holder gives back every lease that idles as long, at
-// once and in one call to the service: the other mount going through the
-// tree then waits for no revocation in the directories that follow.
+// that idles, the holder gives back with it the leases of the directories
+// it made under it that idle as long, at once and in one call to the
+// service: the other mount going through that tree then waits for no
+// revocation in the directories that follow. Its other leases, and the
+// one it is using, stay.
 func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	a, cm := e.countedMount("a")
 	b, bm := e.countedMount("b")
 	ctx := testCtx(t)
+	top := mustMkdir(t, a, RootIno, "top").Ino
 	var dirs []uint64
 	for i := range 10 {
-		d := mustMkdir(t, a, RootIno, fmt.Sprint("d", i)).Ino
+		parent := top
+		if i >= 5 {
+			parent = dirs[i-5] // deeper: top/d0/d5, ...
+		}
+		d := mustMkdir(t, a, parent, fmt.Sprint("d", i)).Ino
 		mustCreate(t, a, d, "f")
 		dirs = append(dirs, d)
 	}
-	busy := mustMkdir(t, a, RootIno, "busy").Ino
-	for _, d := range append(dirs, busy) {
+	busy := mustMkdir(t, a, top, "busy").Ino
+	other := mustMkdir(t, a, RootIno, "other").Ino
+	otherSub := mustMkdir(t, a, other, "sub").Ino
+	for _, d := range append(dirs, top, busy, other, otherSub) {
 		if a.leases.get(d) == nil {
 			t.Fatal("a does not lease a directory it made")
 		}
@@ -115,25 +124,27 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 		t.Fatal(errno)
 	}
 	cm.leaseModes()
-	if _, errno := b.ReadDir(ctx, dirs[0], 0, 100); errno != 0 {
+	if _, errno := b.ReadDir(ctx, top, 0, 100); errno != 0 {
 		t.Fatal(errno)
 	}
-	waitUntil(t, "a to give back its idle leases", 10*time.Second, func() bool {
-		for _, d := range dirs {
+	waitUntil(t, "a to give back the idle leases under top", 10*time.Second, func() bool {
+		for _, d := range append(dirs, top) {
 			if a.leases.get(d) != nil {
 				return false
 			}
 		}
 		return true
 	})
-	if a.leases.get(busy) == nil {
-		t.Fatal("a gave back the lease it was using")
+	for name, d := range map[string]uint64{"the one it was using": busy, "another tree's": other, "another tree's child": otherSub} {
+		if a.leases.get(d) == nil {
+			t.Fatalf("a gave back %s lease", name)
+		}
 	}
 	if modes := cm.leaseModes(); slices.Contains(modes, 2) {
 		t.Fatalf("a released leases one by one: %v", modes)
 	}
 	refused := bm.refused.Load()
-	for _, d := range dirs[1:] {
+	for _, d := range dirs {
 		if names := listNames(t, b, d); !names["f"] {
 			t.Fatalf("b lists %v in a directory a made", names)
 		}

@@ -38,6 +38,9 @@ import (
 type dirLease struct {
 	dir  uint64
 	sess uint64 // the session it was granted to: what is written behind under it is sent under it
+	// parent: the directory it was made in (0: not known), for giving
+	// back a tree's leases together (withIdle).
+	parent uint64
 	// mu: read-held by an operation writing behind in the directory;
 	// write-held to give the lease up (locking.go). held changes only
 	// under mu write-held; it may be read without mu (localAttr).
@@ -188,10 +191,12 @@ func rlockHeld(l *dirLease) *dirLease {
 }
 
 // addLease records a lease granted to the mount for a directory it just
-// made (empty), whose attributes a are the mount's from now on. The lease
-// is complete before anyone can see it (dropLeases may end it at once).
-func (t *leaseTable) add(dir, sess uint64, a *metapb.Attr) *dirLease {
+// made (empty) in parent, whose attributes a are the mount's from now on.
+// The lease is complete before anyone can see it (dropLeases may end it at
+// once).
+func (t *leaseTable) add(dir, parent, sess uint64, a *metapb.Attr) *dirLease {
 	l := newDirLease(dir, sess)
+	l.parent = parent
 	l.held.Store(true)
 	l.used.Store(time.Now().UnixNano())
 	t.newLocal(l, a, 0)
@@ -368,10 +373,12 @@ func (t *leaseTable) watch(ctx context.Context) {
 	}
 }
 
-// withIdle adds to dirs, the leases another mount revoked, every other
-// lease idle for idleWith, if one of dirs is: another mount going through
-// a tree this mount wrote a while ago (diff -r, rm -rf, a backup) would
-// otherwise wait for a revocation in one directory after another.
+// withIdle adds to dirs, the leases another mount revoked, the leases of
+// the directories this mount made under them (as far as it holds the
+// leases between) that idle for idleWith, if one of dirs does: another
+// mount going through a tree this mount wrote a while ago (diff -r, rm
+// -rf, a backup) would otherwise wait for a revocation in one directory
+// after another. The mount's other leases stay.
 func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
 	if len(dirs) == 0 {
 		return nil
@@ -382,9 +389,22 @@ func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
 	if !slices.ContainsFunc(dirs, func(d uint64) bool { l := t.leases[d]; return l != nil && l.used.Load() <= old }) {
 		return dirs
 	}
+	under := func(l *dirLease) bool {
+		for p, hops := l.parent, 0; p != 0 && hops < 256; hops++ {
+			if slices.Contains(dirs, p) {
+				return true
+			}
+			pl := t.leases[p]
+			if pl == nil {
+				return false
+			}
+			p = pl.parent
+		}
+		return false
+	}
 	out := slices.Clone(dirs)
 	for d, l := range t.leases {
-		if l.used.Load() <= old && t.returning[d] == 0 && !slices.Contains(dirs, d) {
+		if l.used.Load() <= old && t.returning[d] == 0 && !slices.Contains(dirs, d) && under(l) {
 			out = append(out, d)
 		}
 	}

@@ -143,7 +143,7 @@ func (v *view) mkdir(ctx context.Context, parent uint64, name string, mode, uid,
 			a.Nlink = 2
 			// A leased directory's own attributes are the mount's while it
 			// holds its lease (another mount's getattr revokes it).
-			v.leases.add(a.Ino, l.sess, a)
+			v.leases.add(a.Ino, parent, l.sess, a)
 			return &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 				Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid, Ino: a.Ino, Lease: true}}}
 		})
