@@ -90,8 +90,9 @@ func TestReadLeaseBecomesWriteLease(t *testing.T) {
 // that idles, the holder gives back with it the leases of the directories
 // it made under it that idle as long, at once and in one call to the
 // service: the other mount going through that tree then waits for no
-// revocation in the directories that follow. Its other leases, and the
-// one it is using, stay.
+// revocation in the directories that follow. Its other leases stay: the
+// one it is using, another tree's, and one under the revoked directory
+// that it used after it last used that one.
 func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -109,10 +110,14 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 		mustCreate(t, a, d, "f")
 		dirs = append(dirs, d)
 	}
-	busy := mustMkdir(t, a, top, "busy").Ino
+	later := mustMkdir(t, a, top, "later").Ino
+	busy := mustMkdir(t, a, top, "busy").Ino // top's last use
+	if _, errno := writeSmall(t, a, later, "h", []byte("h"), true); errno != 0 {
+		t.Fatal(errno)
+	}
 	other := mustMkdir(t, a, RootIno, "other").Ino
 	otherSub := mustMkdir(t, a, other, "sub").Ino
-	for _, d := range append(dirs, top, busy, other, otherSub) {
+	for _, d := range append(dirs, top, busy, later, other, otherSub) {
 		if a.leases.get(d) == nil {
 			t.Fatal("a does not lease a directory it made")
 		}
@@ -135,7 +140,8 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 		}
 		return true
 	})
-	for name, d := range map[string]uint64{"the one it was using": busy, "another tree's": other, "another tree's child": otherSub} {
+	for name, d := range map[string]uint64{"the one it was using": busy, "another tree's": other, "another tree's child": otherSub,
+		"the one used after top": later} {
 		if a.leases.get(d) == nil {
 			t.Fatalf("a gave back %s lease", name)
 		}

@@ -375,10 +375,13 @@ func (t *leaseTable) watch(ctx context.Context) {
 
 // withIdle adds to dirs, the leases another mount revoked, the leases of
 // the directories this mount made under them (as far as it holds the
-// leases between) that idle for idleWith, if one of dirs does: another
-// mount going through a tree this mount wrote a while ago (diff -r, rm
-// -rf, a backup) would otherwise wait for a revocation in one directory
-// after another. The mount's other leases stay.
+// leases between) that idle for idleWith and were last used before the
+// revoked one, if one of dirs idles: another mount going through a tree
+// this mount wrote a while ago (diff -r, rm -rf, a backup) would otherwise
+// wait for a revocation in one directory after another. The mount's other
+// leases stay, among them those of subtrees it went through after it last
+// used the revoked directory (when that is the root, say, every tree is
+// under it).
 func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
 	if len(dirs) == 0 {
 		return nil
@@ -391,10 +394,10 @@ func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
 	}
 	under := func(l *dirLease) bool {
 		for p, hops := l.parent, 0; p != 0 && hops < 256; hops++ {
-			if slices.Contains(dirs, p) {
-				return true
-			}
 			pl := t.leases[p]
+			if slices.Contains(dirs, p) {
+				return pl != nil && l.used.Load() <= pl.used.Load()
+			}
 			if pl == nil {
 				return false
 			}
