@@ -33,6 +33,9 @@ const maxInoAlloc = 65536
 type dirLease struct {
 	session uint64
 	revoked bool
+	// kidOnly: revoked only for a read lease of the parent (grantRead),
+	// nothing that went into it. Not kept in snapshots.
+	kidOnly bool
 }
 
 func leasedResult() *metapb.Result {
@@ -55,6 +58,7 @@ func (f *FSM) conflict(dir, ls uint64) bool {
 		l.revoked = true
 		f.notifyRevoked()
 	}
+	l.kidOnly = false
 	return true
 }
 
@@ -305,9 +309,13 @@ func (f *FSM) readRevokes(q *metapb.RevokesReq) *metapb.ReadResp {
 	for d, l := range f.leases {
 		if l.session == q.Session && l.revoked {
 			r.Dirs = append(r.Dirs, d)
+			if l.kidOnly {
+				r.KidDirs = append(r.KidDirs, d)
+			}
 		}
 	}
 	slices.Sort(r.Dirs)
+	slices.Sort(r.KidDirs)
 	r.ReadDirs = f.revokedReads(q.Session)
 	return r
 }

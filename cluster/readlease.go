@@ -108,7 +108,10 @@ func (f *FSM) grantRead(op *metapb.LeaseOp) *metapb.Result {
 		refused := false
 		for _, k := range kids {
 			if f.writeLeasedToOther(k, op.Session) {
+				l := f.leases[k]
+				kidOnly := !l.revoked || l.kidOnly // nothing else revoked it
 				f.conflict(k, op.Session)
+				l.kidOnly = kidOnly
 				refused = true
 			}
 		}

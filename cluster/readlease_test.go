@@ -100,6 +100,29 @@ func TestReadLeaseAndWriteLease(t *testing.T) {
 	if got, revoked := x.holder(d); got != x.a || !revoked {
 		t.Fatalf("a read lease request of the parent did not ask for the child's write lease back (holder %d, revoked %v)", got, revoked)
 	}
+	// Its holder hears why: only for the parent (kid_dirs), until a
+	// change or a query that goes into it revokes it too.
+	revokes := func() *metapb.ReadResp {
+		return x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{Session: x.a}}})
+	}
+	if r := revokes(); !slices.Equal(r.Dirs, []uint64{d}) || !slices.Equal(r.KidDirs, []uint64{d}) {
+		t.Fatalf("revoked for the parent's read lease: dirs %v, kid dirs %v", r.Dirs, r.KidDirs)
+	}
+	if r := x.read(x.b, p); !isLeased(r) {
+		t.Fatalf("read lease of the parent, again: %v", r)
+	}
+	if r := revokes(); !slices.Equal(r.KidDirs, []uint64{d}) {
+		t.Fatalf("revoked twice for the parent's read lease: kid dirs %v", r.KidDirs)
+	}
+	if r := x.apply(x.b, createCmd(d, "x", true)); !isLeased(r) {
+		t.Fatalf("create in a write-leased directory: %v", r)
+	}
+	if r := revokes(); !slices.Equal(r.Dirs, []uint64{d}) || len(r.KidDirs) != 0 {
+		t.Fatalf("revoked by a change inside, too: dirs %v, kid dirs %v", r.Dirs, r.KidDirs)
+	}
+	if r := x.read(x.b, p); !isLeased(r) || len(revokes().KidDirs) != 0 {
+		t.Fatalf("a parent's read lease after a change inside: %v, kid dirs %v", r, revokes().KidDirs)
+	}
 	x.ok(x.a, leaseCmd(x.a, d, leaseRelease))
 	x.ok(x.b, leaseCmd(x.b, p, leaseRead))
 	if r := x.apply(x.a, leaseCmd(x.a, d, leaseTry)); !isLeased(r) {

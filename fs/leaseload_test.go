@@ -117,6 +117,9 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	}
 	other := mustMkdir(t, a, RootIno, "other").Ino
 	otherSub := mustMkdir(t, a, other, "sub").Ino
+	if _, errno := writeSmall(t, a, other, "o", []byte("o"), true); errno != 0 { // other's last use
+		t.Fatal(errno)
+	}
 	for _, d := range append(dirs, top, busy, later, other, otherSub) {
 		if a.leases.get(d) == nil {
 			t.Fatal("a does not lease a directory it made")
@@ -157,5 +160,17 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	}
 	if n := bm.refused.Load() - refused; n != 0 {
 		t.Fatalf("b was refused %d times for leases in directories a no longer used", n)
+	}
+
+	// b's read lease of the root revokes a's lease of other, only because
+	// the root lists it: other's subtree stays a's.
+	waitUntil(t, "b's read lease of the root", 10*time.Second, func() bool {
+		if _, errno := b.ReadDir(ctx, RootIno, 0, 100); errno != 0 {
+			t.Fatal(errno)
+		}
+		return a.leases.get(other) == nil
+	})
+	if a.leases.get(otherSub) == nil {
+		t.Fatal("a gave back the leases under a directory revoked only for its parent's read lease")
 	}
 }

@@ -369,7 +369,7 @@ func (t *leaseTable) watch(ctx context.Context) {
 			continue
 		}
 		t.reads.revoked(r.ReadDirs)
-		t.giveBackAll(t.withIdle(slices.Sorted(slices.Values(r.Dirs))))
+		t.giveBackAll(t.withIdle(slices.Sorted(slices.Values(r.Dirs)), r.KidDirs))
 	}
 }
 
@@ -381,22 +381,26 @@ func (t *leaseTable) watch(ctx context.Context) {
 // wait for a revocation in one directory after another. The mount's other
 // leases stay, among them those of subtrees it went through after it last
 // used the revoked directory (when that is the root, say, every tree is
-// under it).
-func (t *leaseTable) withIdle(dirs []uint64) []uint64 {
+// under it), and the trees under leases revoked only so that another
+// mount could read-lease their parent (kids: it did not go into them).
+func (t *leaseTable) withIdle(dirs, kids []uint64) []uint64 {
 	if len(dirs) == 0 {
 		return nil
 	}
 	old := time.Now().UnixNano() - t.idleWith.Load()
 	t.lmu.Lock()
 	defer t.lmu.Unlock()
-	if !slices.ContainsFunc(dirs, func(d uint64) bool { l := t.leases[d]; return l != nil && l.used.Load() <= old }) {
+	if !slices.ContainsFunc(dirs, func(d uint64) bool {
+		l := t.leases[d]
+		return l != nil && l.used.Load() <= old && !slices.Contains(kids, d)
+	}) {
 		return dirs
 	}
 	under := func(l *dirLease) bool {
 		for p, hops := l.parent, 0; p != 0 && hops < 256; hops++ {
 			pl := t.leases[p]
 			if slices.Contains(dirs, p) {
-				return pl != nil && l.used.Load() <= pl.used.Load()
+				return pl != nil && l.used.Load() <= pl.used.Load() && !slices.Contains(kids, p)
 			}
 			if pl == nil {
 				return false

@@ -4828,7 +4828,12 @@ type ReadResp struct {
 	Files       []*FileSlices `protobuf:"bytes,23,rep,name=files,proto3" json:"files,omitempty"`                                 // slices: the prefetched files
 	// readdir: the listing ends with these entries (a reader need not ask
 	// for the next page, which would be empty). Not set: ask.
-	Eof           bool `protobuf:"varint,24,opt,name=eof,proto3" json:"eof,omitempty"`
+	Eof bool `protobuf:"varint,24,opt,name=eof,proto3" json:"eof,omitempty"`
+	// revokes: those of dirs revoked only so that another session could
+	// read-lease their parent (which lists their attributes), not because it
+	// went into them: a holder giving back a tree's leases at once leaves
+	// those trees be.
+	KidDirs       []uint64 `protobuf:"varint,25,rep,packed,name=kid_dirs,json=kidDirs,proto3" json:"kid_dirs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5029,6 +5034,13 @@ func (x *ReadResp) GetEof() bool {
 		return x.Eof
 	}
 	return false
+}
+
+func (x *ReadResp) GetKidDirs() []uint64 {
+	if x != nil {
+		return x.KidDirs
+	}
+	return nil
 }
 
 type JoinReq struct {
@@ -7016,7 +7028,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
 	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\x8d\x06\n" +
+	"\x02op\"\xa8\x06\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -7044,7 +7056,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tread_dirs\x18\x16 \x03(\x04R\breadDirs\x12!\n" +
 	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\x12+\n" +
 	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\x12\x10\n" +
-	"\x03eof\x18\x18 \x01(\bR\x03eof\"Q\n" +
+	"\x03eof\x18\x18 \x01(\bR\x03eof\x12\x19\n" +
+	"\bkid_dirs\x18\x19 \x03(\x04R\akidDirs\"Q\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
