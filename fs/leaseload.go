@@ -101,6 +101,7 @@ func (t *leaseTable) acquire(dir uint64) {
 	// The mount's own copies of dir and of its attributes would go stale
 	// once it writes behind in it.
 	own := t.reads.handOver(dir)
+	defer t.reads.leased(dir) // once published, or not granted
 	l := newDirLease(dir, t.pipe.session())
 	// Not published yet: nobody else holds them (TryLock: taken under
 	// lmu, a leaf, they cannot wait).

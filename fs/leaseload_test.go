@@ -1,11 +1,15 @@
 package fs
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
 // TestReadLeaseBecomesWriteLease: the first change a mount makes in a
@@ -172,5 +176,67 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	})
 	if a.leases.get(otherSub) == nil {
 		t.Fatal("a gave back the leases under a directory revoked only for its parent's read lease")
+	}
+}
+
+// upgradeGate holds the mount's read-to-write lease upgrades (LeaseOp
+// mode 7) until opened, and says when one waits.
+type upgradeGate struct {
+	Meta
+	gate
+	waiting chan struct{}
+	once    sync.Once
+}
+
+func (m *upgradeGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	if l := cmd.GetLease(); l != nil && l.Mode == 7 {
+		m.once.Do(func() { close(m.waiting) })
+		if err := m.pass(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return m.Meta.Apply(ctx, cmd)
+}
+
+// TestNoReadCopyBesideWriteLease: while a directory's read lease turns
+// into its write lease, no copy of it is taken: one loaded then would be
+// answered from after the service dropped its read lease (found by the
+// fault suite: another mount's rename, applied once the write lease was
+// given back, was missing from this mount's listing).
+func TestNoReadCopyBesideWriteLease(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ug := &upgradeGate{waiting: make(chan struct{})}
+	ug.shut()
+	a := e.mount("a", func(c *Config) { ug.Meta = c.Meta; c.Meta = ug }, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	for i := range 4 {
+		mustCreate(t, b, d, fmt.Sprint("f", i))
+	}
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	done := make(chan syscall.Errno, 1)
+	go func() { done <- a.Unlink(ctx, d, "f0") }()
+	<-ug.waiting
+	// A listing's (or lookups') read lease, taken while the upgrade waits.
+	if held, _ := a.reads.take(d); held {
+		t.Error("a took a copy of d while turning its read lease into the write lease")
+	}
+	ug.open()
+	mustErrno(t, "a unlinks f0", <-done, 0)
+	if l := a.leases.get(d); l == nil || !l.held.Load() {
+		t.Fatal("a does not write-lease d after the upgrade")
+	}
+	if n := a.reads.count(); n != 0 {
+		t.Fatalf("a holds %d read copies beside its write lease of d", n)
+	}
+	// b's change gets a's lease back; a then lists it.
+	mustCreate(t, b, d, "new")
+	if names := listNames(t, a, d); !names["new"] || names["f0"] {
+		t.Fatalf("a lists %v after b's create", names)
 	}
 }

@@ -141,9 +141,13 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 // lease to become the write lease (leaseTable.load); the others (its
 // parent's) are given back. The opens under them are registered first:
 // an unlink may be written behind next.
+//
+// Until leased is called, no copy of dir is taken (readLeases.leasing);
+// one being loaded now is spoiled.
 func (r *readLeases) handOver(dir uint64) (own *readDir) {
 	sess := r.pipe.session()
 	r.mu.Lock()
+	r.leasing[dir] = true
 	out := r.unpublishCovering(dir)
 	r.mu.Unlock()
 	for _, d := range out {
@@ -155,6 +159,13 @@ func (r *readLeases) handOver(dir uint64) (own *readDir) {
 		r.giveBack(d, false)
 	}
 	return own
+}
+
+// leased ends handOver(dir): the write lease is published (or refused).
+func (r *readLeases) leased(dir uint64) {
+	r.mu.Lock()
+	delete(r.leasing, dir)
+	r.mu.Unlock()
 }
 
 // holds reports whether the mount answers from a copy of dir.

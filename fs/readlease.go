@@ -79,6 +79,12 @@ type readLeases struct {
 	cool     map[uint64]cooldown
 	lazy     map[*Handle]*lazyOpen // opens not registered yet (readopen.go)
 	writes   map[uint64]bool       // directories changed here while read-leased (wantWrite)
+	// leasing: directories the mount is write-leasing (handOver until
+	// leased): no copy of one is taken meanwhile. One published after the
+	// write lease's grant would answer what this mount then writes
+	// behind, or, once its read lease became the write lease (mode 7),
+	// what no read lease backs any more.
+	leasing  map[uint64]bool
 	releases sync.WaitGroup
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
@@ -94,7 +100,7 @@ const (
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]bool{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
@@ -210,7 +216,7 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 		r.mu.Unlock()
 		return true, false
 	}
-	if r.loads[dir] != nil || r.inflight[dir] > 0 || time.Now().Before(r.cool[dir].until) {
+	if r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] || time.Now().Before(r.cool[dir].until) {
 		r.mu.Unlock()
 		return false, false
 	}
