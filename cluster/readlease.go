@@ -144,8 +144,11 @@ func (f *FSM) upgradeRead(op *metapb.LeaseOp) *metapb.Result {
 	if l := f.reads.readers[op.Dir][op.Session]; l == nil || l.revoked {
 		return leasedResult()
 	}
-	if l := f.leases[op.Dir]; l != nil && l.session != op.Session && f.liveSession(l.session) {
-		return leasedResult() // not granted beside a read lease: a corner left by restores
+	if l := f.leases[op.Dir]; l != nil && l.session != op.Session {
+		if f.liveSession(l.session) {
+			return leasedResult() // not granted beside a read lease: a corner left by restores
+		}
+		f.endLease(op.Dir) // its session ended: it would shadow the grant
 	}
 	if f.readersInWay(op.Dir, op.Session, false) {
 		return leasedResult()

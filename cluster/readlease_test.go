@@ -323,6 +323,15 @@ func TestReadLeaseUpgrade(t *testing.T) {
 	if len(x.f.leases) != 0 || len(x.f.wkids.kids) != 0 {
 		t.Fatalf("state left: leases %v, index %+v", x.f.leases, x.f.wkids)
 	}
+	// A write lease left by a session that ended (its record not yet
+	// dropped) does not shadow the grant.
+	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
+	x.f.leases[d] = &dirLease{session: 999}
+	x.ok(x.a, leaseCmd(x.a, d, leaseUpgrade))
+	if s, _ := x.holder(d); s != x.a {
+		t.Fatalf("write lease of d held by %d after an upgrade over a dead session's lease, want %d", s, x.a)
+	}
+	x.ok(x.a, leaseCmd(x.a, d, leaseRelease))
 	// Not a directory, or a session that ended.
 	x.ok(x.a, leaseCmd(x.a, d, leaseRead))
 	if r := x.apply(x.a, leaseCmd(x.a, f, leaseUpgrade)); r.Errno == 0 {
