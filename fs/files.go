@@ -73,7 +73,7 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 // existing one) and opens it, in one metadata step. With O_TRUNC an
 // existing file is truncated.
 func (f *FS) CreateOpen(ctx context.Context, parent uint64, name string, mode, uid, gid, flags uint32) (*metapb.Attr, *Handle, syscall.Errno) {
-	f.leases.upgrade(parent)
+	f.leases.leaseNow(parent)
 	if a, h, ok, errno := f.view.createOpen(ctx, parent, name, mode, uid, gid, flags); ok {
 		if errno == 0 {
 			f.handles.track(h)

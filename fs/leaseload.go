@@ -12,8 +12,12 @@ import (
 // Leasing directories the mount did not make (leases.go has the table):
 // after a burst of changes through the service in a directory, or at the
 // first change in one it holds a read lease of, the mount write-leases it
-// and takes its entries: from the read lease's copy, which becomes the
-// write lease's view, or else read from the service.
+// and reads its entries from the service.
+//
+// (Turning the read lease into the write lease in one step, LeaseOp mode
+// 7, with the read lease's copy as the write lease's view, saved those
+// reads, but the fault suite then found listings on another mount missing
+// changes, in 3 runs of 5; not understood, so the copy is not used.)
 
 // noteChange counts a change made through the service in dir and starts
 // leasing it when it has seen enough.
@@ -66,11 +70,11 @@ func (t *leaseTable) acquireAll() {
 	}
 }
 
-// upgrade write-leases dir now if the mount holds none of it but a read
-// lease's copy (the read lease becomes the write lease, with no second
-// read): its caller is about to change dir, and would otherwise send the
-// change through the service and drop the copy. The caller holds no lock.
-func (t *leaseTable) upgrade(dir uint64) {
+// leaseNow write-leases dir at once if the mount holds none of it but a
+// read lease's copy: its caller is about to change dir, and would
+// otherwise send the change through the service, drop the copy and lease
+// the directory after it. The caller holds no lock.
+func (t *leaseTable) leaseNow(dir uint64) {
 	if t.off || t.get(dir) != nil || !t.reads.holds(dir) {
 		return
 	}
@@ -85,10 +89,9 @@ func (t *leaseTable) busy(dir uint64) bool {
 	return t.leases[dir] != nil || t.returning[dir] > 0
 }
 
-// acquire leases dir and loads its entries, or takes them from its read
-// lease's copy. Operations in dir wait meanwhile; changes this mount made
-// through the service while it loads are recorded after it (noteEnt and
-// noteGone wait for it too).
+// acquire leases dir and loads its entries. Operations in dir wait
+// meanwhile; changes this mount made through the service while it loads
+// are recorded after it (noteEnt and noteGone wait for it too).
 func (t *leaseTable) acquire(dir uint64) {
 	// No change through the service is in flight meanwhile: one applied
 	// after the entries are read but noted before the lease is visible
@@ -100,7 +103,7 @@ func (t *leaseTable) acquire(dir uint64) {
 	}
 	// The mount's own copies of dir and of its attributes would go stale
 	// once it writes behind in it.
-	own := t.reads.handOver(dir)
+	t.reads.handOver(dir)
 	defer t.reads.leased(dir) // once published, or not granted
 	l := newDirLease(dir, t.pipe.session())
 	// Not published yet: nobody else holds them (TryLock: taken under
@@ -108,16 +111,13 @@ func (t *leaseTable) acquire(dir uint64) {
 	t.lmu.Lock()
 	if t.leases[dir] != nil || t.returning[dir] > 0 {
 		t.lmu.Unlock()
-		if own != nil {
-			t.reads.giveBack(own, false)
-		}
 		return
 	}
 	l.mu.TryLock()
 	l.emu.TryLock()
 	t.leases[dir] = l
 	t.lmu.Unlock()
-	ok := t.load(l, own)
+	ok := t.load(l)
 	if t.debugOn {
 		t.log.Debug("directory leased", "dir", dir, "ok", ok, "entries", len(l.ents))
 	}
@@ -135,42 +135,20 @@ func (t *leaseTable) acquire(dir uint64) {
 	}
 }
 
-// load takes dir's write lease and its entries: from own, the mount's
-// read lease of it, which becomes the write lease (LeaseOp mode 7), or
-// else read from the service (mode 4, then readdir plus).
-func (t *leaseTable) load(l *dirLease, own *readDir) bool {
+// load takes dir's write lease (mode 4: if no other mount holds it) and
+// reads its entries and attributes.
+func (t *leaseTable) load(l *dirLease) bool {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
 	sess := l.sess
-	mode := uint32(4)
-	if own != nil && own.sess != sess {
-		t.reads.giveBack(own, false)
-		own = nil
-	} else if own != nil {
-		mode = 7
-	}
-	// Files this mount changes meanwhile are not adopted (and the copy is
-	// not used if it changes dir).
+	// Files this mount changes meanwhile are not adopted.
 	track := t.reads.track()
 	changed := func() map[uint64]bool { return t.reads.untrack(track) }
 	r, err := t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: l.dir, Mode: mode}}})
+		Session: sess, Dir: l.dir, Mode: 4}}})
 	if err != nil || r.Errno != 0 {
 		changed()
-		if own != nil {
-			// Revoked (another mount waits for it) or read by another
-			// mount too: given back as a revoked one is.
-			t.reads.giveBack(own, true)
-		}
 		return false // another mount holds it, or the service is away: go on without
-	}
-	if own != nil {
-		if skip := changed(); !skip[l.dir] {
-			t.fromCopy(l, own, skip)
-			return true
-		}
-		// Changed here since the copy was taken: read afresh.
-		track = t.reads.track()
 	}
 	release := func() {
 		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
@@ -205,25 +183,6 @@ func (t *leaseTable) load(l *dirLease, own *readDir) bool {
 	}
 	t.loaded(l, a, files, changed())
 	return true
-}
-
-// fromCopy fills l's entries from d, the copy of the read lease that
-// became l: what the service holds, since nobody else could change it
-// while the read lease was held, nor this mount without dropping the copy.
-// skip: the inodes this mount changed since (not adopted).
-func (t *leaseTable) fromCopy(l *dirLease, d *readDir, skip map[uint64]bool) {
-	var files []*metapb.Attr
-	for i := range d.ents {
-		e := &d.ents[i]
-		if e.name == "." || e.name == ".." {
-			continue
-		}
-		l.ents[e.name] = dirEnt{e.a.ino, namespace.FileType(e.a.typ)}
-		if e.a.typ == uint8(namespace.TypeFile) && e.a.nlink == 1 {
-			files = append(files, e.a.pb())
-		}
-	}
-	t.loaded(l, d.self.pb(), files, skip)
 }
 
 // loaded records dir's attributes a as the mount's while it holds the

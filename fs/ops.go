@@ -85,7 +85,7 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 		return f.view.applyAttr(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{
 			Parent: parent, Name: name, Mode: mode, Uid: uid, Gid: gid}}})
 	}
-	f.leases.upgrade(parent)
+	f.leases.leaseNow(parent)
 	if a, ok, errno := f.view.mkdir(ctx, parent, name, mode, uid, gid); ok {
 		return a, errno
 	}
@@ -106,7 +106,7 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 
 // Symlink makes a symbolic link.
 func (f *FS) Symlink(ctx context.Context, parent uint64, name, target string, uid, gid uint32) (*metapb.Attr, syscall.Errno) {
-	f.leases.upgrade(parent)
+	f.leases.leaseNow(parent)
 	if a, ok, errno := f.view.symlink(ctx, parent, name, target, uid, gid); ok {
 		return a, errno
 	}
@@ -141,7 +141,7 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 	if len(name) > maxNameLen {
 		return syscall.ENAMETOOLONG
 	}
-	f.leases.upgrade(parent)
+	f.leases.leaseNow(parent)
 	if ok, errno := f.view.unlink(parent, name); ok {
 		return errno
 	}
@@ -162,7 +162,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 	if len(name) > maxNameLen {
 		return syscall.ENAMETOOLONG
 	}
-	f.leases.upgrade(parent)
+	f.leases.leaseNow(parent)
 	if ok, errno := f.view.rmdir(parent, name); ok {
 		return errno
 	}
@@ -186,8 +186,8 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 // Rename moves a name, with renameat2 flags (RENAME_NOREPLACE,
 // RENAME_EXCHANGE).
 func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) syscall.Errno {
-	f.leases.upgrade(parent)
-	f.leases.upgrade(newParent)
+	f.leases.leaseNow(parent)
+	f.leases.leaseNow(newParent)
 	if ok, errno := f.view.rename(parent, name, newParent, newName, flags); ok {
 		return errno
 	}

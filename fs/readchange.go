@@ -135,30 +135,20 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 	return slices.DeleteFunc(out, func(t uint64) bool { return t == 0 })
 }
 
-// handOver stops answering from the copies holding dir's entries or
-// attributes: the mount is about to write-lease dir and write behind in
-// it. dir's own copy, if the session holds one, is returned, for its
-// lease to become the write lease (leaseTable.load); the others (its
-// parent's) are given back. The opens under them are registered first:
-// an unlink may be written behind next.
-//
+// handOver gives back the copies holding dir's entries or attributes:
+// the mount is about to write-lease dir and write behind in it. The opens
+// under them are registered first: an unlink may be written behind next.
 // Until leased is called, no copy of dir is taken (readLeases.leasing);
 // one being loaded now is spoiled.
-func (r *readLeases) handOver(dir uint64) (own *readDir) {
-	sess := r.pipe.session()
+func (r *readLeases) handOver(dir uint64) {
 	r.mu.Lock()
 	r.leasing[dir] = true
 	out := r.unpublishCovering(dir)
 	r.mu.Unlock()
 	for _, d := range out {
 		r.register(d.dir)
-		if d.dir == dir && d.sess == sess && r.fresh() {
-			own = d
-			continue
-		}
 		r.giveBack(d, false)
 	}
-	return own
 }
 
 // leased ends handOver(dir): the write lease is published (or refused).
