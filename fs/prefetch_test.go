@@ -7,6 +7,16 @@ import (
 	"time"
 )
 
+// content is file i's content at generation gen: every fourth one over
+// the inline threshold (its data in objects).
+func content(i int, gen byte) []byte {
+	p := []byte(fmt.Sprintf("file %d, generation %c\n", i, gen))
+	if i%4 == 3 {
+		p = bytes.Repeat(p, 20<<10/len(p)+1)
+	}
+	return p
+}
+
 // TestReadAheadOfADirectorysFiles: a mount reading the files of a
 // directory it read-leases one after another (as diff -r does) asks the
 // service for their slices and object records once per many files, not
@@ -20,13 +30,6 @@ func TestReadAheadOfADirectorysFiles(t *testing.T) {
 	ctx := testCtx(t)
 	d := mustMkdir(t, b, RootIno, "d").Ino
 	const n = 40
-	content := func(i int, gen byte) []byte {
-		p := []byte(fmt.Sprintf("file %d, generation %c\n", i, gen))
-		if i%4 == 3 {
-			p = bytes.Repeat(p, 20<<10/len(p)+1) // over the inline threshold: objects
-		}
-		return p
-	}
 	want := map[string][]byte{}
 	inos := map[string]uint64{}
 	for i := range n {
@@ -94,13 +97,6 @@ func TestReadAheadOfOwnFiles(t *testing.T) {
 	ctx := testCtx(t)
 	d := mustMkdir(t, a, RootIno, "d").Ino
 	const n = 40
-	content := func(i int, gen byte) []byte {
-		p := []byte(fmt.Sprintf("file %d, generation %c\n", i, gen))
-		if i%4 == 3 {
-			p = bytes.Repeat(p, 20<<10/len(p)+1)
-		}
-		return p
-	}
 	var inos []uint64
 	want := map[uint64][]byte{}
 	for i := range n {
