@@ -109,8 +109,12 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 		mustCreate(t, a, d, "f")
 		dirs = append(dirs, d)
 	}
-	later := mustMkdir(t, a, top, "later").Ino
-	busy := mustMkdir(t, a, top, "busy").Ino // top's last use
+	// Two levels down (b's read lease of top would revoke a's leases of
+	// top's children, whatever they did).
+	x := mustMkdir(t, a, top, "x").Ino
+	y := mustMkdir(t, a, top, "y").Ino // top's last use
+	later := mustMkdir(t, a, x, "later").Ino
+	busy := mustMkdir(t, a, y, "busy").Ino
 	if _, errno := writeSmall(t, a, later, "h", []byte("h"), true); errno != 0 {
 		t.Fatal(errno)
 	}
