@@ -84,3 +84,46 @@ func TestWriteLeaseOpensAreNotSent(t *testing.T) {
 		return gone(files[0]) && gone(files[1])
 	})
 }
+
+// TestWriteLeaseOpenSurvivesRenameOverThroughService: a file opened under
+// the mount's write lease and replaced by a rename the mount sends through
+// the service (its source directory is not leased) is registered first:
+// the descriptor reads it whole, and it is freed at the close.
+func TestWriteLeaseOpenSurvivesRenameOverThroughService(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.mount("a", nil, nil)
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d2 := mustMkdir(t, a, RootIno, "d2").Ino
+	x, errno := writeSmall(t, a, d2, "x", []byte("content of x"), true)
+	mustErrno(t, "write x", errno, 0)
+	d1 := mustMkdir(t, b, RootIno, "d1").Ino
+	_, errno = writeSmall(t, b, d1, "y", []byte("content of y"), true)
+	mustErrno(t, "write y", errno, 0)
+	h, _, errno := a.Open(ctx, x, syscall.O_RDONLY)
+	mustErrno(t, "open x", errno, 0)
+	if !h.lazy {
+		t.Fatal("x's open under a's lease was registered at once")
+	}
+	mustErrno(t, "a renames d1/y over d2/x", a.Rename(ctx, d1, "y", d2, "x", 0), 0)
+	if a.leases.get(d1) != nil {
+		t.Fatal("a leases d1: the rename did not go through the service")
+	}
+	a.pipe.drain()
+	gone := func() bool {
+		r := e.fsm.Read(&metapb.ReadReq{LeaseSession: a.pipe.session(), Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: x}}})
+		return r.Errno == uint32(syscall.ENOENT)
+	}
+	if gone() {
+		t.Fatal("x, open on a, freed by a's rename over it")
+	}
+	if got := string(mustRead(t, a, x, 100, 0)); got != "content of x" {
+		t.Fatalf("x, replaced and open on a, reads %q", got)
+	}
+	mustErrno(t, "close x", a.Release(ctx, h), 0)
+	waitUntil(t, "x freed after its close", 10e9, func() bool {
+		a.pipe.drain()
+		return gone()
+	})
+}

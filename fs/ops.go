@@ -146,6 +146,7 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 		return errno
 	}
 	unlock := f.leases.lockService(parent)
+	f.view.registerVictim(parent, name)
 	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Unlink{Unlink: &metapb.UnlinkOp{Parent: parent, Name: name}}})
 	if errno == 0 {
 		f.view.noteGone(parent, name)
@@ -199,6 +200,7 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 			keep = a.Ino
 		}
 		unlock, victim = f.view.lockRemoval(ctx, newParent, newName, keep, parent, newParent)
+		f.view.registerVictim(newParent, newName)
 	} else {
 		unlock = f.leases.lockService(parent, newParent)
 	}

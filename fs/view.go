@@ -167,13 +167,38 @@ func (v *view) journalOrder(ino uint64) (unlock func()) {
 	return in.jmu.Unlock
 }
 
+// registerOpensOf registers the opens of ino made under a write lease
+// (leaseTable.registerOpens) before a change that removes one of its
+// names is journaled: it may free the file. ino's jmu is held.
+func (v *view) registerOpensOf(ino uint64) {
+	if in := v.inodes.lookup(ino); in != nil {
+		v.leases.registerOpens(in)
+	}
+}
+
+// registerVictim does the same before a change through the service that
+// may remove name from dir, for the file dir's lease has there. The
+// caller holds dir's lease locked (lockService).
+func (v *view) registerVictim(dir uint64, name string) {
+	l := v.leases.get(dir)
+	if l == nil {
+		return
+	}
+	l.emu.Lock()
+	e, ok := l.ents[name]
+	l.emu.Unlock()
+	if ok {
+		defer v.journalOrder(e.ino)()
+		v.registerOpensOf(e.ino)
+	}
+}
+
 // unlinked records that ino lost a link.
 func (v *view) unlinked(ino uint64, now int64) {
 	in := v.inodes.lookup(ino)
 	if in == nil {
 		return
 	}
-	v.leases.registerOpens(in) // before the record that may free it (in.jmu is held)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.wb == nil || in.attr == nil {

@@ -185,6 +185,7 @@ func (v *view) unlink(parent uint64, name string) (bool, syscall.Errno) {
 	delete(l.ents, name)
 	now := time.Now().UnixNano()
 	defer v.journalOrder(e.ino)()
+	v.registerOpensOf(e.ino) // before the record that may free it
 	v.unlinked(e.ino, now)
 	v.touchDir(parent, now, 0)
 	if v.debugOn {
@@ -320,6 +321,7 @@ func (v *view) rename(parent uint64, name string, newParent uint64, newName stri
 	inos := []uint64{e.ino, parent, newParent}
 	if exists {
 		defer v.journalOrder(old.ino)()
+		v.registerOpensOf(old.ino)
 		v.unlinked(old.ino, now)
 		inos = append(inos, old.ino)
 	}
