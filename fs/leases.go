@@ -213,38 +213,7 @@ func (t *leaseTable) add(dir, parent, sess uint64, a *metapb.Attr) *dirLease {
 // giveBack ends the lease of dir: no more writing behind in it, the journal
 // is applied, the inodes made under it become ordinary, and the service
 // is told.
-func (t *leaseTable) giveBack(dir uint64) {
-	t.lmu.Lock()
-	l := t.leases[dir]
-	t.returning[dir]++ // acquire keeps off until the service is told
-	t.lmu.Unlock()
-	defer func() {
-		t.lmu.Lock()
-		if t.returning[dir]--; t.returning[dir] <= 0 {
-			delete(t.returning, dir)
-		}
-		t.lmu.Unlock()
-	}()
-	sess := t.pipe.session()
-	if l != nil {
-		// Ended while still listed: a change through the service meanwhile
-		// locks it (lockService) and so waits for the changes written
-		// behind under it; only then is it forgotten.
-		sess = l.sess
-		t.endLease(l, true)
-		t.forget(dir, l)
-	}
-	t.pipe.drain()
-	cctx, cancel := t.ctx(context.Background())
-	defer cancel()
-	if _, err := t.pipe.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: dir, Mode: 2}}}); err != nil {
-		t.log.Warn("releasing a directory lease", "dir", dir, "err", err)
-	}
-	if t.debugOn {
-		t.log.Debug("directory lease given back", "dir", dir, "held", l != nil)
-	}
-}
+func (t *leaseTable) giveBack(dir uint64) { t.giveBackAll([]uint64{dir}) }
 
 // endLease stops writing behind under l and makes its inodes ordinary once
 // the journal is applied, with the opens made under it registered first
@@ -419,22 +388,15 @@ func (t *leaseTable) withIdle(dirs, kids []uint64) []uint64 {
 	return out
 }
 
-// giveBackAll gives back the leases of dirs (ascending) as giveBack does,
-// with one drain of the journal and one call to the service for them all
-// (in batches of maxReleases).
+// giveBackAll gives back the leases of dirs (ascending) as giveBack says,
+// with one drain of the journal and one call to the service per session
+// they were granted to (in batches of maxReleases).
 func (t *leaseTable) giveBackAll(dirs []uint64) {
-	if len(dirs) <= 1 {
-		for _, d := range dirs {
-			t.giveBack(d)
-		}
-		return
-	}
-	sess := t.pipe.session()
 	t.lmu.Lock()
 	ls := make([]*dirLease, len(dirs))
 	for i, d := range dirs {
 		ls[i] = t.leases[d]
-		t.returning[d]++
+		t.returning[d]++ // acquire keeps off until the service is told
 	}
 	t.lmu.Unlock()
 	defer func() {
@@ -446,31 +408,38 @@ func (t *leaseTable) giveBackAll(dirs []uint64) {
 		}
 		t.lmu.Unlock()
 	}()
-	var cmds []*metapb.Command
+	bySess := map[uint64][]*metapb.Command{}
 	for i, l := range ls {
-		if l != nil && l.sess != sess {
-			t.giveBack(dirs[i]) // granted to a session that was replaced: its own call
-			continue
-		}
+		sess := t.pipe.session()
 		if l != nil {
+			// Ended while still listed: a change through the service
+			// meanwhile locks it (lockService) and so waits for the
+			// changes written behind under it; only then is it forgotten.
+			sess = l.sess
 			t.endLease(l, true)
 			t.forget(l.dir, l)
 		}
-		cmds = append(cmds, &metapb.Command{Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dirs[i], Mode: 2}}})
+		bySess[sess] = append(bySess[sess], &metapb.Command{Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dirs[i], Mode: 2}}})
 	}
 	t.pipe.drain()
-	for len(cmds) > 0 {
-		n := min(len(cmds), maxReleases)
-		cctx, cancel := t.ctx(context.Background())
-		if _, err := t.pipe.meta.Apply(cctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{
-			Commands: cmds[:n], ErrorsOnly: true}}}); err != nil {
-			t.log.Warn("releasing directory leases", "leases", n, "err", err)
+	for sess, cmds := range bySess {
+		for len(cmds) > 0 {
+			n := min(len(cmds), maxReleases)
+			cmd := cmds[0]
+			if n > 1 {
+				cmd = &metapb.Command{Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds[:n], ErrorsOnly: true}}}
+			}
+			cmd.LeaseSession = sess
+			cctx, cancel := t.ctx(context.Background())
+			if _, err := t.pipe.meta.Apply(cctx, cmd); err != nil {
+				t.log.Warn("releasing directory leases", "leases", n, "err", err)
+			}
+			cancel()
+			cmds = cmds[n:]
 		}
-		cancel()
-		cmds = cmds[n:]
 	}
 	if t.debugOn {
-		t.log.Debug("directory leases given back", "dirs", len(dirs))
+		t.log.Debug("directory leases given back", "dirs", dirs)
 	}
 }
 

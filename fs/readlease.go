@@ -81,9 +81,8 @@ type readLeases struct {
 	writes   map[uint64]bool       // directories changed here while read-leased (wantWrite)
 	// leasing: directories the mount is write-leasing (handOver until
 	// leased): no copy of one is taken meanwhile. One published after the
-	// write lease's grant would answer what this mount then writes
-	// behind, or, once its read lease became the write lease (mode 7),
-	// what no read lease backs any more.
+	// write lease's grant would answer listings without what this mount
+	// then writes behind.
 	leasing  map[uint64]bool
 	releases sync.WaitGroup
 
