@@ -16,6 +16,16 @@ const RootIno = 1
 
 // Lookup finds name in directory parent.
 func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+	a, _, errno := f.view.lookup(ctx, parent, name)
+	return a, errno
+}
+
+// LookupOwn is Lookup, and also says whether the answer came from a
+// directory this mount write-leases: no other mount can add or remove a
+// name there until the lease is given back, so the kernel may keep a "no
+// such name" as long as it keeps a name (the FUSE adapter's negative
+// entries). Elsewhere a missing name is asked again at every lookup.
+func (f *FS) LookupOwn(ctx context.Context, parent uint64, name string) (a *metapb.Attr, own bool, errno syscall.Errno) {
 	return f.view.lookup(ctx, parent, name)
 }
 

@@ -66,34 +66,36 @@ func (v *view) getAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.E
 }
 
 // lookup finds name in directory parent: in the mount's own entries of a
-// directory it write-leases, in a read lease's copy, or at the service.
-func (v *view) lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+// directory it write-leases (leased), in a read lease's copy, or at the
+// service.
+func (v *view) lookup(ctx context.Context, parent uint64, name string) (_ *metapb.Attr, leased bool, _ syscall.Errno) {
 	if len(name) > maxNameLen {
-		return nil, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
+		return nil, false, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
 	}
 	if a, ino, ok, errno := v.lookupLeased(parent, name); ok {
 		if errno != 0 || a != nil {
-			return a, errno
+			return a, true, errno
 		}
-		return v.getAttr(ctx, ino)
+		a, errno = v.getAttr(ctx, ino)
+		return a, true, errno
 	}
 	if a, ok := v.reads.lookup(parent, name); ok {
 		if a == nil {
-			return nil, syscall.ENOENT
+			return nil, false, syscall.ENOENT
 		}
 		if own := v.localAttr(a.Ino); own != nil {
-			return own, 0 // a directory this mount write-leases: its attributes change here
+			return own, false, 0 // a directory this mount write-leases: its attributes change here
 		}
-		return v.inodes.remember(a), 0
+		return v.inodes.remember(a), false, 0
 	}
 	a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
 	if errno == 0 || errno == syscall.ENOENT {
 		v.reads.noteLookup(parent)
 	}
 	if errno != 0 {
-		return nil, errno
+		return nil, false, errno
 	}
-	return v.inodes.remember(a), 0
+	return v.inodes.remember(a), false, 0
 }
 
 // localAttr returns an eligible inode's attributes (nil if it is not). It

@@ -115,7 +115,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	}()
 	fmt.Fprintf(out, "mounting on %s\n", mountpoint)
 	err = serveMount(mctx, mountConfig{
-		Meta: []string{c.MetaAddr}, Secret: c.Secret, Mountpoint: mountpoint, Name: "dev",
+		Meta: []string{c.MetaAddr}, Secret: c.Secret, Mountpoint: mountpoint, Name: "dev", AttrTimeout: time.Second,
 	}, log, func() {
 		fmt.Fprintf(out, "mounted on %s; Ctrl-C unmounts and stops\n", mountpoint)
 	})

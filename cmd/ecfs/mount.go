@@ -34,7 +34,7 @@ type mountConfig struct {
 	AllowOther    bool          // -o allow_other
 	BufferSize    int64         // bytes of write buffers (default 256 MiB)
 	MetaTimeout   time.Duration // how long a metadata call waits for a leader (default 60 s)
-	AttrTimeout   time.Duration // kernel attribute/entry cache (default 1 s)
+	AttrTimeout   time.Duration // kernel attribute/entry cache (0: none)
 	SessionTTL    time.Duration // mount session lease (default 30 s)
 	WriteTimeout  time.Duration // how long a block write tries other stores before EIO (default 20 s)
 	Name          string        // shown as the session's holder
@@ -131,9 +131,10 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		}
 		return err
 	}
+	fm := newFuseMetrics()
 	srv, err := fuse.Mount(f, cfg.Mountpoint, fuse.MountOptions{
 		AllowOther: cfg.AllowOther, AttrTimeout: cfg.AttrTimeout, Debug: cfg.Debug,
-		FsName: "ecfs:" + strings.Join(cfg.Meta, ","),
+		FsName: "ecfs:" + strings.Join(cfg.Meta, ","), Observe: fm.observe,
 	})
 	if err != nil {
 		f.Close()
@@ -141,7 +142,7 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	}
 	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Scheme().String(), "session", f.Session())
 	if cfg.HTTPAddr != "" {
-		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint, counted.calls)
+		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint, append(fm.collectors(), counted.calls)...)
 		if err != nil {
 			log.Error("metrics not served", "err", err)
 		} else {
@@ -194,7 +195,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	allowOther := fl.Bool("allow-other", false, "let users other than the mounting one in (needs user_allow_other for non-root)")
 	bufSize := fl.Int64("buffer-size", 256<<20, "bytes of memory for write buffers; writers wait when it is used up")
 	metaTimeout := fl.Duration("meta-timeout", time.Minute, "how long an operation waits for the metadata service (a leader change) before EIO")
-	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names")
+	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names (and a name found missing in a directory this mount writes); 0: it asks every time")
 	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies")
 	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"syscall"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -59,4 +62,41 @@ func (m *countedMeta) OpenSession(ctx context.Context, name string, ttl time.Dur
 func (m *countedMeta) Renew(ctx context.Context, id uint64) (time.Time, error) {
 	m.calls.WithLabelValues("renew").Inc()
 	return m.Meta.Renew(ctx, id)
+}
+
+// fuseMetrics counts the kernel's requests by kind and times their answers,
+// for ecfs_mount_fuse_requests_total and ecfs_mount_fuse_request_seconds.
+type fuseMetrics struct {
+	calls   *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+func newFuseMetrics() *fuseMetrics {
+	return &fuseMetrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ecfs_mount_fuse_requests_total",
+			Help: "FUSE requests answered, by kind (lookup, getattr, create, read, write, …) and result (ok, or the errno's name: ENOENT, EIO, …).",
+		}, []string{"op", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ecfs_mount_fuse_request_seconds",
+			Help:    "Time from a FUSE request's arrival at the mount's handler to its answer, by kind.",
+			Buckets: prometheus.ExponentialBuckets(5e-6, 4, 12), // 5 µs … 21 s
+		}, []string{"op"}),
+	}
+}
+
+func (m *fuseMetrics) observe(op string, took time.Duration, st gofuse.Status) {
+	res := "ok"
+	if st != gofuse.OK {
+		res = syscall.Errno(st).Error()
+		if n := unix.ErrnoName(syscall.Errno(st)); n != "" {
+			res = n
+		}
+	}
+	m.calls.WithLabelValues(op, res).Inc()
+	m.latency.WithLabelValues(op).Observe(took.Seconds())
+}
+
+func (m *fuseMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.calls, m.latency}
 }

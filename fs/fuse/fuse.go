@@ -22,16 +22,23 @@ import (
 // MountOptions configures the kernel side of a mount.
 type MountOptions struct {
 	AllowOther  bool          // let other users in (-o allow_other)
-	AttrTimeout time.Duration // kernel attribute and entry cache; default 1 s
+	AttrTimeout time.Duration // how long the kernel keeps attributes and names (0: it asks every time)
 	Debug       bool          // log every FUSE request
 	FsName      string        // shown in /proc/mounts
+	Observe     Observer      // told of every request answered, if set
 }
 
 // Mount mounts f on mountpoint and serves it in the background; the
 // returned server's Wait returns once it is unmounted.
 func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
-	srv, err := fusefs.Mount(mountpoint, &node{core: f}, mountOptions(o))
+	opts := mountOptions(o)
+	raw := observed{RawFileSystem: fusefs.NewNodeFS(&node{core: f, ttl: *opts.EntryTimeout}, opts), obs: o.Observe}
+	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, err
 	}
 	f.SetInvalidator(invalidator{srv})
@@ -40,9 +47,7 @@ func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 
 // mountOptions is go-fuse's configuration of a mount.
 func mountOptions(o MountOptions) *fusefs.Options {
-	if o.AttrTimeout <= 0 {
-		o.AttrTimeout = time.Second
-	}
+	o.AttrTimeout = max(o.AttrTimeout, 0)
 	neg := time.Duration(0)
 	if o.FsName == "" {
 		o.FsName = "ecfs"
@@ -86,6 +91,12 @@ func mountOptions(o MountOptions) *fusefs.Options {
 type node struct {
 	fusefs.Inode
 	core *fs.FS
+	// ttl: how long the kernel keeps names and attributes (AttrTimeout):
+	// those of a lookup, a getattr or a setattr, and a name the mount said
+	// is missing from a directory it write-leases (fs.LookupOwn).
+	// Elsewhere it keeps no missing name (NegativeTimeout 0): another mount
+	// may make the name at any time.
+	ttl time.Duration
 }
 
 var (
@@ -142,7 +153,7 @@ func (n *node) child(ctx context.Context, a *metapb.Attr, out *fuse.EntryOut) *f
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
 	fill(a, &out.Attr)
 	mode := namespace.FileType(a.Type).IFMT()
-	return n.NewInode(ctx, &node{core: n.core}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
+	return n.NewInode(ctx, &node{core: n.core, ttl: n.ttl}, fusefs.StableAttr{Mode: mode, Ino: a.Ino})
 }
 
 func caller(ctx context.Context) (uid, gid uint32) {
@@ -154,7 +165,10 @@ func caller(ctx context.Context) (uid, gid uint32) {
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.core.Lookup(ctx, n.ino(), name)
+	a, own, errno := n.core.LookupOwn(ctx, n.ino(), name)
+	if errno == syscall.ENOENT && own {
+		out.SetEntryTimeout(n.ttl) // observed.Lookup answers a negative entry kept this long
+	}
 	if errno != 0 {
 		return nil, errno
 	}
@@ -221,6 +235,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		return errno
 	}
 	fill(a, &out.Attr)
+	out.SetTimeout(n.ttl) // go-fuse leaves it 0: the kernel would ask again at the next stat
 	return 0
 }
 
