@@ -21,7 +21,8 @@ type dataPlane struct {
 	uploads  chan struct{} // slots of objects being stored at once
 	places   placer
 	objCache objectCache
-	ahead    prefetched // block 0 of files read next (read.go)
+	ahead    prefetched // block 0 of files read next (prefetch.go)
+	data     dataAhead  // the data of small files read next (prefetch.go)
 	reports  reporter   // bad shards reads found, sent to the healer (report.go)
 }
 
@@ -36,6 +37,7 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
 	d.objCache.mu.Init(levelObjects, "objectCache.mu")
 	d.ahead.init()
+	d.data.init()
 	d.places.mu.Init(levelPlacer, "placer.mu")
 	d.reports.init(b, meta)
 	return d

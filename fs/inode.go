@@ -102,6 +102,17 @@ func (t *inodeTable) lookup(ino uint64) *inode {
 	return t.m[ino]
 }
 
+// forgetCaps forgets that ino has no security.capability when name is
+// that attribute (it is being set or removed).
+func (t *inodeTable) forgetCaps(ino uint64, name string) {
+	if name == capsName {
+		in := t.get(ino)
+		in.mu.Lock()
+		in.noCapsAt = time.Time{}
+		in.mu.Unlock()
+	}
+}
+
 // all returns every inode the mount holds now.
 func (t *inodeTable) all() []*inode {
 	t.mu.Lock()

@@ -349,15 +349,6 @@ func (f *FS) ListXattr(ctx context.Context, ino uint64) ([]string, syscall.Errno
 	return names, 0
 }
 
-func (f *FS) forgetCaps(ino uint64, name string) {
-	if name == capsName {
-		in := f.inodes.get(ino)
-		in.mu.Lock()
-		in.noCapsAt = time.Time{}
-		in.mu.Unlock()
-	}
-}
-
 // SetXattr sets xattr name of ino (flags XATTR_CREATE, XATTR_REPLACE).
 func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte, flags uint32) syscall.Errno {
 	if name == healthName {
@@ -366,7 +357,7 @@ func (f *FS) SetXattr(ctx context.Context, ino uint64, name string, value []byte
 	if isACL(name) {
 		return syscall.EOPNOTSUPP
 	}
-	f.forgetCaps(ino, name)
+	f.inodes.forgetCaps(ino, name)
 	f.view.settle(ino)
 	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Setxattr{Setxattr: &metapb.SetXattrOp{Ino: ino, Name: name, Value: value, Flags: flags}}})
 	return errno
@@ -380,7 +371,7 @@ func (f *FS) RemoveXattr(ctx context.Context, ino uint64, name string) syscall.E
 	if isACL(name) {
 		return syscall.EOPNOTSUPP
 	}
-	f.forgetCaps(ino, name)
+	f.inodes.forgetCaps(ino, name)
 	f.view.settle(ino)
 	_, errno := f.view.change(ctx, &metapb.Command{Op: &metapb.Command_Removexattr{Removexattr: &metapb.RemoveXattrOp{Ino: ino, Name: name}}})
 	return errno

@@ -2,9 +2,13 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ecfs/ecfs/store"
 )
 
 // content is file i's content at generation gen: every fourth one over
@@ -124,5 +128,129 @@ func TestReadAheadOfOwnFiles(t *testing.T) {
 	}
 	if got := cm.slices.Load() - slices0; got > 4 {
 		t.Fatalf("reading %d of its own files one after another made %d slices queries", n-2, got)
+	}
+}
+
+// objectReads counts the reads of each object.
+type objectReads struct {
+	Objects
+	mu sync.Mutex
+	n  map[uint64]int
+}
+
+func (o *objectReads) ReadAt(ctx context.Context, obj store.Object, p []byte, off int64) (int, []store.ShardResult, error) {
+	o.mu.Lock()
+	o.n[uint64(obj.ID)]++
+	o.mu.Unlock()
+	return o.Objects.ReadAt(ctx, obj, p, off)
+}
+
+func (o *objectReads) count(id uint64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[id]
+}
+
+// aheadDone reports whether ino's data was read ahead and is all there.
+func aheadDone(f *FS, ino uint64) bool {
+	in := f.inodes.lookup(ino)
+	if in == nil {
+		return false
+	}
+	in.mu.Lock()
+	bf := in.fetches[0]
+	in.mu.Unlock()
+	if bf == nil || !bf.ahead {
+		return false
+	}
+	select {
+	case <-bf.done:
+		return bf.errno == 0
+	default:
+		return false
+	}
+}
+
+// TestReadAheadOfFilesData: reading a directory's files one after another,
+// the next files' data is read from the stores in the background, so that
+// their reads wait for none; a file changed after its data was read ahead
+// (by another mount, or by the reader) is read with its new content; and
+// data read ahead is dropped once read.
+func TestReadAheadOfFilesData(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	objs := &objectReads{n: map[uint64]int{}}
+	a := e.mount("a", nil, func(o Objects) Objects { objs.Objects = o; return objs })
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	const n = 12
+	big := func(i int, gen byte) []byte { return content(4*i+3, gen) } // over the inline threshold
+	var inos []uint64
+	want := map[uint64][]byte{}
+	for i := range n {
+		ino, errno := writeSmall(t, b, d, fmt.Sprintf("f%02d", i), big(i, 'a'), true)
+		mustErrno(t, "write", errno, 0)
+		inos = append(inos, ino)
+		want[ino] = big(i, 'a')
+	}
+	lease := func() {
+		t.Helper()
+		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+			_, errno := a.ReadDir(ctx, d, 0, 1000)
+			mustErrno(t, "readdir", errno, 0)
+			return a.reads.count() == 1
+		})
+		for i := range n { // as the kernel does, by name, before it opens
+			_, errno := a.Lookup(ctx, d, fmt.Sprintf("f%02d", i))
+			mustErrno(t, "lookup", errno, 0)
+		}
+	}
+	lease()
+
+	openRead(t, a, inos[0], want[inos[0]])
+	for _, ino := range inos[1 : 1+aheadFiles] {
+		waitUntil(t, "the next files' data read ahead", 10*time.Second, func() bool { return aheadDone(a, ino) })
+	}
+	in := a.inodes.lookup(inos[1])
+	in.mu.Lock()
+	ss := in.slices[0]
+	in.mu.Unlock()
+	if len(ss) == 0 {
+		t.Fatal("no slices cached for a file whose data was read ahead")
+	}
+	before := objs.count(ss[0].Object)
+	openRead(t, a, inos[1], want[inos[1]])
+	if got := objs.count(ss[0].Object) - before; got != 0 {
+		t.Fatalf("reading a file whose data was read ahead read its object %d more times, want none", got)
+	}
+	in.mu.Lock()
+	kept := in.fetches[0]
+	in.mu.Unlock()
+	if kept != nil {
+		t.Fatal("data read ahead is kept after its file was read to its end")
+	}
+
+	// b rewrites f02 after a read it ahead: a reads the new content.
+	want[inos[2]] = big(2, 'b')
+	if _, errno := writeSmall(t, b, d, "f02", want[inos[2]], false); errno != 0 {
+		t.Fatal(errno)
+	}
+	openRead(t, a, inos[2], want[inos[2]])
+
+	// a rewrites f04 after it read it ahead (under the lease again): a
+	// reads the new content; then the rest.
+	lease()
+	openRead(t, a, inos[3], want[inos[3]])
+	waitUntil(t, "data read ahead", 10*time.Second, func() bool { return aheadDone(a, inos[4]) })
+	want[inos[4]] = big(4, 'c')
+	if _, errno := writeSmall(t, a, d, "f04", want[inos[4]], false); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, ino := range inos[4:] {
+		openRead(t, a, ino, want[ino])
+	}
+	for _, ino := range inos {
+		openRead(t, b, ino, want[ino])
 	}
 }

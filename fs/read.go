@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 	"github.com/ecfs/ecfs/store"
 )
 
@@ -95,11 +97,18 @@ func (d *dataPlane) readCommitted(ctx context.Context, in *inode, p []byte, off 
 	in.mu.Lock()
 	size := in.size()
 	seq := size > 256<<10 && (off == in.lastRead || len(p) >= 128<<10)
+	held := first == 0 && last == 0 && in.fetches[0] != nil // read ahead (prefetch.go)
 	in.lastRead = off + int64(len(p))
 	ver := in.cacheVer
 	in.mu.Unlock()
-	if !seq {
+	if off == 0 {
+		defer d.readAheadFiles(in) // once this read's slices query prefetched theirs
+	}
+	if !seq && !held {
 		return d.readRange(ctx, in, p, off)
+	}
+	if held && uint64(off)+uint64(len(p)) >= size {
+		defer d.dropAhead(in) // read to its end: the kernel keeps it now
 	}
 	for blk := first; blk <= last; blk++ {
 		data, errno := d.block(ctx, in, blk, ver, size)
@@ -128,6 +137,7 @@ type blockFetch struct {
 	done  chan struct{}
 	data  []byte
 	errno syscall.Errno
+	ahead bool // started before the file was read (prefetch.go)
 }
 
 // block returns the committed content of block blk up to the file's size
@@ -381,4 +391,155 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 	}
 	in.mu.Unlock()
 	return out, r.Inline, 0
+}
+
+// Reading a directory's small files one after another (prefetch.go) still
+// waited for each file's data: a round trip to the stores per file. So the first read of a file also starts reading, in the
+// background, the data of the next aheadFiles small files (up to aheadMax
+// bytes) whose block 0 is known (prefetched or cached): the whole file, as
+// a sequential read's block (inode.fetches). Their reads then take it, or
+// wait for it if it is still on its way. It is a read cache like the
+// others: any change of the file drops it (invalidate). It is dropped too
+// once read to its end, and when more than aheadKept files' data waits
+// unread (the oldest goes), so that a walk that stops reading holds little.
+const (
+	aheadFiles = 4
+	aheadMax   = 256 << 10
+	aheadKept  = 32
+)
+
+// dataAhead is the data read ahead and not read yet. Its lock is a leaf.
+type dataAhead struct {
+	mu      lockorder.Mutex
+	kept    []aheadFetch // oldest first
+	running chan struct{}
+}
+
+type aheadFetch struct {
+	in *inode
+	bf *blockFetch
+}
+
+func (a *dataAhead) init() {
+	a.mu.Init(levelAhead, "dataAhead.mu")
+	a.running = make(chan struct{}, aheadFiles)
+}
+
+// keep adds one and returns those pushed out.
+func (a *dataAhead) keep(f aheadFetch) []aheadFetch {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.kept = append(a.kept, f)
+	var out []aheadFetch
+	for len(a.kept) > aheadKept {
+		out = append(out, a.kept[0])
+		a.kept = a.kept[1:]
+	}
+	return out
+}
+
+// readAheadFiles starts reading the data of the small files read after in
+// (next), those whose block 0 is known and whose data is not held.
+func (d *dataPlane) readAheadFiles(in *inode) {
+	in.mu.Lock()
+	l := in.wb
+	in.mu.Unlock()
+	var inos []uint64
+	if l == nil {
+		inos = d.view.reads.nextFiles(in.ino, aheadFiles, aheadMax)
+	} else {
+		l.emu.Lock()
+		if i := l.find(in); i >= 0 {
+			for _, c := range l.inodes[i+1 : min(len(l.inodes), i+1+aheadFiles)] {
+				inos = append(inos, c.ino)
+			}
+		}
+		l.emu.Unlock()
+	}
+	for _, ino := range inos {
+		c := d.inodes.lookup(ino)
+		if c == nil {
+			// A file of a read lease's copy the mount keeps nothing of:
+			// its attributes come from the copy, as its open's will.
+			a := d.view.reads.getAttr(ino)
+			if a == nil {
+				continue
+			}
+			c = d.inodes.get(ino)
+			d.inodes.remember(a)
+		}
+		select {
+		case d.data.running <- struct{}{}:
+		default:
+			return // enough on their way
+		}
+		if !d.startAhead(c) {
+			<-d.data.running
+		}
+	}
+}
+
+// startAhead starts reading c's data if it is small, its block 0's slices
+// are known (cached, or prefetched and current) and nothing holds it yet.
+// It reports whether it started; the read gives back its running slot.
+func (d *dataPlane) startAhead(c *inode) bool {
+	c.mu.Lock()
+	ok := c.attr != nil && c.attr.Type == uint32(namespace.TypeFile) && c.attr.Size > 0 && c.attr.Size <= aheadMax &&
+		len(c.dirty) == 0 && len(c.pending) == 0 && c.fetches[0] == nil
+	_, known := c.slices[0]
+	var size uint64
+	if ok {
+		size = c.attr.Size
+	}
+	ver := c.cacheVer
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if !known {
+		if _, _, ok := d.fromAhead(c, ver); !ok {
+			return false
+		}
+	}
+	c.mu.Lock()
+	if c.cacheVer != ver || c.fetches[0] != nil {
+		c.mu.Unlock()
+		return false
+	}
+	if c.fetches == nil {
+		c.fetches = map[uint64]*blockFetch{}
+	}
+	bf := &blockFetch{done: make(chan struct{}), ahead: true}
+	c.fetches[0] = bf
+	c.mu.Unlock()
+	for _, old := range d.data.keep(aheadFetch{c, bf}) {
+		old.in.mu.Lock()
+		if old.in.fetches[0] == old.bf {
+			delete(old.in.fetches, 0)
+		}
+		old.in.mu.Unlock()
+	}
+	go func() {
+		defer func() { <-d.data.running }()
+		bf.data = make([]byte, size)
+		bf.errno = d.readRange(context.Background(), c, bf.data, 0)
+		close(bf.done)
+		if bf.errno != 0 {
+			c.mu.Lock()
+			if c.fetches[0] == bf {
+				delete(c.fetches, 0)
+			}
+			c.mu.Unlock()
+		}
+	}()
+	return true
+}
+
+// dropAhead drops in's block 0 read ahead, once read to its end.
+func (d *dataPlane) dropAhead(in *inode) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if bf := in.fetches[0]; bf != nil && bf.ahead {
+		delete(in.fetches, 0)
+	}
 }
