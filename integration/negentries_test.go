@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"bufio"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,36 +14,11 @@ import (
 // its ecfs_mount_fuse_requests_total (every result).
 func fuseRequests(t *testing.T, httpAddr, op string) int64 {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var sum int64
-	seen := false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, `ecfs_mount_fuse_requests_total{op="`)
-		if !ok {
-			continue
-		}
-		seen = true
-		kind, rest, _ := strings.Cut(rest, `"`)
-		_, val, ok := strings.Cut(rest, "} ")
-		if !ok {
-			t.Fatalf("metric line %q", line)
-		}
-		v, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		if kind == op {
+	for labels, v := range counters(t, httpAddr, "ecfs_mount_fuse_requests_total") {
+		if strings.HasPrefix(labels, `op="`+op+`",`) {
 			sum += int64(v)
 		}
-	}
-	if !seen {
-		t.Fatal("the mount exports no ecfs_mount_fuse_requests_total")
 	}
 	return sum
 }

@@ -16,26 +16,24 @@ import (
 	"time"
 )
 
-// namespaceCalls sums a mount's ecfs_mount_meta_requests_total over every
-// kind but the long poll for revocations and the session's renewals: the
-// calls it made to answer or change the namespace.
-func namespaceCalls(t *testing.T, httpAddr string) (int64, map[string]int64) {
+// counters reads the counter name from the /metrics of the process at
+// httpAddr: its value by label set (the text between the braces).
+func counters(t *testing.T, httpAddr, name string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	by := map[string]int64{}
-	var sum int64
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, `ecfs_mount_meta_requests_total{op="`)
+		rest, ok := strings.CutPrefix(line, name+"{")
 		if !ok {
 			continue
 		}
-		op, val, ok := strings.Cut(rest, `"} `)
+		labels, val, ok := strings.Cut(rest, "} ")
 		if !ok {
 			t.Fatalf("metric line %q", line)
 		}
@@ -43,13 +41,27 @@ func namespaceCalls(t *testing.T, httpAddr string) (int64, map[string]int64) {
 		if err != nil {
 			t.Fatalf("metric line %q: %v", line, err)
 		}
+		out[labels] = v
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s exports no %s", httpAddr, name)
+	}
+	return out
+}
+
+// namespaceCalls sums a mount's ecfs_mount_meta_requests_total over every
+// kind but the long poll for revocations and the session's renewals: the
+// calls it made to answer or change the namespace.
+func namespaceCalls(t *testing.T, httpAddr string) (int64, map[string]int64) {
+	t.Helper()
+	by := map[string]int64{}
+	var sum int64
+	for labels, v := range counters(t, httpAddr, "ecfs_mount_meta_requests_total") {
+		op := strings.TrimSuffix(strings.TrimPrefix(labels, `op="`), `"`)
 		by[op] = int64(v)
 		if op != "read_revokes" && op != "renew" {
 			sum += int64(v)
 		}
-	}
-	if len(by) == 0 {
-		t.Fatal("the mount exports no ecfs_mount_meta_requests_total")
 	}
 	return sum, by
 }
