@@ -21,9 +21,9 @@ type dataPlane struct {
 	uploads  chan struct{} // slots of objects being stored at once
 	places   placer
 	objCache objectCache
-	ahead    prefetched // block 0 of files read next (prefetch.go)
-	data     dataAhead  // the data of small files read next (prefetch.go)
-	reports  reporter   // bad shards reads found, sent to the healer (report.go)
+	ahead    prefetched    // block 0 of files read next (prefetch.go)
+	data     fetchedBlocks // whole blocks read, mount-wide (read.go)
+	reports  reporter      // bad shards reads found, sent to the healer (report.go)
 }
 
 func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inodeTable, v *view) *dataPlane {

@@ -254,3 +254,43 @@ func TestReadAheadOfFilesData(t *testing.T) {
 		openRead(t, b, ino, want[ino])
 	}
 }
+
+// TestFetchedBlocksBounded: the whole blocks the inodes keep read are
+// bounded for the mount (maxFetched), the oldest going first, whichever
+// inode keeps them.
+func TestFetchedBlocksBounded(t *testing.T) {
+	tab := newInodeTable()
+	var fb fetchedBlocks
+	fb.init()
+	const n = 5 // blocks of maxFetched/4 bytes: the first goes with the fifth
+	var ins []*inode
+	var bfs []*blockFetch
+	for i := range n {
+		in := tab.get(uint64(100 + i))
+		bf := &blockFetch{done: make(chan struct{})}
+		in.mu.Lock()
+		in.fetches = map[uint64]*blockFetch{7: bf}
+		in.mu.Unlock()
+		fb.keep(in, 7, bf, maxFetched/4)
+		ins, bfs = append(ins, in), append(bfs, bf)
+	}
+	for i, in := range ins {
+		in.mu.Lock()
+		kept := in.fetches[7] == bfs[i]
+		in.mu.Unlock()
+		if kept != (i > 0) {
+			t.Errorf("block %d of %d kept: %v", i, n, kept)
+		}
+	}
+	// A block its inode dropped already goes without touching a newer one.
+	ins[1].mu.Lock()
+	newer := &blockFetch{done: make(chan struct{})}
+	ins[1].fetches[7] = newer
+	ins[1].mu.Unlock()
+	fb.keep(ins[0], 8, &blockFetch{done: make(chan struct{})}, maxFetched/4)
+	ins[1].mu.Lock()
+	defer ins[1].mu.Unlock()
+	if ins[1].fetches[7] != newer {
+		t.Error("the bound dropped a block kept after the one it pushed out")
+	}
+}

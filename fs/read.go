@@ -176,6 +176,7 @@ func (d *dataPlane) block(ctx context.Context, in *inode, blk uint64, ver uint64
 		bf = &blockFetch{done: make(chan struct{})}
 		in.fetches[blk] = bf
 		in.mu.Unlock()
+		d.data.keep(in, blk, bf, int64(length))
 		bf.data = make([]byte, length)
 		bf.errno = d.readRange(ctx, in, bf.data, int64(bstart))
 		close(bf.done)
@@ -394,48 +395,70 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 }
 
 // Reading a directory's small files one after another (prefetch.go) still
-// waited for each file's data: a round trip to the stores per file. So the first read of a file also starts reading, in the
-// background, the data of the next aheadFiles small files (up to aheadMax
-// bytes) whose block 0 is known (prefetched or cached): the whole file, as
-// a sequential read's block (inode.fetches). Their reads then take it, or
-// wait for it if it is still on its way. It is a read cache like the
-// others: any change of the file drops it (invalidate). It is dropped too
-// once read to its end, and when more than aheadKept files' data waits
-// unread (the oldest goes), so that a walk that stops reading holds little.
+// waited for each file's data: a round trip to the stores per file. So the
+// first read of a file also starts reading, in the background, the data of
+// the next aheadFiles small files (up to aheadMax bytes) whose block 0 is
+// known (prefetched or cached): the whole file, as a sequential read's
+// block (inode.fetches). Their reads then take it, or wait for it if it is
+// still on its way. It is a read cache like the others: any change of the
+// file drops it (invalidate). It is dropped too once read to its end.
 const (
 	aheadFiles = 4
 	aheadMax   = 256 << 10
-	aheadKept  = 32
 )
 
-// dataAhead is the data read ahead and not read yet. Its lock is a leaf.
-type dataAhead struct {
+// Whole blocks read (ahead of sequential reads, or small files ahead of
+// their reads) are kept for the mount at most maxFetched bytes, the oldest
+// going first: inodes live as long as the kernel knows them, and each kept
+// up to maxCachedBlocks blocks, so reading many large files held every
+// file's last blocks.
+const maxFetched = 64 << 20
+
+// fetchedBlocks is the blocks the inodes keep read, oldest first (some
+// already dropped by their inode: those weigh until they go). Its lock is
+// a leaf.
+type fetchedBlocks struct {
 	mu      lockorder.Mutex
-	kept    []aheadFetch // oldest first
-	running chan struct{}
+	kept    []keptBlock
+	bytes   int64
+	running chan struct{} // files whose data is being read ahead
 }
 
-type aheadFetch struct {
-	in *inode
-	bf *blockFetch
+type keptBlock struct {
+	in  *inode
+	blk uint64
+	bf  *blockFetch
+	n   int64
 }
 
-func (a *dataAhead) init() {
-	a.mu.Init(levelAhead, "dataAhead.mu")
+func (a *fetchedBlocks) init() {
+	a.mu.Init(levelAhead, "fetchedBlocks.mu")
 	a.running = make(chan struct{}, aheadFiles)
 }
 
-// keep adds one and returns those pushed out.
-func (a *dataAhead) keep(f aheadFetch) []aheadFetch {
+// keep adds block blk of in (n bytes), and drops from their inodes the
+// oldest blocks over the bound.
+func (a *fetchedBlocks) keep(in *inode, blk uint64, bf *blockFetch, n int64) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.kept = append(a.kept, f)
-	var out []aheadFetch
-	for len(a.kept) > aheadKept {
+	a.kept = append(a.kept, keptBlock{in, blk, bf, n})
+	a.bytes += n
+	var out []keptBlock
+	for a.bytes > maxFetched && len(a.kept) > 1 {
 		out = append(out, a.kept[0])
+		a.bytes -= a.kept[0].n
 		a.kept = a.kept[1:]
 	}
-	return out
+	if cap(a.kept) > 4*len(a.kept)+64 { // the slice's front is not reused
+		a.kept = slices.Clone(a.kept)
+	}
+	a.mu.Unlock()
+	for _, k := range out {
+		k.in.mu.Lock()
+		if k.in.fetches[k.blk] == k.bf {
+			delete(k.in.fetches, k.blk)
+		}
+		k.in.mu.Unlock()
+	}
 }
 
 // readAheadFiles starts reading the data of the small files read after in
@@ -512,13 +535,7 @@ func (d *dataPlane) startAhead(c *inode) bool {
 	bf := &blockFetch{done: make(chan struct{}), ahead: true}
 	c.fetches[0] = bf
 	c.mu.Unlock()
-	for _, old := range d.data.keep(aheadFetch{c, bf}) {
-		old.in.mu.Lock()
-		if old.in.fetches[0] == old.bf {
-			delete(old.in.fetches, 0)
-		}
-		old.in.mu.Unlock()
-	}
+	d.data.keep(c, 0, bf, int64(size))
 	go func() {
 		defer func() { <-d.data.running }()
 		bf.data = make([]byte, size)
