@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Concurrent use of the components that TestCoreConcurrentTreeOps (view,
@@ -242,5 +244,30 @@ func TestServiceAnswerKeepsTheMountsOwnAttributes(t *testing.T) {
 	in.setAttr(&metapb.Attr{Ino: 7, Nlink: 1, Size: 20, Mtime: 200, Version: 11})
 	if in.attr.Nlink != 1 || in.attr.Version != 11 {
 		t.Fatalf("an ordinary inode keeps %+v, want the service's answer", in.attr)
+	}
+}
+
+// TestCloneAttrCopiesEveryField: cloneAttr copies each field of
+// metapb.Attr (a field added to the message and not to cloneAttr fails
+// here).
+func TestCloneAttrCopiesEveryField(t *testing.T) {
+	a := &metapb.Attr{}
+	m := a.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		switch fd.Kind() {
+		case protoreflect.Uint64Kind:
+			m.Set(fd, protoreflect.ValueOfUint64(uint64(100+i)))
+		case protoreflect.Uint32Kind:
+			m.Set(fd, protoreflect.ValueOfUint32(uint32(100+i)))
+		case protoreflect.Int64Kind:
+			m.Set(fd, protoreflect.ValueOfInt64(int64(100+i)))
+		default:
+			t.Fatalf("metapb.Attr.%s is a %v: teach cloneAttr (and this test) to copy it", fd.Name(), fd.Kind())
+		}
+	}
+	if c := cloneAttr(a); !proto.Equal(a, c) || c == a {
+		t.Fatalf("cloneAttr(%v) = %v", a, c)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
-	"google.golang.org/protobuf/proto"
 )
 
 // inode is what the mount holds of one file: its last known attributes,
@@ -226,7 +225,7 @@ func (in *inode) setAttr(a *metapb.Attr) {
 	}
 	if in.wb != nil && in.attr != nil {
 		if a.Size > in.attr.Size || a.Mtime > in.attr.Mtime {
-			own := proto.Clone(in.attr).(*metapb.Attr)
+			own := cloneAttr(in.attr)
 			own.Size = max(own.Size, a.Size)
 			own.Mtime, own.Ctime = max(own.Mtime, a.Mtime), max(own.Ctime, a.Ctime)
 			own.Version++
@@ -269,9 +268,17 @@ func (in *inode) report() *metapb.Attr {
 	if in.attr == nil {
 		return nil
 	}
-	a := proto.Clone(in.attr).(*metapb.Attr)
+	a := cloneAttr(in.attr)
 	a.Size = in.size()
 	return a
+}
+
+// cloneAttr copies a: every field of metapb.Attr is a number
+// (TestCloneAttrCopiesEveryField), and proto.Clone took 3% of the mount's
+// CPU in rsync -a.
+func cloneAttr(a *metapb.Attr) *metapb.Attr {
+	return &metapb.Attr{Ino: a.Ino, Type: a.Type, Mode: a.Mode, Uid: a.Uid, Gid: a.Gid, Nlink: a.Nlink, Size: a.Size,
+		Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime, Rdev: a.Rdev, Version: a.Version}
 }
 
 // inlineOK reports whether small writes to block 0 may go inline: the

@@ -5,8 +5,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
@@ -104,7 +102,7 @@ func (f *FS) Mkdir(ctx context.Context, parent uint64, name string, mode, uid, g
 	unlock := f.leases.lockService(parent)
 	a, errno := f.view.applyAttr(ctx, cmd)
 	if errno == 0 {
-		f.leases.add(a.Ino, parent, cmd.LeaseSession, proto.Clone(a).(*metapb.Attr)) // granted to the session it was made under
+		f.leases.add(a.Ino, parent, cmd.LeaseSession, cloneAttr(a)) // granted to the session it was made under
 		f.view.noteEnt(parent, name, a.Ino, namespace.TypeDir)
 	}
 	unlock()

@@ -9,7 +9,6 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
-	"google.golang.org/protobuf/proto"
 )
 
 // view is the mount's view of the namespace: the attributes it knows,
@@ -150,7 +149,7 @@ func (v *view) touchDir(dir uint64, now int64, dnlink int) {
 // copy (dirAttr hands the current one out), with a new version. in.mu is
 // held.
 func (in *inode) changeLocal(change func(a *metapb.Attr)) {
-	a := proto.Clone(in.attr).(*metapb.Attr)
+	a := cloneAttr(in.attr)
 	change(a)
 	a.Version++
 	in.attr = a
@@ -248,7 +247,7 @@ func (v *view) setAttr(ino uint64, s SetAttrIn) (*metapb.Attr, bool) {
 		return nil, false
 	}
 	now := time.Now().UnixNano()
-	a := proto.Clone(in.attr).(*metapb.Attr)
+	a := cloneAttr(in.attr)
 	valid := s.Valid
 	if valid&namespace.SetMode != 0 {
 		a.Mode = s.Mode & namespace.PermMask

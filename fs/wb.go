@@ -8,7 +8,6 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
-	"google.golang.org/protobuf/proto"
 )
 
 // Changes of names written behind in leased directories (see leases.go).
@@ -115,7 +114,7 @@ func (v *view) make(ctx context.Context, parent uint64, name string, typ namespa
 		v.log.Debug("written behind", "op", "make", "dir", parent, "name", name, "ino", ino)
 	}
 	v.pipe.behind(l.sess, cmd, ino, parent)
-	return proto.Clone(a).(*metapb.Attr), true, 0
+	return cloneAttr(a), true, 0
 }
 
 // wbCreateOpen creates and opens a file in a leased directory. handled is
