@@ -97,7 +97,7 @@ func (d *dataPlane) readCommitted(ctx context.Context, in *inode, p []byte, off 
 	in.mu.Lock()
 	size := in.size()
 	seq := size > 256<<10 && (off == in.lastRead || len(p) >= 128<<10)
-	held := first == 0 && last == 0 && in.fetches[0] != nil // read ahead (prefetch.go)
+	held := first == 0 && last == 0 && in.fetches[0] != nil // read ahead (readAheadFiles) or cached
 	in.lastRead = off + int64(len(p))
 	ver := in.cacheVer
 	in.mu.Unlock()
@@ -137,7 +137,7 @@ type blockFetch struct {
 	done  chan struct{}
 	data  []byte
 	errno syscall.Errno
-	ahead bool // started before the file was read (prefetch.go)
+	ahead bool // started before the file was read (readAheadFiles)
 }
 
 // block returns the committed content of block blk up to the file's size
