@@ -61,5 +61,5 @@ var (
 	levelPlacer   = lockorder.Define(50, "placer.mu")
 	levelReads    = lockorder.Define(51, "readLeases.mu")
 	levelPrefetch = lockorder.Define(52, "prefetched.mu")
-	levelAhead    = lockorder.Define(53, "fetchedBlocks.mu")
+	levelFetched  = lockorder.Define(53, "fetchedBlocks.mu")
 )

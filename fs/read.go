@@ -432,7 +432,7 @@ type keptBlock struct {
 }
 
 func (a *fetchedBlocks) init() {
-	a.mu.Init(levelAhead, "fetchedBlocks.mu")
+	a.mu.Init(levelFetched, "fetchedBlocks.mu")
 	a.running = make(chan struct{}, aheadFiles)
 }
 
