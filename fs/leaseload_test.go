@@ -237,3 +237,79 @@ func TestNoReadCopyBesideWriteLease(t *testing.T) {
 		t.Fatalf("a lists %v after b's create", names)
 	}
 }
+
+// mkdirHook runs after once, when the first mkdir through the service that
+// leases the new directory has been applied and before the mount hears of
+// it (after is read only for such a mkdir: set it before making one).
+type mkdirHook struct {
+	Meta
+	after func(dir uint64)
+	once  sync.Once
+}
+
+func (h *mkdirHook) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	r, err := h.Meta.Apply(ctx, cmd)
+	if m := cmd.GetMkdir(); m != nil && m.Lease && err == nil && r.GetErrno() == 0 && r.GetAttr() != nil {
+		if h.after != nil {
+			h.once.Do(func() { h.after(r.GetAttr().GetIno()) })
+		}
+	}
+	return r, err
+}
+
+// TestMkdirLeaseRevokedBeforeListed: a directory made through the service
+// is leased to its maker by the mkdir; when another mount makes a name in
+// it before the maker has listed that lease (its give-back found nothing
+// to end), the maker does not list it afterwards, and sees the name.
+// (Found by TestFaultsProcesses: "no such file" for a name another mount
+// had made.)
+func TestMkdirLeaseRevokedBeforeListed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.mount("b", nil, nil)
+	hook := &mkdirHook{}
+	a := e.mount("a", func(c *Config) { hook.Meta = c.Meta; c.Meta = hook }, nil)
+	p := mustMkdir(t, b, RootIno, "p").Ino // b's: a makes d in it through the service
+	// a read-leases another directory, so that it watches for
+	// revocations (making d in p drops a copy of the root).
+	r := mustMkdir(t, b, RootIno, "r").Ino
+	waitUntil(t, "a read lease of r", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(testCtx(t), r, 0, 1000)
+		return a.reads.holds(r)
+	})
+	made := make(chan struct{})
+	hook.after = func(dir uint64) {
+		// b's create revokes a's lease of dir at once; a gives it back
+		// while its mkdir's answer is still on the way (a's journal
+		// drains once the hook returns).
+		go func() {
+			defer close(made)
+			if _, errno := writeSmall(t, b, dir, "x", []byte("made by b"), true); errno != 0 {
+				t.Errorf("b's create in the new directory: %v", errno)
+			}
+		}()
+		// Not waitUntil: this is not the test's goroutine.
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			a.leases.lmu.Lock()
+			returning := a.leases.returning[dir] > 0
+			a.leases.lmu.Unlock()
+			if returning {
+				return
+			}
+			if time.Now().After(end) {
+				t.Error("a did not start giving d back within 10 s")
+				return
+			}
+		}
+	}
+	d := mustMkdir(t, a, p, "d").Ino
+	<-made
+	if l := a.leases.get(d); l != nil && l.held.Load() {
+		t.Error("a lists a lease of d that the service took back before a knew of it")
+	}
+	x, errno := a.Lookup(testCtx(t), d, "x")
+	if errno != 0 {
+		t.Fatalf("a looks up the name b made in d: %v", errno)
+	}
+	openRead(t, a, x.Ino, []byte("made by b"))
+}

@@ -81,6 +81,14 @@ type leaseTable struct {
 	lmu       lockorder.Mutex
 	leases    map[uint64]*dirLease
 	returning map[uint64]int // directories being given back (giveBack)
+	// released: directories whose lease was given back while the mount
+	// had none listed (oldest first in releasedOrder, at most
+	// maxReleased). A lease a command granted (a mkdir through the
+	// service) may be revoked, and released by giveBackAll, before the
+	// mount lists it (add): then add lists nothing. Otherwise the mount
+	// answered lookups from a lease the service had taken back.
+	released      map[uint64]bool
+	releasedOrder []uint64
 
 	hitsMu lockorder.Mutex
 	hits   map[uint64]int // changes through the service, by directory
@@ -100,7 +108,7 @@ type leaseTable struct {
 
 func newLeaseTable(b *base, pipe *pipeline, inodes *inodeTable, off bool) *leaseTable {
 	t := &leaseTable{base: b, pipe: pipe, inodes: inodes, off: off, leases: map[uint64]*dirLease{},
-		returning: map[uint64]int{}, kick: make(chan struct{}, 1), watched: make(chan struct{})}
+		returning: map[uint64]int{}, released: map[uint64]bool{}, kick: make(chan struct{}, 1), watched: make(chan struct{})}
 	t.svcMu.Init(levelService, "leaseTable.svcMu")
 	t.lmu.Init(levelLeases, "leaseTable.lmu")
 	t.hitsMu.Init(levelHits, "leaseTable.hitsMu")
@@ -195,12 +203,23 @@ func rlockHeld(l *dirLease) *dirLease {
 // The lease is complete before anyone can see it (dropLeases may end it at
 // once).
 func (t *leaseTable) add(dir, parent, sess uint64, a *metapb.Attr) *dirLease {
+	t.lmu.Lock()
+	gone := t.released[dir] // revoked and given back before it was listed (released)
+	t.lmu.Unlock()
+	if gone {
+		return nil
+	}
 	l := newDirLease(dir, sess)
 	l.parent = parent
 	l.held.Store(true)
 	l.used.Store(time.Now().UnixNano())
 	t.newLocal(l, a, 0)
 	t.lmu.Lock()
+	if t.released[dir] {
+		t.lmu.Unlock()
+		l.held.Store(false) // its inode's attributes are not the mount's
+		return nil
+	}
 	t.leases[dir] = l
 	t.lmu.Unlock()
 	select {
@@ -397,6 +416,14 @@ func (t *leaseTable) giveBackAll(dirs []uint64) {
 	for i, d := range dirs {
 		ls[i] = t.leases[d]
 		t.returning[d]++ // acquire keeps off until the service is told
+		if ls[i] == nil && !t.released[d] {
+			t.released[d] = true // a lease granted and not listed yet is not listed (add)
+			t.releasedOrder = append(t.releasedOrder, d)
+			if len(t.releasedOrder) > maxReleased {
+				delete(t.released, t.releasedOrder[0])
+				t.releasedOrder = t.releasedOrder[1:]
+			}
+		}
 	}
 	t.lmu.Unlock()
 	defer func() {
@@ -445,6 +472,9 @@ func (t *leaseTable) giveBackAll(dirs []uint64) {
 
 // maxReleases bounds the lease releases sent in one call.
 const maxReleases = 1024
+
+// maxReleased bounds the directories remembered as released unlisted.
+const maxReleased = 4096
 
 // revokeIdle: see leaseTable.idleWith.
 const revokeIdle = 2 * time.Second
