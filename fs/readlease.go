@@ -91,7 +91,7 @@ type readLeases struct {
 
 // Read lease tuning.
 const (
-	readAfter      = 8                      // lookups through the service in a directory before it is read-leased
+	readAfter      = 3                      // lookups through the service in a directory before it is read-leased
 	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
 	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
@@ -181,7 +181,9 @@ func (r *readLeases) count() int {
 }
 
 // noteLookup counts a lookup in dir that went to the service, and takes a
-// read lease of dir (in the background) when there were enough.
+// read lease of dir when there were enough. The lookup that counts last
+// waits for it: the next ones (a walk's, mostly sequential) are answered
+// from the copy rather than by the service while the lease is taken.
 func (r *readLeases) noteLookup(dir uint64) {
 	if r.off {
 		return
@@ -197,7 +199,7 @@ func (r *readLeases) noteLookup(dir uint64) {
 	}
 	r.mu.Unlock()
 	if n == readAfter {
-		go func() { _, _ = r.take(dir) }()
+		_, _ = r.take(dir)
 	}
 }
 
