@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,14 @@ type NodeConfig struct {
 	RaftAddr string
 	// Transport replaces the TCP transport (tests use raft's in-memory one).
 	Transport raft.Transport
+	// Secret is the cluster secret: every Raft connection proves it before
+	// a Raft message is read (raftauth.go). Required unless Transport is
+	// set.
+	Secret string
+	// TLS, if set, wraps the Raft connections; it must hold the member's
+	// certificate, and the CA in both RootCAs and ClientCAs with
+	// ClientAuth = tls.RequireAndVerifyClientCert.
+	TLS *tls.Config
 	// Bootstrap starts a new group with this node as its only voter; it is
 	// ignored when DataDir already holds state.
 	Bootstrap bool
@@ -61,6 +70,8 @@ func (c *NodeConfig) Validate() error {
 		return errors.New("cluster: a data directory is required")
 	case c.RaftAddr == "" && c.Transport == nil:
 		return errors.New("cluster: a raft address is required")
+	case c.Secret == "" && c.Transport == nil:
+		return errors.New("cluster: the raft transport needs the cluster secret")
 	}
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = 30 * time.Second
@@ -76,12 +87,13 @@ func (c *NodeConfig) Validate() error {
 
 // Node is one running member: raft plus the state machine.
 type Node struct {
-	cfg   NodeConfig
-	raft  *raft.Raft
-	fsm   *FSM
-	trans raft.Transport
-	log   *slog.Logger
-	close []func() error
+	cfg     NodeConfig
+	raft    *raft.Raft
+	fsm     *FSM
+	trans   raft.Transport
+	log     *slog.Logger
+	close   []func() error
+	refused RaftRefusals // connections the Raft port refused
 	// existing is whether the data dir held Raft state at start: such a
 	// member is already in its group and neither bootstraps nor joins.
 	existing bool
@@ -140,11 +152,17 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			n.shutdown()
 			return nil, fmt.Errorf("cluster: raft address %q: %w", cfg.RaftAddr, err)
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 8, 10*time.Second, rc.Logger)
+		if addr.IP == nil || addr.IP.IsUnspecified() {
+			n.shutdown()
+			return nil, fmt.Errorf("cluster: raft address %q: the others dial it, so it needs a host", cfg.RaftAddr)
+		}
+		stream, err := newAuthStream(cfg.RaftAddr, addr, cfg.Secret, cfg.TLS, n.log, &n.refused)
 		if err != nil {
 			n.shutdown()
 			return nil, fmt.Errorf("cluster: raft transport: %w", err)
 		}
+		tcp := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: stream, MaxPool: 8, Timeout: 10 * time.Second, Logger: rc.Logger})
 		n.trans = tcp
 		n.close = append(n.close, tcp.Close)
 	}
@@ -187,6 +205,9 @@ func (n *Node) Close() error {
 	n.shutdown()
 	return err
 }
+
+// RaftRefusals counts the connections the Raft port refused.
+func (n *Node) RaftRefusals() *RaftRefusals { return &n.refused }
 
 // HadState reports whether the member started from existing Raft state.
 func (n *Node) HadState() bool { return n.existing }

@@ -166,7 +166,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	d.undo = append(d.undo, func() { ln.Close() })
 	fsm := cluster.NewFSM()
 	node, err := cluster.NewNode(cluster.NodeConfig{
-		ID: o.ID, DataDir: o.DataDir, RaftAddr: o.RaftAddr, Transport: o.Transport, Fast: o.Fast,
+		ID: o.ID, DataDir: o.DataDir, RaftAddr: o.RaftAddr, Transport: o.Transport, Secret: o.Secret, Fast: o.Fast,
 		Bootstrap: o.Bootstrap, Logger: log,
 	}, fsm)
 	if err != nil {
