@@ -16,8 +16,9 @@ import (
 	"time"
 )
 
-// counters reads the counter name from the /metrics of the process at
-// httpAddr: its value by label set (the text between the braces).
+// counters reads the counter (or gauge) name from the /metrics of the
+// process at httpAddr: its value by label set (the text between the
+// braces; "" for a metric without labels).
 func counters(t *testing.T, httpAddr, name string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
@@ -29,13 +30,13 @@ func counters(t *testing.T, httpAddr, name string) map[string]float64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name+"{")
-		if !ok {
+		labels, val := "", ""
+		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
+			if labels, val, ok = strings.Cut(rest, "} "); !ok {
+				t.Fatalf("metric line %q", line)
+			}
+		} else if val, ok = strings.CutPrefix(line, name+" "); !ok {
 			continue
-		}
-		labels, val, ok := strings.Cut(rest, "} ")
-		if !ok {
-			t.Fatalf("metric line %q", line)
 		}
 		v, err := strconv.ParseFloat(val, 64)
 		if err != nil {

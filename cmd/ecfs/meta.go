@@ -219,7 +219,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
 		reg := newRegistry()
-		reg.MustRegister(newHealCollector(srv))
+		reg.MustRegister(newHealCollector(srv), newRaftCollector(node))
 		mux := opsMux(reg, o.Pprof, func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {
 				http.Error(w, "no leader", http.StatusServiceUnavailable)
