@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +85,65 @@ func TestRaftPortRefusesForgedVotes(t *testing.T) {
 	r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{Parent: 1, Name: "after-forgery", Mode: 0o755}}})
 	if err != nil || r.Errno != 0 {
 		t.Errorf("mkdir after the forged votes: %v, errno %d", err, r.GetErrno())
+	}
+}
+
+// TestSecretFileModes: `ecfs keygen FILE` and `ecfs keygen > FILE` leave
+// FILE mode 0600, and every daemon, the mount and the tools refuse a
+// secret file that group or others can read, with one line saying how to
+// fix it, before they listen or connect anywhere.
+func TestSecretFileModes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	made := filepath.Join(dir, "made")
+	if code, _, errs := runEcfs(t, "keygen", made); code != 0 {
+		t.Fatalf("ecfs keygen FILE: exit %d: %s", code, errs)
+	}
+	if code, _, errs := runEcfs(t, "keygen", made); code == 0 || !strings.Contains(errs, "exists") {
+		t.Errorf("ecfs keygen over an existing file: exit %d: %s", code, errs)
+	}
+	redirected := filepath.Join(dir, "redirected")
+	f, err := os.OpenFile(redirected, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644) // as a shell's > makes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ecfsBin, "keygen")
+	cmd.Stdout = f
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ecfs keygen > FILE: %v", err)
+	}
+	f.Close()
+	for _, p := range []string{made, redirected} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := st.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %04o, want 0600", filepath.Base(p), m)
+		}
+		if b, _ := os.ReadFile(p); len(strings.TrimSpace(string(b))) != 64 {
+			t.Errorf("%s holds %q, want 64 hex digits", filepath.Base(p), b)
+		}
+	}
+
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(made, mode); err != nil {
+			t.Fatal(err)
+		}
+		mnt := t.TempDir()
+		for _, args := range [][]string{
+			{"meta", "--id", "m1", "--data-dir", filepath.Join(dir, "meta"), "--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--bootstrap", "--secret-file", made},
+			{"store", "--data-dir", filepath.Join(dir, "store"), "--addr", "127.0.0.1:0", "--meta", "127.0.0.1:1", "--secret-file", made},
+			{"mount", "--meta", "127.0.0.1:1", "--secret-file", made, mnt},
+			{"status", "--meta", "127.0.0.1:1", "--secret-file", made},
+		} {
+			code, _, errs := runEcfs(t, args...)
+			if code == 0 || !strings.Contains(errs, "chmod 600") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+				t.Errorf("ecfs %s with a secret file of mode %04o: exit %d, stderr %q; want a failure and one line saying chmod 600", args[0], mode, code, errs)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "meta")); err == nil {
+			t.Errorf("ecfs meta made its data dir with a secret of mode %04o", mode)
+		}
 	}
 }

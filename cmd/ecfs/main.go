@@ -105,6 +105,12 @@ func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
 // parseFlags parses args. --help prints the usage; a parse error becomes a
 // one-line usageError; stray positional arguments are refused.
 func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
+	return parseFlagsN(fs, args, positional, positional)
+}
+
+// parseFlagsN is parseFlags for a command taking from lo to hi positional
+// arguments.
+func parseFlagsN(fs *flag.FlagSet, args []string, lo, hi int) error {
 	usage := fs.Usage
 	fs.Usage = func() {}
 	fs.SetOutput(io.Discard)
@@ -117,11 +123,14 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	if fs.NArg() != positional {
-		if positional == 0 {
+	if n := fs.NArg(); n < lo || n > hi {
+		switch {
+		case hi == 0:
 			return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		case lo == hi:
+			return &usageError{fmt.Sprintf("want %d argument(s), got %d", lo, n)}
 		}
-		return &usageError{fmt.Sprintf("want %d argument(s), got %d", positional, fs.NArg())}
+		return &usageError{fmt.Sprintf("want %d to %d arguments, got %d", lo, hi, n)}
 	}
 	return nil
 }

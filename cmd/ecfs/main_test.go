@@ -27,7 +27,7 @@ func TestRun(t *testing.T) {
 		{"unknown", []string{"nope"}, 2, "", `unknown command "nope"`},
 		{"version", []string{"version"}, 0, "ecfs ", ""},
 		{"keygen", []string{"keygen"}, 0, "", ""},
-		{"keygen extra", []string{"keygen", "x"}, 2, "", "unexpected argument"},
+		{"keygen extra", []string{"keygen", "a", "b"}, 2, "", "want 0 to 1 arguments"},
 		{"store bad flag", []string{"store", "--nope"}, 2, "", "flag provided but not defined: -nope"},
 		{"store bad duration", []string{"store", "--shutdown-timeout", "soon"}, 2, "", "invalid value"},
 		{"store short secret", []string{"store", "--data-dir", dir, "--secret-file", secret}, 1, "", "at least 16 characters"},
