@@ -14,7 +14,6 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -39,7 +38,8 @@ var ErrUnauthenticated = errors.New("wrong cluster secret")
 
 // NewClient returns a client of the members at addrs. It does not connect
 // until the first call.
-func NewClient(addrs []string, secret string) (*Client, error) {
+func NewClient(addrs []string, secret string, opts ...Option) (*Client, error) {
+	o := applyOptions(opts)
 	if len(addrs) == 0 {
 		return nil, errors.New("cluster: no metadata service address")
 	}
@@ -49,8 +49,7 @@ func NewClient(addrs []string, secret string) (*Client, error) {
 	}
 	c := &Client{addrs: addrs, session: binary.LittleEndian.Uint64(sid[:]) | 1, attempt: 5 * time.Second}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(bearer(secret)))
+		conn, err := grpc.NewClient(a, o.dialCreds(), grpc.WithPerRPCCredentials(bearer(secret)))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("cluster: %s: %w", a, err)

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -36,21 +35,27 @@ type Server struct {
 	healer  atomic.Pointer[healer] // while RunHealer runs
 	fsck    func(context.Context, *metapb.FsckReq) (*metapb.FsckResp, error)
 
+	opts    options
+	refused APIRefusals
+	denied  *rateLimitedLog // calls without the secret
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by API address, for forwarding
 }
 
 // NewServer wires the API to a running node.
-func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger) *Server {
+func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "meta-api")
 	return &Server{
-		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret,
+		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret, opts: applyOptions(opts),
+		denied:  newRateLimitedLog(log, 10*time.Second),
 		commit:  newCommitter(node.raft, 10*time.Second),
 		barrier: newTermBarrier(node.raft),
 		check:   &leaderCheck{raft: node.raft},
-		log:     log.With("component", "meta-api"),
+		log:     log,
 		conns:   map[string]*grpc.ClientConn{},
 	}
 }
@@ -68,9 +73,12 @@ func (s *Server) Close() {
 	s.conns = map[string]*grpc.ClientConn{}
 }
 
+// Refusals counts the API's refused connections and calls.
+func (s *Server) Refusals() *APIRefusals { return &s.refused }
+
 // GRPCServer returns a gRPC server with this API and the secret check.
 func (s *Server) GRPCServer() *grpc.Server {
-	g := grpc.NewServer(grpc.UnaryInterceptor(s.authenticate))
+	g := grpc.NewServer(append(s.opts.serverCreds(&s.refused, s.log), grpc.UnaryInterceptor(s.authenticate))...)
 	metapb.RegisterMetaServer(g, s)
 	return g
 }
@@ -82,7 +90,8 @@ func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServ
 		tok, _ = strings.CutPrefix(v[0], "Bearer ")
 	}
 	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.secret)) != 1 {
-		s.log.Warn("rejected request: wrong or missing cluster secret", "method", info.FullMethod)
+		s.refused.Secret.Add(1)
+		s.denied.warn("rejected request: wrong or missing cluster secret", "method", info.FullMethod)
 		return nil, status.Error(codes.Unauthenticated, "wrong or missing cluster secret")
 	}
 	return h(ctx, req)
@@ -103,8 +112,7 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := s.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearer(s.secret)))
+	c, err := grpc.NewClient(addr, s.opts.dialCreds(), grpc.WithPerRPCCredentials(bearer(s.secret)))
 	if err != nil {
 		return nil, err
 	}

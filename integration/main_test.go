@@ -5,6 +5,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -192,7 +194,7 @@ func newStores(t testing.TB, n int) *testCluster {
 func newStoresWith(t testing.TB, dir, secretFile, secret string, n int, extra ...string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: dir, secretFile: secretFile, secret: secret, storeArgs: extra}
-	c.client = store.NewClient(store.ClientConfig{Secret: c.secret})
+	c.client = store.NewClient(store.ClientConfig{Secret: c.secret, TLS: tlsOf(t, extra)})
 	t.Cleanup(c.client.Close)
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
@@ -321,4 +323,45 @@ func runCmd(name string, args ...string) error {
 		return fmt.Errorf("%s %v: %v: %s", name, args, err, out)
 	}
 	return nil
+}
+
+// tlsArgsOf returns the --tls-cert, --tls-key and --tls-ca flags in args
+// (each followed by its value).
+func tlsArgsOf(args []string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--tls-cert", "--tls-key", "--tls-ca":
+			out = append(out, args[i], args[i+1])
+			i++
+		}
+	}
+	return out
+}
+
+// tlsOf loads the TLS configuration the TLS flags in args give a daemon
+// (nil without them), for the tests' own clients of it.
+func tlsOf(t testing.TB, args []string) *tls.Config {
+	t.Helper()
+	f := map[string]string{}
+	a := tlsArgsOf(args)
+	for i := 0; i < len(a); i += 2 {
+		f[a[i]] = a[i+1]
+	}
+	if len(f) == 0 {
+		return nil
+	}
+	pair, err := tls.LoadX509KeyPair(f["--tls-cert"], f["--tls-key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(f["--tls-ca"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("%s: no certificate", f["--tls-ca"])
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS13}
 }

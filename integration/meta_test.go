@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -25,7 +26,8 @@ type metaGroup struct {
 	secretFile string
 	secret     string
 	nodes      []*metaNode
-	extra      []string // flags for every member
+	extra      []string    // flags for every member
+	tls        *tls.Config // the members' TLS (from extra), for the tests' clients
 }
 
 // newMetaGroup starts n meta members on 127.0.0.21, .22, ...: the first
@@ -33,7 +35,7 @@ type metaGroup struct {
 func newMetaGroup(t testing.TB, n int, extra ...string) *metaGroup {
 	t.Helper()
 	dir := t.TempDir()
-	g := &metaGroup{t: t, extra: extra}
+	g := &metaGroup{t: t, extra: extra, tls: tlsOf(t, extra)}
 	g.secretFile, g.secret = writeSecret(t, dir)
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 21+i)
@@ -99,7 +101,7 @@ func (g *metaGroup) addrs() []string {
 
 func (g *metaGroup) client() *cluster.Client {
 	g.t.Helper()
-	c, err := cluster.NewClient(g.addrs(), g.secret)
+	c, err := cluster.NewClient(g.addrs(), g.secret, cluster.WithTLS(g.tls))
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -268,7 +270,8 @@ type statusJSON struct {
 // status runs `ecfs status --json`.
 func (g *metaGroup) status() statusJSON {
 	g.t.Helper()
-	code, out, errs := runEcfs(g.t, "status", "--meta", strings.Join(g.addrs(), ","), "--secret-file", g.secretFile, "--json")
+	code, out, errs := runEcfs(g.t, append([]string{"status", "--meta", strings.Join(g.addrs(), ","), "--secret-file", g.secretFile, "--json"},
+		tlsArgsOf(g.extra)...)...)
 	if code != 0 {
 		g.t.Fatalf("ecfs status: exit %d: %s", code, errs)
 	}

@@ -85,7 +85,7 @@ func (fc *fsCluster) mount(extra ...string) *mountNode {
 func (fc *fsCluster) start(m *mountNode) {
 	fc.t.Helper()
 	args := append([]string{"mount", "--meta", strings.Join(fc.g.addrs(), ","), "--secret-file", fc.g.secretFile,
-		"--log-level", "warn", "--session-ttl", "5s"}, m.extra...)
+		"--log-level", "warn", "--session-ttl", "5s"}, append(tlsArgsOf(fc.g.extra), m.extra...)...)
 	ready := newReadyNotifier(fc.t)
 	m.p = startProcEnv(fc.t, ready.env(), append(args, m.dir)...)
 	fc.t.Cleanup(func() { m.stop(fc.t) }) // runs before startProc's SIGKILL

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 // keep-alive connections. It is safe for concurrent use.
 type Client struct {
 	secret string
+	scheme string // "http://", or "https://" with TLS
 	hc     *http.Client
 	tr     *http.Transport
 }
@@ -31,6 +33,9 @@ type ClientConfig struct {
 	MaxConnsPerStore int
 	// DialTimeout bounds connecting to a store; default 3s.
 	DialTimeout time.Duration
+	// TLS, if set, makes every call HTTPS with it: the cluster's CA as
+	// RootCAs and this host's certificate to show.
+	TLS *tls.Config
 }
 
 // NewClient returns a client. Each call is bounded by its context only.
@@ -50,15 +55,21 @@ func NewClient(cfg ClientConfig) *Client {
 		DisableCompression:  true,
 		WriteBufferSize:     256 << 10,
 		ReadBufferSize:      256 << 10,
+		TLSClientConfig:     cfg.TLS,
 	}
-	return &Client{secret: cfg.Secret, tr: tr, hc: &http.Client{Transport: tr}}
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+		tr.ForceAttemptHTTP2 = false // HTTP/1.1 as without TLS: one stream per connection streams shards faster
+	}
+	return &Client{secret: cfg.Secret, tr: tr, hc: &http.Client{Transport: tr}, scheme: scheme}
 }
 
 // Close drops idle connections.
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
-func shardURL(addr string, k ShardKey, suffix string) string {
-	return fmt.Sprintf("http://%s/v1/shards/%s/%03d%s", addr, k.Object, k.Index, suffix)
+func (c *Client) shardURL(addr string, k ShardKey, suffix string) string {
+	return fmt.Sprintf("%s%s/v1/shards/%s/%03d%s", c.scheme, addr, k.Object, k.Index, suffix)
 }
 
 func (c *Client) do(ctx context.Context, addr, method, u string, body io.Reader, hdr http.Header) (*http.Response, error) {
@@ -105,7 +116,7 @@ func (c *Client) Put(ctx context.Context, addr string, k ShardKey, s codec.Schem
 	hdr.Set(hdrObjectLen, strconv.FormatInt(objectLen, 10))
 	hdr.Set(hdrChecksums, EncodeChecksums(sums))
 	hdr.Set("Content-Type", "application/octet-stream")
-	resp, err := c.do(ctx, addr, http.MethodPut, shardURL(addr, k, ""), bytes.NewReader(data), hdr)
+	resp, err := c.do(ctx, addr, http.MethodPut, c.shardURL(addr, k, ""), bytes.NewReader(data), hdr)
 	if err != nil {
 		return err
 	}
@@ -148,7 +159,7 @@ func (c *Client) GetInto(ctx context.Context, addr string, k ShardKey, off, n in
 		}
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%s", off, last))
 	}
-	resp, err := c.do(ctx, addr, http.MethodGet, shardURL(addr, k, ""), nil, hdr)
+	resp, err := c.do(ctx, addr, http.MethodGet, c.shardURL(addr, k, ""), nil, hdr)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +221,7 @@ type ShardStat struct {
 
 // Stat reads a shard's header.
 func (c *Client) Stat(ctx context.Context, addr string, k ShardKey) (*ShardStat, error) {
-	resp, err := c.do(ctx, addr, http.MethodHead, shardURL(addr, k, ""), nil, nil)
+	resp, err := c.do(ctx, addr, http.MethodHead, c.shardURL(addr, k, ""), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +245,7 @@ func (c *Client) Stat(ctx context.Context, addr string, k ShardKey) (*ShardStat,
 
 // Delete removes a shard; a shard that is not there wraps ErrNotFound.
 func (c *Client) Delete(ctx context.Context, addr string, k ShardKey) error {
-	resp, err := c.do(ctx, addr, http.MethodDelete, shardURL(addr, k, ""), nil, nil)
+	resp, err := c.do(ctx, addr, http.MethodDelete, c.shardURL(addr, k, ""), nil, nil)
 	if err != nil {
 		return err
 	}
@@ -256,7 +267,7 @@ func (c *Client) getJSON(ctx context.Context, addr, method, u string, v any) err
 // Verify asks the store to check every chunk of a shard.
 func (c *Client) Verify(ctx context.Context, addr string, k ShardKey) (*VerifyResult, error) {
 	var res VerifyResult
-	return &res, c.getJSON(ctx, addr, http.MethodPost, shardURL(addr, k, "/verify"), &res)
+	return &res, c.getJSON(ctx, addr, http.MethodPost, c.shardURL(addr, k, "/verify"), &res)
 }
 
 // List returns one page of a store's shards after the cursor ("" = start).
@@ -269,7 +280,7 @@ func (c *Client) List(ctx context.Context, addr, after string, limit int) (*List
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var res ListResult
-	u := "http://" + addr + "/v1/shards"
+	u := c.scheme + addr + "/v1/shards"
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -279,11 +290,11 @@ func (c *Client) List(ctx context.Context, addr, after string, limit int) (*List
 // Capacity returns a store's id and disk space.
 func (c *Client) Capacity(ctx context.Context, addr string) (*Capacity, error) {
 	var res Capacity
-	return &res, c.getJSON(ctx, addr, http.MethodGet, "http://"+addr+"/v1/capacity", &res)
+	return &res, c.getJSON(ctx, addr, http.MethodGet, c.scheme+addr+"/v1/capacity", &res)
 }
 
 // Corrupt lists the shards a store found corrupt and still holds.
 func (c *Client) Corrupt(ctx context.Context, addr string) ([]CorruptShard, error) {
 	var res []CorruptShard
-	return res, c.getJSON(ctx, addr, http.MethodGet, "http://"+addr+"/v1/corrupt", &res)
+	return res, c.getJSON(ctx, addr, http.MethodGet, c.scheme+addr+"/v1/corrupt", &res)
 }

@@ -8,6 +8,7 @@ type metrics struct {
 	bytesWritten  prometheus.Counter
 	bytesRead     prometheus.Counter
 	authFailures  prometheus.Counter
+	tlsFailures   prometheus.Counter
 	corruptChunks prometheus.Counter
 }
 
@@ -29,6 +30,9 @@ func newMetrics(reg prometheus.Registerer, d *disks) *metrics {
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ecfs_store_auth_failures_total", Help: "Requests rejected for a missing or wrong cluster secret.",
 		}),
+		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ecfs_store_tls_failures_total", Help: "Connections refused at the TLS handshake (plaintext, no certificate, another CA).",
+		}),
 		corruptChunks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ecfs_store_corrupt_chunks_total", Help: "Shard chunks (or headers) found corrupt on read or verify.",
 		}),
@@ -45,6 +49,6 @@ func newMetrics(reg prometheus.Registerer, d *disks) *metrics {
 		}
 		return float64(n)
 	})
-	reg.MustRegister(m.requests, m.latency, m.bytesWritten, m.bytesRead, m.authFailures, m.corruptChunks, free)
+	reg.MustRegister(m.requests, m.latency, m.bytesWritten, m.bytesRead, m.authFailures, m.tlsFailures, m.corruptChunks, free)
 	return m
 }

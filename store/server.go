@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"log/slog"
 	"net/http"
 	"os"
@@ -70,6 +72,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer takes the server's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// TLS, if set, makes HTTPServer serve TLS with it: the store's
+	// certificate, and the cluster's CA as ClientCAs with
+	// ClientAuth = tls.RequireAndVerifyClientCert. Serve it with
+	// ServeTLS(ln, "", "").
+	TLS *tls.Config
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -246,8 +253,28 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          log.New(&serverErrors{s: s, limit: newRateLimitedLog(s.log, 10*time.Second)}, "", 0),
+		TLSConfig:         s.cfg.TLS,
 	}
+}
+
+// serverErrors takes the HTTP server's own error lines: refused TLS
+// handshakes are counted and logged at most every 10 s (a scanner or a
+// plaintext client would fill the log), the rest logged as warnings.
+type serverErrors struct {
+	s     *Server
+	limit *rateLimitedLog
+}
+
+func (e *serverErrors) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "TLS handshake error") {
+		e.s.m.tlsFailures.Inc()
+		e.limit.warn("refused a connection: TLS handshake failed", "detail", line)
+		return len(p), nil
+	}
+	e.s.log.Warn(line)
+	return len(p), nil
 }
 
 // errWritten marks an error already sent (as a trailer) by a handler.

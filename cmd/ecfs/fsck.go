@@ -15,6 +15,7 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -79,13 +80,13 @@ func runFsck(args []string, stdout, stderr io.Writer) error {
 	if *timeout <= 0 {
 		return &usageError{"--timeout must be positive"}
 	}
-	addrs, secret, err := svc.resolve()
+	conn, err := svc.resolve()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := callFsck(ctx, addrs, secret, &metapb.FsckReq{Repair: *repair, Verify: *verify})
+	resp, err := callFsck(ctx, conn, &metapb.FsckReq{Repair: *repair, Verify: *verify})
 	if err != nil {
 		return &usageError{err.Error()}
 	}
@@ -114,7 +115,8 @@ func runFsck(args []string, stdout, stderr io.Writer) error {
 // last a few seconds: a check may take minutes. A member that has no
 // leader, or does not answer, is left for the next for up to
 // fsckConnectWait.
-func callFsck(ctx context.Context, addrs []string, secret string, req *metapb.FsckReq) (*metapb.FsckResp, error) {
+func callFsck(ctx context.Context, svc service, req *metapb.FsckReq) (*metapb.FsckResp, error) {
+	addrs := svc.addrs
 	var conns []*grpc.ClientConn
 	defer func() {
 		for _, c := range conns {
@@ -122,8 +124,11 @@ func callFsck(ctx context.Context, addrs []string, secret string, req *metapb.Fs
 		}
 	}()
 	for _, a := range addrs {
-		c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(secretCreds(secret)))
+		creds := insecure.NewCredentials()
+		if svc.tls != nil {
+			creds = credentials.NewTLS(svc.tls)
+		}
+		c, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(secretCreds(svc.secret)))
 		if err != nil {
 			return nil, fmt.Errorf("metadata service address %q: %v", a, err)
 		}

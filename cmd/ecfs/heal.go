@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,34 +18,57 @@ import (
 
 // serviceFlags are the flags an admin command reaches the metadata
 // service with.
-type serviceFlags struct{ meta, secretFile *string }
+type serviceFlags struct {
+	meta, secretFile *string
+	tls              tlsFlags
+}
 
 func addServiceFlags(fs *flag.FlagSet) serviceFlags {
 	return serviceFlags{
 		meta:       fs.String("meta", "", "comma-separated metadata service addresses; required"),
 		secretFile: fs.String("secret-file", "", "file holding the cluster secret; required"),
+		tls:        addTLSFlags(fs),
 	}
 }
 
-// resolve checks the flags and reads the secret.
-func (f serviceFlags) resolve() (addrs []string, secret string, err error) {
+// service is how an admin command reaches the metadata service.
+type service struct {
+	addrs  []string
+	secret string
+	tls    *tls.Config // nil: plaintext
+}
+
+// client returns a client of the members at addrs (default: all given).
+func (s service) client(addrs ...string) (*cluster.Client, error) {
+	if len(addrs) == 0 {
+		addrs = s.addrs
+	}
+	return cluster.NewClient(addrs, s.secret, cluster.WithTLS(s.tls))
+}
+
+// resolve checks the flags and reads the secret (and TLS files).
+func (f serviceFlags) resolve() (svc service, err error) {
 	if *f.meta == "" {
-		return nil, "", &usageError{"--meta is required"}
+		return svc, &usageError{"--meta is required"}
 	}
-	if secret, err = readSecret(*f.secretFile); err != nil {
-		return nil, "", err
+	if svc.secret, err = readSecret(*f.secretFile); err != nil {
+		return svc, err
 	}
-	return strings.Split(*f.meta, ","), secret, nil
+	if svc.tls, err = f.tls.load(); err != nil {
+		return svc, err
+	}
+	svc.addrs = strings.Split(*f.meta, ",")
+	return svc, nil
 }
 
 // admin sends one admin request to the leader.
-func (f serviceFlags) admin(req *metapb.AdminReq) (_ *metapb.AdminResp, addrs []string, secret string, err error) {
-	if addrs, secret, err = f.resolve(); err != nil {
-		return nil, nil, "", err
+func (f serviceFlags) admin(req *metapb.AdminReq) (_ *metapb.AdminResp, svc service, err error) {
+	if svc, err = f.resolve(); err != nil {
+		return nil, svc, err
 	}
-	c, err := cluster.NewClient(addrs, secret)
+	c, err := svc.client()
 	if err != nil {
-		return nil, nil, "", err
+		return nil, svc, err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -53,7 +77,7 @@ func (f serviceFlags) admin(req *metapb.AdminReq) (_ *metapb.AdminResp, addrs []
 	if st, ok := status.FromError(err); ok && err != nil {
 		err = errors.New(st.Message()) // the service's words, not gRPC's
 	}
-	return res, addrs, secret, err
+	return res, svc, err
 }
 
 // addWaitFlags adds --wait (until what) and --timeout.
@@ -64,12 +88,12 @@ func addWaitFlags(fs *flag.FlagSet, until string) (wait *bool, timeout *time.Dur
 
 // waitProgress polls the status every second until done says so, printing
 // progress when it changes (and at least every 10 s), or fails at timeout.
-func waitProgress(stdout io.Writer, addrs []string, secret string, timeout time.Duration, done func(*statusReport) (string, bool)) error {
+func waitProgress(stdout io.Writer, svc service, timeout time.Duration, done func(*statusReport) (string, bool)) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	var printed time.Time
 	for {
-		rep, err := collectStatus(addrs, secret, 5*time.Second)
+		rep, err := collectStatus(svc, 5*time.Second)
 		if err == nil {
 			line, ok := done(rep)
 			if ok {
@@ -102,7 +126,7 @@ func runHeal(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	_, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_HealNow{HealNow: &metapb.HealNowReq{}}})
+	_, conn, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_HealNow{HealNow: &metapb.HealNowReq{}}})
 	if err != nil {
 		return fmt.Errorf("waking the healer: %w", err)
 	}
@@ -110,7 +134,7 @@ func runHeal(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "healer woken")
 		return nil
 	}
-	return waitProgress(stdout, addrs, secret, *timeout, func(rep *statusReport) (string, bool) {
+	return waitProgress(stdout, conn, *timeout, func(rep *statusReport) (string, bool) {
 		line := "heal: " + rep.Heal.line()
 		if rep.Heal.Pending > 0 {
 			return line, false
@@ -141,7 +165,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 	if *cancelDrain && *remove {
 		return &usageError{"--cancel and --remove exclude each other"}
 	}
-	res, addrs, secret, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain, Remove: *remove}}})
+	res, conn, err := svc.admin(&metapb.AdminReq{Op: &metapb.AdminReq_Drain{Drain: &metapb.DrainReq{Store: fs.Arg(0), Cancel: *cancelDrain, Remove: *remove}}})
 	if err != nil {
 		return err
 	}
@@ -154,7 +178,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "store %s is draining\n", res.Store)
-	if rep, err := collectStatus(addrs, secret, 5*time.Second); err == nil {
+	if rep, err := collectStatus(conn, 5*time.Second); err == nil {
 		if warn := drainRoom(rep, res.Store); warn != "" {
 			fmt.Fprintln(stdout, warn)
 		}
@@ -162,7 +186,7 @@ func runDrain(args []string, stdout, stderr io.Writer) error {
 	if !*wait {
 		return nil
 	}
-	return waitProgress(stdout, addrs, secret, *timeout, func(rep *statusReport) (string, bool) {
+	return waitProgress(stdout, conn, *timeout, func(rep *statusReport) (string, bool) {
 		for _, s := range rep.Stores {
 			if s.ID != res.Store {
 				continue

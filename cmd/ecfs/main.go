@@ -30,7 +30,8 @@ func commands() []command {
 		{"fsck", "check files, object records and shards; --repair fixes what it can", runFsck},
 		{"heal", "wake the healer; with --wait, return when nothing is pending", runHeal},
 		{"drain", "move every shard off a store so it can be removed", runDrain},
-		{"keygen", "print a new cluster secret", runKeygen},
+		{"keygen", "make a new cluster secret", runKeygen},
+		{"certs", "make a cluster's TLS authority and host certificates", runCerts},
 		{"dev", "run a whole cluster (1 meta, 6 stores) in one process and mount it", runDev},
 		{"systemd", "print or install the systemd unit of meta, store or mount", runSystemd},
 		{"version", "print the version", runVersion},
@@ -108,6 +109,9 @@ func parseFlags(fs *flag.FlagSet, args []string, positional int) error {
 	return parseFlagsN(fs, args, positional, positional)
 }
 
+// manyArgs, as parseFlagsN's hi: no upper bound.
+const manyArgs = 1 << 20
+
 // parseFlagsN is parseFlags for a command taking from lo to hi positional
 // arguments.
 func parseFlagsN(fs *flag.FlagSet, args []string, lo, hi int) error {
@@ -129,6 +133,8 @@ func parseFlagsN(fs *flag.FlagSet, args []string, lo, hi int) error {
 			return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 		case lo == hi:
 			return &usageError{fmt.Sprintf("want %d argument(s), got %d", lo, n)}
+		case hi == manyArgs:
+			return &usageError{fmt.Sprintf("want at least %d arguments, got %d", lo, n)}
 		}
 		return &usageError{fmt.Sprintf("want %d to %d arguments, got %d", lo, hi, n)}
 	}

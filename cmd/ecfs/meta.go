@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,7 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	orphanEvery := fs.Duration("orphan-interval", 5*time.Minute, "how often the leader lists every store for orphan shards (no record points at them); 0: never")
 	orphanGrace := fs.Duration("orphan-grace", 10*time.Minute, "an orphan shard younger than this is kept (a write may still commit it); keep it above the mounts' --meta-timeout + --write-timeout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -86,12 +88,16 @@ func runMeta(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := tlsf.load()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	d, err := startMeta(ctx, metaOptions{
 		ID: *id, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr, Pprof: *pprof,
-		Secret: secret, Bootstrap: *bootstrap, Scheme: scheme, InlineMax: *inlineMax, Join: *join, JoinTimeout: *joinTimeout,
+		Secret: secret, TLS: tlsCfg, Bootstrap: *bootstrap, Scheme: scheme, InlineMax: *inlineMax, Join: *join, JoinTimeout: *joinTimeout,
 		Health:  cluster.HealthConfig{SuspectAfter: *suspectAfter, DownAfter: *downAfter},
 		Heal:    cluster.HealConfig{Every: *healEvery, Rate: int64(*healRate * (1 << 20)), Parallel: *healParallel},
 		Compact: cluster.CompactConfig{Every: *compactEvery, Idle: *compactIdle, GCDelay: *compactGCDelay},
@@ -124,6 +130,7 @@ type metaOptions struct {
 	HTTPAddr    string // host:port for /metrics and /healthz; empty: off
 	Pprof       bool   // also /debug/pprof/ on HTTPAddr
 	Secret      string
+	TLS         *tls.Config  // nil: plaintext (the secret still authenticates)
 	Bootstrap   bool         // start a new group (ignored when DataDir holds state)
 	Scheme      codec.Scheme // of a new filesystem, with Bootstrap
 	InlineMax   int          // inline threshold of a new filesystem, with Bootstrap
@@ -166,7 +173,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	d.undo = append(d.undo, func() { ln.Close() })
 	fsm := cluster.NewFSM()
 	node, err := cluster.NewNode(cluster.NodeConfig{
-		ID: o.ID, DataDir: o.DataDir, RaftAddr: o.RaftAddr, Transport: o.Transport, Secret: o.Secret, Fast: o.Fast,
+		ID: o.ID, DataDir: o.DataDir, RaftAddr: o.RaftAddr, Transport: o.Transport, Secret: o.Secret, TLS: o.TLS, Fast: o.Fast,
 		Bootstrap: o.Bootstrap, Logger: log,
 	}, fsm)
 	if err != nil {
@@ -174,9 +181,9 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	}
 	d.Node = node
 	d.undo = append(d.undo, func() { node.Close() })
-	srv := cluster.NewServer(node, fsm, d.APIAddr, o.Secret, log)
+	srv := cluster.NewServer(node, fsm, d.APIAddr, o.Secret, log, cluster.WithTLS(o.TLS))
 	d.undo = append(d.undo, srv.Close)
-	shards := store.NewClient(store.ClientConfig{Secret: o.Secret})
+	shards := store.NewClient(store.ClientConfig{Secret: o.Secret, TLS: o.TLS})
 	srv.EnableFsck(fsckStores{shards}, o.OrphanGrace) // before the API serves
 	g := srv.GRPCServer()
 	go func() {
@@ -219,7 +226,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
 		reg := newRegistry()
-		reg.MustRegister(newHealCollector(srv), newRaftCollector(node))
+		reg.MustRegister(newHealCollector(srv), newRaftCollector(node, srv))
 		mux := opsMux(reg, o.Pprof, func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {
 				http.Error(w, "no leader", http.StatusServiceUnavailable)
@@ -233,7 +240,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	}
 
 	if o.Join != "" && !node.HadState() {
-		c, err := cluster.NewClient([]string{o.Join}, o.Secret)
+		c, err := cluster.NewClient([]string{o.Join}, o.Secret, cluster.WithTLS(o.TLS))
 		if err != nil {
 			return nil, err
 		}

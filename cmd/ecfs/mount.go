@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ import (
 type mountConfig struct {
 	Meta          []string      // metadata service API addresses
 	Secret        string        // the cluster secret
+	TLS           *tls.Config   // nil: plaintext to the service and the stores
 	Mountpoint    string        // directory to mount on
 	AllowOther    bool          // -o allow_other
 	BufferSize    int64         // bytes of write buffers (default 256 MiB)
@@ -98,12 +100,12 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("FUSE is not available (%v): load the fuse module or install fuse3", err)
 	}
-	mc, err := cluster.NewClient(cfg.Meta, cfg.Secret)
+	mc, err := cluster.NewClient(cfg.Meta, cfg.Secret, cluster.WithTLS(cfg.TLS))
 	if err != nil {
 		return err
 	}
 	defer mc.Close()
-	shards := store.NewClient(store.ClientConfig{Secret: cfg.Secret})
+	shards := store.NewClient(store.ClientConfig{Secret: cfg.Secret, TLS: cfg.TLS})
 	defer shards.Close()
 	objs, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
 	if err != nil {
@@ -187,8 +189,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		"umount, fusermount3 -u) or gets SIGTERM/SIGINT, which flush every file and unmount.\n"+
 		"A mount point left behind by a crashed mount is recovered first.\n"+
 		"-o takes comma-separated options: allow_other, buffer_size=BYTES, attr_timeout=DUR,\n"+
-		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug (the same as the flags); sloppy\n"+
-		"ignores options it does not know. For mount(8) and fstab, see mount.ecfs --help.", stdout)
+		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug, tls_cert=F, tls_key=F, tls_ca=F\n"+
+		"(the same as the flags); sloppy ignores options it does not know. For mount(8) and\n"+
+		"fstab, see mount.ecfs --help.", stdout)
+	tlsf := addTLSFlags(fl)
 	meta := fl.String("meta", "", "comma-separated metadata service addresses; required")
 	secretFile := fl.String("secret-file", "", "file holding the cluster secret; required")
 	opts := fl.String("o", "", "mount options (see above)")
@@ -233,6 +237,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 				cfg.SessionTTL, err = time.ParseDuration(v)
 			case "secret-file", "secret_file":
 				*secretFile = v
+			case "tls_cert", "tls-cert":
+				*tlsf.cert = v
+			case "tls_key", "tls-key":
+				*tlsf.key = v
+			case "tls_ca", "tls-ca":
+				*tlsf.ca = v
 			case "meta":
 				*meta = strings.ReplaceAll(v, ";", ",")
 			case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev", "sloppy", "":
@@ -264,6 +274,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg.Secret, err = readSecret(*secretFile); err != nil {
+		return err
+	}
+	if cfg.TLS, err = tlsf.load(); err != nil {
 		return err
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {

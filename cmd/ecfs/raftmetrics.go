@@ -14,15 +14,17 @@ import (
 // how far each has applied.
 type raftCollector struct {
 	node *cluster.Node
+	srv  *cluster.Server
 
-	term, state, leader, commit, applied, lastContact, peers, refused *prometheus.Desc
+	term, state, leader, commit, applied, lastContact, peers, refused, apiRefused *prometheus.Desc
 }
 
-func newRaftCollector(node *cluster.Node) *raftCollector {
+func newRaftCollector(node *cluster.Node, srv *cluster.Server) *raftCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("ecfs_meta_raft_"+name, help, labels, nil)
 	}
-	return &raftCollector{node: node,
+	return &raftCollector{node: node, srv: srv,
+		apiRefused:  prometheus.NewDesc("ecfs_meta_api_refused_total", "Metadata API connections refused at the TLS handshake (reason tls), and calls refused for a wrong or missing secret (reason secret).", []string{"reason"}, nil),
 		term:        d("term", "The member's current Raft term."),
 		state:       d("state", "1 for the member's Raft state (follower, candidate, leader, shutdown), 0 for the others.", "state"),
 		leader:      d("is_leader", "1 if this member is the leader."),
@@ -35,7 +37,7 @@ func newRaftCollector(node *cluster.Node) *raftCollector {
 }
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.state, c.leader, c.commit, c.applied, c.lastContact, c.peers, c.refused} {
+	for _, d := range []*prometheus.Desc{c.term, c.state, c.leader, c.commit, c.applied, c.lastContact, c.peers, c.refused, c.apiRefused} {
 		ch <- d
 	}
 }
@@ -76,6 +78,9 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(c.lastContact, lc)
 	g(c.peers, num("num_peers"))
+	ar := c.srv.Refusals()
+	ch <- prometheus.MustNewConstMetric(c.apiRefused, prometheus.CounterValue, float64(ar.TLS.Load()), "tls")
+	ch <- prometheus.MustNewConstMetric(c.apiRefused, prometheus.CounterValue, float64(ar.Secret.Load()), "secret")
 	rf := c.node.RaftRefusals()
 	for reason, v := range map[string]uint64{"secret": rf.Secret.Load(), "tls": rf.TLS.Load(), "overload": rf.Overload.Load(), "handshake": rf.Handshake.Load()} {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(v), reason)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
@@ -103,11 +102,11 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	addrs, secret, err := svc.resolve()
+	conn, err := svc.resolve()
 	if err != nil {
 		return err
 	}
-	rep, err := collectStatus(addrs, secret, *timeout)
+	rep, err := collectStatus(conn, *timeout)
 	if err != nil {
 		return err
 	}
@@ -142,9 +141,10 @@ func orNone(s string) string {
 
 // collectStatus asks every given address, then every member they name, for
 // its own view.
-func collectStatus(addrs []string, secret string, timeout time.Duration) (*statusReport, error) {
+func collectStatus(svc service, timeout time.Duration) (*statusReport, error) {
+	addrs := svc.addrs
 	ask := func(addr string) (*metapb.StatusResp, error) {
-		c, err := cluster.NewClient([]string{addr}, secret)
+		c, err := svc.client(addr)
 		if err != nil {
 			return nil, err
 		}

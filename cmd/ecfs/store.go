@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	heartbeat := fs.Duration("heartbeat", 3*time.Second, "how often to report to the metadata service")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
@@ -62,6 +64,10 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := tlsf.load()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -70,7 +76,7 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 		metaAddrs = strings.Split(*meta, ",")
 	}
 	d, err := startStore(ctx, storeOptions{
-		DataDir: *dataDir, Disks: disks, Addr: *addr, HTTPAddr: *httpAddr, Pprof: *pprof, Secret: secret,
+		DataDir: *dataDir, Disks: disks, Addr: *addr, HTTPAddr: *httpAddr, Pprof: *pprof, Secret: secret, TLS: tlsCfg,
 		Meta: metaAddrs, Host: *host, Zone: *zone, Advertise: *advertise,
 		MaxShardSize: *maxShard, Reserve: *reserve, ScrubInterval: *scrubEvery, ScrubRate: *scrubRate,
 		ShutdownTimeout: *shutdown, Heartbeat: *heartbeat,
@@ -99,9 +105,10 @@ type storeOptions struct {
 	HTTPAddr        string   // host:port for /metrics and /healthz; empty: off
 	Pprof           bool     // also /debug/pprof/ on HTTPAddr
 	Secret          string
-	Meta            []string // metadata service addresses to report to; none: no reporting
-	Host, Zone      string   // placement labels; Host defaults to the hostname
-	Advertise       string   // the address handed out for the shard API; default from Addr and Host
+	TLS             *tls.Config // nil: plaintext (the secret still authenticates)
+	Meta            []string    // metadata service addresses to report to; none: no reporting
+	Host, Zone      string      // placement labels; Host defaults to the hostname
+	Advertise       string      // the address handed out for the shard API; default from Addr and Host
 	MaxShardSize    int64
 	Reserve         int64
 	ScrubInterval   time.Duration
@@ -139,6 +146,7 @@ func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *store
 		DataDir:       o.DataDir,
 		Disks:         o.Disks,
 		Secret:        o.Secret,
+		TLS:           o.TLS,
 		MaxShardSize:  o.MaxShardSize,
 		Reserve:       o.Reserve,
 		ScrubInterval: o.ScrubInterval,
@@ -173,7 +181,13 @@ func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *store
 	scrubbed := make(chan struct{})
 	go func() { srv.Scrub(ctx); close(scrubbed) }()
 	d.undo = append(d.undo, func() { <-scrubbed })
-	go func() { d.errc <- fmt.Errorf("serving: %w", api.Serve(ln)) }()
+	go func() {
+		if o.TLS != nil {
+			d.errc <- fmt.Errorf("serving: %w", api.ServeTLS(ln, "", ""))
+			return
+		}
+		d.errc <- fmt.Errorf("serving: %w", api.Serve(ln))
+	}()
 	d.undo = append(d.undo, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 		defer cancel()
@@ -193,7 +207,7 @@ func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *store
 		if d.Advertised, err = advertised(o.Advertise, d.Addr, o.Host); err != nil {
 			return nil, err
 		}
-		mc, err := cluster.NewClient(o.Meta, o.Secret)
+		mc, err := cluster.NewClient(o.Meta, o.Secret, cluster.WithTLS(o.TLS))
 		if err != nil {
 			return nil, err
 		}
