@@ -54,7 +54,7 @@ func (s *Server) RunHealth(ctx context.Context, h HealthConfig) {
 			_, err := s.commit.propose(ctx, &metapb.Command{Now: now, Op: &metapb.Command_StoreState{
 				StoreState: &metapb.StoreStateOp{Id: st.Id, State: next}}})
 			if err != nil {
-				s.log.Warn("could not record a store's health", "store", st.Id, "state", next, "err", err)
+				s.limited.warn("could not record a store's health", "store", st.Id, "state", next, "err", err)
 				continue
 			}
 			s.log.Warn("store is "+next, "store", st.Id, "addr", st.Addr, "silent_for", age.Round(time.Second))

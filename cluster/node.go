@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -113,7 +115,7 @@ func NewNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: newSlogWriter(n.log)})
 	if cfg.Fast {
 		rc.HeartbeatTimeout = 200 * time.Millisecond
 		rc.ElectionTimeout = 200 * time.Millisecond
@@ -246,11 +248,53 @@ func (n *Node) RemoveServer(id string) error {
 	return err
 }
 
-// slogWriter adapts raft's hclog output to slog.
-type slogWriter struct{ log *slog.Logger }
+// slogWriter adapts raft's hclog output to slog: the level and message
+// are parsed out of hclog's line, a line that repeats (a dead member's
+// "failed to heartbeat", twice a second) is logged at most once per
+// raftLogEvery per message (its text before the keys) with the count
+// left out, and what raft logs as a warning but is routine (the first
+// election of a new group, a joining member catching up) as info.
+type slogWriter struct{ limit *limitedLog }
 
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Warn(string(trimNL(p)))
+const raftLogEvery = 30 * time.Second
+
+func newSlogWriter(log *slog.Logger) *slogWriter {
+	return &slogWriter{newRateLimitedLog(log, raftLogEvery)}
+}
+
+// hclogLine is hclog's "TIME [LEVEL] NAME: MESSAGE: key=value ...".
+var hclogLine = regexp.MustCompile(`^\S+ \[(\w+)\]\s+(?:raft: )?(.*)$`)
+
+// hclogKey cuts a message before its first key=value.
+var hclogKey = regexp.MustCompile(`^(.*?)(?:: [A-Za-z_-]+=.*)?$`)
+
+// routine are raft warnings that are not: they are logged as info.
+var routine = []string{
+	"heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=", // a new group's first election
+	"appendEntries rejected, sending older logs",                                      // a new or restarted member catching up
+	"failed to get previous log",                                                      // the same, on that member
+}
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	line := string(trimNL(p))
+	level, msg := slog.LevelWarn, line
+	if m := hclogLine.FindStringSubmatch(line); m != nil {
+		msg = m[2]
+		switch m[1] {
+		case "ERROR":
+			level = slog.LevelError
+		case "INFO":
+			level = slog.LevelInfo
+		case "DEBUG", "TRACE":
+			level = slog.LevelDebug
+		}
+	}
+	for _, r := range routine {
+		if strings.HasPrefix(msg, r) {
+			level = min(level, slog.LevelInfo)
+		}
+	}
+	w.limit.logKey(level, hclogKey.FindStringSubmatch(msg)[1], msg)
 	return len(p), nil
 }
 
@@ -261,4 +305,4 @@ func trimNL(p []byte) []byte {
 	return p
 }
 
-var _ io.Writer = slogWriter{}
+var _ io.Writer = (*slogWriter)(nil)

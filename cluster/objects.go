@@ -174,7 +174,7 @@ func (s *Server) RunGC(ctx context.Context, d ShardDeleter, every time.Duration)
 			err := d.DeleteShards(dctx, o.Id, o.Stores)
 			cancel()
 			if err != nil {
-				s.log.Warn("GC could not delete an object's shards; will retry", "object", o.Id, "err", err)
+				s.limited.warn("GC could not delete an object's shards; will retry", "object", o.Id, "err", err)
 				continue
 			}
 			done = append(done, o.Id)
@@ -241,7 +241,7 @@ func (s *Server) RunOrphanGC(ctx context.Context, st ShardStore, every, grace ti
 			})
 			cancel()
 			if err != nil {
-				s.log.Warn("orphan GC could not list a store's shards", "store", info.Id, "addr", info.Addr, "err", err)
+				s.limited.warn("orphan GC could not list a store's shards", "store", info.Id, "addr", info.Addr, "err", err)
 				continue
 			}
 			for _, o := range orphans {
@@ -253,7 +253,7 @@ func (s *Server) RunOrphanGC(ctx context.Context, st ShardStore, every, grace ti
 				err := st.DeleteShard(dctx, info.Addr, o[0], int(o[1]))
 				cancel()
 				if err != nil {
-					s.log.Warn("orphan GC could not delete a shard", "store", info.Id, "object", o[0], "shard", o[1], "err", err)
+					s.limited.warn("orphan GC could not delete a shard", "store", info.Id, "object", o[0], "shard", o[1], "err", err)
 					continue
 				}
 				s.log.Info("deleted an orphan shard", "store", info.Id, "object", o[0], "shard", o[1])

@@ -62,7 +62,7 @@ type authStream struct {
 	tls     *tls.Config // nil: plain TCP
 	log     *slog.Logger
 	refused *RaftRefusals
-	limit   *rateLimitedLog
+	limit   *limitedLog
 
 	conns   chan net.Conn
 	pending chan struct{}
@@ -265,34 +265,3 @@ func (s *authStream) Close() error {
 
 // Addr is the address the other members dial (net.Listener).
 func (s *authStream) Addr() net.Addr { return s.adv }
-
-// rateLimitedLog logs a repeating warning at most once per interval,
-// saying how many were left out since.
-type rateLimitedLog struct {
-	log      *slog.Logger
-	interval time.Duration
-	mu       sync.Mutex
-	last     time.Time
-	dropped  int
-}
-
-func newRateLimitedLog(log *slog.Logger, interval time.Duration) *rateLimitedLog {
-	return &rateLimitedLog{log: log, interval: interval}
-}
-
-func (r *rateLimitedLog) warn(msg string, args ...any) {
-	r.mu.Lock()
-	now := time.Now()
-	if !r.last.IsZero() && now.Sub(r.last) < r.interval {
-		r.dropped++
-		r.mu.Unlock()
-		return
-	}
-	dropped := r.dropped
-	r.last, r.dropped = now, 0
-	r.mu.Unlock()
-	if dropped > 0 {
-		args = append(args, "similar_since_last", dropped)
-	}
-	r.log.Warn(msg, args...)
-}

@@ -37,7 +37,7 @@ type Server struct {
 
 	opts    options
 	refused APIRefusals
-	denied  *rateLimitedLog // calls without the secret
+	limited *limitedLog // repeating warnings: calls without the secret, the workers'
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by API address, for forwarding
@@ -51,7 +51,7 @@ func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger, o
 	log = log.With("component", "meta-api")
 	return &Server{
 		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret, opts: applyOptions(opts),
-		denied:  newRateLimitedLog(log, 10*time.Second),
+		limited: newRateLimitedLog(log, 30*time.Second),
 		commit:  newCommitter(node.raft, 10*time.Second),
 		barrier: newTermBarrier(node.raft),
 		check:   &leaderCheck{raft: node.raft},
@@ -91,7 +91,7 @@ func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServ
 	}
 	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.secret)) != 1 {
 		s.refused.Secret.Add(1)
-		s.denied.warn("rejected request: wrong or missing cluster secret", "method", info.FullMethod)
+		s.limited.warn("rejected request: wrong or missing cluster secret", "method", info.FullMethod)
 		return nil, status.Error(codes.Unauthenticated, "wrong or missing cluster secret")
 	}
 	return h(ctx, req)

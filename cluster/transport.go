@@ -49,7 +49,7 @@ type APIRefusals struct {
 type countedCreds struct {
 	credentials.TransportCredentials
 	refused *APIRefusals
-	limit   *rateLimitedLog
+	limit   *limitedLog
 }
 
 func (c countedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {

@@ -314,6 +314,9 @@ func (t *leaseTable) dropAll(giveBack bool) {
 func (t *leaseTable) watch(ctx context.Context) {
 	defer close(t.watched)
 	lastSweep := time.Now()
+	// One poll may fail now and then (a leader change, a member cut off):
+	// the next one goes to another member. Two in a row are worth a word.
+	fails := failures{after: 2}
 	for ctx.Err() == nil {
 		t.lmu.Lock()
 		n := len(t.leases)
@@ -351,11 +354,12 @@ func (t *leaseTable) watch(ctx context.Context) {
 		cancel()
 		if err != nil || r.Errno != 0 {
 			if ctx.Err() == nil {
-				t.log.Warn("watching for revoked directory leases", "err", err, "errno", r.GetErrno())
+				fails.fail(t.log, "watching for revoked directory leases", "err", err, "errno", r.GetErrno())
 				_ = sleepCtx(ctx, time.Second)
 			}
 			continue
 		}
+		fails.ok(t.log, "watching for revoked directory leases again")
 		t.reads.revoked(r.ReadDirs)
 		t.giveBackAll(t.withIdle(slices.Sorted(slices.Values(r.Dirs)), r.KidDirs))
 	}

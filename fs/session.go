@@ -31,6 +31,7 @@ func (r *renewer) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.SessionTTL / 3)
 	defer t.Stop()
+	var fails failures
 	for {
 		select {
 		case <-ctx.Done():
@@ -61,7 +62,9 @@ func (r *renewer) run(ctx context.Context) {
 			r.leases.dropAll(false)
 			r.handles.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {
-			r.log.Warn("renewing the session", "err", err)
+			fails.fail(r.log, "renewing the session", "err", err)
+		} else if err == nil {
+			fails.ok(r.log, "the session is renewed again")
 		}
 	}
 }

@@ -429,13 +429,14 @@ func (d *dataPlane) writeObjects(ctx context.Context, ino uint64, b *buf) (*meta
 func (d *dataPlane) writeObject(ctx context.Context, data []byte) (*metapb.ObjectRecord, error) {
 	deadline := time.Now().Add(d.cfg.WriteTimeout)
 	quorum := store.Quorum(d.scheme, d.cfg.Quorum)
+	var noPlace failures
 	for attempt := 0; ; attempt++ {
 		p, err := d.places.get(ctx, quorum)
 		if err != nil {
 			if time.Now().After(deadline) {
 				return nil, err
 			}
-			d.log.Warn("no placement yet; retrying", "err", err)
+			noPlace.fail(d.log, "no placement yet; retrying", "err", err)
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}
