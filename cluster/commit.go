@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -32,6 +33,7 @@ type result struct {
 // throughput.)
 type committer struct {
 	raft    *raft.Raft
+	observe atomic.Pointer[func(time.Duration)] // each batch's commit latency (Server.ObserveCommits)
 	timeout time.Duration
 	in      chan pending
 	stop    chan struct{}
@@ -117,6 +119,7 @@ func (c *committer) commit(batch []pending) {
 		c.fail(batch, fmt.Errorf("cluster: encoding a batch: %w", err))
 		return
 	}
+	start := time.Now()
 	f := c.raft.Apply(data, c.timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
@@ -129,6 +132,9 @@ func (c *committer) commit(batch []pending) {
 	if !ok || len(res) != len(batch) {
 		c.fail(batch, fmt.Errorf("cluster: state machine answered %T for a batch of %d", f.Response(), len(batch)))
 		return
+	}
+	if o := c.observe.Load(); o != nil {
+		(*o)(time.Since(start))
 	}
 	for i, p := range batch {
 		p.done <- result{res: res[i]}

@@ -73,6 +73,11 @@ func (s *Server) Close() {
 	s.conns = map[string]*grpc.ClientConn{}
 }
 
+// ObserveCommits calls f with the latency of each batch of commands this
+// member commits as leader: from handing it to Raft until its results
+// (replicated to a quorum, applied here).
+func (s *Server) ObserveCommits(f func(time.Duration)) { s.commit.observe.Store(&f) }
+
 // Refusals counts the API's refused connections and calls.
 func (s *Server) Refusals() *APIRefusals { return &s.refused }
 

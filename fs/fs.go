@@ -169,8 +169,25 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	return f, nil
 }
 
-// Scheme is the filesystem's erasure-coding scheme.
-func (f *FS) Scheme() codec.Scheme { return f.base.scheme }
+// Stats is a snapshot of the mount's state, for its metrics.
+type Stats struct {
+	Scheme       codec.Scheme // the filesystem's erasure-coding scheme
+	Session      uint64       // the mount's current session
+	BufferBytes  int64        // write buffers held (bounded by Config.BufferSize)
+	BufferLimit  int64        // Config.BufferSize
+	Journal      uint64       // changes written behind, not yet applied by the service
+	WriteLeases  int          // directories this mount write-leases
+	ReadLeases   int          // directories this mount read-leases
+	OpenHandles  int          // files open through the mount
+	FetchedBytes int64        // whole blocks read and kept for sequential and read-ahead reads
+}
+
+// Stats reports the mount's state now.
+func (f *FS) Stats() Stats {
+	return Stats{Scheme: f.base.scheme, Session: f.pipe.session(), BufferBytes: f.data.mem.inUse(), BufferLimit: f.base.cfg.BufferSize,
+		Journal: f.pipe.backlog(), WriteLeases: f.leases.count(), ReadLeases: f.reads.count(),
+		OpenHandles: f.handles.count(), FetchedBytes: f.data.data.size()}
+}
 
 // Session is the mount's current session id.
 func (f *FS) Session() uint64 { return f.pipe.session() }

@@ -66,6 +66,13 @@ type handleTable struct {
 	closer closer
 }
 
+// count is how many files are open.
+func (t *handleTable) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.opened)
+}
+
 func newHandleTable(b *base, pipe *pipeline) *handleTable {
 	t := &handleTable{base: b, pipe: pipe, opened: map[*Handle]struct{}{}}
 	t.mu.Init(levelHandles, "handleTable.mu")

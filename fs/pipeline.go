@@ -247,6 +247,13 @@ func (p *pipeline) send1(ctx context.Context, cmd *metapb.Command) (*metapb.Resu
 	return c.res, c.err
 }
 
+// backlog is how many changes wait to be applied.
+func (p *pipeline) backlog() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next - p.sent
+}
+
 // pending reports whether changes wait to be applied.
 func (p *pipeline) pending() bool {
 	p.mu.Lock()

@@ -424,6 +424,13 @@ type fetchedBlocks struct {
 	running chan struct{} // files whose data is being read ahead
 }
 
+// size is the bytes of the blocks kept.
+func (a *fetchedBlocks) size() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bytes
+}
+
 type keptBlock struct {
 	in  *inode
 	blk uint64

@@ -21,6 +21,18 @@ import (
 // braces; "" for a metric without labels).
 func counters(t *testing.T, httpAddr, name string) map[string]float64 {
 	t.Helper()
+	out := scrape(t, httpAddr, name)
+	if len(out) == 0 {
+		t.Fatalf("%s exports no %s", httpAddr, name)
+	}
+	return out
+}
+
+// scrape is counters for a metric that may not be exported yet (a
+// histogram or counter vector before its first observation): none is an
+// empty map.
+func scrape(t *testing.T, httpAddr, name string) map[string]float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -43,9 +55,6 @@ func counters(t *testing.T, httpAddr, name string) map[string]float64 {
 			t.Fatalf("metric line %q: %v", line, err)
 		}
 		out[labels] = v
-	}
-	if len(out) == 0 {
-		t.Fatalf("%s exports no %s", httpAddr, name)
 	}
 	return out
 }

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ecfs/ecfs/codec"
@@ -19,10 +21,11 @@ import (
 // Client calls the shard API of any number of stores over pooled
 // keep-alive connections. It is safe for concurrent use.
 type Client struct {
-	secret string
-	scheme string // "http://", or "https://" with TLS
-	hc     *http.Client
-	tr     *http.Transport
+	secret  string
+	observe func(op string, d time.Duration, code Code)
+	scheme  string // "http://", or "https://" with TLS
+	hc      *http.Client
+	tr      *http.Transport
 }
 
 // ClientConfig configures a Client.
@@ -36,6 +39,11 @@ type ClientConfig struct {
 	// TLS, if set, makes every call HTTPS with it: the cluster's CA as
 	// RootCAs and this host's certificate to show.
 	TLS *tls.Config
+	// Observe, if set, is told of every call: its kind (put, get, head,
+	// delete, verify, list, capacity, corrupt), how long the store took to
+	// answer (to the answer's headers), and the error's code ("" if none;
+	// Unavailable when the store was not reached).
+	Observe func(op string, d time.Duration, code Code)
 }
 
 // NewClient returns a client. Each call is bounded by its context only.
@@ -62,7 +70,7 @@ func NewClient(cfg ClientConfig) *Client {
 		scheme = "https://"
 		tr.ForceAttemptHTTP2 = false // HTTP/1.1 as without TLS: one stream per connection streams shards faster
 	}
-	return &Client{secret: cfg.Secret, tr: tr, hc: &http.Client{Transport: tr}, scheme: scheme}
+	return &Client{secret: cfg.Secret, tr: tr, hc: &http.Client{Transport: tr}, scheme: scheme, observe: cfg.Observe}
 }
 
 // Close drops idle connections.
@@ -72,7 +80,11 @@ func (c *Client) shardURL(addr string, k ShardKey, suffix string) string {
 	return fmt.Sprintf("%s%s/v1/shards/%s/%03d%s", c.scheme, addr, k.Object, k.Index, suffix)
 }
 
-func (c *Client) do(ctx context.Context, addr, method, u string, body io.Reader, hdr http.Header) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, addr, method, u string, body io.Reader, hdr http.Header) (resp *http.Response, err error) {
+	if c.observe != nil {
+		start := time.Now()
+		defer func() { c.observe(callKind(method, u), time.Since(start), callCode(err)) }()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
@@ -84,7 +96,7 @@ func (c *Client) do(ctx context.Context, addr, method, u string, body io.Reader,
 	if b, ok := body.(*bytes.Reader); ok {
 		req.ContentLength = int64(b.Len())
 	}
-	resp, err := c.hc.Do(req)
+	resp, err = c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
 	}
@@ -297,4 +309,34 @@ func (c *Client) Capacity(ctx context.Context, addr string) (*Capacity, error) {
 func (c *Client) Corrupt(ctx context.Context, addr string) ([]CorruptShard, error) {
 	var res []CorruptShard
 	return res, c.getJSON(ctx, addr, http.MethodGet, c.scheme+addr+"/v1/corrupt", &res)
+}
+
+// callKind names a call for Observe.
+func callKind(method, u string) string {
+	switch {
+	case strings.HasSuffix(u, "/verify"):
+		return "verify"
+	case strings.Contains(u, "/v1/capacity"):
+		return "capacity"
+	case strings.Contains(u, "/v1/corrupt"):
+		return "corrupt"
+	case strings.Contains(u, "/v1/shards?"):
+		return "list"
+	}
+	return strings.ToLower(method)
+}
+
+// callCode classifies a call's error for Observe: "" for none, the
+// store's code for its answer, CodeUnavailable when it was not reached.
+func callCode(err error) Code {
+	var re *RemoteError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &re):
+		return re.Code
+	case errors.Is(err, ErrUnavailable):
+		return CodeUnavailable
+	}
+	return codeOf(err)
 }

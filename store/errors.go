@@ -36,6 +36,9 @@ const (
 	CodeResourceExhausted Code = "ResourceExhausted"
 	CodeTooLarge          Code = "TooLarge"
 	CodeInternal          Code = "Internal"
+	// CodeUnavailable is not sent by a store: a client's word for a store
+	// it did not reach (Client's Observe).
+	CodeUnavailable Code = "Unavailable"
 )
 
 func (c Code) status() int {

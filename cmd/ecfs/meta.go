@@ -183,7 +183,10 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 	d.undo = append(d.undo, func() { node.Close() })
 	srv := cluster.NewServer(node, fsm, d.APIAddr, o.Secret, log, cluster.WithTLS(o.TLS))
 	d.undo = append(d.undo, srv.Close)
-	shards := store.NewClient(store.ClientConfig{Secret: o.Secret, TLS: o.TLS})
+	calls := newStoreCalls("ecfs_meta")
+	commits := newCommitLatency()
+	srv.ObserveCommits(func(d time.Duration) { commits.Observe(d.Seconds()) })
+	shards := store.NewClient(store.ClientConfig{Secret: o.Secret, TLS: o.TLS, Observe: calls.observe})
 	srv.EnableFsck(fsckStores{shards}, o.OrphanGrace) // before the API serves
 	g := srv.GRPCServer()
 	go func() {
@@ -226,7 +229,8 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
 		reg := newRegistry()
-		reg.MustRegister(newHealCollector(srv), newRaftCollector(node, srv))
+		reg.MustRegister(newHealCollector(srv), newRaftCollector(node, srv), newClusterCollector(srv), commits)
+		reg.MustRegister(calls.collectors()...)
 		mux := opsMux(reg, o.Pprof, func(w http.ResponseWriter, r *http.Request) {
 			if node.Raft().Leader() == "" {
 				http.Error(w, "no leader", http.StatusServiceUnavailable)

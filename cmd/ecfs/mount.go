@@ -105,7 +105,8 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		return err
 	}
 	defer mc.Close()
-	shards := store.NewClient(store.ClientConfig{Secret: cfg.Secret, TLS: cfg.TLS})
+	calls := newStoreCalls("ecfs_mount")
+	shards := store.NewClient(store.ClientConfig{Secret: cfg.Secret, TLS: cfg.TLS, Observe: calls.observe})
 	defer shards.Close()
 	objs, err := store.NewObjects(store.ObjectsConfig{Client: shards, Logger: log})
 	if err != nil {
@@ -142,9 +143,10 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		f.Close()
 		return fmt.Errorf("mounting %s: %w", cfg.Mountpoint, err)
 	}
-	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Scheme().String(), "session", f.Session())
+	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Stats().Scheme.String(), "session", f.Session())
 	if cfg.HTTPAddr != "" {
-		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint, append(fm.collectors(), counted.calls)...)
+		cs := append(append(fm.collectors(), calls.collectors()...), counted.calls, newMountState(f))
+		stopOps, err := serveOps(cfg.HTTPAddr, cfg.Pprof, cfg.Mountpoint, cs...)
 		if err != nil {
 			log.Error("metrics not served", "err", err)
 		} else {

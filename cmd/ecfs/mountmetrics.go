@@ -8,6 +8,7 @@ import (
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/fs"
+	"github.com/ecfs/ecfs/store"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -115,4 +116,77 @@ func (m *fuseMetrics) observe(op string, took time.Duration, st gofuse.Status) {
 
 func (m *fuseMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.calls, m.latency}
+}
+
+// mountState exports the mount's state (fs.Stats) at each scrape: write
+// buffers, the journal's backlog, leases, open files, kept blocks.
+type mountState struct {
+	f                                                      *fs.FS
+	buffer, bufferLimit, journal, leases, handles, fetched *prometheus.Desc
+}
+
+func newMountState(f *fs.FS) *mountState {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ecfs_mount_"+name, help, labels, nil)
+	}
+	return &mountState{f: f,
+		buffer:      d("buffer_bytes", "Write buffers held (data written and not yet stored)."),
+		bufferLimit: d("buffer_limit_bytes", "The bound of the write buffers (--buffer-size): writers wait at it."),
+		journal:     d("journal_backlog", "Changes written behind under directory leases that the metadata service has not applied yet."),
+		leases:      d("leases", "Directories this mount leases, by kind (write: it changes them itself; read: it answers from its copy).", "kind"),
+		handles:     d("open_files", "Files open through the mount."),
+		fetched:     d("fetched_bytes", "Whole blocks read and kept for sequential reads and read-ahead (bounded at 64 MiB)."),
+	}
+}
+
+func (m *mountState) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.buffer, m.bufferLimit, m.journal, m.leases, m.handles, m.fetched} {
+		ch <- d
+	}
+}
+
+func (m *mountState) Collect(ch chan<- prometheus.Metric) {
+	st := m.f.Stats()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	g(m.buffer, float64(st.BufferBytes))
+	g(m.bufferLimit, float64(st.BufferLimit))
+	g(m.journal, float64(st.Journal))
+	g(m.leases, float64(st.WriteLeases), "write")
+	g(m.leases, float64(st.ReadLeases), "read")
+	g(m.handles, float64(st.OpenHandles))
+	g(m.fetched, float64(st.FetchedBytes))
+}
+
+// storeCalls times the mount's calls to the stores and counts their
+// errors by kind (store.ClientConfig.Observe).
+type storeCalls struct {
+	latency *prometheus.HistogramVec
+	errors  *prometheus.CounterVec
+}
+
+func newStoreCalls(prefix string) *storeCalls {
+	return &storeCalls{
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    prefix + "_store_request_seconds",
+			Help:    "Time a store took to answer a call (to the answer's headers), by kind: put, get, head, delete, verify, list, capacity, corrupt.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 4, 10), // 100 µs … 26 s
+		}, []string{"op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_store_request_errors_total",
+			Help: "Calls to stores that failed, by kind and code: Unavailable (not reached), NotFound, DataLoss, ResourceExhausted, …",
+		}, []string{"op", "code"}),
+	}
+}
+
+func (s *storeCalls) observe(op string, d time.Duration, code store.Code) {
+	s.latency.WithLabelValues(op).Observe(d.Seconds())
+	if code != "" {
+		s.errors.WithLabelValues(op, string(code)).Inc()
+	}
+}
+
+func (s *storeCalls) collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.latency, s.errors}
 }

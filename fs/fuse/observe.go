@@ -33,6 +33,16 @@ func (o observed) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (
 	return r, st
 }
 
+// Writev is how go-fuse sends WRITE first (Write only after ENOSYS).
+func (o observed) Writev(cancel <-chan struct{}, input *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	t := time.Now()
+	n, st := o.RawFileSystem.Writev(cancel, input, data)
+	if st != fuse.ENOSYS {
+		o.done("write", t, st)
+	}
+	return n, st
+}
+
 func (o observed) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	t := time.Now()
 	n, st := o.RawFileSystem.Write(cancel, input, data)
