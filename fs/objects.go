@@ -162,11 +162,18 @@ func (p *placer) usable(pl *metapb.Placement) int {
 }
 
 // get returns a placement with at least quorum stores not known to be
-// failing, asking the service for more as needed.
+// failing, asking the service for more as needed. When two fresh batches
+// hold none, the stores marked failing are given another chance: the
+// service still places shards on them, so they report as up (a store
+// restarted a moment ago, while another is down now, would otherwise
+// block every write for badFor).
 func (p *placer) get(ctx context.Context, quorum int) (*metapb.Placement, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for tries := 0; tries < 8; tries++ {
+		if tries == 2 {
+			clear(p.down)
+		}
 		if time.Since(p.at) > placeTTL {
 			p.queue = nil
 		}

@@ -126,8 +126,14 @@ func startProc(t testing.TB, args ...string) *proc {
 // startProcEnv is startProc with env added to the test's environment.
 func startProcEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
+	return startBin(t, ecfsBin, env, args...)
+}
+
+// startBin is startProcEnv with another build of ecfs.
+func startBin(t testing.TB, bin string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, args: args, logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(ecfsBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
@@ -152,6 +158,23 @@ func (p *proc) running() bool {
 		return false
 	default:
 		return true
+	}
+}
+
+// term sends SIGTERM and waits up to timeout for the process to exit: it
+// returns its exit status, or an error if it is still running (then it is
+// killed).
+func (p *proc) term(timeout time.Duration) error {
+	if !p.running() {
+		return fmt.Errorf("not running: %v", p.err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(timeout):
+		p.kill()
+		return fmt.Errorf("still running %s after SIGTERM", timeout)
 	}
 }
 

@@ -56,6 +56,12 @@ func newMetaGroup(t testing.TB, n int, extra ...string) *metaGroup {
 // ignore them, as a systemd unit passes them every time.
 func (g *metaGroup) launch(i int) {
 	g.t.Helper()
+	g.launchBin(i, ecfsBin)
+}
+
+// launchBin is launch with another build of ecfs.
+func (g *metaGroup) launchBin(i int, bin string) {
+	g.t.Helper()
 	m := g.nodes[i]
 	args := []string{"meta", "--id", m.id, "--data-dir", m.dataDir, "--raft-addr", m.raft, "--api-addr", m.api,
 		"--secret-file", g.secretFile, "--log-level", "warn", "--http-addr", m.http, "--pprof"}
@@ -65,7 +71,7 @@ func (g *metaGroup) launch(i int) {
 	} else {
 		args = append(args, "--join", g.nodes[0].api)
 	}
-	m.p = startProc(g.t, args...)
+	m.p = startBin(g.t, bin, nil, args...)
 }
 
 // wait polls member i until it answers and knows a leader.
