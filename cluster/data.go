@@ -16,14 +16,33 @@ func (f *FSM) applyInline(op *metapb.InlineOp, now int64) *metapb.Result {
 }
 
 // readStatfs reports the usable capacity: what the up stores have, times
-// k/(k+m), since every byte is stored as k+m shards of 1/k of it.
+// k/(k+m), since every byte is stored as k+m shards of 1/k of it. A file
+// system several stores share (ecfs dev's six on one disk) counts once.
 func (f *FSM) readStatfs() *metapb.ReadResp {
 	var total, free uint64
+	shared := map[string][2]int64{} // file system -> total, free (the largest reported)
 	for _, s := range f.stores {
-		if s.State == StoreUp {
+		if s.State != StoreUp {
+			continue
+		}
+		if len(s.Disks) == 0 { // a store that does not say
 			total += uint64(max(s.TotalBytes, 0))
 			free += uint64(max(s.FreeBytes, 0))
+			continue
 		}
+		for _, d := range s.Disks {
+			if d.Fs == "" {
+				total += uint64(max(d.TotalBytes, 0))
+				free += uint64(max(d.FreeBytes, 0))
+				continue
+			}
+			v := shared[d.Fs]
+			shared[d.Fs] = [2]int64{max(v[0], d.TotalBytes), max(v[1], d.FreeBytes)}
+		}
+	}
+	for _, v := range shared {
+		total += uint64(max(v[0], 0))
+		free += uint64(max(v[1], 0))
 	}
 	if f.scheme != nil {
 		k, n := uint64(f.scheme.K), uint64(f.scheme.K+f.scheme.M)

@@ -140,3 +140,27 @@ func TestInitSetsInlineThreshold(t *testing.T) {
 		}
 	}
 }
+
+// TestStatfsSharedDisks: stores whose disks share a file system (ecfs
+// dev's six on one disk) count it once; distinct file systems add up; a
+// down store's disks do not count.
+func TestStatfsSharedDisks(t *testing.T) {
+	f := NewFSM()
+	at := func(c *metapb.Command) *metapb.Result { return applyAt(f, 0, c) }
+	at(&metapb.Command{Op: &metapb.Command_Init{Init: &metapb.InitOp{Scheme: "4+2", K: 4, M: 2}}})
+	store := func(id, state string, disks ...*metapb.DiskInfo) {
+		at(&metapb.Command{Op: &metapb.Command_Store{Store: &metapb.StoreOp{Info: &metapb.StoreInfo{
+			Id: id, Addr: id + ":1", TotalBytes: 1, FreeBytes: 1, Disks: disks}}}})
+		at(&metapb.Command{Op: &metapb.Command_StoreState{StoreState: &metapb.StoreStateOp{Id: id, State: state}}})
+	}
+	for _, id := range []string{"a", "b", "c", "d", "e"} { // five stores on one disk
+		store(id, StoreUp, &metapb.DiskInfo{Fs: "m1:801", TotalBytes: 6000, FreeBytes: 3000})
+	}
+	store("f", StoreUp, &metapb.DiskInfo{Fs: "m1:801", TotalBytes: 6000, FreeBytes: 2994}, // the same disk, later
+		&metapb.DiskInfo{Fs: "m1:802", TotalBytes: 600, FreeBytes: 600}) // and one of its own
+	store("g", StoreDown, &metapb.DiskInfo{Fs: "m2:801", TotalBytes: 6000, FreeBytes: 6000})
+	sf := f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Statfs{Statfs: &metapb.StatfsReq{}}})
+	if want := uint64(6600 / 6 * 4); sf.TotalBytes != want || sf.FreeBytes != uint64(3600/6*4) {
+		t.Fatalf("statfs: total %d, free %d; want %d, %d (the shared disk once, the down store not)", sf.TotalBytes, sf.FreeBytes, want, 3600/6*4)
+	}
+}

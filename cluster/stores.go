@@ -28,6 +28,9 @@ var ErrNoQuorum = errors.New("too few stores up for the write quorum")
 
 // applyStore records a registration or heartbeat: the store is up as of
 // the leader's time in the command.
+// maxStoreDisks bounds the disks a store's record keeps.
+const maxStoreDisks = 64
+
 func (f *FSM) applyStore(op *metapb.StoreOp, now int64) *metapb.Result {
 	in := op.Info
 	if in == nil || in.Id == "" || in.Addr == "" {
@@ -36,6 +39,12 @@ func (f *FSM) applyStore(op *metapb.StoreOp, now int64) *metapb.Result {
 	s := &metapb.StoreInfo{
 		Id: in.Id, Addr: in.Addr, Host: in.Host, Zone: in.Zone,
 		TotalBytes: in.TotalBytes, FreeBytes: in.FreeBytes, State: StoreUp, LastHeartbeat: now,
+	}
+	for _, d := range in.Disks {
+		if len(s.Disks) == maxStoreDisks {
+			break
+		}
+		s.Disks = append(s.Disks, &metapb.DiskInfo{Fs: d.Fs, TotalBytes: d.TotalBytes, FreeBytes: d.FreeBytes})
 	}
 	old := f.stores[in.Id]
 	if old != nil && old.State == StoreDraining {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -118,4 +119,30 @@ func TestMetricsMove(t *testing.T) {
 	if n := metric(t, m2ops, "ecfs_mount_store_request_errors_total", `code="Unavailable"`); n == 0 {
 		t.Error("reading every file back with a store dead counted no call that found it unreachable")
 	}
+}
+
+// TestDfCountsSharedDiskOnce: six stores whose disks are on one file
+// system (as ecfs dev runs them) make a filesystem of that disk's size
+// times k/(k+m), not six times it: df shows what can be stored.
+func TestDfCountsSharedDiskOnce(t *testing.T) {
+	fc := newFSCluster(t, 1, 6)
+	m := fc.mount()
+	var disk, mnt syscall.Statfs_t
+	if err := syscall.Statfs(fc.c.dir, &disk); err != nil {
+		t.Fatal(err)
+	}
+	want := disk.Blocks * uint64(disk.Bsize) / 6 * 4
+	waitFor(t, "df to count the shared disk once", 10*time.Second, func() error {
+		if err := syscall.Statfs(m.dir, &mnt); err != nil {
+			return err
+		}
+		got := mnt.Blocks * uint64(mnt.Bsize)
+		if got < want*99/100 || got > want*101/100 {
+			return fmt.Errorf("df size %d, want about %d (the store disks' file system of %d at 4+2)", got, want, disk.Blocks*uint64(disk.Bsize))
+		}
+		if mnt.Bavail > mnt.Blocks {
+			return fmt.Errorf("more available (%d) than in all (%d)", mnt.Bavail, mnt.Blocks)
+		}
+		return nil
+	})
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -141,7 +142,10 @@ func (d *disks) shardPath(disk string, k ShardKey) string {
 
 // DiskUsage is the capacity of one disk directory.
 type DiskUsage struct {
-	Path  string `json:"path"`
+	Path string `json:"path"`
+	// FS names the file system the disk is on: the machine's id and the
+	// device number, the same for every store with a disk on it.
+	FS    string `json:"fs,omitempty"`
 	Total int64  `json:"total_bytes"`
 	Free  int64  `json:"free_bytes"` // what shards may still use: the reserve is not counted; 0 when read-only
 	// ReadOnly: the file system is mounted read-only (it takes no shards).
@@ -155,6 +159,10 @@ func usage(path string) (DiskUsage, error) {
 		return DiskUsage{Path: path, Error: err.Error()}, err
 	}
 	u := DiskUsage{Path: path, Total: int64(st.Blocks) * st.Bsize, Free: int64(st.Bavail) * st.Bsize}
+	var fi syscall.Stat_t
+	if err := syscall.Stat(path, &fi); err == nil {
+		u.FS = fmt.Sprintf("%s:%x", machineID(), fi.Dev)
+	}
 	if st.Flags&stRdonly != 0 {
 		u.ReadOnly, u.Free = true, 0
 	}
@@ -543,3 +551,15 @@ func (d *disks) pruneFanout(dir string) {
 		delete(d.fanouts, mid)
 	}
 }
+
+// machineID names this machine: /etc/machine-id, else the boot id, else
+// the host name.
+var machineID = sync.OnceValue(func() string {
+	for _, p := range []string{"/etc/machine-id", "/proc/sys/kernel/random/boot_id"} {
+		if b, err := os.ReadFile(p); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return string(bytes.TrimSpace(b))
+		}
+	}
+	h, _ := os.Hostname()
+	return h
+})

@@ -1011,7 +1011,10 @@ type StoreInfo struct {
 	Corrupt []*ShardRef `protobuf:"bytes,9,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	// shards: in a status answer, the shards recorded on this store (what a
 	// drain has left to move); not kept in the state.
-	Shards        uint64 `protobuf:"varint,10,opt,name=shards,proto3" json:"shards,omitempty"`
+	Shards uint64 `protobuf:"varint,10,opt,name=shards,proto3" json:"shards,omitempty"`
+	// disks: each disk's file system and space, so that stores sharing a
+	// file system (several on one disk, as ecfs dev runs) count it once.
+	Disks         []*DiskInfo `protobuf:"bytes,11,rep,name=disks,proto3" json:"disks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1116,6 +1119,74 @@ func (x *StoreInfo) GetShards() uint64 {
 	return 0
 }
 
+func (x *StoreInfo) GetDisks() []*DiskInfo {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+// DiskInfo is one of a store's disks.
+type DiskInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"` // the file system's identity: machine id and device number
+	TotalBytes    int64                  `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	FreeBytes     int64                  `protobuf:"varint,3,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskInfo) Reset() {
+	*x = DiskInfo{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskInfo) ProtoMessage() {}
+
+func (x *DiskInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskInfo.ProtoReflect.Descriptor instead.
+func (*DiskInfo) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DiskInfo) GetFs() string {
+	if x != nil {
+		return x.Fs
+	}
+	return ""
+}
+
+func (x *DiskInfo) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *DiskInfo) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
 // StoreOp registers a store or records its heartbeat (state up, capacity).
 type StoreOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1126,7 +1197,7 @@ type StoreOp struct {
 
 func (x *StoreOp) Reset() {
 	*x = StoreOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1209,7 @@ func (x *StoreOp) String() string {
 func (*StoreOp) ProtoMessage() {}
 
 func (x *StoreOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[13]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1222,7 @@ func (x *StoreOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreOp.ProtoReflect.Descriptor instead.
 func (*StoreOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{13}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StoreOp) GetInfo() *StoreInfo {
@@ -1172,7 +1243,7 @@ type StoreStateOp struct {
 
 func (x *StoreStateOp) Reset() {
 	*x = StoreStateOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1255,7 @@ func (x *StoreStateOp) String() string {
 func (*StoreStateOp) ProtoMessage() {}
 
 func (x *StoreStateOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[14]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1268,7 @@ func (x *StoreStateOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreStateOp.ProtoReflect.Descriptor instead.
 func (*StoreStateOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{14}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoreStateOp) GetId() string {
@@ -1229,7 +1300,7 @@ type InitOp struct {
 
 func (x *InitOp) Reset() {
 	*x = InitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1312,7 @@ func (x *InitOp) String() string {
 func (*InitOp) ProtoMessage() {}
 
 func (x *InitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[15]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1325,7 @@ func (x *InitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitOp.ProtoReflect.Descriptor instead.
 func (*InitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{15}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InitOp) GetScheme() string {
@@ -1296,7 +1367,7 @@ type InoAllocOp struct {
 
 func (x *InoAllocOp) Reset() {
 	*x = InoAllocOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1379,7 @@ func (x *InoAllocOp) String() string {
 func (*InoAllocOp) ProtoMessage() {}
 
 func (x *InoAllocOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[16]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1392,7 @@ func (x *InoAllocOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InoAllocOp.ProtoReflect.Descriptor instead.
 func (*InoAllocOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{16}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InoAllocOp) GetCount() uint32 {
@@ -1372,7 +1443,7 @@ type LeaseOp struct {
 
 func (x *LeaseOp) Reset() {
 	*x = LeaseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1455,7 @@ func (x *LeaseOp) String() string {
 func (*LeaseOp) ProtoMessage() {}
 
 func (x *LeaseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[17]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1468,7 @@ func (x *LeaseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseOp.ProtoReflect.Descriptor instead.
 func (*LeaseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{17}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaseOp) GetSession() uint64 {
@@ -1431,7 +1502,7 @@ type AllocOp struct {
 
 func (x *AllocOp) Reset() {
 	*x = AllocOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1514,7 @@ func (x *AllocOp) String() string {
 func (*AllocOp) ProtoMessage() {}
 
 func (x *AllocOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[18]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1527,7 @@ func (x *AllocOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocOp.ProtoReflect.Descriptor instead.
 func (*AllocOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{18}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AllocOp) GetCount() uint32 {
@@ -1478,7 +1549,7 @@ type SessionOp struct {
 
 func (x *SessionOp) Reset() {
 	*x = SessionOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1561,7 @@ func (x *SessionOp) String() string {
 func (*SessionOp) ProtoMessage() {}
 
 func (x *SessionOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[19]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1574,7 @@ func (x *SessionOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOp.ProtoReflect.Descriptor instead.
 func (*SessionOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{19}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionOp) GetTtlNs() int64 {
@@ -1530,7 +1601,7 @@ type RenewOp struct {
 
 func (x *RenewOp) Reset() {
 	*x = RenewOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1613,7 @@ func (x *RenewOp) String() string {
 func (*RenewOp) ProtoMessage() {}
 
 func (x *RenewOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[20]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1626,7 @@ func (x *RenewOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewOp.ProtoReflect.Descriptor instead.
 func (*RenewOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{20}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewOp) GetSession() uint64 {
@@ -1576,7 +1647,7 @@ type ExpireOp struct {
 
 func (x *ExpireOp) Reset() {
 	*x = ExpireOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1659,7 @@ func (x *ExpireOp) String() string {
 func (*ExpireOp) ProtoMessage() {}
 
 func (x *ExpireOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[21]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1672,7 @@ func (x *ExpireOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOp.ProtoReflect.Descriptor instead.
 func (*ExpireOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{21}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExpireOp) GetSession() uint64 {
@@ -1620,7 +1691,7 @@ type EndOp struct {
 
 func (x *EndOp) Reset() {
 	*x = EndOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1703,7 @@ func (x *EndOp) String() string {
 func (*EndOp) ProtoMessage() {}
 
 func (x *EndOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[22]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1716,7 @@ func (x *EndOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndOp.ProtoReflect.Descriptor instead.
 func (*EndOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{22}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EndOp) GetSession() uint64 {
@@ -1668,7 +1739,7 @@ type BlockWrite struct {
 
 func (x *BlockWrite) Reset() {
 	*x = BlockWrite{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1751,7 @@ func (x *BlockWrite) String() string {
 func (*BlockWrite) ProtoMessage() {}
 
 func (x *BlockWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[23]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1764,7 @@ func (x *BlockWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockWrite.ProtoReflect.Descriptor instead.
 func (*BlockWrite) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{23}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlockWrite) GetBlock() uint64 {
@@ -1748,7 +1819,7 @@ type ObjectRecord struct {
 
 func (x *ObjectRecord) Reset() {
 	*x = ObjectRecord{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1831,7 @@ func (x *ObjectRecord) String() string {
 func (*ObjectRecord) ProtoMessage() {}
 
 func (x *ObjectRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[24]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1844,7 @@ func (x *ObjectRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRecord.ProtoReflect.Descriptor instead.
 func (*ObjectRecord) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{24}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ObjectRecord) GetId() uint64 {
@@ -1824,7 +1895,7 @@ type CommitOp struct {
 
 func (x *CommitOp) Reset() {
 	*x = CommitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1907,7 @@ func (x *CommitOp) String() string {
 func (*CommitOp) ProtoMessage() {}
 
 func (x *CommitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[25]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1920,7 @@ func (x *CommitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOp.ProtoReflect.Descriptor instead.
 func (*CommitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{25}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommitOp) GetSession() uint64 {
@@ -1915,7 +1986,7 @@ type InlineOp struct {
 
 func (x *InlineOp) Reset() {
 	*x = InlineOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +1998,7 @@ func (x *InlineOp) String() string {
 func (*InlineOp) ProtoMessage() {}
 
 func (x *InlineOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[26]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2011,7 @@ func (x *InlineOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InlineOp.ProtoReflect.Descriptor instead.
 func (*InlineOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{26}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InlineOp) GetSession() uint64 {
@@ -1985,7 +2056,7 @@ type RelocateOp struct {
 
 func (x *RelocateOp) Reset() {
 	*x = RelocateOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2068,7 @@ func (x *RelocateOp) String() string {
 func (*RelocateOp) ProtoMessage() {}
 
 func (x *RelocateOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[27]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2081,7 @@ func (x *RelocateOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateOp.ProtoReflect.Descriptor instead.
 func (*RelocateOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{27}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RelocateOp) GetObject() uint64 {
@@ -2052,7 +2123,7 @@ type ShardRef struct {
 
 func (x *ShardRef) Reset() {
 	*x = ShardRef{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2135,7 @@ func (x *ShardRef) String() string {
 func (*ShardRef) ProtoMessage() {}
 
 func (x *ShardRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[28]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2148,7 @@ func (x *ShardRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRef.ProtoReflect.Descriptor instead.
 func (*ShardRef) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{28}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ShardRef) GetObject() uint64 {
@@ -2107,7 +2178,7 @@ type BadShard struct {
 
 func (x *BadShard) Reset() {
 	*x = BadShard{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2190,7 @@ func (x *BadShard) String() string {
 func (*BadShard) ProtoMessage() {}
 
 func (x *BadShard) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[29]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2203,7 @@ func (x *BadShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BadShard.ProtoReflect.Descriptor instead.
 func (*BadShard) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{29}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BadShard) GetObject() uint64 {
@@ -2174,7 +2245,7 @@ type ReportOp struct {
 
 func (x *ReportOp) Reset() {
 	*x = ReportOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2257,7 @@ func (x *ReportOp) String() string {
 func (*ReportOp) ProtoMessage() {}
 
 func (x *ReportOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[30]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2270,7 @@ func (x *ReportOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportOp.ProtoReflect.Descriptor instead.
 func (*ReportOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{30}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReportOp) GetShards() []*BadShard {
@@ -2228,7 +2299,7 @@ type CompactOp struct {
 
 func (x *CompactOp) Reset() {
 	*x = CompactOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2311,7 @@ func (x *CompactOp) String() string {
 func (*CompactOp) ProtoMessage() {}
 
 func (x *CompactOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[31]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2324,7 @@ func (x *CompactOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactOp.ProtoReflect.Descriptor instead.
 func (*CompactOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{31}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CompactOp) GetIno() uint64 {
@@ -2316,7 +2387,7 @@ type GCQueueOp struct {
 
 func (x *GCQueueOp) Reset() {
 	*x = GCQueueOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2399,7 @@ func (x *GCQueueOp) String() string {
 func (*GCQueueOp) ProtoMessage() {}
 
 func (x *GCQueueOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[32]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2412,7 @@ func (x *GCQueueOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCQueueOp.ProtoReflect.Descriptor instead.
 func (*GCQueueOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{32}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GCQueueOp) GetObjects() []uint64 {
@@ -2361,7 +2432,7 @@ type GCDoneOp struct {
 
 func (x *GCDoneOp) Reset() {
 	*x = GCDoneOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2444,7 @@ func (x *GCDoneOp) String() string {
 func (*GCDoneOp) ProtoMessage() {}
 
 func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[33]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2457,7 @@ func (x *GCDoneOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCDoneOp.ProtoReflect.Descriptor instead.
 func (*GCDoneOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{33}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GCDoneOp) GetObjects() []uint64 {
@@ -2409,7 +2480,7 @@ type OpenOp struct {
 
 func (x *OpenOp) Reset() {
 	*x = OpenOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2492,7 @@ func (x *OpenOp) String() string {
 func (*OpenOp) ProtoMessage() {}
 
 func (x *OpenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[34]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2505,7 @@ func (x *OpenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenOp.ProtoReflect.Descriptor instead.
 func (*OpenOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{34}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenOp) GetSession() uint64 {
@@ -2468,7 +2539,7 @@ type CloseOp struct {
 
 func (x *CloseOp) Reset() {
 	*x = CloseOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2551,7 @@ func (x *CloseOp) String() string {
 func (*CloseOp) ProtoMessage() {}
 
 func (x *CloseOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[35]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2564,7 @@ func (x *CloseOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOp.ProtoReflect.Descriptor instead.
 func (*CloseOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{35}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CloseOp) GetSession() uint64 {
@@ -2535,7 +2606,7 @@ type LockOp struct {
 
 func (x *LockOp) Reset() {
 	*x = LockOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2618,7 @@ func (x *LockOp) String() string {
 func (*LockOp) ProtoMessage() {}
 
 func (x *LockOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[36]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2631,7 @@ func (x *LockOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOp.ProtoReflect.Descriptor instead.
 func (*LockOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{36}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LockOp) GetSession() uint64 {
@@ -2646,7 +2717,7 @@ type UnlockOwnerOp struct {
 
 func (x *UnlockOwnerOp) Reset() {
 	*x = UnlockOwnerOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2729,7 @@ func (x *UnlockOwnerOp) String() string {
 func (*UnlockOwnerOp) ProtoMessage() {}
 
 func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[37]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2742,7 @@ func (x *UnlockOwnerOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOwnerOp.ProtoReflect.Descriptor instead.
 func (*UnlockOwnerOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{37}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UnlockOwnerOp) GetSession() uint64 {
@@ -2712,7 +2783,7 @@ type CancelWaitOp struct {
 
 func (x *CancelWaitOp) Reset() {
 	*x = CancelWaitOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2795,7 @@ func (x *CancelWaitOp) String() string {
 func (*CancelWaitOp) ProtoMessage() {}
 
 func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[38]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2808,7 @@ func (x *CancelWaitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitOp.ProtoReflect.Descriptor instead.
 func (*CancelWaitOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{38}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelWaitOp) GetReqId() uint64 {
@@ -2764,7 +2835,7 @@ type MultiOp struct {
 
 func (x *MultiOp) Reset() {
 	*x = MultiOp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2847,7 @@ func (x *MultiOp) String() string {
 func (*MultiOp) ProtoMessage() {}
 
 func (x *MultiOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[39]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2860,7 @@ func (x *MultiOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
 func (*MultiOp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{39}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MultiOp) GetCommands() []*Command {
@@ -2860,7 +2931,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +2943,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[40]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +2956,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{40}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Command) GetSession() uint64 {
@@ -3455,7 +3526,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3467,7 +3538,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[41]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3480,7 +3551,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{41}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -3512,7 +3583,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3524,7 +3595,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[42]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3537,7 +3608,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{42}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Result) GetErrno() uint32 {
@@ -3630,7 +3701,7 @@ type MountSession struct {
 
 func (x *MountSession) Reset() {
 	*x = MountSession{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3713,7 @@ func (x *MountSession) String() string {
 func (*MountSession) ProtoMessage() {}
 
 func (x *MountSession) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[43]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3726,7 @@ func (x *MountSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountSession.ProtoReflect.Descriptor instead.
 func (*MountSession) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{43}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MountSession) GetId() uint64 {
@@ -3696,7 +3767,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3779,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[44]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3792,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{44}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LookupReq) GetParent() uint64 {
@@ -3747,7 +3818,7 @@ type GetAttrReq struct {
 
 func (x *GetAttrReq) Reset() {
 	*x = GetAttrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3759,7 +3830,7 @@ func (x *GetAttrReq) String() string {
 func (*GetAttrReq) ProtoMessage() {}
 
 func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[45]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3772,7 +3843,7 @@ func (x *GetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrReq.ProtoReflect.Descriptor instead.
 func (*GetAttrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{45}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetAttrReq) GetIno() uint64 {
@@ -3794,7 +3865,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3806,7 +3877,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[46]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3819,7 +3890,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{46}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadDirReq) GetIno() uint64 {
@@ -3863,7 +3934,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3875,7 +3946,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[47]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3888,7 +3959,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{47}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DirEntry) GetName() string {
@@ -3935,7 +4006,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3947,7 +4018,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3960,7 +4031,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -3980,7 +4051,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3992,7 +4063,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4005,7 +4076,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -4031,7 +4102,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4043,7 +4114,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4056,7 +4127,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -4081,7 +4152,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4093,7 +4164,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4106,7 +4177,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -4161,7 +4232,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4173,7 +4244,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4186,7 +4257,7 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
@@ -4204,7 +4275,7 @@ type StatfsReq struct {
 
 func (x *StatfsReq) Reset() {
 	*x = StatfsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4287,7 @@ func (x *StatfsReq) String() string {
 func (*StatfsReq) ProtoMessage() {}
 
 func (x *StatfsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4300,7 @@ func (x *StatfsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
 func (*StatfsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
@@ -4254,7 +4325,7 @@ type SlicesReq struct {
 
 func (x *SlicesReq) Reset() {
 	*x = SlicesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4266,7 +4337,7 @@ func (x *SlicesReq) String() string {
 func (*SlicesReq) ProtoMessage() {}
 
 func (x *SlicesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4279,7 +4350,7 @@ func (x *SlicesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
 func (*SlicesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SlicesReq) GetIno() uint64 {
@@ -4324,7 +4395,7 @@ type FileSlices struct {
 
 func (x *FileSlices) Reset() {
 	*x = FileSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4336,7 +4407,7 @@ func (x *FileSlices) String() string {
 func (*FileSlices) ProtoMessage() {}
 
 func (x *FileSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4349,7 +4420,7 @@ func (x *FileSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileSlices.ProtoReflect.Descriptor instead.
 func (*FileSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FileSlices) GetIno() uint64 {
@@ -4390,7 +4461,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4473,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4486,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -4445,7 +4516,7 @@ type RevokesReq struct {
 
 func (x *RevokesReq) Reset() {
 	*x = RevokesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4528,7 @@ func (x *RevokesReq) String() string {
 func (*RevokesReq) ProtoMessage() {}
 
 func (x *RevokesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4541,7 @@ func (x *RevokesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
 func (*RevokesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokesReq) GetSession() uint64 {
@@ -4497,7 +4568,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4509,7 +4580,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4522,7 +4593,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -4561,7 +4632,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4573,7 +4644,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4586,7 +4657,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -4840,7 +4911,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4852,7 +4923,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4865,7 +4936,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -5054,7 +5125,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5066,7 +5137,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5079,7 +5150,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JoinReq) GetId() string {
@@ -5111,7 +5182,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5194,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5207,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 type RemoveReq struct {
@@ -5148,7 +5219,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5160,7 +5231,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5173,7 +5244,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -5191,7 +5262,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5274,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5287,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
 }
 
 type StatusReq struct {
@@ -5228,7 +5299,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5240,7 +5311,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5253,7 +5324,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -5275,7 +5346,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5287,7 +5358,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5300,7 +5371,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Member) GetId() string {
@@ -5356,7 +5427,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5368,7 +5439,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5381,7 +5452,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *StatusResp) GetId() string {
@@ -5516,7 +5587,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5528,7 +5599,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5541,7 +5612,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *HealStatus) GetPending() uint64 {
@@ -5657,7 +5728,7 @@ type AdminReq struct {
 
 func (x *AdminReq) Reset() {
 	*x = AdminReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5669,7 +5740,7 @@ func (x *AdminReq) String() string {
 func (*AdminReq) ProtoMessage() {}
 
 func (x *AdminReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5682,7 +5753,7 @@ func (x *AdminReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReq.ProtoReflect.Descriptor instead.
 func (*AdminReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AdminReq) GetOp() isAdminReq_Op {
@@ -5750,7 +5821,7 @@ type HealNowReq struct {
 
 func (x *HealNowReq) Reset() {
 	*x = HealNowReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5762,7 +5833,7 @@ func (x *HealNowReq) String() string {
 func (*HealNowReq) ProtoMessage() {}
 
 func (x *HealNowReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5775,7 +5846,7 @@ func (x *HealNowReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealNowReq.ProtoReflect.Descriptor instead.
 func (*HealNowReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
 }
 
 // DrainReq starts (or with cancel, stops) draining a store, named by id or
@@ -5793,7 +5864,7 @@ type DrainReq struct {
 
 func (x *DrainReq) Reset() {
 	*x = DrainReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5805,7 +5876,7 @@ func (x *DrainReq) String() string {
 func (*DrainReq) ProtoMessage() {}
 
 func (x *DrainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5818,7 +5889,7 @@ func (x *DrainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReq.ProtoReflect.Descriptor instead.
 func (*DrainReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DrainReq) GetStore() string {
@@ -5857,7 +5928,7 @@ type FsckReq struct {
 
 func (x *FsckReq) Reset() {
 	*x = FsckReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5869,7 +5940,7 @@ func (x *FsckReq) String() string {
 func (*FsckReq) ProtoMessage() {}
 
 func (x *FsckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5882,7 +5953,7 @@ func (x *FsckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReq.ProtoReflect.Descriptor instead.
 func (*FsckReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FsckReq) GetRepair() bool {
@@ -5919,7 +5990,7 @@ type FsckProblem struct {
 
 func (x *FsckProblem) Reset() {
 	*x = FsckProblem{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5931,7 +6002,7 @@ func (x *FsckProblem) String() string {
 func (*FsckProblem) ProtoMessage() {}
 
 func (x *FsckProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5944,7 +6015,7 @@ func (x *FsckProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckProblem.ProtoReflect.Descriptor instead.
 func (*FsckProblem) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *FsckProblem) GetKind() string {
@@ -6012,7 +6083,7 @@ type FsckResp struct {
 
 func (x *FsckResp) Reset() {
 	*x = FsckResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6024,7 +6095,7 @@ func (x *FsckResp) String() string {
 func (*FsckResp) ProtoMessage() {}
 
 func (x *FsckResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6037,7 +6108,7 @@ func (x *FsckResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResp.ProtoReflect.Descriptor instead.
 func (*FsckResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *FsckResp) GetObjects() uint64 {
@@ -6106,7 +6177,7 @@ type AdminResp struct {
 
 func (x *AdminResp) Reset() {
 	*x = AdminResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6118,7 +6189,7 @@ func (x *AdminResp) String() string {
 func (*AdminResp) ProtoMessage() {}
 
 func (x *AdminResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6131,7 +6202,7 @@ func (x *AdminResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminResp.ProtoReflect.Descriptor instead.
 func (*AdminResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AdminResp) GetStore() string {
@@ -6157,7 +6228,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6169,7 +6240,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6182,7 +6253,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -6205,7 +6276,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6217,7 +6288,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6230,7 +6301,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -6265,7 +6336,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6277,7 +6348,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6290,7 +6361,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -6328,7 +6399,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6340,7 +6411,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6353,7 +6424,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -6409,7 +6480,7 @@ type FSMHeader struct {
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6421,7 +6492,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6434,7 +6505,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -6549,7 +6620,7 @@ type DirLease struct {
 
 func (x *DirLease) Reset() {
 	*x = DirLease{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6561,7 +6632,7 @@ func (x *DirLease) String() string {
 func (*DirLease) ProtoMessage() {}
 
 func (x *DirLease) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6574,7 +6645,7 @@ func (x *DirLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
 func (*DirLease) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DirLease) GetDir() uint64 {
@@ -6625,7 +6696,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6637,7 +6708,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6650,7 +6721,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{82}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -6762,7 +6833,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"\x9b\x02\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xc6\x02\n" +
 	"\tStoreInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x12\n" +
@@ -6776,7 +6847,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\b \x01(\x03R\rlastHeartbeat\x12-\n" +
 	"\acorrupt\x18\t \x03(\v2\x13.ecfs.meta.ShardRefR\acorrupt\x12\x16\n" +
 	"\x06shards\x18\n" +
-	" \x01(\x04R\x06shards\"3\n" +
+	" \x01(\x04R\x06shards\x12)\n" +
+	"\x05disks\x18\v \x03(\v2\x13.ecfs.meta.DiskInfoR\x05disks\"Z\n" +
+	"\bDiskInfo\x12\x0e\n" +
+	"\x02fs\x18\x01 \x01(\tR\x02fs\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x03 \x01(\x03R\tfreeBytes\"3\n" +
 	"\aStoreOp\x12(\n" +
 	"\x04info\x18\x01 \x01(\v2\x14.ecfs.meta.StoreInfoR\x04info\"4\n" +
 	"\fStoreStateOp\x12\x0e\n" +
@@ -7224,7 +7302,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -7239,184 +7317,186 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*RemoveXattrOp)(nil),  // 10: ecfs.meta.RemoveXattrOp
 	(*MemberOp)(nil),       // 11: ecfs.meta.MemberOp
 	(*StoreInfo)(nil),      // 12: ecfs.meta.StoreInfo
-	(*StoreOp)(nil),        // 13: ecfs.meta.StoreOp
-	(*StoreStateOp)(nil),   // 14: ecfs.meta.StoreStateOp
-	(*InitOp)(nil),         // 15: ecfs.meta.InitOp
-	(*InoAllocOp)(nil),     // 16: ecfs.meta.InoAllocOp
-	(*LeaseOp)(nil),        // 17: ecfs.meta.LeaseOp
-	(*AllocOp)(nil),        // 18: ecfs.meta.AllocOp
-	(*SessionOp)(nil),      // 19: ecfs.meta.SessionOp
-	(*RenewOp)(nil),        // 20: ecfs.meta.RenewOp
-	(*ExpireOp)(nil),       // 21: ecfs.meta.ExpireOp
-	(*EndOp)(nil),          // 22: ecfs.meta.EndOp
-	(*BlockWrite)(nil),     // 23: ecfs.meta.BlockWrite
-	(*ObjectRecord)(nil),   // 24: ecfs.meta.ObjectRecord
-	(*CommitOp)(nil),       // 25: ecfs.meta.CommitOp
-	(*InlineOp)(nil),       // 26: ecfs.meta.InlineOp
-	(*RelocateOp)(nil),     // 27: ecfs.meta.RelocateOp
-	(*ShardRef)(nil),       // 28: ecfs.meta.ShardRef
-	(*BadShard)(nil),       // 29: ecfs.meta.BadShard
-	(*ReportOp)(nil),       // 30: ecfs.meta.ReportOp
-	(*CompactOp)(nil),      // 31: ecfs.meta.CompactOp
-	(*GCQueueOp)(nil),      // 32: ecfs.meta.GCQueueOp
-	(*GCDoneOp)(nil),       // 33: ecfs.meta.GCDoneOp
-	(*OpenOp)(nil),         // 34: ecfs.meta.OpenOp
-	(*CloseOp)(nil),        // 35: ecfs.meta.CloseOp
-	(*LockOp)(nil),         // 36: ecfs.meta.LockOp
-	(*UnlockOwnerOp)(nil),  // 37: ecfs.meta.UnlockOwnerOp
-	(*CancelWaitOp)(nil),   // 38: ecfs.meta.CancelWaitOp
-	(*MultiOp)(nil),        // 39: ecfs.meta.MultiOp
-	(*Command)(nil),        // 40: ecfs.meta.Command
-	(*Batch)(nil),          // 41: ecfs.meta.Batch
-	(*Result)(nil),         // 42: ecfs.meta.Result
-	(*MountSession)(nil),   // 43: ecfs.meta.MountSession
-	(*LookupReq)(nil),      // 44: ecfs.meta.LookupReq
-	(*GetAttrReq)(nil),     // 45: ecfs.meta.GetAttrReq
-	(*ReadDirReq)(nil),     // 46: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 47: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 48: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 49: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 50: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 51: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 52: ecfs.meta.ObjectsReq
-	(*StatfsReq)(nil),      // 53: ecfs.meta.StatfsReq
-	(*SlicesReq)(nil),      // 54: ecfs.meta.SlicesReq
-	(*FileSlices)(nil),     // 55: ecfs.meta.FileSlices
-	(*BlockSlices)(nil),    // 56: ecfs.meta.BlockSlices
-	(*RevokesReq)(nil),     // 57: ecfs.meta.RevokesReq
-	(*LockWaitReq)(nil),    // 58: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 59: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 60: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 61: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 62: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 63: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 64: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 65: ecfs.meta.StatusReq
-	(*Member)(nil),         // 66: ecfs.meta.Member
-	(*StatusResp)(nil),     // 67: ecfs.meta.StatusResp
-	(*HealStatus)(nil),     // 68: ecfs.meta.HealStatus
-	(*AdminReq)(nil),       // 69: ecfs.meta.AdminReq
-	(*HealNowReq)(nil),     // 70: ecfs.meta.HealNowReq
-	(*DrainReq)(nil),       // 71: ecfs.meta.DrainReq
-	(*FsckReq)(nil),        // 72: ecfs.meta.FsckReq
-	(*FsckProblem)(nil),    // 73: ecfs.meta.FsckProblem
-	(*FsckResp)(nil),       // 74: ecfs.meta.FsckResp
-	(*AdminResp)(nil),      // 75: ecfs.meta.AdminResp
-	(*PlaceReq)(nil),       // 76: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 77: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 78: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 79: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 80: ecfs.meta.FSMHeader
-	(*DirLease)(nil),       // 81: ecfs.meta.DirLease
-	(*LockGrant)(nil),      // 82: ecfs.meta.LockGrant
-	nil,                    // 83: ecfs.meta.HealStatus.FailuresEntry
-	nil,                    // 84: ecfs.meta.FsckResp.CountsEntry
+	(*DiskInfo)(nil),       // 13: ecfs.meta.DiskInfo
+	(*StoreOp)(nil),        // 14: ecfs.meta.StoreOp
+	(*StoreStateOp)(nil),   // 15: ecfs.meta.StoreStateOp
+	(*InitOp)(nil),         // 16: ecfs.meta.InitOp
+	(*InoAllocOp)(nil),     // 17: ecfs.meta.InoAllocOp
+	(*LeaseOp)(nil),        // 18: ecfs.meta.LeaseOp
+	(*AllocOp)(nil),        // 19: ecfs.meta.AllocOp
+	(*SessionOp)(nil),      // 20: ecfs.meta.SessionOp
+	(*RenewOp)(nil),        // 21: ecfs.meta.RenewOp
+	(*ExpireOp)(nil),       // 22: ecfs.meta.ExpireOp
+	(*EndOp)(nil),          // 23: ecfs.meta.EndOp
+	(*BlockWrite)(nil),     // 24: ecfs.meta.BlockWrite
+	(*ObjectRecord)(nil),   // 25: ecfs.meta.ObjectRecord
+	(*CommitOp)(nil),       // 26: ecfs.meta.CommitOp
+	(*InlineOp)(nil),       // 27: ecfs.meta.InlineOp
+	(*RelocateOp)(nil),     // 28: ecfs.meta.RelocateOp
+	(*ShardRef)(nil),       // 29: ecfs.meta.ShardRef
+	(*BadShard)(nil),       // 30: ecfs.meta.BadShard
+	(*ReportOp)(nil),       // 31: ecfs.meta.ReportOp
+	(*CompactOp)(nil),      // 32: ecfs.meta.CompactOp
+	(*GCQueueOp)(nil),      // 33: ecfs.meta.GCQueueOp
+	(*GCDoneOp)(nil),       // 34: ecfs.meta.GCDoneOp
+	(*OpenOp)(nil),         // 35: ecfs.meta.OpenOp
+	(*CloseOp)(nil),        // 36: ecfs.meta.CloseOp
+	(*LockOp)(nil),         // 37: ecfs.meta.LockOp
+	(*UnlockOwnerOp)(nil),  // 38: ecfs.meta.UnlockOwnerOp
+	(*CancelWaitOp)(nil),   // 39: ecfs.meta.CancelWaitOp
+	(*MultiOp)(nil),        // 40: ecfs.meta.MultiOp
+	(*Command)(nil),        // 41: ecfs.meta.Command
+	(*Batch)(nil),          // 42: ecfs.meta.Batch
+	(*Result)(nil),         // 43: ecfs.meta.Result
+	(*MountSession)(nil),   // 44: ecfs.meta.MountSession
+	(*LookupReq)(nil),      // 45: ecfs.meta.LookupReq
+	(*GetAttrReq)(nil),     // 46: ecfs.meta.GetAttrReq
+	(*ReadDirReq)(nil),     // 47: ecfs.meta.ReadDirReq
+	(*DirEntry)(nil),       // 48: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 49: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 50: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 51: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 52: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 53: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 54: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 55: ecfs.meta.SlicesReq
+	(*FileSlices)(nil),     // 56: ecfs.meta.FileSlices
+	(*BlockSlices)(nil),    // 57: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 58: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 59: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 60: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 61: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 62: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 63: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 64: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 65: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 66: ecfs.meta.StatusReq
+	(*Member)(nil),         // 67: ecfs.meta.Member
+	(*StatusResp)(nil),     // 68: ecfs.meta.StatusResp
+	(*HealStatus)(nil),     // 69: ecfs.meta.HealStatus
+	(*AdminReq)(nil),       // 70: ecfs.meta.AdminReq
+	(*HealNowReq)(nil),     // 71: ecfs.meta.HealNowReq
+	(*DrainReq)(nil),       // 72: ecfs.meta.DrainReq
+	(*FsckReq)(nil),        // 73: ecfs.meta.FsckReq
+	(*FsckProblem)(nil),    // 74: ecfs.meta.FsckProblem
+	(*FsckResp)(nil),       // 75: ecfs.meta.FsckResp
+	(*AdminResp)(nil),      // 76: ecfs.meta.AdminResp
+	(*PlaceReq)(nil),       // 77: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 78: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 79: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 80: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 81: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 82: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 83: ecfs.meta.LockGrant
+	nil,                    // 84: ecfs.meta.HealStatus.FailuresEntry
+	nil,                    // 85: ecfs.meta.FsckResp.CountsEntry
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
-	28, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
-	12, // 1: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
-	23, // 2: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
-	24, // 3: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
-	29, // 4: ecfs.meta.ReportOp.shards:type_name -> ecfs.meta.BadShard
-	23, // 5: ecfs.meta.CompactOp.expect:type_name -> ecfs.meta.BlockWrite
-	24, // 6: ecfs.meta.CompactOp.object:type_name -> ecfs.meta.ObjectRecord
-	40, // 7: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
-	1,  // 8: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
-	2,  // 9: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
-	3,  // 10: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
-	4,  // 11: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
-	5,  // 12: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
-	6,  // 13: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
-	7,  // 14: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
-	8,  // 15: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
-	9,  // 16: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
-	10, // 17: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
-	11, // 18: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
-	13, // 19: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
-	14, // 20: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
-	15, // 21: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
-	18, // 22: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
-	19, // 23: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
-	20, // 24: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
-	21, // 25: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
-	22, // 26: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
-	25, // 27: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
-	34, // 28: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
-	35, // 29: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
-	36, // 30: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
-	37, // 31: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
-	38, // 32: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
-	33, // 33: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
-	26, // 34: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
-	27, // 35: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
-	16, // 36: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
-	17, // 37: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
-	39, // 38: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
-	30, // 39: ecfs.meta.Command.report:type_name -> ecfs.meta.ReportOp
-	32, // 40: ecfs.meta.Command.gc_queue:type_name -> ecfs.meta.GCQueueOp
-	31, // 41: ecfs.meta.Command.compact:type_name -> ecfs.meta.CompactOp
-	40, // 42: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
-	0,  // 43: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
-	42, // 44: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
-	0,  // 45: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
-	23, // 46: ecfs.meta.FileSlices.slices:type_name -> ecfs.meta.BlockWrite
-	23, // 47: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	44, // 48: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	45, // 49: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	46, // 50: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	48, // 51: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	49, // 52: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	50, // 53: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	51, // 54: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	58, // 55: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	52, // 56: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	53, // 57: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	54, // 58: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	57, // 59: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 60: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	47, // 61: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	24, // 62: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	56, // 63: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	55, // 64: ecfs.meta.ReadResp.files:type_name -> ecfs.meta.FileSlices
-	66, // 65: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 66: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	68, // 67: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
-	83, // 68: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
-	70, // 69: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
-	71, // 70: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
-	72, // 71: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
-	84, // 72: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
-	73, // 73: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
-	74, // 74: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
-	77, // 75: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	42, // 76: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 77: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	79, // 78: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 79: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	15, // 80: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	43, // 81: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	82, // 82: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	24, // 83: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	81, // 84: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	40, // 85: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	59, // 86: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	61, // 87: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	63, // 88: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	65, // 89: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	76, // 90: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	69, // 91: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
-	42, // 92: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	60, // 93: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	62, // 94: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	64, // 95: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	67, // 96: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	78, // 97: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	75, // 98: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
-	92, // [92:99] is the sub-list for method output_type
-	85, // [85:92] is the sub-list for method input_type
-	85, // [85:85] is the sub-list for extension type_name
-	85, // [85:85] is the sub-list for extension extendee
-	0,  // [0:85] is the sub-list for field type_name
+	29, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
+	13, // 1: ecfs.meta.StoreInfo.disks:type_name -> ecfs.meta.DiskInfo
+	12, // 2: ecfs.meta.StoreOp.info:type_name -> ecfs.meta.StoreInfo
+	24, // 3: ecfs.meta.CommitOp.writes:type_name -> ecfs.meta.BlockWrite
+	25, // 4: ecfs.meta.CommitOp.objects:type_name -> ecfs.meta.ObjectRecord
+	30, // 5: ecfs.meta.ReportOp.shards:type_name -> ecfs.meta.BadShard
+	24, // 6: ecfs.meta.CompactOp.expect:type_name -> ecfs.meta.BlockWrite
+	25, // 7: ecfs.meta.CompactOp.object:type_name -> ecfs.meta.ObjectRecord
+	41, // 8: ecfs.meta.MultiOp.commands:type_name -> ecfs.meta.Command
+	1,  // 9: ecfs.meta.Command.create:type_name -> ecfs.meta.CreateOp
+	2,  // 10: ecfs.meta.Command.mkdir:type_name -> ecfs.meta.MkdirOp
+	3,  // 11: ecfs.meta.Command.symlink:type_name -> ecfs.meta.SymlinkOp
+	4,  // 12: ecfs.meta.Command.link:type_name -> ecfs.meta.LinkOp
+	5,  // 13: ecfs.meta.Command.unlink:type_name -> ecfs.meta.UnlinkOp
+	6,  // 14: ecfs.meta.Command.rmdir:type_name -> ecfs.meta.RmdirOp
+	7,  // 15: ecfs.meta.Command.rename:type_name -> ecfs.meta.RenameOp
+	8,  // 16: ecfs.meta.Command.setattr:type_name -> ecfs.meta.SetAttrOp
+	9,  // 17: ecfs.meta.Command.setxattr:type_name -> ecfs.meta.SetXattrOp
+	10, // 18: ecfs.meta.Command.removexattr:type_name -> ecfs.meta.RemoveXattrOp
+	11, // 19: ecfs.meta.Command.member:type_name -> ecfs.meta.MemberOp
+	14, // 20: ecfs.meta.Command.store:type_name -> ecfs.meta.StoreOp
+	15, // 21: ecfs.meta.Command.store_state:type_name -> ecfs.meta.StoreStateOp
+	16, // 22: ecfs.meta.Command.init:type_name -> ecfs.meta.InitOp
+	19, // 23: ecfs.meta.Command.alloc:type_name -> ecfs.meta.AllocOp
+	20, // 24: ecfs.meta.Command.session_open:type_name -> ecfs.meta.SessionOp
+	21, // 25: ecfs.meta.Command.renew:type_name -> ecfs.meta.RenewOp
+	22, // 26: ecfs.meta.Command.expire:type_name -> ecfs.meta.ExpireOp
+	23, // 27: ecfs.meta.Command.end:type_name -> ecfs.meta.EndOp
+	26, // 28: ecfs.meta.Command.commit:type_name -> ecfs.meta.CommitOp
+	35, // 29: ecfs.meta.Command.open:type_name -> ecfs.meta.OpenOp
+	36, // 30: ecfs.meta.Command.close:type_name -> ecfs.meta.CloseOp
+	37, // 31: ecfs.meta.Command.lock:type_name -> ecfs.meta.LockOp
+	38, // 32: ecfs.meta.Command.unlock_owner:type_name -> ecfs.meta.UnlockOwnerOp
+	39, // 33: ecfs.meta.Command.cancel_wait:type_name -> ecfs.meta.CancelWaitOp
+	34, // 34: ecfs.meta.Command.gc_done:type_name -> ecfs.meta.GCDoneOp
+	27, // 35: ecfs.meta.Command.inline:type_name -> ecfs.meta.InlineOp
+	28, // 36: ecfs.meta.Command.relocate:type_name -> ecfs.meta.RelocateOp
+	17, // 37: ecfs.meta.Command.ino_alloc:type_name -> ecfs.meta.InoAllocOp
+	18, // 38: ecfs.meta.Command.lease:type_name -> ecfs.meta.LeaseOp
+	40, // 39: ecfs.meta.Command.multi:type_name -> ecfs.meta.MultiOp
+	31, // 40: ecfs.meta.Command.report:type_name -> ecfs.meta.ReportOp
+	33, // 41: ecfs.meta.Command.gc_queue:type_name -> ecfs.meta.GCQueueOp
+	32, // 42: ecfs.meta.Command.compact:type_name -> ecfs.meta.CompactOp
+	41, // 43: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
+	0,  // 44: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
+	43, // 45: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
+	0,  // 46: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
+	24, // 47: ecfs.meta.FileSlices.slices:type_name -> ecfs.meta.BlockWrite
+	24, // 48: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	45, // 49: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	46, // 50: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	47, // 51: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	49, // 52: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	50, // 53: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	51, // 54: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	52, // 55: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	59, // 56: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	53, // 57: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	54, // 58: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	55, // 59: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	58, // 60: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	0,  // 61: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	48, // 62: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	25, // 63: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	57, // 64: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	56, // 65: ecfs.meta.ReadResp.files:type_name -> ecfs.meta.FileSlices
+	67, // 66: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 67: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	69, // 68: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	84, // 69: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	71, // 70: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	72, // 71: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	73, // 72: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	85, // 73: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	74, // 74: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	75, // 75: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	78, // 76: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	43, // 77: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 78: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	80, // 79: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 80: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	16, // 81: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	44, // 82: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	83, // 83: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	25, // 84: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	82, // 85: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	41, // 86: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	60, // 87: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	62, // 88: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	64, // 89: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	66, // 90: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	77, // 91: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	70, // 92: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	43, // 93: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	61, // 94: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	63, // 95: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	65, // 96: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	68, // 97: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	79, // 98: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	76, // 99: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	93, // [93:100] is the sub-list for method output_type
+	86, // [86:93] is the sub-list for method input_type
+	86, // [86:86] is the sub-list for extension type_name
+	86, // [86:86] is the sub-list for extension extendee
+	0,  // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -7424,8 +7504,8 @@ func file_cluster_metapb_meta_proto_init() {
 	if File_cluster_metapb_meta_proto != nil {
 		return
 	}
-	file_cluster_metapb_meta_proto_msgTypes[15].OneofWrappers = []any{}
-	file_cluster_metapb_meta_proto_msgTypes[40].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[16].OneofWrappers = []any{}
+	file_cluster_metapb_meta_proto_msgTypes[41].OneofWrappers = []any{
 		(*Command_Create)(nil),
 		(*Command_Mkdir)(nil),
 		(*Command_Symlink)(nil),
@@ -7461,7 +7541,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_GcQueue)(nil),
 		(*Command_Compact)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[59].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[60].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -7475,7 +7555,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Slices)(nil),
 		(*ReadReq_Revokes)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[69].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[70].OneofWrappers = []any{
 		(*AdminReq_HealNow)(nil),
 		(*AdminReq_Drain)(nil),
 		(*AdminReq_Fsck)(nil),
@@ -7486,7 +7566,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   85,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

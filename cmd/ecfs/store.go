@@ -284,6 +284,11 @@ func reportLoop(ctx context.Context, mc *cluster.Client, srv *store.Server, addr
 		info := &metapb.StoreInfo{
 			Id: srv.ID(), Addr: addr, Host: host, Zone: zone, TotalBytes: c.Total, FreeBytes: c.Free,
 		}
+		for _, d := range c.Disks {
+			if d.Error == "" {
+				info.Disks = append(info.Disks, &metapb.DiskInfo{Fs: d.FS, TotalBytes: d.Total, FreeBytes: d.Free})
+			}
+		}
 		// Shards found rotten go to the healer with every heartbeat until
 		// they are rewritten (the state ignores repeats).
 		for _, k := range srv.CorruptShards(1024) {
