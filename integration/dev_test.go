@@ -59,11 +59,40 @@ func TestDevRoundTrip(t *testing.T) {
 			t.Errorf("ecfs dev did not print %q:\n%s", want, p.logs.String())
 		}
 	}
+	// The status command it prints works as shown.
+	status := func(p *proc) string {
+		t.Helper()
+		for _, l := range strings.Split(p.logs.String(), "\n") {
+			if cmd, ok := strings.CutPrefix(strings.TrimSpace(l), "status:"); ok {
+				return strings.TrimSpace(cmd)
+			}
+		}
+		t.Fatalf("no status command printed:\n%s", p.logs.String())
+		return ""
+	}
+	first := status(p)
+	if out := sh(t, ".", first); !strings.Contains(out, "leader:") || !strings.Contains(out, "up") {
+		t.Errorf("%s printed:\n%s", first, out)
+	}
 	sh(t, ".", "cp -a "+src+" "+mp+"/tree")
 	compareTrees(t, src, filepath.Join(mp, "tree"), true)
+	// df counts the one disk the six stores share once: at most its size.
+	var disk, fs syscall.Statfs_t
+	if err := syscall.Statfs(data, &disk); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(mp, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if size := fs.Blocks * uint64(fs.Bsize); size > disk.Blocks*uint64(disk.Bsize) {
+		t.Errorf("df shows %d bytes on a disk of %d", size, disk.Blocks*uint64(disk.Bsize))
+	}
 	stop(p)
 
 	p = start()
 	compareTrees(t, src, filepath.Join(mp, "tree"), true)
+	if again := status(p); again != first {
+		t.Errorf("the status command changed across a restart:\n  %s\n  %s", first, again)
+	}
 	stop(p)
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -24,12 +27,14 @@ import (
 const devStores = 6
 
 func runDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "[--data-dir DIR] [--ec K+M] MOUNTPOINT\n\n"+
+	fs := newFlags("dev", "[--data-dir DIR] [--ec K+M] [-o OPTS] MOUNTPOINT\n\n"+
 		"Runs a whole cluster in this one process and mounts it on MOUNTPOINT: one metadata\n"+
 		"member (a single-voter Raft group), six store daemons (k+m if that is more), each on a\n"+
-		"free 127.0.0.1 port chosen at every start, and the FUSE mount. Everything lives under\n"+
+		"127.0.0.1 port chosen at the first start and kept, and the FUSE mount (-o takes ecfs\n"+
+		"mount's options: allow_other, attr_timeout=DUR, …). Everything lives under\n"+
 		"--data-dir (default $XDG_DATA_HOME/ecfs-dev, else ~/.local/share/ecfs-dev):\n"+
 		"  DIR/secret     the cluster secret, created on the first start (mode 0600)\n"+
+		"  DIR/addresses.json  the ports, reused at the next start (a new one if taken)\n"+
 		"  DIR/meta       the Raft log and snapshots of the metadata service\n"+
 		"  DIR/store-N    each store's id and shards\n"+
 		"Starting again with the same --data-dir brings back the same filesystem (--ec is then\n"+
@@ -40,7 +45,12 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	ec := fs.String("ec", "4+2", "erasure-coding scheme of a new filesystem (ignored when --data-dir holds one)")
 	startTimeout := fs.Duration("start-timeout", time.Minute, "how long to wait for a leader, the scheme and every store before giving up")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	opts := fs.String("o", "", "mount options, as ecfs mount -o (allow_other, attr_timeout=DUR, buffer_size=BYTES, …)")
 	if err := parseFlags(fs, args, 1); err != nil {
+		return err
+	}
+	mcfg := mountConfig{Name: "dev", AttrTimeout: time.Second}
+	if err := applyMountOpts(&mcfg, *opts, stderr, nil); err != nil {
 		return err
 	}
 	scheme, err := codec.ParseScheme(*ec)
@@ -86,7 +96,7 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, *startTimeout)
-	c, err := startDevCluster(sctx, dir, scheme, log)
+	c, err := startDevCluster(sctx, dir, scheme, log, out)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -114,9 +124,8 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	fmt.Fprintf(out, "mounting on %s\n", mountpoint)
-	err = serveMount(mctx, mountConfig{
-		Meta: []string{c.MetaAddr}, Secret: c.Secret, Mountpoint: mountpoint, Name: "dev", AttrTimeout: time.Second,
-	}, log, func() {
+	mcfg.Meta, mcfg.Secret, mcfg.Mountpoint = []string{c.MetaAddr}, c.Secret, mountpoint
+	err = serveMount(mctx, mcfg, log, func() {
 		fmt.Fprintf(out, "mounted on %s; Ctrl-C unmounts and stops\n", mountpoint)
 	})
 	stopNotice()
@@ -177,8 +186,10 @@ type devCluster struct {
 // The metadata member is a single voter whose Raft transport is in memory:
 // its log and snapshots are real files under dataDir/meta, but it listens
 // on no Raft port, so its Raft address ("ecfs-dev") stays the same across
-// restarts while every TCP port is chosen afresh.
-func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, log *slog.Logger) (_ *devCluster, err error) {
+// restarts. The TCP ports are chosen at the first start and kept in
+// dataDir/addresses.json; one taken by then is chosen afresh (said on
+// out).
+func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, log *slog.Logger, out io.Writer) (_ *devCluster, err error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -198,14 +209,21 @@ func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, l
 		return nil, err
 	}
 
+	saved := loadDevAddrs(dataDir)
 	var trans raft.ServerAddress
 	trans, c.trans = raft.NewInmemTransport("ecfs-dev")
-	c.meta, err = startMeta(context.Background(), metaOptions{
+	metaOpts := metaOptions{
 		ID: "dev", DataDir: filepath.Join(dataDir, "meta"), RaftAddr: string(trans), Transport: c.trans, Fast: true,
-		APIAddr: "127.0.0.1:0", Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
+		APIAddr: saved.addr(saved.Meta), Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
 		Health: cluster.HealthConfig{SuspectAfter: 10 * time.Second, DownAfter: time.Minute},
 		Heal:   cluster.HealConfig{Every: time.Second, Rate: cluster.DefaultHealRate}, GCEvery: 2 * time.Second, OrphanEvery: time.Minute, OrphanGrace: 10 * time.Minute,
-	}, log.With("daemon", "meta"))
+	}
+	c.meta, err = startMeta(context.Background(), metaOpts, log.With("daemon", "meta"))
+	if isAddrInUse(err) {
+		fmt.Fprintf(out, "the metadata API's port %s is taken; choosing another\n", metaOpts.APIAddr)
+		metaOpts.APIAddr = "127.0.0.1:0"
+		c.meta, err = startMeta(context.Background(), metaOpts, log.With("daemon", "meta"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("starting the metadata service: %w", err)
 	}
@@ -216,15 +234,28 @@ func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, l
 	host, _ := os.Hostname()
 	for i := 1; i <= n; i++ {
 		sdir := filepath.Join(dataDir, "store-"+strconv.Itoa(i))
-		s, err := startStore(context.Background(), storeOptions{
-			DataDir: sdir, Addr: "127.0.0.1:0", Secret: c.Secret, Meta: []string{c.MetaAddr}, Host: host,
+		so := storeOptions{
+			DataDir: sdir, Addr: saved.store(i), Secret: c.Secret, Meta: []string{c.MetaAddr}, Host: host,
 			ShutdownTimeout: 10 * time.Second, Heartbeat: 3 * time.Second,
-		}, log.With("daemon", "store-"+strconv.Itoa(i)))
+		}
+		s, err := startStore(context.Background(), so, log.With("daemon", "store-"+strconv.Itoa(i)))
+		if isAddrInUse(err) {
+			fmt.Fprintf(out, "store %d's port %s is taken; choosing another\n", i, so.Addr)
+			so.Addr = "127.0.0.1:0"
+			s, err = startStore(context.Background(), so, log.With("daemon", "store-"+strconv.Itoa(i)))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("starting store %d: %w", i, err)
 		}
 		c.Stores, c.StoreDirs = append(c.Stores, s), append(c.StoreDirs, sdir)
 		c.watch(s.Err())
+	}
+	now := devAddrs{Meta: c.MetaAddr}
+	for _, s := range c.Stores {
+		now.Stores = append(now.Stores, s.Addr)
+	}
+	if err := now.save(dataDir); err != nil {
+		log.Warn("the ports will change at the next start", "err", err)
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
@@ -317,7 +348,7 @@ func (c *devCluster) describe(w io.Writer) {
 	for i, s := range c.Stores {
 		fmt.Fprintf(w, "  store %-2d     %s  id %s  (shards in %s)\n", i+1, s.Addr, s.ID, c.StoreDirs[i])
 	}
-	fmt.Fprintf(w, "  status:      ecfs status --meta %s --secret-file %s\n", c.MetaAddr, shellQuote(c.SecretFile))
+	fmt.Fprintf(w, "  status:      %s status --meta %s --secret-file %s\n", selfCommand(), c.MetaAddr, shellQuote(c.SecretFile))
 }
 
 // Close stops the stores, then the metadata member, and releases the data
@@ -420,4 +451,66 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// devAddrs are the addresses `ecfs dev` listens on, kept in
+// DIR/addresses.json from one start to the next.
+type devAddrs struct {
+	Meta   string   `json:"meta_api"`
+	Stores []string `json:"stores"` // store N at Stores[N-1]
+}
+
+func loadDevAddrs(dir string) devAddrs {
+	var a devAddrs
+	if b, err := os.ReadFile(filepath.Join(dir, "addresses.json")); err == nil {
+		_ = json.Unmarshal(b, &a) // unreadable: every port chosen afresh
+	}
+	return a
+}
+
+// addr is a saved address, or any free port on 127.0.0.1.
+func (devAddrs) addr(saved string) string {
+	if host, _, err := net.SplitHostPort(saved); err == nil && host == "127.0.0.1" {
+		return saved
+	}
+	return "127.0.0.1:0"
+}
+
+func (a devAddrs) store(n int) string {
+	if n-1 < len(a.Stores) {
+		return a.addr(a.Stores[n-1])
+	}
+	return "127.0.0.1:0"
+}
+
+func (a devAddrs) save(dir string) error {
+	b, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "addresses.json.tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "addresses.json"))
+}
+
+func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
+
+// selfCommand is how to run this binary again from a shell: "ecfs" when
+// that is it on PATH, else its full path (after go run, a temporary file
+// that lasts while it runs).
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "ecfs"
+	}
+	if p, err := exec.LookPath("ecfs"); err == nil {
+		a, aerr := os.Stat(p)
+		b, berr := os.Stat(exe)
+		if aerr == nil && berr == nil && os.SameFile(a, b) {
+			return "ecfs"
+		}
+	}
+	return shellQuote(exe)
 }

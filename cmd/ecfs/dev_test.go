@@ -33,11 +33,12 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	scheme, _ := codec.ParseScheme("4+2")
+	var said bytes.Buffer // what startDevCluster says
 	start := func() *devCluster {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		c, err := startDevCluster(sctx, dir, scheme, log)
+		c, err := startDevCluster(sctx, dir, scheme, log, &said)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +94,7 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	}
 	var desc bytes.Buffer
 	c.describe(&desc)
-	if !strings.Contains(desc.String(), "ecfs status --meta "+c.MetaAddr+" --secret-file "+c.SecretFile) {
+	if !strings.Contains(desc.String(), selfCommand()+" status --meta "+c.MetaAddr+" --secret-file "+c.SecretFile) {
 		t.Errorf("description lacks the status command:\n%s", desc.String())
 	}
 	mc := client(c)
@@ -119,7 +120,7 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	ino := commitFile(t, ctx, mc, objects, scheme, session, "hello", p, data)
 
 	// The directory is taken while the cluster runs.
-	if _, err := startDevCluster(ctx, dir, scheme, log); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := startDevCluster(ctx, dir, scheme, log, io.Discard); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second cluster on the same directory: %v", err)
 	}
 
@@ -139,6 +140,14 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	c = start()
 	if c.Secret != secret {
 		t.Fatal("the secret changed across a restart")
+	}
+	// The same ports (printed commands and scripts keep working).
+	newAddrs := []string{c.MetaAddr}
+	for _, s := range c.Stores {
+		newAddrs = append(newAddrs, s.Addr)
+	}
+	if !slices.Equal(newAddrs, oldAddrs) {
+		t.Errorf("addresses after the restart %v, before %v", newAddrs, oldAddrs)
 	}
 	mc = client(c)
 	if got := upStores(c, mc); !slices.Equal(got, ids) {
@@ -168,6 +177,19 @@ func TestDevClusterRestartsWithItsState(t *testing.T) {
 	shards.Close()
 	c.Close()
 
+	// A port taken meanwhile: another is chosen, and said.
+	busy, err := net.Listen("tcp", c.MetaAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	said.Reset()
+	c = start()
+	busy.Close()
+	if c.MetaAddr == oldAddrs[0] || !strings.Contains(said.String(), "taken") {
+		t.Errorf("meta API at %s with its port taken; said %q", c.MetaAddr, said.String())
+	}
+	c.Close()
+
 	// Nothing is left running.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > base {
@@ -192,6 +214,7 @@ func TestDevCommandLine(t *testing.T) {
 	}{
 		{"help", []string{"dev", "--help"}, 0, ""},
 		{"bad scheme", []string{"dev", "--ec", "4", dir}, 2, "--ec"},
+		{"bad mount option", []string{"dev", "-o", "meta=x", dir}, 2, "unknown option"},
 		{"mount point that cannot be made", []string{"dev", "--data-dir", dir + "/d", file + "/nope"}, 1, "mount point"},
 		{"mount point is a file", []string{"dev", "--data-dir", dir + "/d", file}, 1, "not a directory"},
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestFsckDevCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	scheme, _ := codec.ParseScheme("4+2")
-	c, err := startDevCluster(ctx, dir, scheme, log)
+	c, err := startDevCluster(ctx, dir, scheme, log, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

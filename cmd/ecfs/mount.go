@@ -215,50 +215,25 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
 		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof, NoWriteBehind: *noWB}
-	if *opts != "" {
-		sloppy := slices.Contains(strings.Split(*opts, ","), "sloppy")
-		for _, o := range strings.Split(*opts, ",") {
-			k, v, _ := strings.Cut(o, "=")
-			var err error
-			switch k {
-			case "allow_other":
-				cfg.AllowOther = true
-			case "debug":
-				cfg.Debug = true
-			case "no_write_behind":
-				cfg.NoWriteBehind = true
-			case "buffer_size":
-				cfg.BufferSize, err = strconv.ParseInt(v, 10, 64)
-			case "attr_timeout":
-				cfg.AttrTimeout, err = time.ParseDuration(v)
-			case "meta_timeout":
-				cfg.MetaTimeout, err = time.ParseDuration(v)
-			case "write_timeout":
-				cfg.WriteTimeout, err = time.ParseDuration(v)
-			case "session_ttl":
-				cfg.SessionTTL, err = time.ParseDuration(v)
-			case "secret-file", "secret_file":
-				*secretFile = v
-			case "tls_cert", "tls-cert":
-				*tlsf.cert = v
-			case "tls_key", "tls-key":
-				*tlsf.key = v
-			case "tls_ca", "tls-ca":
-				*tlsf.ca = v
-			case "meta":
-				*meta = strings.ReplaceAll(v, ";", ",")
-			case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev", "sloppy", "":
-			default:
-				if sloppy {
-					fmt.Fprintf(stderr, "ecfs mount: ignoring unknown option %q (sloppy)\n", o)
-					continue
-				}
-				return &usageError{fmt.Sprintf("-o: unknown option %q", o)}
-			}
-			if err != nil {
-				return &usageError{fmt.Sprintf("-o %s: %v", o, err)}
-			}
+	err := applyMountOpts(&cfg, *opts, stderr, func(k, v string) bool {
+		switch k {
+		case "secret-file", "secret_file":
+			*secretFile = v
+		case "meta":
+			*meta = strings.ReplaceAll(v, ";", ",")
+		case "tls_cert", "tls-cert":
+			*tlsf.cert = v
+		case "tls_key", "tls-key":
+			*tlsf.key = v
+		case "tls_ca", "tls-ca":
+			*tlsf.ca = v
+		default:
+			return false
 		}
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	switch {
 	case *meta == "":
@@ -323,6 +298,53 @@ func runFusermount(args []string) error {
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("fusermount3 %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// applyMountOpts sets cfg from -o's comma-separated options; own takes
+// the options of one command (secret-file=, meta=, …) and says whether it
+// knew the key. sloppy among them ignores unknown ones (with a word on
+// stderr).
+func applyMountOpts(cfg *mountConfig, opts string, stderr io.Writer, own func(k, v string) bool) error {
+	if opts == "" {
+		return nil
+	}
+	sloppy := slices.Contains(strings.Split(opts, ","), "sloppy")
+	for _, o := range strings.Split(opts, ",") {
+		k, v, _ := strings.Cut(o, "=")
+		var err error
+		switch k {
+		case "allow_other":
+			cfg.AllowOther = true
+		case "debug":
+			cfg.Debug = true
+		case "no_write_behind":
+			cfg.NoWriteBehind = true
+		case "buffer_size":
+			cfg.BufferSize, err = strconv.ParseInt(v, 10, 64)
+		case "attr_timeout":
+			cfg.AttrTimeout, err = time.ParseDuration(v)
+		case "meta_timeout":
+			cfg.MetaTimeout, err = time.ParseDuration(v)
+		case "write_timeout":
+			cfg.WriteTimeout, err = time.ParseDuration(v)
+		case "session_ttl":
+			cfg.SessionTTL, err = time.ParseDuration(v)
+		case "rw", "defaults", "dev", "suid", "exec", "auto", "nouser", "async", "_netdev", "sloppy", "":
+		default:
+			if own != nil && own(k, v) {
+				continue
+			}
+			if sloppy {
+				fmt.Fprintf(stderr, "ecfs: ignoring unknown mount option %q (sloppy)\n", o)
+				continue
+			}
+			return &usageError{fmt.Sprintf("-o: unknown option %q", o)}
+		}
+		if err != nil {
+			return &usageError{fmt.Sprintf("-o %s: %v", o, err)}
+		}
 	}
 	return nil
 }
