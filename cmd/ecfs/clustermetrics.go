@@ -16,8 +16,8 @@ import (
 type clusterCollector struct {
 	srv *cluster.Server
 
-	members, stores, storeUp, storeFree, storeTotal, storeShards *prometheus.Desc
-	objects, degraded, unreadable, healPending, gcPending, inodes  *prometheus.Desc
+	members, stores, storeUp, storeFree, storeTotal, storeShards  *prometheus.Desc
+	objects, degraded, unreadable, healPending, gcPending, inodes *prometheus.Desc
 }
 
 func newClusterCollector(srv *cluster.Server) *clusterCollector {
