@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -101,5 +102,41 @@ func TestMountHelperArgs(t *testing.T) {
 		if code := runMountHelper(bad, &out, &errb); code != mountUsage || errb.Len() == 0 {
 			t.Errorf("%v: exit %d (%q), want %d and a message", bad, code, errb.String(), mountUsage)
 		}
+	}
+}
+
+// TestUnitsVerify: systemd's own check (systemd-analyze verify) of each
+// unit, installed for the binary under test, finds nothing to say. It
+// needs systemd-analyze (make deps installs systemd when root).
+func TestUnitsVerify(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is missing: install systemd (make deps does, as root)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, kind := range []string{"meta", "store", "mount"} {
+		text, err := unitText(kind, exe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := filepath.Join(dir, "ecfs-"+kind+".service")
+		if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(analyze, "verify", unit).CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("systemd-analyze verify ecfs-%s.service: %v\n%s", kind, err, out)
+		}
+	}
+	// The check can fail: a unit systemd cannot parse is reported.
+	bad := filepath.Join(dir, "ecfs-bad.service")
+	text, _ := unitText("meta", exe)
+	os.WriteFile(bad, []byte(strings.Replace(text, "Type=simple", "Type=bogus", 1)), 0o644)
+	if out, _ := exec.Command(analyze, "verify", bad).CombinedOutput(); len(bytes.TrimSpace(out)) == 0 {
+		t.Error("systemd-analyze verify said nothing of a unit with Type=bogus: the check checks nothing here")
 	}
 }
