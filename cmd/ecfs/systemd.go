@@ -14,7 +14,9 @@ import (
 // The systemd units ship inside the binary: `ecfs systemd meta|store|mount`
 // prints one, `--install` writes it (and an environment file holding the
 // flags, unless one exists) and reloads systemd. Each host's flags live in
-// /etc/ecfs/<unit>.env, so the units stay the same everywhere.
+// /etc/ecfs/<unit>.env, so the units stay the same everywhere; the flags
+// all of a host's units take (secret, TLS) may go in /etc/ecfs/common.env
+// (ECFS_COMMON_ARGS).
 
 const unitTemplate = `# ecfs-%[1]s.service: written by "ecfs systemd %[1]s". The flags are in %[3]s.
 [Unit]
@@ -25,8 +27,9 @@ Wants=network-online.target%[4]s
 
 [Service]
 Type=%[5]s
+EnvironmentFile=-/etc/ecfs/common.env
 EnvironmentFile=%[3]s
-ExecStart=%[6]s %[1]s $ECFS_ARGS
+ExecStart=%[6]s %[1]s $ECFS_ARGS $ECFS_COMMON_ARGS
 Restart=on-failure
 RestartSec=2s
 LimitNOFILE=1048576
