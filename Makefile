@@ -63,6 +63,7 @@ bench: deps
 	$(GO) test -run='^$$' -bench='^BenchmarkHeal$$' -benchtime=1x -timeout 20m ./integration/
 	$(GO) test -run='^$$' -bench='^BenchmarkMount$$' -benchtime=1x -timeout 60m ./integration/
 	$(GO) test -run='^$$' -bench='^BenchmarkMountMemory$$' -benchtime=1x -timeout 60m ./integration/
+	$(GO) test -run='^$$' -bench='^BenchmarkMountTLS$$' -benchtime=1x -timeout 30m ./integration/
 
 # Regenerates the metadata service's gRPC code (cluster/metapb), installing
 # protoc (apt, as root) and the pinned Go plugins into bin/tools.

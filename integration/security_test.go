@@ -155,7 +155,7 @@ func TestSecretFileModes(t *testing.T) {
 
 // certs makes a CA in dir and one host certificate, "node", for every
 // 127.0.0.x address the tests use, and returns the flags that use them.
-func certs(t *testing.T, dir string) []string {
+func certs(t testing.TB, dir string) []string {
 	t.Helper()
 	if code, _, errs := runEcfs(t, "certs", "ca", dir); code != 0 {
 		t.Fatalf("ecfs certs ca: exit %d: %s", code, errs)
