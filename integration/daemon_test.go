@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -240,4 +241,37 @@ func TestStoreStopsCleanlyAndKeepsAcknowledgedWrites(t *testing.T) {
 			checkShards(t, c, 0, acked)
 		})
 	}
+}
+
+// TestSecondStoreOnAHost: two stores of one host with the README's flags
+// (their own --addr and --http-addr) both serve; a second left at the
+// default --http-addr is refused with a line saying what to do.
+func TestSecondStoreOnAHost(t *testing.T) {
+	dir := t.TempDir()
+	secret, _ := writeSecret(t, dir)
+	first := startProc(t, "store", "--data-dir", dir+"/s1", "--secret-file", secret, "--addr", freeAddr(t, "127.0.0.31"))
+	waitFor(t, "the first store", 10*time.Second, func() error {
+		if !first.running() {
+			t.Fatalf("the first store exited: %v\n%s", first.err, first.logs.String())
+		}
+		c, err := net.Dial("tcp", "127.0.0.1:9300")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	code, _, errs := runEcfs(t, "store", "--data-dir", dir+"/s2", "--secret-file", secret, "--addr", freeAddr(t, "127.0.0.31"))
+	if code == 0 || !strings.Contains(errs, "give each store its own --http-addr") {
+		t.Errorf("a second store at the default --http-addr: exit %d: %s", code, errs)
+	}
+	second := startProc(t, "store", "--data-dir", dir+"/s2", "--secret-file", secret, "--addr", freeAddr(t, "127.0.0.31"), "--http-addr", freeAddr(t, "127.0.0.31"))
+	waitFor(t, "the second store", 10*time.Second, func() error {
+		if !second.running() {
+			t.Fatalf("the second store exited: %v\n%s", second.err, second.logs.String())
+		}
+		if !strings.Contains(second.logs.String(), "store serving") {
+			return fmt.Errorf("not serving yet")
+		}
+		return nil
+	})
 }

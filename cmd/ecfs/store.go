@@ -32,7 +32,7 @@ func runStore(args []string, stdout, stderr io.Writer) error {
 	var disks listFlag
 	fs.Var(&disks, "disk", "a directory to keep shards in (repeatable); new shards go to the one with most free space")
 	addr := fs.String("addr", ":9200", "host:port of the shard API")
-	httpAddr := fs.String("http-addr", ":9300", "host:port for /metrics and /healthz (empty: off)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:9300", "host:port for /metrics and /healthz (empty: off); each store of a host needs its own")
 	secretFile := fs.String("secret-file", "", "file holding the cluster secret (ecfs keygen); required")
 	meta := fs.String("meta", "", "comma-separated metadata service addresses to register with")
 	host := fs.String("host", "", "host label used by placement (default: the hostname)")
@@ -165,6 +165,9 @@ func startStore(ctx context.Context, o storeOptions, log *slog.Logger) (_ *store
 	if o.HTTPAddr != "" {
 		if hln, err = net.Listen("tcp", o.HTTPAddr); err != nil {
 			ln.Close()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("listening for metrics on %s: in use (another store on this host?): give each store its own --http-addr, or --http-addr '' for none", o.HTTPAddr)
+			}
 			return nil, fmt.Errorf("listening for metrics: %w", err)
 		}
 	}
