@@ -65,35 +65,13 @@ func makeCA(dir string, valid time.Duration, stdout io.Writer) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newCert("ecfs cluster CA", valid)
 	if err != nil {
 		return err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "ecfs cluster CA", Organization: []string{"ecfs"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(valid),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-	if err := writePEMs(keyPath, "EC PRIVATE KEY", key, certPath, der); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "wrote %s and %s\n", certPath, keyPath)
-	return nil
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid, tmpl.IsCA, tmpl.MaxPathLenZero = true, true, true
+	return signAndWrite(dir, "ca", tmpl, tmpl, key, key, stdout)
 }
 
 var certName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -106,24 +84,13 @@ func makeHostCert(dir, name string, addrs []string, valid time.Duration, stdout 
 	if err != nil {
 		return err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newCert(name, valid)
 	if err != nil {
 		return err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"ecfs"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(valid),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{name},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.DNSNames = []string{name}
 	for _, a := range addrs {
 		if host, _, err := net.SplitHostPort(a); err == nil {
 			a = host // an address with its port: the host is what is checked
@@ -134,7 +101,33 @@ func makeHostCert(dir, name string, addrs []string, valid time.Duration, stdout 
 			tmpl.DNSNames = append(tmpl.DNSNames, a)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	return signAndWrite(dir, name, tmpl, ca, key, caKey, stdout)
+}
+
+// newCert makes a key and the start of its certificate: a random serial,
+// the name, valid from an hour ago (clocks differ) for valid.
+func newCert(name string, valid time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	return key, &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"ecfs"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(valid),
+	}, nil
+}
+
+// signAndWrite signs tmpl (for key) with parent and its key, and writes
+// DIR/NAME.pem and DIR/NAME-key.pem.
+func signAndWrite(dir, name string, tmpl, parent *x509.Certificate, key, parentKey *ecdsa.PrivateKey, stdout io.Writer) error {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		return err
 	}
@@ -161,10 +154,6 @@ func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("%s is not an ecfs CA", dir)
 	}
 	return ca, key, nil
-}
-
-func newSerial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
 // writePEMs writes the key and the certificate, each mode 0600, refusing
