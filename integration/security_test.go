@@ -300,8 +300,8 @@ func TestTLSCluster(t *testing.T) {
 		sc.Close()
 	}
 	code, _, errs := runEcfs(t, "status", "--meta", strings.Join(fc.g.addrs(), ","), "--secret-file", fc.g.secretFile, "--timeout", "2s")
-	if code == 0 {
-		t.Error("ecfs status without the certificate reached the service")
+	if code == 0 || !strings.Contains(errs, "if the cluster uses TLS") {
+		t.Errorf("ecfs status without the certificate: exit %d: %s", code, errs)
 	}
 	t.Logf("ecfs status without TLS: %s", strings.TrimSpace(errs))
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +69,23 @@ func TestCerts(t *testing.T) {
 	}
 	if _, err := loadTLS(filepath.Join(dir, "h1.pem"), "", ""); err == nil {
 		t.Error("--tls-cert alone was accepted")
+	}
+}
+
+// TestTLSHint: a status that reached no member says which side lacks TLS.
+func TestTLSHint(t *testing.T) {
+	for _, c := range []struct {
+		tls  bool
+		err  string
+		want string
+	}{
+		{false, "rpc error: code = Unavailable desc = connection error: desc = \"error reading server preface: EOF\"", "if the cluster uses TLS"},
+		{true, "tls: first record does not look like a TLS handshake", "does not use TLS"},
+		{true, "tls: failed to verify certificate: x509: certificate signed by unknown authority", "signed by the cluster's CA"},
+		{false, "connection refused", ""},
+	} {
+		if got := tlsHint(c.tls, errors.New(c.err)); (c.want == "" && got != "") || !strings.Contains(got, c.want) {
+			t.Errorf("tlsHint(%v, %q) = %q, want %q", c.tls, c.err, got, c.want)
+		}
 	}
 }

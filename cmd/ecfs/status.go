@@ -156,13 +156,14 @@ func collectStatus(svc service, timeout time.Duration) (*statusReport, error) {
 	rep := &statusReport{}
 	seen := map[string]*metapb.StatusResp{}
 	var members []*metapb.Member
-	var authErr error
+	var authErr, lastErr error
 	for _, a := range addrs {
 		st, err := ask(a)
 		if err != nil {
 			if strings.Contains(err.Error(), "Unauthenticated") {
 				authErr = err
 			}
+			lastErr = err
 			continue
 		}
 		seen[a] = st
@@ -188,7 +189,7 @@ func collectStatus(svc service, timeout time.Duration) (*statusReport, error) {
 		return nil, errors.New("the metadata service refused the cluster secret")
 	}
 	if len(seen) == 0 {
-		return nil, fmt.Errorf("no metadata service member answered at %s", strings.Join(addrs, ","))
+		return nil, fmt.Errorf("no metadata service member answered at %s%s", strings.Join(addrs, ","), tlsHint(svc.tls != nil, lastErr))
 	}
 	for _, m := range members {
 		ms := memberStatus{ID: m.Id, Addr: m.ApiAddr, State: "unreachable"}
@@ -221,4 +222,21 @@ func (h healStatus) line() string {
 		s += fmt.Sprintf("; %d shards rebuilt so far (%d moved)", h.RebuiltShards, h.MovedShards)
 	}
 	return s
+}
+
+// tlsHint guesses from a failed call whether TLS is on one side only.
+func tlsHint(withTLS bool, err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	switch {
+	case !withTLS && (strings.Contains(msg, "server preface") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")):
+		return " (if the cluster uses TLS, give --tls-cert, --tls-key and --tls-ca)"
+	case withTLS && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the service does not use TLS: leave out the --tls-* flags)"
+	case withTLS && (strings.Contains(msg, "certificate") || strings.Contains(msg, "tls:")):
+		return " (TLS failed: is the certificate signed by the cluster's CA, for this address?)"
+	}
+	return ""
 }
