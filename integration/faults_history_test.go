@@ -366,6 +366,9 @@ func (r *faultReport) summary(t testing.TB, fc *faultCluster, took time.Duration
 	for i, f := range fc.faults {
 		t.Logf("  fault %d: %s", i+1, f)
 	}
+	if fc.stuckKills > 0 {
+		t.Logf("  %d killed mount(s) stuck in the kernel needed their FUSE connection aborted (a known hazard: see killMount)", fc.stuckKills)
+	}
 	for i, a := range r.anomalies {
 		if i == 20 {
 			t.Logf("  … %d more anomalies", len(r.anomalies)-20)
