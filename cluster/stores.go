@@ -26,11 +26,11 @@ const (
 // ErrNoQuorum means fewer stores are up than a write needs.
 var ErrNoQuorum = errors.New("too few stores up for the write quorum")
 
-// applyStore records a registration or heartbeat: the store is up as of
-// the leader's time in the command.
 // maxStoreDisks bounds the disks a store's record keeps.
 const maxStoreDisks = 64
 
+// applyStore records a registration or heartbeat: the store is up as of
+// the leader's time in the command.
 func (f *FSM) applyStore(op *metapb.StoreOp, now int64) *metapb.Result {
 	in := op.Info
 	if in == nil || in.Id == "" || in.Addr == "" {

@@ -31,11 +31,16 @@ func applyOptions(opts []Option) options {
 }
 
 // dialCreds is the transport security of the API's client connections.
-func (o options) dialCreds() grpc.DialOption {
-	if o.tls == nil {
+func (o options) dialCreds() grpc.DialOption { return DialCredentials(o.tls) }
+
+// DialCredentials is the transport security of a connection to the
+// metadata API: TLS with cfg, or none when cfg is nil (for callers that
+// dial the API themselves, as fsck does).
+func DialCredentials(cfg *tls.Config) grpc.DialOption {
+	if cfg == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(o.tls))
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
 }
 
 // APIRefusals counts the API's refused connections and calls.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"syscall"
 	"time"
 
@@ -61,10 +60,9 @@ func signal(ch chan struct{}) {
 // failures logs a background task's failures without flooding the log
 // while the service stays away: a warning once failures reach after in a
 // row, then at most one per failureEvery (saying how many in all), and an
-// info line once it works again. Its own mutex is a leaf; the zero value
-// warns at the first failure.
+// info line once it works again. One goroutine uses it (a loop's local);
+// the zero value warns at the first failure.
 type failures struct {
-	mu     sync.Mutex
 	after  int // failures in a row before the first warning (0: 1)
 	n      int // failures in a row
 	warned time.Time
@@ -74,27 +72,18 @@ type failures struct {
 const failureEvery = time.Minute
 
 func (f *failures) fail(log *slog.Logger, msg string, args ...any) {
-	f.mu.Lock()
 	f.n++
-	n := f.n
-	warn := n >= max(f.after, 1) && (f.warned.IsZero() || time.Since(f.warned) >= failureEvery)
-	if warn {
+	if f.n >= max(f.after, 1) && (f.warned.IsZero() || time.Since(f.warned) >= failureEvery) {
 		f.warned = time.Now()
+		log.Warn(msg, append(args, "failures_in_a_row", f.n)...)
+		return
 	}
-	f.mu.Unlock()
-	if warn {
-		log.Warn(msg, append(args, "failures_in_a_row", n)...)
-	} else {
-		log.Debug(msg, args...)
-	}
+	log.Debug(msg, args...)
 }
 
 func (f *failures) ok(log *slog.Logger, msg string) {
-	f.mu.Lock()
-	n, warned := f.n, !f.warned.IsZero()
-	f.n, f.warned = 0, time.Time{}
-	f.mu.Unlock()
-	if warned {
-		log.Info(msg, "after_failures", n)
+	if !f.warned.IsZero() {
+		log.Info(msg, "after_failures", f.n)
 	}
+	f.n, f.warned = 0, time.Time{}
 }

@@ -322,7 +322,10 @@ func abortFUSE(t testing.TB, mp string) {
 	}
 	ctl := "/sys/fs/fuse/connections"
 	if _, err := os.Stat(filepath.Join(ctl, minor)); err != nil {
-		_ = exec.Command("mount", "-t", "fusectl", "none", ctl).Run()
+		if out, err := exec.Command("mount", "-t", "fusectl", "none", ctl).CombinedOutput(); err != nil {
+			t.Fatalf("mounting fusectl: %v: %s", err, out)
+		}
+		defer func() { _ = syscall.Unmount(ctl, 0) }() // leave the machine as found
 	}
 	if err := os.WriteFile(filepath.Join(ctl, minor, "abort"), []byte("1"), 0o200); err != nil {
 		t.Fatalf("aborting the FUSE connection of %s: %v", mp, err)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ecfs/ecfs/codec"
@@ -67,8 +66,7 @@ func NewClient(cfg ClientConfig) *Client {
 	}
 	scheme := "http://"
 	if cfg.TLS != nil {
-		scheme = "https://"
-		tr.ForceAttemptHTTP2 = false // HTTP/1.1 as without TLS: one stream per connection streams shards faster
+		scheme = "https://" // HTTP/1.1 still: a transport given a TLS config does not attempt HTTP/2
 	}
 	return &Client{secret: cfg.Secret, tr: tr, hc: &http.Client{Transport: tr}, scheme: scheme, observe: cfg.Observe}
 }
@@ -80,10 +78,10 @@ func (c *Client) shardURL(addr string, k ShardKey, suffix string) string {
 	return fmt.Sprintf("%s%s/v1/shards/%s/%03d%s", c.scheme, addr, k.Object, k.Index, suffix)
 }
 
-func (c *Client) do(ctx context.Context, addr, method, u string, body io.Reader, hdr http.Header) (resp *http.Response, err error) {
+func (c *Client) do(ctx context.Context, op, addr, method, u string, body io.Reader, hdr http.Header) (resp *http.Response, err error) {
 	if c.observe != nil {
 		start := time.Now()
-		defer func() { c.observe(callKind(method, u), time.Since(start), callCode(err)) }()
+		defer func() { c.observe(op, time.Since(start), callCode(err)) }()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -128,7 +126,7 @@ func (c *Client) Put(ctx context.Context, addr string, k ShardKey, s codec.Schem
 	hdr.Set(hdrObjectLen, strconv.FormatInt(objectLen, 10))
 	hdr.Set(hdrChecksums, EncodeChecksums(sums))
 	hdr.Set("Content-Type", "application/octet-stream")
-	resp, err := c.do(ctx, addr, http.MethodPut, c.shardURL(addr, k, ""), bytes.NewReader(data), hdr)
+	resp, err := c.do(ctx, "put", addr, http.MethodPut, c.shardURL(addr, k, ""), bytes.NewReader(data), hdr)
 	if err != nil {
 		return err
 	}
@@ -171,7 +169,7 @@ func (c *Client) GetInto(ctx context.Context, addr string, k ShardKey, off, n in
 		}
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-%s", off, last))
 	}
-	resp, err := c.do(ctx, addr, http.MethodGet, c.shardURL(addr, k, ""), nil, hdr)
+	resp, err := c.do(ctx, "get", addr, http.MethodGet, c.shardURL(addr, k, ""), nil, hdr)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +231,7 @@ type ShardStat struct {
 
 // Stat reads a shard's header.
 func (c *Client) Stat(ctx context.Context, addr string, k ShardKey) (*ShardStat, error) {
-	resp, err := c.do(ctx, addr, http.MethodHead, c.shardURL(addr, k, ""), nil, nil)
+	resp, err := c.do(ctx, "head", addr, http.MethodHead, c.shardURL(addr, k, ""), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -257,15 +255,15 @@ func (c *Client) Stat(ctx context.Context, addr string, k ShardKey) (*ShardStat,
 
 // Delete removes a shard; a shard that is not there wraps ErrNotFound.
 func (c *Client) Delete(ctx context.Context, addr string, k ShardKey) error {
-	resp, err := c.do(ctx, addr, http.MethodDelete, c.shardURL(addr, k, ""), nil, nil)
+	resp, err := c.do(ctx, "delete", addr, http.MethodDelete, c.shardURL(addr, k, ""), nil, nil)
 	if err != nil {
 		return err
 	}
 	return resp.Body.Close()
 }
 
-func (c *Client) getJSON(ctx context.Context, addr, method, u string, v any) error {
-	resp, err := c.do(ctx, addr, method, u, nil, nil)
+func (c *Client) getJSON(ctx context.Context, op, addr, method, u string, v any) error {
+	resp, err := c.do(ctx, op, addr, method, u, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -279,7 +277,7 @@ func (c *Client) getJSON(ctx context.Context, addr, method, u string, v any) err
 // Verify asks the store to check every chunk of a shard.
 func (c *Client) Verify(ctx context.Context, addr string, k ShardKey) (*VerifyResult, error) {
 	var res VerifyResult
-	return &res, c.getJSON(ctx, addr, http.MethodPost, c.shardURL(addr, k, "/verify"), &res)
+	return &res, c.getJSON(ctx, "verify", addr, http.MethodPost, c.shardURL(addr, k, "/verify"), &res)
 }
 
 // List returns one page of a store's shards after the cursor ("" = start).
@@ -296,34 +294,19 @@ func (c *Client) List(ctx context.Context, addr, after string, limit int) (*List
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	return &res, c.getJSON(ctx, addr, http.MethodGet, u, &res)
+	return &res, c.getJSON(ctx, "list", addr, http.MethodGet, u, &res)
 }
 
 // Capacity returns a store's id and disk space.
 func (c *Client) Capacity(ctx context.Context, addr string) (*Capacity, error) {
 	var res Capacity
-	return &res, c.getJSON(ctx, addr, http.MethodGet, c.scheme+addr+"/v1/capacity", &res)
+	return &res, c.getJSON(ctx, "capacity", addr, http.MethodGet, c.scheme+addr+"/v1/capacity", &res)
 }
 
 // Corrupt lists the shards a store found corrupt and still holds.
 func (c *Client) Corrupt(ctx context.Context, addr string) ([]CorruptShard, error) {
 	var res []CorruptShard
-	return res, c.getJSON(ctx, addr, http.MethodGet, c.scheme+addr+"/v1/corrupt", &res)
-}
-
-// callKind names a call for Observe.
-func callKind(method, u string) string {
-	switch {
-	case strings.HasSuffix(u, "/verify"):
-		return "verify"
-	case strings.Contains(u, "/v1/capacity"):
-		return "capacity"
-	case strings.Contains(u, "/v1/corrupt"):
-		return "corrupt"
-	case strings.Contains(u, "/v1/shards?"):
-		return "list"
-	}
-	return strings.ToLower(method)
+	return res, c.getJSON(ctx, "corrupt", addr, http.MethodGet, c.scheme+addr+"/v1/corrupt", &res)
 }
 
 // callCode classifies a call's error for Observe: "" for none, the

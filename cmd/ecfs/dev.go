@@ -214,7 +214,7 @@ func startDevCluster(ctx context.Context, dataDir string, scheme codec.Scheme, l
 	trans, c.trans = raft.NewInmemTransport("ecfs-dev")
 	metaOpts := metaOptions{
 		ID: "dev", DataDir: filepath.Join(dataDir, "meta"), RaftAddr: string(trans), Transport: c.trans, Fast: true,
-		APIAddr: saved.addr(saved.Meta), Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
+		APIAddr: devAddr(saved.Meta), Secret: c.Secret, Bootstrap: true, Scheme: scheme, InlineMax: 16 << 10,
 		Health: cluster.HealthConfig{SuspectAfter: 10 * time.Second, DownAfter: time.Minute},
 		Heal:   cluster.HealConfig{Every: time.Second, Rate: cluster.DefaultHealRate}, GCEvery: 2 * time.Second, OrphanEvery: time.Minute, OrphanGrace: 10 * time.Minute,
 	}
@@ -468,8 +468,8 @@ func loadDevAddrs(dir string) devAddrs {
 	return a
 }
 
-// addr is a saved address, or any free port on 127.0.0.1.
-func (devAddrs) addr(saved string) string {
+// devAddr is a saved address, or any free port on 127.0.0.1.
+func devAddr(saved string) string {
 	if host, _, err := net.SplitHostPort(saved); err == nil && host == "127.0.0.1" {
 		return saved
 	}
@@ -478,7 +478,7 @@ func (devAddrs) addr(saved string) string {
 
 func (a devAddrs) store(n int) string {
 	if n-1 < len(a.Stores) {
-		return a.addr(a.Stores[n-1])
+		return devAddr(a.Stores[n-1])
 	}
 	return "127.0.0.1:0"
 }

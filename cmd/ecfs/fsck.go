@@ -15,8 +15,6 @@ import (
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -124,11 +122,7 @@ func callFsck(ctx context.Context, svc service, req *metapb.FsckReq) (*metapb.Fs
 		}
 	}()
 	for _, a := range addrs {
-		creds := insecure.NewCredentials()
-		if svc.tls != nil {
-			creds = credentials.NewTLS(svc.tls)
-		}
-		c, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(secretCreds(svc.secret)))
+		c, err := grpc.NewClient(a, cluster.DialCredentials(svc.tls), grpc.WithPerRPCCredentials(secretCreds(svc.secret)))
 		if err != nil {
 			return nil, fmt.Errorf("metadata service address %q: %v", a, err)
 		}
