@@ -29,10 +29,15 @@ import (
 // way the change is seen at once), and then releases the lease; the other
 // mount's retry goes through after that. The mount's own changes drop its
 // copy of what they touch before they are sent (changing) and release the
-// lease at once: the kernel invalidation of a name waits for the
-// directory's lock, which the request making the change holds (and two
-// mounts each creating in a directory the other reads would wait for each
-// other's release).
+// lease at once (two mounts each creating in a directory the other reads
+// would otherwise wait for each other's release), without telling the
+// kernel: what it was given from the copy it keeps no longer than its
+// attribute timeout, as it keeps what the mount answers outside read
+// leases; and the kernel's invalidation of a name waits for the
+// directory's lock, which the request making the change holds. A mount
+// killed while such an invalidation waits stays stuck in the kernel, and
+// so do the requests holding that lock, until someone aborts its FUSE
+// connection.
 //
 // The copy is trusted only while the session is: a mount cut off from the
 // service stops answering from it before the service could let another
@@ -373,26 +378,26 @@ func (r *readLeases) unpublish(d *readDir) {
 	r.entries -= len(d.ents)
 }
 
-// giveBack has the kernel drop what it was given from d's copy (d is
-// unpublished) and releases the lease, in the background: revoked, the
-// kernel first and the opens under it registered (another mount's change
-// waits for the release); dropped for a change of the mount's own, the
-// release first (see above; its caller registered the opens).
+// giveBack releases the lease of d's copy (d is unpublished), in the
+// background. revoked (or idle): the kernel first drops what it was given
+// from the copy, and the opens under it are registered (another mount's
+// change waits for the release). Dropped for a change of the mount's own:
+// the kernel is told nothing (see above; its caller registered the opens).
 func (r *readLeases) giveBack(d *readDir, revoked bool) {
 	r.mu.Lock()
 	names, inos := d.takeServed()
 	r.mu.Unlock()
+	if !revoked {
+		names, inos = nil, nil
+	}
 	r.releases.Add(1)
 	go func() {
 		defer r.releases.Done()
 		if revoked {
 			r.invalidate(d.dir, names, inos)
 			r.register(d.dir)
-			r.release(d.dir, d.sess)
-		} else {
-			r.release(d.dir, d.sess)
-			r.invalidate(d.dir, names, inos)
 		}
+		r.release(d.dir, d.sess)
 		if r.debugOn {
 			r.log.Debug("read lease given back", "dir", d.dir, "revoked", revoked, "names", len(names), "attrs", len(inos))
 		}

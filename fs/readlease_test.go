@@ -247,11 +247,18 @@ func TestReadLeaseSeesOtherMountsChangesAtOnce(t *testing.T) {
 }
 
 // TestReadLeaseOwnChanges: the holder's own changes in the directory are
-// seen by itself at once (its copy of what they touch is dropped).
+// seen by itself at once (its copy of what they touch is dropped), and
+// its kernel is told to drop nothing: that would wait for the directory's
+// lock, held by the request making the change (a mount killed then stays
+// stuck in the kernel).
 func TestReadLeaseOwnChanges(t *testing.T) {
 	t.Parallel()
-	_, a, _, d, files, _, _ := readLeased(t, 2)
+	_, a, _, d, files, _, k := readLeased(t, 2)
 	ctx := testCtx(t)
+	for _, name := range []string{"f0", "f1"} {
+		_, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "lookup "+name, errno, 0)
+	}
 	if _, errno := a.SetAttr(ctx, files[0], SetAttrIn{Valid: namespace.SetMode, Mode: 0o640}); errno != 0 {
 		t.Fatalf("chmod: %v", errno)
 	}
@@ -267,6 +274,12 @@ func TestReadLeaseOwnChanges(t *testing.T) {
 	mustErrno(t, "unlink", a.Unlink(ctx, d, "f1"), 0)
 	if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
 		t.Fatalf("lookup after own unlink: %v", errno)
+	}
+	a.reads.wait()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.entries)+len(k.attrs) != 0 {
+		t.Fatalf("kernel told to drop names %v and attributes %v for the mount's own changes", k.entries, k.attrs)
 	}
 }
 
