@@ -11,6 +11,7 @@ import (
 	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // Shared read leases (cluster/readlease.go has the service's side).
@@ -91,12 +92,15 @@ type readLeases struct {
 	leasing  map[uint64]bool
 	releases sync.WaitGroup
 
+	walks map[uint64]int // per parent, its child directories read-leased (walkOn)
+
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
 }
 
 // Read lease tuning.
 const (
 	readAfter      = 3                      // lookups through the service in a directory before it is read-leased
+	walkAfter      = 3                      // child directories of one parent read-leased before the next is taken ahead
 	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
 	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
@@ -106,7 +110,7 @@ const (
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
 	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]bool{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
-		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, kick: make(chan struct{}, 1)}
+		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
 	r.renewed.Store(time.Now().UnixNano())
 	return r
@@ -245,7 +249,11 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 			}
 		}
 	}
+	var parent *readDir // the copy that lists dir, if one does
 	if ok {
+		if p := r.byIno[dir]; p != nil && p.dir != dir {
+			parent = p
+		}
 		d.taken = time.Now()
 		r.dirs[dir] = d
 		r.byIno[dir] = d
@@ -264,11 +272,49 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 	}
 	if ok {
 		signal(r.kick)
+		if parent != nil {
+			r.walkOn(parent, dir)
+		}
 	}
 	if r.debugOn {
 		r.log.Debug("read lease", "dir", dir, "granted", granted, "held", ok)
 	}
 	return ok, leased
+}
+
+// walkOn is told that dir, listed in the copy p, was read-leased. When it
+// is the third child directory of one parent read-leased here (a walk: find, stat of each
+// file, diff -r), the parent's next child directory in listing order is
+// read-leased in the background, so that the walk finds its copy ready
+// rather than asking the service name by name while a lease is taken. A
+// directory another mount write-leases is refused, not revoked, so this
+// disturbs no writer.
+func (r *readLeases) walkOn(p *readDir, dir uint64) {
+	r.mu.Lock()
+	if r.dirs[p.dir] != p { // given back meanwhile
+		r.mu.Unlock()
+		return
+	}
+	if len(r.walks) > 4096 {
+		clear(r.walks)
+	}
+	r.walks[p.dir]++
+	var next uint64
+	if r.walks[p.dir] >= walkAfter {
+		for j := int(p.byIno[dir]) + 1; j < len(p.ents); j++ {
+			a := &p.ents[j].a
+			if namespace.FileType(a.typ) == namespace.TypeDir {
+				if r.dirs[a.ino] == nil && r.loads[a.ino] == nil {
+					next = a.ino
+				}
+				break
+			}
+		}
+	}
+	r.mu.Unlock()
+	if next != 0 {
+		go func() { _, _ = r.take(next) }()
+	}
 }
 
 // load asks for dir's read lease and its entries with their attributes.

@@ -500,3 +500,63 @@ func TestLazyOpenRegisteredAcrossSessionLoss(t *testing.T) {
 	ma.FailApply(nil)
 	mustErrno(t, "close", a.Release(ctx, h), 0)
 }
+
+// TestWalkTakesNextDirectoryAhead: a mount looking up the files of one
+// directory after another of a tree another mount wrote (stat of each
+// file, as a cold walk does) has, from the third directory on, the next
+// one's read lease taken ahead: looking up its files asks the service
+// nothing. (A sibling another mount write-leases cannot be listed in the
+// parent's copy: taking that copy revoked it, and writing there again
+// revokes the copy.)
+func TestWalkTakesNextDirectoryAhead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	p := mustMkdir(t, b, RootIno, "p").Ino
+	var dirs []uint64
+	for i := range 6 {
+		d := mustMkdir(t, b, p, fmt.Sprintf("d%d", i)).Ino
+		dirs = append(dirs, d)
+		for j := range 5 {
+			mustCreate(t, b, d, fmt.Sprintf("f%d", j))
+		}
+	}
+	ctx := testCtx(t)
+	// a leases p (its listing), and b gives back what it made.
+	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
+		if _, errno := a.ReadDir(ctx, p, 0, 1000); errno != 0 {
+			t.Fatalf("readdir: %v", errno)
+		}
+		return a.reads.holds(p)
+	})
+	for _, d := range dirs {
+		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
+			_, errno := a.Lookup(ctx, d, "f0")
+			return errno == 0 && b.leases.get(d) == nil
+		})
+	}
+	walk := func(i int) int64 {
+		before := cm.n.Load()
+		for j := range 5 {
+			if _, errno := a.Lookup(ctx, dirs[i], fmt.Sprintf("f%d", j)); errno != 0 {
+				t.Fatalf("lookup d%d/f%d: %v", i, j, errno)
+			}
+		}
+		return cm.n.Load() - before
+	}
+	for i := range 3 {
+		if n := walk(i); n == 0 {
+			t.Errorf("d%d: looked up with no service call before any walk was seen", i)
+		}
+	}
+	waitUntil(t, "d3 read-leased ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[3]) })
+	if n := walk(3); n != 0 {
+		t.Errorf("d3, taken ahead: %d service calls for 5 lookups, want 0", n)
+	}
+	// And so on: d4 is taken ahead once d3 is.
+	waitUntil(t, "d4 read-leased ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[4]) })
+	if n := walk(4); n != 0 {
+		t.Errorf("d4, taken ahead: %d service calls for 5 lookups, want 0", n)
+	}
+}
