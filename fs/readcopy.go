@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -8,7 +9,8 @@ import (
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
-// The copy of a read-leased directory (readlease.go).
+// The copy of a read-leased directory, how it is taken from the service,
+// and the backoff of directories whose lease changes took (readlease.go).
 
 // readDir is a directory the mount holds a read lease of, and its copy:
 // immutable once published, but for used and the served marks (under
@@ -23,6 +25,11 @@ type readDir struct {
 	byIno  map[uint64]int32 // a child's index in ents
 	used   atomic.Int64     // when it last answered (unix ns)
 	taken  time.Time        // when it was published
+	// parent: the read-leased directory that listed it when it was
+	// taken (0: none); ahead: taken ahead of a walk, and not used since
+	// (walkOn).
+	parent uint64
+	ahead  bool
 }
 
 // readEnt is an entry of a copy.
@@ -92,4 +99,94 @@ func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 		}
 	}
 	return out
+}
+
+// grant asks for the read leases of dirs for sess, in one call. refused:
+// the service refused one for another mount's lease.
+func (r *readLeases) grant(sess uint64, dirs []uint64) (granted, refused []bool) {
+	ctx, cancel := r.ctx(context.Background())
+	defer cancel()
+	granted, refused = make([]bool, len(dirs)), make([]bool, len(dirs))
+	cmds := make([]*metapb.Command, len(dirs))
+	for i, dir := range dirs {
+		cmds[i] = &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dir, Mode: 5}}}
+	}
+	cmd := cmds[0]
+	if len(cmds) > 1 {
+		cmd = &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
+	}
+	res, err := r.pipe.meta.Apply(ctx, cmd)
+	if err != nil {
+		return granted, refused
+	}
+	results := []*metapb.Result{res}
+	if len(cmds) > 1 {
+		results = res.Results
+	}
+	for i, res := range results[:min(len(results), len(dirs))] {
+		granted[i], refused[i] = res.Errno == 0, res.Leased
+	}
+	return granted, refused
+}
+
+// list reads the copy of dir, read-leased to sess: its entries with their
+// attributes (nil if that fails).
+func (r *readLeases) list(dir, sess uint64) *readDir {
+	ctx, cancel := r.ctx(context.Background())
+	defer cancel()
+	d := &readDir{dir: dir, sess: sess, byName: map[string]int32{}, byIno: map[uint64]int32{}}
+	for cookie := uint64(0); ; {
+		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
+			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
+		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
+			return nil
+		}
+		d.self = flatten(q.Attr)
+		for _, e := range q.Entries {
+			if e.Attr == nil {
+				return nil // gone meanwhile: not while leased
+			}
+			i := int32(len(d.ents))
+			d.ents = append(d.ents, readEnt{name: e.Name, cookie: e.Cookie, a: flatten(e.Attr)})
+			d.byName[e.Name] = i
+			d.byIno[e.Ino] = i
+			cookie = e.Cookie
+		}
+		if len(q.Entries) == 0 || q.Eof {
+			break
+		}
+	}
+	d.used.Store(time.Now().UnixNano())
+	return d
+}
+
+// cooldown keeps a directory whose read lease was lost to a change from
+// being read-leased again at once: where mounts take turns changing and
+// listing a directory, each listing would take a lease (a Raft commit)
+// that the next change revokes (another commit, and a wait).
+type cooldown struct {
+	until time.Time
+	wait  time.Duration
+}
+
+// Backoff of read leases lost to changes: doubled at each loss, from
+// readCoolMin to readCoolMax; a lease that lasted readCoolMax starts over.
+const (
+	readCoolMin = 50 * time.Millisecond
+	readCoolMax = 5 * time.Second
+)
+
+// backoff records that dir's read lease, taken at taken, was lost to a
+// change. r.mu is held.
+func (r *readLeases) backoff(dir uint64, taken time.Time) {
+	if len(r.cool) > 4096 {
+		clear(r.cool)
+	}
+	c := r.cool[dir]
+	if time.Since(taken) > readCoolMax {
+		c.wait = 0
+	}
+	c.wait = min(max(2*c.wait, readCoolMin), readCoolMax)
+	c.until = time.Now().Add(c.wait)
+	r.cool[dir] = c
 }

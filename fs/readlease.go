@@ -92,7 +92,7 @@ type readLeases struct {
 	leasing  map[uint64]bool
 	releases sync.WaitGroup
 
-	walks map[uint64]int // per parent, its child directories read-leased (walkOn)
+	walks map[uint64]int // per parent, its child directories a walk went into (walkOn)
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
 }
@@ -100,7 +100,8 @@ type readLeases struct {
 // Read lease tuning.
 const (
 	readAfter      = 3                      // lookups through the service in a directory before it is read-leased
-	walkAfter      = 3                      // child directories of one parent read-leased before the next is taken ahead
+	walkAfter      = 3                      // child directories of one parent a walk goes into before the next are taken ahead
+	walkAhead      = 8                      // child directories taken ahead of a walk, at most
 	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
 	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
@@ -131,7 +132,7 @@ func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ok bool
 	if d == nil {
 		return nil, false
 	}
-	d.used.Store(time.Now().UnixNano())
+	r.use(d)
 	i, ok := d.byName[name]
 	if !ok {
 		return nil, true
@@ -173,7 +174,7 @@ func (r *readLeases) readDir(dir, cookie uint64, max int) ([]*metapb.DirEntry, b
 	if d == nil {
 		return nil, false
 	}
-	d.used.Store(time.Now().UnixNano())
+	r.use(d)
 	i := sort.Search(len(d.ents), func(i int) bool { return d.ents[i].cookie > cookie })
 	out := make([]*metapb.DirEntry, 0, min(len(d.ents)-i, max))
 	for _, e := range d.ents[i:min(len(d.ents), i+max)] {
@@ -226,14 +227,37 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 		r.mu.Unlock()
 		return true, false
 	}
-	if r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] || time.Now().Before(r.cool[dir].until) {
-		r.mu.Unlock()
+	load := r.reserve(dir)
+	r.mu.Unlock()
+	if load == nil {
 		return false, false
+	}
+	sess := r.pipe.session()
+	granted, refused := r.grant(sess, []uint64{dir})
+	var d *readDir
+	if granted[0] {
+		d = r.list(dir, sess)
+	}
+	return r.finish(dir, load, d, granted[0], false), refused[0]
+}
+
+// reserve marks dir as being loaded and returns its load, unless it is
+// held or being loaded already, or may not be read-leased now (nil). r.mu
+// is held.
+func (r *readLeases) reserve(dir uint64) *readLoad {
+	if r.dirs[dir] != nil || r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] || time.Now().Before(r.cool[dir].until) {
+		return nil
 	}
 	load := &readLoad{}
 	r.loads[dir] = load
-	r.mu.Unlock()
-	d, granted, leased := r.load(dir)
+	return load
+}
+
+// finish ends dir's load: d, its copy (nil if the lease was not granted,
+// or the listing failed), is published unless the load was spoiled
+// meanwhile; a lease granted and not kept is released. It reports whether
+// the mount holds the lease now.
+func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahead bool) bool {
 	r.mu.Lock()
 	delete(r.loads, dir)
 	ok := d != nil && !load.spoiled && r.pipe.session() == d.sess
@@ -253,8 +277,9 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 	if ok {
 		if p := r.byIno[dir]; p != nil && p.dir != dir {
 			parent = p
+			d.parent = p.dir
 		}
-		d.taken = time.Now()
+		d.taken, d.ahead = time.Now(), ahead
 		r.dirs[dir] = d
 		r.byIno[dir] = d
 		for ino := range d.byIno {
@@ -272,86 +297,16 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 	}
 	if ok {
 		signal(r.kick)
-		if parent != nil {
-			r.walkOn(parent, dir)
+		if parent != nil && !ahead {
+			r.mu.Lock()
+			r.aheadOf(parent, dir)
+			r.mu.Unlock()
 		}
 	}
 	if r.debugOn {
 		r.log.Debug("read lease", "dir", dir, "granted", granted, "held", ok)
 	}
-	return ok, leased
-}
-
-// walkOn is told that dir, listed in the copy p, was read-leased. When it
-// is the third child directory of one parent read-leased here (a walk: find, stat of each
-// file, diff -r), the parent's next child directory in listing order is
-// read-leased in the background, so that the walk finds its copy ready
-// rather than asking the service name by name while a lease is taken. A
-// directory another mount write-leases is refused, not revoked, so this
-// disturbs no writer.
-func (r *readLeases) walkOn(p *readDir, dir uint64) {
-	r.mu.Lock()
-	if r.dirs[p.dir] != p { // given back meanwhile
-		r.mu.Unlock()
-		return
-	}
-	if len(r.walks) > 4096 {
-		clear(r.walks)
-	}
-	r.walks[p.dir]++
-	var next uint64
-	if r.walks[p.dir] >= walkAfter {
-		for j := int(p.byIno[dir]) + 1; j < len(p.ents); j++ {
-			a := &p.ents[j].a
-			if namespace.FileType(a.typ) == namespace.TypeDir {
-				if r.dirs[a.ino] == nil && r.loads[a.ino] == nil {
-					next = a.ino
-				}
-				break
-			}
-		}
-	}
-	r.mu.Unlock()
-	if next != 0 {
-		go func() { _, _ = r.take(next) }()
-	}
-}
-
-// load asks for dir's read lease and its entries with their attributes.
-// granted: the service granted the lease (to release if d is not kept).
-func (r *readLeases) load(dir uint64) (d *readDir, granted, leased bool) {
-	ctx, cancel := r.ctx(context.Background())
-	defer cancel()
-	sess := r.pipe.session()
-	res, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: dir, Mode: 5}}})
-	if err != nil || res.Errno != 0 {
-		return nil, false, err == nil && res.Leased
-	}
-	d = &readDir{dir: dir, sess: sess, byName: map[string]int32{}, byIno: map[uint64]int32{}}
-	for cookie := uint64(0); ; {
-		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
-			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
-		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
-			return nil, true, false
-		}
-		d.self = flatten(q.Attr)
-		for _, e := range q.Entries {
-			if e.Attr == nil {
-				return nil, true, false // gone meanwhile: not while leased
-			}
-			i := int32(len(d.ents))
-			d.ents = append(d.ents, readEnt{name: e.Name, cookie: e.Cookie, a: flatten(e.Attr)})
-			d.byName[e.Name] = i
-			d.byIno[e.Ino] = i
-			cookie = e.Cookie
-		}
-		if len(q.Entries) == 0 || q.Eof {
-			break
-		}
-	}
-	d.used.Store(time.Now().UnixNano())
-	return d, true, false
+	return ok
 }
 
 // overLimit unpublishes the least used leases while the copies hold more
@@ -374,37 +329,6 @@ func (r *readLeases) overLimit() []*readDir {
 		out = append(out, d)
 	}
 	return out
-}
-
-// cooldown keeps a directory whose read lease was lost to a change from
-// being read-leased again at once: where mounts take turns changing and
-// listing a directory, each listing would take a lease (a Raft commit)
-// that the next change revokes (another commit, and a wait).
-type cooldown struct {
-	until time.Time
-	wait  time.Duration
-}
-
-// Backoff of read leases lost to changes: doubled at each loss, from
-// readCoolMin to readCoolMax; a lease that lasted readCoolMax starts over.
-const (
-	readCoolMin = 50 * time.Millisecond
-	readCoolMax = 5 * time.Second
-)
-
-// backoff records that dir's read lease, taken at taken, was lost to a
-// change. r.mu is held.
-func (r *readLeases) backoff(dir uint64, taken time.Time) {
-	if len(r.cool) > 4096 {
-		clear(r.cool)
-	}
-	c := r.cool[dir]
-	if time.Since(taken) > readCoolMax {
-		c.wait = 0
-	}
-	c.wait = min(max(2*c.wait, readCoolMin), readCoolMax)
-	c.until = time.Now().Add(c.wait)
-	r.cool[dir] = c
 }
 
 // unpublish stops answering from d. r.mu is held.
@@ -562,3 +486,87 @@ func (r *readLeases) dropAll() {
 
 // wait waits for the releases in flight (the mount is closing).
 func (r *readLeases) wait() { r.releases.Wait() }
+
+// Read leases taken ahead of a walk.
+//
+// A walk of a tree another mount wrote (find, a stat of each file,
+// diff -r, du) goes into one child directory of a parent after another.
+// Once it went into walkAfter of one parent's child directories, the
+// next ones in the parent's listing order are read-leased ahead of it,
+// several in one call to the service (one Raft commit), so that the walk
+// finds their copies ready rather than asking the service name by name
+// while a lease is taken. The walk's position paces it: a copy taken ahead
+// counts as gone into when it is first used, and more are taken only when
+// fewer than half of the walkAhead directories after it are held or being
+// taken. A directory another mount write-leases is refused, not revoked.
+
+// use notes that d answered; the first use of a copy taken ahead moves
+// its parent's walk on. r.mu is held.
+func (r *readLeases) use(d *readDir) {
+	d.used.Store(time.Now().UnixNano())
+	if d.ahead {
+		d.ahead = false
+		if p := r.dirs[d.parent]; p != nil && d.parent != 0 {
+			r.aheadOf(p, d.dir)
+		}
+	}
+}
+
+// aheadOf counts a walk into dir, listed in p, and takes the directories
+// after it ahead when the walk has gone far enough and too few are held.
+// r.mu is held.
+func (r *readLeases) aheadOf(p *readDir, dir uint64) {
+	at, listed := p.byIno[dir]
+	if r.off || r.dirs[p.dir] != p || !listed {
+		return
+	}
+	if len(r.walks) > 4096 {
+		clear(r.walks)
+	}
+	r.walks[p.dir]++
+	if r.walks[p.dir] < walkAfter {
+		return
+	}
+	var want []uint64
+	held := 0
+	for j, seen := int(at)+1, 0; j < len(p.ents) && seen < walkAhead; j++ {
+		a := &p.ents[j].a
+		if namespace.FileType(a.typ) != namespace.TypeDir {
+			continue
+		}
+		seen++
+		if r.dirs[a.ino] != nil || r.loads[a.ino] != nil {
+			held++
+		} else {
+			want = append(want, a.ino)
+		}
+	}
+	if held >= walkAhead/2 {
+		return
+	}
+	var dirs []uint64
+	var loads []*readLoad
+	for _, d := range want {
+		if l := r.reserve(d); l != nil {
+			dirs, loads = append(dirs, d), append(loads, l)
+		}
+	}
+	if len(dirs) == 0 {
+		return
+	}
+	// Their leases in one call; their copies loaded and published one
+	// after another.
+	r.releases.Add(1)
+	go func() {
+		defer r.releases.Done()
+		sess := r.pipe.session()
+		granted, _ := r.grant(sess, dirs)
+		for i, dir := range dirs {
+			var d *readDir
+			if granted[i] {
+				d = r.list(dir, sess)
+			}
+			r.finish(dir, loads[i], d, granted[i], true)
+		}
+	}()
+}

@@ -560,3 +560,88 @@ func TestWalkTakesNextDirectoryAhead(t *testing.T) {
 		t.Errorf("d4, taken ahead: %d service calls for 5 lookups, want 0", n)
 	}
 }
+
+// TestWalkAheadIsPacedAndBatched: the directories taken ahead of a walk
+// are leased several in one call to the service, and only so far ahead of
+// the walk: a parent's other child directories are left alone until the
+// walk comes near them.
+func TestWalkAheadIsPacedAndBatched(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	p := mustMkdir(t, b, RootIno, "p").Ino
+	var dirs []uint64
+	for i := range 24 {
+		d := mustMkdir(t, b, p, fmt.Sprintf("d%02d", i)).Ino
+		dirs = append(dirs, d)
+		for j := range 3 {
+			mustCreate(t, b, d, fmt.Sprintf("f%d", j))
+		}
+	}
+	ctx := testCtx(t)
+	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
+		if _, errno := a.ReadDir(ctx, p, 0, 1000); errno != 0 {
+			t.Fatalf("readdir: %v", errno)
+		}
+		return a.reads.holds(p)
+	})
+	for _, d := range dirs {
+		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
+			_, errno := a.Lookup(ctx, d, "f0")
+			return errno == 0 && b.leases.get(d) == nil
+		})
+	}
+	walk := func(i int) {
+		t.Helper()
+		for j := range 3 {
+			if _, errno := a.Lookup(ctx, dirs[i], fmt.Sprintf("f%d", j)); errno != 0 {
+				t.Fatalf("lookup d%02d/f%d: %v", i, j, errno)
+			}
+		}
+	}
+	held := func() (out []int) {
+		for i, d := range dirs {
+			if a.reads.holds(d) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	for i := range 2 {
+		walk(i)
+	}
+	applies, readdirs := cm.applies.Load(), cm.readdirs.Load()
+	walk(2) // the third: d03..d10 are taken ahead
+	waitUntil(t, "d03 to d10 taken ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[10]) })
+	a.reads.wait()
+	// d02's own lease, and one call for the eight ahead.
+	if n := cm.applies.Load() - applies; n != 2 {
+		t.Errorf("%d calls to change leases for d02 and the eight directories after it, want 2", n)
+	}
+	if n := cm.readdirs.Load() - readdirs; n != 9 {
+		t.Errorf("%d listings for d02 and the eight directories after it, want 9", n)
+	}
+	if h := held(); !slices.Equal(h, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+		t.Fatalf("held %v after the walk went into d02, want d00 to d10", h)
+	}
+	// Into d03..d06: four of the eight after d06 are held still.
+	for i := 3; i <= 6; i++ {
+		walk(i)
+	}
+	a.reads.wait()
+	if h := held(); len(h) != 11 {
+		t.Fatalf("held %v after the walk went into d06: nothing more should be taken yet", h)
+	}
+	// Into d07: d11 to d15 are taken, in one call.
+	applies = cm.applies.Load()
+	walk(7)
+	waitUntil(t, "d11 to d15 taken ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[15]) })
+	a.reads.wait()
+	if n := cm.applies.Load() - applies; n != 1 {
+		t.Errorf("%d calls to lease d11 to d15, want 1", n)
+	}
+	if h := held(); slices.Contains(h, 16) {
+		t.Errorf("held %v: d16 taken more than eight directories ahead of the walk", h)
+	}
+}
