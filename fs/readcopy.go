@@ -60,6 +60,21 @@ func (f *flatAttr) pb() *metapb.Attr {
 		Size: f.size, Atime: f.atime, Mtime: f.mtime, Ctime: f.ctime, Rdev: f.rdev, Version: f.version}
 }
 
+// heldKids counts d's child directories held in dirs, and returns the
+// index of the last in d's entries; each is told d is its parent. The
+// caller holds readLeases.mu.
+func (d *readDir) heldKids(dirs map[uint64]*readDir) (last int32, n int) {
+	last = -1
+	for ino, i := range d.byIno {
+		if c := dirs[ino]; c != nil {
+			c.parent = d.dir
+			n++
+			last = max(last, i)
+		}
+	}
+	return last, n
+}
+
 // takeServed returns what the kernel was given from d and clears the
 // marks. readLeases.mu is held.
 func (d *readDir) takeServed() (names []string, inos []uint64) {

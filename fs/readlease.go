@@ -286,6 +286,12 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 			r.byIno[ino] = d
 		}
 		r.entries += len(d.ents)
+		if last, n := d.heldKids(r.dirs); n > 0 {
+			// A walk's first directories are read-leased before
+			// their parent: they count as walked into.
+			r.walks[dir] = n - 1
+			r.aheadOf(d, d.ents[last].a.ino)
+		}
 	}
 	evict := r.overLimit()
 	r.mu.Unlock()
