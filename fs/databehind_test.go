@@ -303,3 +303,61 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 		t.Fatal("b lost f0 or g")
 	}
 }
+
+// TestWriteLeaseAdoptsFilesTheMountRead: files the mount looked up, opened
+// and read before it leased their directory (as a second mount's stat,
+// read and then rm of another mount's tree does, with the kernel holding
+// the inodes) are adopted too once idle: removing them asks the service
+// nothing per file.
+func TestWriteLeaseAdoptsFilesTheMountRead(t *testing.T) {
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	const n = 40
+	for i := range n {
+		if _, errno := writeSmall(t, b, d, fmt.Sprint("f", i), []byte(fmt.Sprint("file ", i)), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	for i := range n {
+		ino := lookupIno(t, a, d, fmt.Sprint("f", i))
+		h, _, errno := a.Open(ctx, ino, uint32(syscall.O_RDONLY))
+		mustErrno(t, "open", errno, 0)
+		if got := mustRead(t, a, ino, 100, 0); string(got) != fmt.Sprint("file ", i) {
+			t.Fatalf("f%d reads %q", i, got)
+		}
+		mustErrno(t, "release", a.Release(ctx, h), 0)
+		if a.inodes.lookup(ino) == nil {
+			t.Fatalf("a keeps no state of f%d after reading it: the test would not test", i)
+		}
+	}
+	for i := 0; a.leases.get(d) == nil || !a.leases.get(d).held.Load(); i++ {
+		if i > 100 {
+			t.Fatal("a never leased d")
+		}
+		if _, errno := writeSmall(t, a, d, fmt.Sprint("a", i), []byte("x"), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	before := cm.n.Load()
+	for i := range n {
+		name := fmt.Sprint("f", i)
+		at, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "a lookup "+name, errno, 0)
+		if _, errno := a.GetAttr(ctx, at.Ino); errno != 0 || at.Size != uint64(len(fmt.Sprint("file ", i))) {
+			t.Fatalf("a sees %s with size %d (%v)", name, at.Size, errno)
+		}
+		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
+	}
+	if calls := cm.n.Load() - before; calls > n/2 {
+		t.Fatalf("a made %d calls to the service to look up, stat and remove %d files it had read", calls, n)
+	}
+	names := listNames(t, b, d)
+	for i := range n {
+		if names[fmt.Sprint("f", i)] {
+			t.Fatalf("b still lists f%d, which a removed", i)
+		}
+	}
+}

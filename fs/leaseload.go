@@ -141,9 +141,18 @@ func (t *leaseTable) load(l *dirLease) bool {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
 	sess := l.sess
-	// Files this mount changes meanwhile are not adopted.
+	// Files this mount changes meanwhile are not adopted, nor those with
+	// changes in the journal before the listing is read (their listed
+	// attributes may be older than the mount's: a commit written behind).
 	track := t.reads.track()
-	changed := func() map[uint64]bool { return t.reads.untrack(track) }
+	queued := t.pipe.pendingInos()
+	changed := func() map[uint64]bool {
+		skip := t.reads.untrack(track)
+		for ino := range queued {
+			skip[ino] = true
+		}
+		return skip
+	}
 	r, err := t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 		Session: sess, Dir: l.dir, Mode: 4}}})
 	if err != nil || r.Errno != 0 {
@@ -214,25 +223,29 @@ func (t *leaseTable) loaded(l *dirLease, a *metapb.Attr, files []*metapb.Attr, s
 // file with one name (its other names would be changed through the
 // service), and not one the mount is busy with (open, or with data on its
 // way): those stay ordinary. l.emu is held, or l is not published yet.
+//
+// A file the mount holds state of (looked up, read, closed) is adopted
+// too when it is idle: no descriptor, no data or change on its way (the
+// caller skips those whose changes were in the journal before the
+// listing, or went through the service while it was read: adopting one
+// of those with the listing's attributes showed a stale size in
+// TestRegistersAcrossMounts). Its attributes are the listing's from then.
 func (t *leaseTable) adopt(l *dirLease, a *metapb.Attr) {
-	if t.inodes.lookup(a.Ino) != nil {
-		// The mount holds state of it (looked up through the service,
-		// open, its own under an earlier lease): it stays ordinary
-		// (adopting those raced with its own changes: a stale size in
-		// TestRegistersAcrossMounts). A read lease's copy leaves none.
-		return
-	}
+	known := t.inodes.lookup(a.Ino) != nil
 	in := t.inodes.getLocked(a.Ino)
 	defer in.mu.Unlock()
-	if in.wb != nil || in.opens > 0 || len(in.dirty) > 0 || len(in.pending) > 0 || in.errs != in.errsSeen {
+	if in.wb != nil || in.opens > 0 || len(in.dirty) > 0 || len(in.pending) > 0 || in.errs != in.errsSeen || t.pipe.pendingFor(a.Ino) ||
+		(in.attr != nil && in.attr.Version > a.Version) {
 		return
 	}
 	in.attr, in.cacheVer, in.wb = a, a.Version, l
 	in.invalidate()
 	in.hasBlocks = a.Size > 0 // as objects or inline: not known, so no inline write behind
 	in.localSize = 0
-	// The table may drop it once it is ordinary again (settled): the
-	// kernel may not even know it.
-	in.forgotten = true
+	if !known {
+		// The table may drop it once it is ordinary again (settled):
+		// the kernel may not even know it.
+		in.forgotten = true
+	}
 	l.inodes = append(l.inodes, in)
 }

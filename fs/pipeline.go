@@ -296,6 +296,17 @@ func (p *pipeline) pendingFor(ino uint64) bool {
 	return ok
 }
 
+// pendingInos returns the inodes whose changes wait in the journal now.
+func (p *pipeline) pendingInos() map[uint64]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[uint64]bool, len(p.last))
+	for ino := range p.last {
+		out[ino] = true
+	}
+	return out
+}
+
 // drain waits for everything queued so far.
 func (p *pipeline) drain() {
 	p.mu.Lock()
