@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -291,44 +290,17 @@ func (fc *faultCluster) killMount(i int) {
 		// notification (a read lease's invalidation) waits for a
 		// directory lock that a request to this same dead mount holds,
 		// and the connection cannot close while that thread lives. An
-		// operator aborts it through fusectl; so does the test, and says
-		// so (see fs: own changes in read-leased directories).
+		// operator aborts it (ecfs umount --abort); so does the test,
+		// and says so (see fs/readlease.go: a revocation's invalidation).
 		fc.t.Logf("mount c%d stuck in the kernel 5 s after SIGKILL; aborting its FUSE connection", i)
 		fc.stuckKills++
-		abortFUSE(fc.t, m.dir)
+		if code, out, errs := runEcfs(fc.t, "umount", "--abort", m.dir); code != 0 {
+			fc.t.Fatalf("ecfs umount --abort %s: exit %d: %s%s", m.dir, code, out, errs)
+		}
 		<-m.p.exited
 	}
 	if isMounted(m.dir) {
 		_ = syscall.Unmount(m.dir, syscall.MNT_DETACH)
-	}
-}
-
-// abortFUSE aborts the FUSE connection of the mount at mp through fusectl
-// (mounting it if need be), as `echo 1 > /sys/fs/fuse/connections/N/abort`.
-func abortFUSE(t testing.TB, mp string) {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var minor string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == mp {
-			_, minor, _ = strings.Cut(f[2], ":")
-		}
-	}
-	if minor == "" {
-		t.Fatalf("no mount at %s to abort", mp)
-	}
-	ctl := "/sys/fs/fuse/connections"
-	if _, err := os.Stat(filepath.Join(ctl, minor)); err != nil {
-		if out, err := exec.Command("mount", "-t", "fusectl", "none", ctl).CombinedOutput(); err != nil {
-			t.Fatalf("mounting fusectl: %v: %s", err, out)
-		}
-		defer func() { _ = syscall.Unmount(ctl, 0) }() // leave the machine as found
-	}
-	if err := os.WriteFile(filepath.Join(ctl, minor, "abort"), []byte("1"), 0o200); err != nil {
-		t.Fatalf("aborting the FUSE connection of %s: %v", mp, err)
 	}
 }
 

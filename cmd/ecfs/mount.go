@@ -69,11 +69,19 @@ func serveOps(addr string, pprof bool, mp string, cs ...prometheus.Collector) (f
 }
 
 // recoverMountpoint unmounts what a crashed mount left on mp: a FUSE mount
-// whose daemon is gone answers every call with ENOTCONN.
+// whose daemon is gone answers every call with ENOTCONN. One whose daemon
+// is stopped or stuck answers nothing: that is an error, saying how to
+// abort it (abort.go), rather than a wait for ever.
 func recoverMountpoint(mp string, log *slog.Logger) error {
-	_, err := os.Stat(mp)
+	err := statWithin(mp, recoverStatWait)
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, errNoAnswer) {
+		if _, ferr := fuseConnection(mp); ferr != nil {
+			return fmt.Errorf("mount point %s does not answer within %v (%v)", mp, recoverStatWait, ferr)
+		}
+		return fmt.Errorf("mount point %s does not answer within %v: the FUSE daemon mounted there is stopped or stuck. If it is an ecfs mount that was killed, run 'ecfs umount --abort %s' (what it had not flushed is lost), then mount again", mp, recoverStatWait, mp)
 	}
 	if !errors.Is(err, syscall.ENOTCONN) {
 		return fmt.Errorf("mount point %s: %w", mp, err)
@@ -268,12 +276,19 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 }
 
 func runUmount(args []string, stdout, stderr io.Writer) error {
-	fl := newFlags("umount", "MOUNTPOINT\n\nUnmounts an ecfs mount; its process flushes and exits.", stdout)
+	fl := newFlags("umount", "MOUNTPOINT\n\nUnmounts an ecfs mount; its process flushes and exits.\n"+
+		"--abort is for a mount whose process is stopped or stuck (a stat of the mount point hangs):\n"+
+		"it aborts the FUSE connection, which fails every request to it and loses what the mount had\n"+
+		"not flushed, and detaches the mount point (root only).", stdout)
 	lazy := fl.Bool("lazy", false, "detach now even if files are open (umount -l)")
+	abort := fl.Bool("abort", false, "abort the mount's FUSE connection first (its unflushed changes are lost)")
 	if err := parseFlags(fl, args, 1); err != nil {
 		return err
 	}
 	mp := fl.Arg(0)
+	if *abort {
+		return abortMount(mp)
+	}
 	flags := 0
 	if *lazy {
 		flags = syscall.MNT_DETACH
