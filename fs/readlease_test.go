@@ -500,3 +500,40 @@ func TestLazyOpenRegisteredAcrossSessionLoss(t *testing.T) {
 	ma.FailApply(nil)
 	mustErrno(t, "close", a.Release(ctx, h), 0)
 }
+
+// TestWriteLeaseOfCutOffMount: a mount whose session is no longer sure to
+// last (cut off longer than a quarter of its TTL short of it) stops
+// answering names from its write lease's entries: the session, and with
+// it the lease, may have ended at the service, and another mount changed
+// the directory since. (The fault suite saw such a mount say "no such
+// file" for a name another mount had just made, in the second before it
+// heard its session had expired.) Here the name is put in at the service
+// behind the lease's back, and the mount's session made stale.
+func TestWriteLeaseOfCutOffMount(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, ma := e.countedMount("a")
+	ctx := testCtx(t)
+	d := mustMkdir(t, a, RootIno, "d").Ino
+	mustCreate(t, a, d, "mine")
+	mustErrno(t, "fsync d", a.SyncDir(ctx, d, nil), 0)
+	if l := a.leases.get(d); l == nil || !l.held.Load() {
+		t.Fatal("a does not hold the lease of the directory it made")
+	}
+	sess := a.pipe.session()
+	r, err := ma.Meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Create{Create: &metapb.CreateOp{
+		Parent: d, Name: "new", Type: uint32(namespace.TypeFile), Mode: 0o644}}})
+	if err != nil || r.Errno != 0 {
+		t.Fatalf("create at the service: %v %v", r, err)
+	}
+	if _, errno := a.Lookup(ctx, d, "new"); errno != syscall.ENOENT {
+		t.Fatalf("the lease's entries answer a name put in behind them: %v (the test would not test)", errno)
+	}
+	a.reads.renewed.Store(time.Now().Add(-time.Hour).UnixNano())
+	if _, errno := a.Lookup(ctx, d, "new"); errno != 0 {
+		t.Fatalf("with its session stale, the mount answered %v from its lease for a name the service has", errno)
+	}
+	if _, errno := a.Lookup(ctx, d, "mine"); errno != 0 {
+		t.Fatalf("its own file: %v", errno)
+	}
+}

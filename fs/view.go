@@ -444,9 +444,19 @@ func (v *view) leasedDirAt(ctx context.Context, parent uint64, name string) uint
 // wbLookup answers a lookup in a leased directory: from the entries, and
 // the attributes of an eligible inode from the mount. ino is set when the
 // name exists but its attributes must be asked of the service.
+//
+// Only while the session is sure to last (readLeases.fresh): a mount cut
+// off longer may have lost it at the service, and with it the lease,
+// while another mount changed the directory. It asks the service then,
+// once its own changes there are sent.
 func (v *view) lookupLeased(parent uint64, name string) (a *metapb.Attr, ino uint64, handled bool, errno syscall.Errno) {
 	l := v.leases.held(parent)
 	if l == nil {
+		return nil, 0, false, 0
+	}
+	if !v.reads.fresh() {
+		l.mu.RUnlock()
+		v.pipe.waitFor(parent)
 		return nil, 0, false, 0
 	}
 	defer l.mu.RUnlock()
