@@ -218,17 +218,9 @@ func TestDataBehindFailureReported(t *testing.T) {
 // or a getattr by inode number waits for the lease to be given back, and
 // sees and is seen exactly.
 func TestWriteLeaseAdoptsFiles(t *testing.T) {
-	e := newEnv(t)
-	a, cm := e.countedMount("a")
-	b := e.mount("b", nil, nil)
-	ctx := testCtx(t)
-	d := mustMkdir(t, b, RootIno, "d").Ino
 	const n = 60
-	for i := range n {
-		if _, errno := writeSmall(t, b, d, fmt.Sprint("f", i), []byte(fmt.Sprint("file ", i)), true); errno != 0 {
-			t.Fatal(errno)
-		}
-	}
+	a, cm, b, d := filledByB(t, n)
+	ctx := testCtx(t)
 	kept := lookupIno(t, b, d, "f0")
 	if _, errno := writeSmall(t, b, d, "g", []byte("g"), true); errno != 0 {
 		t.Fatal(errno)
@@ -237,28 +229,10 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 	h, _, errno := b.Open(ctx, kept, uint32(syscall.O_RDWR)) // opened before a's lease
 	mustErrno(t, "b opens f0", errno, 0)
 
-	// a changes d until it leases it (the first change revokes b's lease).
-	for i := 0; a.leases.get(d) == nil || !a.leases.get(d).held.Load(); i++ {
-		if i > 100 {
-			t.Fatal("a never leased d")
-		}
-		if _, errno := writeSmall(t, a, d, fmt.Sprint("a", i), []byte("x"), true); errno != 0 {
-			t.Fatal(errno)
-		}
-	}
-	before := cm.n.Load()
-	for i := 1; i < n; i++ {
-		name := fmt.Sprint("f", i)
-		at, errno := a.Lookup(ctx, d, name)
-		mustErrno(t, "a lookup "+name, errno, 0)
-		if _, errno := a.GetAttr(ctx, at.Ino); errno != 0 || at.Size != uint64(len(fmt.Sprint("file ", i))) {
-			t.Fatalf("a sees %s with size %d (%v)", name, at.Size, errno)
-		}
-		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
-	}
+	leaseByWriting(t, a, d) // the first change revokes b's lease
 	// Per file it would be two calls or more (118 without adoption); the
 	// journal's batches and the lease's own calls are a few, more under -race.
-	if calls := cm.n.Load() - before; calls > (n-1)/2 {
+	if calls := removeFiles(t, a, cm, d, 1, n); calls > (n-1)/2 {
 		t.Fatalf("a made %d calls to the service to look up, stat and remove %d files of its leased directory", calls, n-1)
 	}
 	at, errno := a.Lookup(ctx, d, "f0")
@@ -310,17 +284,9 @@ func TestWriteLeaseAdoptsFiles(t *testing.T) {
 // the inodes) are adopted too once idle: removing them asks the service
 // nothing per file.
 func TestWriteLeaseAdoptsFilesTheMountRead(t *testing.T) {
-	e := newEnv(t)
-	a, cm := e.countedMount("a")
-	b := e.mount("b", nil, nil)
-	ctx := testCtx(t)
-	d := mustMkdir(t, b, RootIno, "d").Ino
 	const n = 40
-	for i := range n {
-		if _, errno := writeSmall(t, b, d, fmt.Sprint("f", i), []byte(fmt.Sprint("file ", i)), true); errno != 0 {
-			t.Fatal(errno)
-		}
-	}
+	a, cm, b, d := filledByB(t, n)
+	ctx := testCtx(t)
 	for i := range n {
 		ino := lookupIno(t, a, d, fmt.Sprint("f", i))
 		h, _, errno := a.Open(ctx, ino, uint32(syscall.O_RDONLY))
@@ -333,25 +299,8 @@ func TestWriteLeaseAdoptsFilesTheMountRead(t *testing.T) {
 			t.Fatalf("a keeps no state of f%d after reading it: the test would not test", i)
 		}
 	}
-	for i := 0; a.leases.get(d) == nil || !a.leases.get(d).held.Load(); i++ {
-		if i > 100 {
-			t.Fatal("a never leased d")
-		}
-		if _, errno := writeSmall(t, a, d, fmt.Sprint("a", i), []byte("x"), true); errno != 0 {
-			t.Fatal(errno)
-		}
-	}
-	before := cm.n.Load()
-	for i := range n {
-		name := fmt.Sprint("f", i)
-		at, errno := a.Lookup(ctx, d, name)
-		mustErrno(t, "a lookup "+name, errno, 0)
-		if _, errno := a.GetAttr(ctx, at.Ino); errno != 0 || at.Size != uint64(len(fmt.Sprint("file ", i))) {
-			t.Fatalf("a sees %s with size %d (%v)", name, at.Size, errno)
-		}
-		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
-	}
-	if calls := cm.n.Load() - before; calls > n/2 {
+	leaseByWriting(t, a, d)
+	if calls := removeFiles(t, a, cm, d, 0, n); calls > n/2 {
 		t.Fatalf("a made %d calls to the service to look up, stat and remove %d files it had read", calls, n)
 	}
 	names := listNames(t, b, d)
@@ -360,4 +309,51 @@ func TestWriteLeaseAdoptsFilesTheMountRead(t *testing.T) {
 			t.Fatalf("b still lists f%d, which a removed", i)
 		}
 	}
+}
+
+// leaseByWriting has a write small files in d until it write-leases d.
+func leaseByWriting(t *testing.T, a *FS, d uint64) {
+	t.Helper()
+	for i := 0; a.leases.get(d) == nil || !a.leases.get(d).held.Load(); i++ {
+		if i > 100 {
+			t.Fatal("a never leased d")
+		}
+		if _, errno := writeSmall(t, a, d, fmt.Sprint("a", i), []byte("x"), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+}
+
+// filledByB has mount b make d with n small files f0... ("file 0"...),
+// beside mount a, whose calls to the service are counted.
+func filledByB(t *testing.T, n int) (a *FS, cm *countingMeta, b *FS, d uint64) {
+	t.Helper()
+	e := newEnv(t)
+	a, cm = e.countedMount("a")
+	b = e.mount("b", nil, nil)
+	d = mustMkdir(t, b, RootIno, "d").Ino
+	for i := range n {
+		if _, errno := writeSmall(t, b, d, fmt.Sprint("f", i), []byte(fmt.Sprint("file ", i)), true); errno != 0 {
+			t.Fatal(errno)
+		}
+	}
+	return a, cm, b, d
+}
+
+// removeFiles has a look up, stat and unlink f<from>..f<n-1> in d, as rm
+// -rf does, checking their sizes, and returns its calls to the service.
+func removeFiles(t *testing.T, a *FS, cm *countingMeta, d uint64, from, n int) int64 {
+	t.Helper()
+	ctx := testCtx(t)
+	before := cm.n.Load()
+	for i := from; i < n; i++ {
+		name := fmt.Sprint("f", i)
+		at, errno := a.Lookup(ctx, d, name)
+		mustErrno(t, "a lookup "+name, errno, 0)
+		if _, errno := a.GetAttr(ctx, at.Ino); errno != 0 || at.Size != uint64(len(fmt.Sprint("file ", i))) {
+			t.Fatalf("a sees %s with size %d (%v)", name, at.Size, errno)
+		}
+		mustErrno(t, "a unlink "+name, a.Unlink(ctx, d, name), 0)
+	}
+	return cm.n.Load() - before
 }

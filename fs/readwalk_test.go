@@ -7,24 +7,19 @@ import (
 	"time"
 )
 
-// TestWalkTakesNextDirectoryAhead: a mount looking up the files of one
-// directory after another of a tree another mount wrote (stat of each
-// file, as a cold walk does) has, from the third directory on, the next
-// one's read lease taken ahead: looking up its files asks the service
-// nothing. (A sibling another mount write-leases cannot be listed in the
-// parent's copy: taking that copy revoked it, and writing there again
-// revokes the copy.)
-func TestWalkTakesNextDirectoryAhead(t *testing.T) {
-	t.Parallel()
+// walkTree has mount b make p with nDirs directories of nFiles files
+// each, and mount a (its calls counted) read-lease p once b gave back the
+// leases of what it made.
+func walkTree(t *testing.T, nDirs, nFiles int) (a *FS, cm *countingMeta, dirs []uint64) {
+	t.Helper()
 	e := newEnv(t)
-	a, cm := e.countedMount("a")
+	a, cm = e.countedMount("a")
 	b := e.mount("b", nil, nil)
 	p := mustMkdir(t, b, RootIno, "p").Ino
-	var dirs []uint64
-	for i := range 6 {
-		d := mustMkdir(t, b, p, fmt.Sprintf("d%d", i)).Ino
+	for i := range nDirs {
+		d := mustMkdir(t, b, p, fmt.Sprintf("d%02d", i)).Ino
 		dirs = append(dirs, d)
-		for j := range 5 {
+		for j := range nFiles {
 			mustCreate(t, b, d, fmt.Sprintf("f%d", j))
 		}
 	}
@@ -42,11 +37,25 @@ func TestWalkTakesNextDirectoryAhead(t *testing.T) {
 			return errno == 0 && b.leases.get(d) == nil
 		})
 	}
+	return a, cm, dirs
+}
+
+// TestWalkTakesNextDirectoryAhead: a mount looking up the files of one
+// directory after another of a tree another mount wrote (stat of each
+// file, as a cold walk does) has, from the third directory on, the next
+// one's read lease taken ahead: looking up its files asks the service
+// nothing. (A sibling another mount write-leases cannot be listed in the
+// parent's copy: taking that copy revoked it, and writing there again
+// revokes the copy.)
+func TestWalkTakesNextDirectoryAhead(t *testing.T) {
+	t.Parallel()
+	a, cm, dirs := walkTree(t, 6, 5)
+	ctx := testCtx(t)
 	walk := func(i int) int64 {
 		before := cm.n.Load()
 		for j := range 5 {
 			if _, errno := a.Lookup(ctx, dirs[i], fmt.Sprintf("f%d", j)); errno != 0 {
-				t.Fatalf("lookup d%d/f%d: %v", i, j, errno)
+				t.Fatalf("lookup d%02d/f%d: %v", i, j, errno)
 			}
 		}
 		return cm.n.Load() - before
@@ -73,31 +82,8 @@ func TestWalkTakesNextDirectoryAhead(t *testing.T) {
 // walk comes near them.
 func TestWalkAheadIsPacedAndBatched(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	a, cm := e.countedMount("a")
-	b := e.mount("b", nil, nil)
-	p := mustMkdir(t, b, RootIno, "p").Ino
-	var dirs []uint64
-	for i := range 24 {
-		d := mustMkdir(t, b, p, fmt.Sprintf("d%02d", i)).Ino
-		dirs = append(dirs, d)
-		for j := range 3 {
-			mustCreate(t, b, d, fmt.Sprintf("f%d", j))
-		}
-	}
+	a, cm, dirs := walkTree(t, 24, 3)
 	ctx := testCtx(t)
-	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
-		if _, errno := a.ReadDir(ctx, p, 0, 1000); errno != 0 {
-			t.Fatalf("readdir: %v", errno)
-		}
-		return a.reads.holds(p)
-	})
-	for _, d := range dirs {
-		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
-			_, errno := a.Lookup(ctx, d, "f0")
-			return errno == 0 && b.leases.get(d) == nil
-		})
-	}
 	walk := func(i int) {
 		t.Helper()
 		for j := range 3 {
