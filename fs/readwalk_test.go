@@ -161,12 +161,10 @@ func TestWalkCountsDirectoriesLeasedBeforeTheirParent(t *testing.T) {
 		_, errno := c.ReadDir(ctx, p, 0, 1000)
 		return errno == 0 && b.leases.get(p) == nil
 	})
-	var dirs []uint64
 	for i := range 3 {
 		// As a stat of each file: the directory's name, then its files.
 		at, errno := a.Lookup(ctx, p, fmt.Sprintf("d%d", i))
 		mustErrno(t, "lookup", errno, 0)
-		dirs = append(dirs, at.Ino)
 		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
 			for j := range 3 {
 				_, errno := a.Lookup(ctx, at.Ino, fmt.Sprintf("f%d", j))
