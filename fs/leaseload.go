@@ -98,8 +98,8 @@ func (t *leaseTable) acquire(dir uint64) {
 	// would be missing from the mount's view.
 	t.svcMu.Lock()
 	defer t.svcMu.Unlock()
-	if t.busy(dir) {
-		return
+	if t.busy(dir) || !t.reads.fresh() {
+		return // (not fresh: the session may be lost; the renewer gave the leases back)
 	}
 	// The mount's own copies of dir and of its attributes would go stale
 	// once it writes behind in it.

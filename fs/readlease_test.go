@@ -537,3 +537,42 @@ func TestWriteLeaseOfCutOffMount(t *testing.T) {
 		t.Fatalf("its own file: %v", errno)
 	}
 }
+
+// TestWriteLeasesGivenBackWhileTheSessionIsInDoubt: once a mount's
+// renewals have failed long enough that its session may end at the
+// service at any time, it gives its write leases back (and takes none):
+// the attributes and opens of the files they hold are asked of the
+// service again, not answered from what may have changed behind them.
+func TestWriteLeasesGivenBackWhileTheSessionIsInDoubt(t *testing.T) {
+	t.Parallel()
+	const ttl = 3 * time.Second
+	e := newEnv(t)
+	ma := e.client().(*fstest.Meta)
+	ctx := testCtx(t)
+	a, err := New(ctx, Config{Meta: ma, Objects: e.objects(), Name: "a", Logger: quietLogger(),
+		SessionTTL: ttl, MetaTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	d := mustMkdir(t, a, RootIno, "d").Ino
+	mustCreate(t, a, d, "f")
+	if l := a.leases.get(d); l == nil || !l.held.Load() || a.view.localAttr(d) == nil {
+		t.Fatal("a does not hold the lease of the directory it made")
+	}
+	ma.FailApply(func(c *metapb.Command) fstest.Fault {
+		if c.GetRenew() != nil {
+			return fstest.Fault{Err: fstest.ErrInjected}
+		}
+		return fstest.Fault{}
+	})
+	waitUntil(t, "a to give back its lease", 3*ttl, func() bool { return a.leases.get(d) == nil })
+	if a.view.localAttr(d) != nil {
+		t.Fatal("the directory's attributes are still the mount's own")
+	}
+	mustCreate(t, a, d, "g") // through the service: no lease is taken meanwhile
+	if a.leases.get(d) != nil {
+		t.Fatal("a leased the directory again while its session is in doubt")
+	}
+	ma.FailApply(nil)
+}

@@ -32,6 +32,7 @@ func (r *renewer) run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.SessionTTL / 3)
 	defer t.Stop()
 	var fails failures
+	handedBack := false // the write leases, once the session stopped being sure to last
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,7 +64,20 @@ func (r *renewer) run(ctx context.Context) {
 			r.handles.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {
 			fails.fail(r.log, "renewing the session", "err", err)
+			if !r.reads.fresh() {
+				// The session, and so the leases, may end at the service
+				// any time now, and another mount change what they hold:
+				// everything is asked of the service until it is renewed
+				// (read leases stop answering by themselves, and no
+				// write lease is taken meanwhile).
+				if !handedBack {
+					r.log.Warn("the session may be lost: giving back the directory leases")
+				}
+				handedBack = true
+				go r.leases.dropAll(true)
+			}
 		} else if err == nil {
+			handedBack = false
 			fails.ok(r.log, "the session is renewed again")
 		}
 	}
