@@ -210,7 +210,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	bufSize := fl.Int64("buffer-size", 256<<20, "bytes of memory for write buffers; writers wait when it is used up")
 	metaTimeout := fl.Duration("meta-timeout", time.Minute, "how long an operation waits for the metadata service (a leader change) before EIO")
 	attrTimeout := fl.Duration("attr-timeout", time.Second, "how long the kernel caches attributes and names (and a name found missing in a directory this mount writes); 0: it asks every time")
-	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies")
+	sessionTTL := fl.Duration("session-ttl", 30*time.Second, "the mount's lease: its locks are released this long after it dies; cut off for three quarters of it, it stops answering from its directory leases")
 	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
