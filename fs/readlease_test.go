@@ -545,7 +545,7 @@ func TestWriteLeaseOfCutOffMount(t *testing.T) {
 // service again, not answered from what may have changed behind them.
 func TestWriteLeasesGivenBackWhileTheSessionIsInDoubt(t *testing.T) {
 	t.Parallel()
-	const ttl = 3 * time.Second
+	const ttl = 6 * time.Second
 	e := newEnv(t)
 	ma := e.client().(*fstest.Meta)
 	ctx := testCtx(t)
@@ -560,13 +560,20 @@ func TestWriteLeasesGivenBackWhileTheSessionIsInDoubt(t *testing.T) {
 	if l := a.leases.get(d); l == nil || !l.held.Load() || a.view.localAttr(d) == nil {
 		t.Fatal("a does not hold the lease of the directory it made")
 	}
+	// Renewals go unanswered (each fails only after a TTL).
 	ma.FailApply(func(c *metapb.Command) fstest.Fault {
 		if c.GetRenew() != nil {
-			return fstest.Fault{Err: fstest.ErrInjected}
+			return fstest.Fault{Delay: time.Hour}
 		}
 		return fstest.Fault{}
 	})
+	// Given back before the service could end the session: a TTL after
+	// the last renewal that succeeded.
+	expiry := time.Unix(0, a.reads.renewed.Load()).Add(ttl)
 	waitUntil(t, "a to give back its lease", 3*ttl, func() bool { return a.leases.get(d) == nil })
+	if late := time.Since(expiry); late > 0 {
+		t.Fatalf("the lease was given back %v after the session could have expired at the service", late)
+	}
 	if a.view.localAttr(d) != nil {
 		t.Fatal("the directory's attributes are still the mount's own")
 	}

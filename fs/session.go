@@ -32,7 +32,12 @@ func (r *renewer) run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.SessionTTL / 3)
 	defer t.Stop()
 	var fails failures
-	handedBack := false // the write leases, once the session stopped being sure to last
+	guarded := make(chan struct{})
+	go func() {
+		defer close(guarded)
+		r.guard(ctx)
+	}()
+	defer func() { <-guarded }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -64,21 +69,39 @@ func (r *renewer) run(ctx context.Context) {
 			r.handles.reopen(ctx, id)
 		} else if err != nil && ctx.Err() == nil {
 			fails.fail(r.log, "renewing the session", "err", err)
-			if !r.reads.fresh() {
-				// The session, and so the leases, may end at the service
-				// any time now, and another mount change what they hold:
-				// everything is asked of the service until it is renewed
-				// (read leases stop answering by themselves, and no
-				// write lease is taken meanwhile).
-				if !handedBack {
-					r.log.Warn("the session may be lost: giving back the directory leases")
-				}
-				handedBack = true
-				go r.leases.dropAll(true)
-			}
 		} else if err == nil {
-			handedBack = false
 			fails.ok(r.log, "the session is renewed again")
 		}
+	}
+}
+
+// guard gives the write leases back while the session is in doubt: not
+// renewed within three quarters of its TTL (a renewal that hangs counts as
+// failed). The session, and so the leases, may end at the service any time
+// then, and another mount change what they hold: everything is asked of
+// the service until a renewal succeeds (read leases stop answering by
+// themselves, and no write lease is taken meanwhile).
+func (r *renewer) guard(ctx context.Context) {
+	t := time.NewTicker(r.cfg.SessionTTL / 8)
+	defer t.Stop()
+	inDoubt := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r.reads.fresh() {
+			inDoubt = false
+			continue
+		}
+		if r.leases.count() == 0 {
+			continue
+		}
+		if !inDoubt {
+			r.log.Warn("the session may be lost: giving back the directory leases")
+		}
+		inDoubt = true
+		r.leases.dropAll(true)
 	}
 }
