@@ -13,8 +13,8 @@ import (
 // and the backoff of directories whose lease changes took (readlease.go).
 
 // readDir is a directory the mount holds a read lease of, and its copy:
-// immutable once published, but for used and the served marks (under
-// readLeases.mu). The entries are kept flat: as protobuf messages, a
+// immutable once published, but for used, the served marks, parent and
+// ahead (under readLeases.mu). The entries are kept flat: as protobuf messages, a
 // million of them took three times the memory.
 type readDir struct {
 	dir    uint64

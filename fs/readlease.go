@@ -360,11 +360,12 @@ func (r *readLeases) unpublish(d *readDir) {
 // change waits for the release). Dropped for a change of the mount's own:
 // the kernel is told nothing (see above; its caller registered the opens).
 func (r *readLeases) giveBack(d *readDir, revoked bool) {
-	r.mu.Lock()
-	names, inos := d.takeServed()
-	r.mu.Unlock()
-	if !revoked {
-		names, inos = nil, nil
+	var names []string
+	var inos []uint64
+	if revoked {
+		r.mu.Lock()
+		names, inos = d.takeServed()
+		r.mu.Unlock()
 	}
 	r.releases.Add(1)
 	go func() {
@@ -512,7 +513,7 @@ func (r *readLeases) use(d *readDir) {
 	d.used.Store(time.Now().UnixNano())
 	if d.ahead {
 		d.ahead = false
-		if p := r.dirs[d.parent]; p != nil && d.parent != 0 {
+		if p := r.dirs[d.parent]; p != nil {
 			r.aheadOf(p, d.dir)
 		}
 	}

@@ -292,14 +292,8 @@ func TestReadLeaseOfDeadMount(t *testing.T) {
 	const ttl = 3 * time.Second
 	e := newEnv(t)
 	e.svc.RunExpiry(100 * time.Millisecond)
-	ma := e.client().(*fstest.Meta)
+	a, ma := faultyMount(t, e, ttl)
 	ctx := testCtx(t)
-	a, err := New(ctx, Config{Meta: ma, Objects: e.objects(), Name: "a", Logger: quietLogger(),
-		SessionTTL: ttl, MetaTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() }) // its session is gone: ending it fails
 	b := e.mount("b", func(c *Config) { c.SessionTTL = ttl }, nil)
 	d := mustMkdir(t, b, RootIno, "d").Ino
 	f := mustCreate(t, b, d, "f").Ino
@@ -547,14 +541,7 @@ func TestWriteLeasesGivenBackWhileTheSessionIsInDoubt(t *testing.T) {
 	t.Parallel()
 	const ttl = 6 * time.Second
 	e := newEnv(t)
-	ma := e.client().(*fstest.Meta)
-	ctx := testCtx(t)
-	a, err := New(ctx, Config{Meta: ma, Objects: e.objects(), Name: "a", Logger: quietLogger(),
-		SessionTTL: ttl, MetaTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
+	a, ma := faultyMount(t, e, ttl)
 	d := mustMkdir(t, a, RootIno, "d").Ino
 	mustCreate(t, a, d, "f")
 	if l := a.leases.get(d); l == nil || !l.held.Load() || a.view.localAttr(d) == nil {
@@ -582,4 +569,19 @@ func TestWriteLeasesGivenBackWhileTheSessionIsInDoubt(t *testing.T) {
 		t.Fatal("a leased the directory again while its session is in doubt")
 	}
 	ma.FailApply(nil)
+}
+
+// faultyMount mounts "a" with session TTL ttl through a client of its own,
+// whose calls the test can fail; its close is not checked (its session
+// may be gone by then: ending it fails).
+func faultyMount(t *testing.T, e *env, ttl time.Duration) (*FS, *fstest.Meta) {
+	t.Helper()
+	ma := e.client().(*fstest.Meta)
+	a, err := New(testCtx(t), Config{Meta: ma, Objects: e.objects(), Name: "a", Logger: quietLogger(),
+		SessionTTL: ttl, MetaTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	return a, ma
 }

@@ -114,7 +114,7 @@ func abortMount(mp string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(fusectl, conn)); err != nil {
+	if ents, _ := os.ReadDir(fusectl); len(ents) == 0 { // fusectl is not mounted
 		if err := syscall.Mount("fusectl", fusectl, "fusectl", 0, ""); err != nil {
 			return fmt.Errorf("mounting fusectl on %s to abort the connection of %s: %w", fusectl, mp, err)
 		}
