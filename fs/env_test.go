@@ -221,3 +221,10 @@ func mustSize(t *testing.T, f *FS, ino uint64, want uint64) {
 		t.Fatalf("inode %d has size %d, want %d", ino, a.Size, want)
 	}
 }
+
+// Lookup finds name in directory parent: LookupKept without what the
+// kernel may keep, as the tests ask.
+func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
+	a, _, errno := f.LookupKept(ctx, parent, name)
+	return a, errno
+}

@@ -12,32 +12,33 @@ import (
 // RootIno is the root directory's inode number.
 const RootIno = 1
 
-// Lookup finds name in directory parent.
-func (f *FS) Lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, syscall.Errno) {
-	a, _, errno := f.view.lookup(ctx, parent, name)
-	return a, errno
-}
-
-// LookupOwn is Lookup, and also says whether the answer came from a
-// directory this mount write-leases: no other mount can add or remove a
-// name there until the lease is given back, so the kernel may keep a "no
-// such name" as long as it keeps a name (the FUSE adapter's negative
-// entries). Elsewhere a missing name is asked again at every lookup.
-func (f *FS) LookupOwn(ctx context.Context, parent uint64, name string) (a *metapb.Attr, own bool, errno syscall.Errno) {
+// LookupKept is Lookup, and also says how long the kernel may keep the
+// answer (Kept): a "no such name" in a directory this mount write-leases
+// as long as a name (the FUSE adapter's negative entries; elsewhere a
+// missing name is asked again at every lookup), and an answer from a read
+// lease's copy as long as the copy could answer it.
+func (f *FS) LookupKept(ctx context.Context, parent uint64, name string) (*metapb.Attr, Kept, syscall.Errno) {
 	return f.view.lookup(ctx, parent, name)
 }
 
-// GetAttr returns the attributes of ino: the mount's own in a directory it
-// leases, else asked of the service.
-func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
-	return f.view.getAttr(ctx, ino)
+// GetAttrKept returns the attributes of ino (the mount's own in a
+// directory it leases, a read lease's copy's, or the service's), and
+// until when the kernel may keep them (zero: its attribute timeout).
+func (f *FS) GetAttrKept(ctx context.Context, ino uint64) (*metapb.Attr, time.Time, syscall.Errno) {
+	return f.view.getAttrKept(ctx, ino)
 }
 
 // SetInvalidator gives the core the kernel's cache invalidations, which
 // drop what another mount changes in a directory this one read-leases
 // before the change is applied (readlease.go). Without one (tests without
 // FUSE) nothing the kernel caches needs dropping.
-func (f *FS) SetInvalidator(i Invalidator) { f.reads.setInvalidator(i) }
+func (f *FS) SetInvalidator(i Invalidator) { f.reads.kernel.set(i) }
+
+// GetAttr returns the attributes of ino: the mount's own in a directory it
+// leases, a read lease's copy's, or the service's.
+func (f *FS) GetAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
+	return f.view.getAttr(ctx, ino)
+}
 
 // SetAttrIn says what SetAttr changes: Valid holds namespace.SetAttr* bits.
 type SetAttrIn = namespace.SetAttrIn
@@ -204,7 +205,7 @@ func (f *FS) Rename(ctx context.Context, parent uint64, name string, newParent u
 	var victim uint64 // a directory the rename may replace
 	if flags&namespace.RenameExchange == 0 {
 		var keep uint64 // renamed onto itself: nothing is replaced
-		if a, errno := f.Lookup(ctx, parent, name); errno == 0 {
+		if a, _, errno := f.view.lookup(ctx, parent, name); errno == 0 {
 			keep = a.Ino
 		}
 		unlock, victim = f.view.lockRemoval(ctx, newParent, newName, keep, parent, newParent)

@@ -491,7 +491,7 @@ func (d *dataPlane) readAheadFiles(in *inode) {
 		if c == nil {
 			// A file of a read lease's copy the mount keeps nothing of:
 			// its attributes come from the copy, as its open's will.
-			a := d.view.reads.getAttr(ino)
+			a, _ := d.view.reads.getAttr(ino)
 			if a == nil {
 				continue
 			}

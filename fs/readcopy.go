@@ -13,8 +13,8 @@ import (
 // and the backoff of directories whose lease changes took (readlease.go).
 
 // readDir is a directory the mount holds a read lease of, and its copy:
-// immutable once published, but for used, the served marks, parent and
-// ahead (under readLeases.mu). The entries are kept flat: as protobuf messages, a
+// immutable once published, but for used, the served marks, parent,
+// ahead and kept (under readLeases.mu). The entries are kept flat: as protobuf messages, a
 // million of them took three times the memory.
 type readDir struct {
 	dir    uint64
@@ -30,6 +30,7 @@ type readDir struct {
 	// (walkOn).
 	parent uint64
 	ahead  bool
+	kept   int64 // until when the kernel may keep what it answered (unix ns)
 }
 
 // readEnt is an entry of a copy.

@@ -25,34 +25,19 @@ import (
 // No other mount can change what the copy holds meanwhile: its change is
 // refused by the service, which marks the lease revoked; this mount hears
 // it (leaseTable.watch), stops answering from the copy, tells the kernel to
-// drop every name and attribute it was given from it (Invalidator: the
-// kernel keeps them no longer than its attribute timeout anyway, but this
-// way the change is seen at once), and then releases the lease; the other
-// mount's retry goes through after that. The mount's own changes drop its
-// copy of what they touch before they are sent (changing) and release the
-// lease at once (two mounts each creating in a directory the other reads
-// would otherwise wait for each other's release), without telling the
-// kernel: what it was given from the copy it keeps no longer than its
-// attribute timeout, as it keeps what the mount answers outside read
-// leases; and the kernel's invalidation of a name waits for the
-// directory's lock, which the request making the change holds. A mount
-// killed while such an invalidation waits stays stuck in the kernel, and
-// so do the requests holding that lock, until someone aborts its FUSE
-// connection.
+// drop every name and attribute it was given from it (kernelCache: the
+// kernel may keep what a copy answered up to readKeep), and then releases
+// the lease; the other mount's retry goes through after that. The mount's
+// own changes drop its copy of what they touch before they are sent
+// (changing), and give the lease back too: their request holds the
+// directory's lock, so the names the kernel was given from the copy are
+// dropped once it is answered, and the lease released after that (two
+// mounts each changing a directory the other reads wait for each other's
+// release: this wait is short, giveBack).
 //
 // The copy is trusted only while the session is: a mount cut off from the
 // service stops answering from it before the service could let another
 // mount change it (fresh).
-
-// Invalidator drops what the kernel caches; the FUSE adapter (fs/fuse)
-// implements it. Its calls may wait for a kernel request in progress to
-// finish, so the core makes them from no request's path.
-type Invalidator interface {
-	// InvalEntry makes the kernel forget name in directory parent.
-	InvalEntry(parent uint64, name string)
-	// InvalAttr makes the kernel ask for ino's attributes again.
-	InvalAttr(ino uint64)
-}
 
 // readLoad is a read lease being taken: a change of the mount's own in the
 // directory or of one of its children meanwhile spoils it.
@@ -68,7 +53,7 @@ type readLeases struct {
 	handles *handleTable // closes of handles registered late (register)
 	off     bool
 
-	inval atomic.Pointer[Invalidator]
+	kernel *kernelCache
 	// renewed: when the session's last renewal that succeeded was sent
 	// (unix ns): the service keeps the session, and so its read leases,
 	// at least SessionTTL from then.
@@ -106,10 +91,12 @@ const (
 	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
 	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
+	readKeep       = 10 * time.Second       // how long the kernel may keep what a copy answered, at most
+	readOwnWait    = 100 * time.Millisecond // how long a release for a change of the mount's own waits for them
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]bool{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: &kernelCache{log: b.log}, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]bool{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
@@ -117,50 +104,57 @@ func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *rea
 	return r
 }
 
-// setInvalidator installs the kernel's invalidations.
-func (r *readLeases) setInvalidator(i Invalidator) { r.inval.Store(&i) }
+// keep is until when the kernel may keep what d answers now (Kept), and
+// notes it in d. r.mu is held.
+func (r *readLeases) keep(d *readDir) time.Time {
+	until := min(r.until().UnixNano(), time.Now().Add(readKeep).UnixNano())
+	d.kept = max(d.kept, until)
+	return time.Unix(0, until)
+}
 
 // lookup answers a lookup in parent from its copy. ok: parent is
-// read-leased and the answer is its (a, or ENOENT with a nil a).
-func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, ok bool) {
+// read-leased and the answer is its (a, or ENOENT with a nil a), which
+// the kernel may keep until kept.
+func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, kept time.Time, ok bool) {
 	if name == "." || name == ".." || !r.fresh() {
-		return nil, false // "." and "..": the kernel's to resolve; not in the copy
+		return nil, kept, false // "." and "..": the kernel's to resolve; not in the copy
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.dirs[parent]
 	if d == nil {
-		return nil, false
+		return nil, kept, false
 	}
 	r.use(d)
 	i, ok := d.byName[name]
 	if !ok {
-		return nil, true
+		return nil, kept, true
 	}
 	e := &d.ents[i]
 	e.served, e.a.served = true, true
-	return e.a.pb(), true
+	return e.a.pb(), r.keep(d), true
 }
 
-// getAttr answers ino's attributes from a copy, if one holds them.
-func (r *readLeases) getAttr(ino uint64) *metapb.Attr {
+// getAttr answers ino's attributes from a copy, if one holds them, and
+// until when the kernel may keep them.
+func (r *readLeases) getAttr(ino uint64) (*metapb.Attr, time.Time) {
 	if !r.fresh() {
-		return nil
+		return nil, time.Time{}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.byIno[ino]
 	if d == nil {
-		return nil
+		return nil, time.Time{}
 	}
 	d.used.Store(time.Now().UnixNano())
 	if ino == d.dir {
 		d.self.served = true
-		return d.self.pb()
+		return d.self.pb(), r.keep(d)
 	}
 	e := &d.ents[d.byIno[ino]]
 	e.a.served = true
-	return e.a.pb()
+	return e.a.pb(), r.keep(d)
 }
 
 // readDir answers a page of dir's entries after cookie from its copy.
@@ -355,56 +349,38 @@ func (r *readLeases) unpublish(d *readDir) {
 }
 
 // giveBack releases the lease of d's copy (d is unpublished), in the
-// background. revoked (or idle): the kernel first drops what it was given
-// from the copy, and the opens under it are registered (another mount's
-// change waits for the release). Dropped for a change of the mount's own:
-// the kernel is told nothing (see above; its caller registered the opens).
+// background, once the kernel dropped what it was given from the copy:
+// attributes at once, names once the directory is idle (kernelCache),
+// waiting readInvalWait for that at most, the rest later. revoked (or
+// idle): another mount's change waits for the release; the opens under
+// the copy are registered first. Dropped for a change of the mount's own
+// (its caller registered the opens): the request making the change holds
+// the directory's lock, and may itself wait for another mount's release,
+// which may wait for a change of its own: the release waits readOwnWait
+// at most.
 func (r *readLeases) giveBack(d *readDir, revoked bool) {
-	var names []string
-	var inos []uint64
+	r.mu.Lock()
+	names, inos := d.takeServed()
+	kept := time.Unix(0, d.kept)
+	r.mu.Unlock()
+	wait := readOwnWait
 	if revoked {
-		r.mu.Lock()
-		names, inos = d.takeServed()
-		r.mu.Unlock()
+		wait = readInvalWait
 	}
 	r.releases.Add(1)
 	go func() {
 		defer r.releases.Done()
+		r.kernel.attrs(inos)
+		names = r.kernel.names(d.dir, names, time.Now().Add(wait))
 		if revoked {
-			r.invalidate(d.dir, names, inos)
 			r.register(d.dir)
 		}
 		r.release(d.dir, d.sess)
+		r.kernel.later(d.dir, names, kept)
 		if r.debugOn {
-			r.log.Debug("read lease given back", "dir", d.dir, "revoked", revoked, "names", len(names), "attrs", len(inos))
+			r.log.Debug("read lease given back", "dir", d.dir, "revoked", revoked, "names left", len(names), "attrs", len(inos))
 		}
 	}()
-}
-
-// invalidate tells the kernel to drop names in dir and the attributes of
-// inos, waiting at most readInvalWait (a kernel request it waits for may
-// itself wait for the service to let go of something this release holds).
-func (r *readLeases) invalidate(dir uint64, names []string, inos []uint64) {
-	ip := r.inval.Load()
-	if ip == nil || len(names)+len(inos) == 0 {
-		return
-	}
-	inv := *ip
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for _, name := range names {
-			inv.InvalEntry(dir, name)
-		}
-		for _, ino := range inos {
-			inv.InvalAttr(ino)
-		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(readInvalWait):
-		r.log.Warn("the kernel is slow to drop cached names; releasing the read lease anyway", "dir", dir)
-	}
 }
 
 // release tells the service the mount no longer holds dir's read lease.
@@ -486,13 +462,19 @@ func (r *readLeases) dropAll() {
 	for _, d := range out {
 		r.mu.Lock()
 		names, inos := d.takeServed()
+		kept := time.Unix(0, d.kept)
 		r.mu.Unlock()
-		r.invalidate(d.dir, names, inos)
+		r.kernel.attrs(inos)
+		r.kernel.later(d.dir, names, kept)
 	}
 }
 
-// wait waits for the releases in flight (the mount is closing).
-func (r *readLeases) wait() { r.releases.Wait() }
+// wait waits for the releases in flight, and the kernel's invalidations
+// (the mount is closing).
+func (r *readLeases) wait() {
+	r.releases.Wait()
+	r.kernel.wait()
+}
 
 // Read leases taken ahead of a walk.
 //

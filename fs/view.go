@@ -51,50 +51,57 @@ func (v *view) applyAttr(ctx context.Context, cmd *metapb.Command) (*metapb.Attr
 // getAttr returns the attributes of ino: the mount's own, a read lease's
 // copy's, or the service's.
 func (v *view) getAttr(ctx context.Context, ino uint64) (*metapb.Attr, syscall.Errno) {
+	a, _, errno := v.getAttrKept(ctx, ino)
+	return a, errno
+}
+
+// getAttrKept is getAttr, and until when the kernel may keep the answer
+// (zero: the mount's attribute timeout).
+func (v *view) getAttrKept(ctx context.Context, ino uint64) (*metapb.Attr, time.Time, syscall.Errno) {
 	if a := v.localAttr(ino); a != nil {
-		return a, 0
+		return a, time.Time{}, 0
 	}
-	if a := v.reads.getAttr(ino); a != nil {
-		return v.inodes.remember(a), 0
+	if a, kept := v.reads.getAttr(ino); a != nil {
+		return v.inodes.remember(a), kept, 0
 	}
 	a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: ino}}}))
 	if errno != 0 {
-		return nil, errno
+		return nil, time.Time{}, errno
 	}
-	return v.inodes.remember(a), 0
+	return v.inodes.remember(a), time.Time{}, 0
 }
 
 // lookup finds name in directory parent: in the mount's own entries of a
 // directory it write-leases (leased), in a read lease's copy, or at the
 // service.
-func (v *view) lookup(ctx context.Context, parent uint64, name string) (_ *metapb.Attr, leased bool, _ syscall.Errno) {
+func (v *view) lookup(ctx context.Context, parent uint64, name string) (*metapb.Attr, Kept, syscall.Errno) {
 	if len(name) > maxNameLen {
-		return nil, false, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
+		return nil, Kept{}, syscall.ENAMETOOLONG // not "no such name" from a leased directory's entries
 	}
 	if a, ino, ok, errno := v.lookupLeased(parent, name); ok {
 		if errno != 0 || a != nil {
-			return a, true, errno
+			return a, Kept{Own: true}, errno
 		}
 		a, errno = v.getAttr(ctx, ino)
-		return a, true, errno
+		return a, Kept{Own: true}, errno
 	}
-	if a, ok := v.reads.lookup(parent, name); ok {
+	if a, kept, ok := v.reads.lookup(parent, name); ok {
 		if a == nil {
-			return nil, false, syscall.ENOENT
+			return nil, Kept{}, syscall.ENOENT
 		}
 		if own := v.localAttr(a.Ino); own != nil {
-			return own, false, 0 // a directory this mount write-leases: its attributes change here
+			return own, Kept{}, 0 // a directory this mount write-leases: its attributes change here
 		}
-		return v.inodes.remember(a), false, 0
+		return v.inodes.remember(a), Kept{Until: kept}, 0
 	}
 	a, errno := attrOf(v.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: parent, Name: name}}}))
 	if errno == 0 || errno == syscall.ENOENT {
 		v.reads.noteLookup(parent)
 	}
 	if errno != 0 {
-		return nil, false, errno
+		return nil, Kept{}, errno
 	}
-	return v.inodes.remember(a), false, 0
+	return v.inodes.remember(a), Kept{}, 0
 }
 
 // localAttr returns an eligible inode's attributes (nil if it is not). It

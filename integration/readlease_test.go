@@ -246,3 +246,89 @@ func TestReadLeasesAcrossMounts(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelKeepsReadLeasedTree: what a mount answered from read leases'
+// copies the kernel keeps past --attr-timeout (0 here: outside read leases
+// it asks every time), so that a tree walked again costs the mount no
+// request at all; and it is told to drop it whenever a lease ends, so that
+// another mount's change is seen at once, after a change of the mount's
+// own in the directory too (which gives its lease up).
+func TestKernelKeepsReadLeasedTree(t *testing.T) {
+	fc := newFSCluster(t, 1, 6)
+	metrics := freeAddr(t, "127.0.0.43")
+	m1 := fc.mount("--http-addr", metrics, "--attr-timeout", "0s")
+	m2 := fc.mount()
+	tree1, tree2 := filepath.Join(m1.dir, "t"), filepath.Join(m2.dir, "t")
+	for d := range 3 {
+		for f := range 10 {
+			p := filepath.Join(tree2, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	asked := func() [2]int64 {
+		return [2]int64{fuseRequests(t, metrics, "lookup"), fuseRequests(t, metrics, "getattr")}
+	}
+	// kernelServes walks dir on m1 until a walk costs no lookup (the
+	// first walks take the read leases), and at most a getattr per
+	// directory it lists: the kernel forgets a directory's atime when it
+	// lists it (fuse_invalidate_atime), and asks for it at the next stat.
+	kernelServes := func(dir string, names, dirs int) {
+		t.Helper()
+		waitFor(t, "the kernel to serve "+dir+" alone", 20*time.Second, func() error {
+			if _, err := os.ReadDir(m1.dir); err != nil { // the mount's root too
+				return err
+			}
+			before := asked()
+			if n := walk(t, dir); n != names {
+				t.Fatalf("walk of %s found %d names, want %d", dir, n, names)
+			}
+			if after := asked(); after[0] != before[0] || after[1]-before[1] > int64(dirs) {
+				return fmt.Errorf("%d lookups and %d getattrs", after[0]-before[0], after[1]-before[1])
+			}
+			return nil
+		})
+	}
+	kernelServes(tree1, 1+3+30, 4)
+
+	// Another mount's changes are seen at once.
+	if err := os.Chmod(filepath.Join(tree2, "d0", "f0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(filepath.Join(tree1, "d0", "f0")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("m1 after m2's chmod: %v %v", st.Mode(), err)
+	}
+	kernelServes(filepath.Join(tree1, "d1"), 11, 1)
+	if err := os.Rename(filepath.Join(tree2, "d1", "f1"), filepath.Join(tree2, "d1", "g1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d1", "f1")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("m1 finds f1 after m2 renamed it: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d1", "g1")); err != nil {
+		t.Fatalf("m1 after m2's rename: %v", err)
+	}
+
+	// A change of m1's own in a directory it read-leases gives the lease
+	// up: what the kernel kept from it is dropped all the same.
+	kernelServes(filepath.Join(tree1, "d2"), 11, 1)
+	if err := os.WriteFile(filepath.Join(tree1, "d2", "mine"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(tree2, "d2", "f2"), filepath.Join(tree2, "d2", "g2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(tree1, "d2", "f2")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("m1 finds f2 after its own create and m2's rename: %v", err)
+	}
+	if err := os.Chmod(filepath.Join(tree2, "d2", "f3"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(filepath.Join(tree1, "d2", "f3")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("m1 after its own create and m2's chmod: %v %v", st.Mode(), err)
+	}
+}

@@ -32,7 +32,8 @@ type MountOptions struct {
 // returned server's Wait returns once it is unmounted.
 func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	opts := mountOptions(o)
-	raw := observed{RawFileSystem: fusefs.NewNodeFS(&node{core: f, ttl: *opts.EntryTimeout}, opts), obs: o.Observe}
+	busy := newBusyDirs()
+	raw := observed{RawFileSystem: fusefs.NewNodeFS(&node{core: f, ttl: *opts.EntryTimeout}, opts), obs: o.Observe, busy: busy}
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, err
@@ -41,7 +42,7 @@ func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	if err := srv.WaitMount(); err != nil {
 		return nil, err
 	}
-	f.SetInvalidator(invalidator{srv})
+	f.SetInvalidator(invalidator{srv: srv, busy: busy})
 	return srv, nil
 }
 
@@ -92,8 +93,9 @@ type node struct {
 	fusefs.Inode
 	core *fs.FS
 	// ttl: how long the kernel keeps names and attributes (AttrTimeout):
-	// those of a lookup, a getattr or a setattr, and a name the mount said
-	// is missing from a directory it write-leases (fs.LookupOwn).
+	// those of a lookup, a getattr or a setattr (longer for an answer
+	// from a read lease's copy, fs.Kept), and a name the mount said is
+	// missing from a directory it write-leases.
 	// Elsewhere it keeps no missing name (NegativeTimeout 0): another mount
 	// may make the name at any time.
 	ttl time.Duration
@@ -165,23 +167,40 @@ func caller(ctx context.Context) (uid, gid uint32) {
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, own, errno := n.core.LookupOwn(ctx, n.ino(), name)
-	if errno == syscall.ENOENT && own {
+	a, kept, errno := n.core.LookupKept(ctx, n.ino(), name)
+	if errno == syscall.ENOENT && kept.Own {
 		out.SetEntryTimeout(n.ttl) // observed.Lookup answers a negative entry kept this long
 	}
 	if errno != 0 {
 		return nil, errno
 	}
+	if d := n.keep(kept.Until); d > 0 {
+		out.SetEntryTimeout(d)
+		out.SetAttrTimeout(d)
+	}
 	return n.child(ctx, a, out), 0
+}
+
+// keep is how long the kernel may keep an answer the core says it may
+// keep until (fs.Kept), if that is longer than the mount's attribute
+// timeout (0 otherwise: go-fuse fills that in).
+func (n *node) keep(until time.Time) time.Duration {
+	if d := time.Until(until); d > n.ttl {
+		return d
+	}
+	return 0
 }
 
 func (n *node) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	a, errno := n.core.GetAttr(ctx, n.ino())
+	a, kept, errno := n.core.GetAttrKept(ctx, n.ino())
 	if errno != 0 {
 		return stale(errno)
 	}
 	fill(a, &out.Attr)
+	if d := n.keep(kept); d > 0 {
+		out.SetTimeout(d)
+	}
 	return 0
 }
 
@@ -516,76 +535,4 @@ func (n *node) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uin
 		_, errno = n.core.SetAttr(ctx, n.ino(), fs.SetAttrIn{Valid: namespace.SetSize, Size: end})
 	}
 	return errno
-}
-
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	parent := n.ino()
-	if _, p := n.Parent(); p != nil {
-		parent = p.StableAttr().Ino
-	}
-	return &dirHandle{core: n.core, ino: n.ino(), parent: parent, seen: n.core.ErrSeq(n.ino())}, 0, 0
-}
-
-// dirHandle lists a directory: "." and "..", then the service's entries in
-// pages, by its cookies (which stay valid while the directory changes).
-// The offset the kernel sees is 1 for ".", 2 for "..", and cookie+2 for an
-// entry.
-type dirHandle struct {
-	core   *fs.FS
-	ino    uint64
-	parent uint64
-	dots   int    // how many of "." and ".." were returned
-	cookie uint64 // the service's cookie of the last entry returned
-	buf    []*metapb.DirEntry
-	eof    bool
-	seen   uint64 // failures of the directory's changes this descriptor was told of (errseq)
-}
-
-const (
-	dirPage    = 512
-	dotEntries = 2
-)
-
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	ctx = context.WithoutCancel(ctx) // see uninterruptible
-	if d.dots < dotEntries {
-		d.dots++
-		if d.dots == 1 {
-			return &fuse.DirEntry{Name: ".", Ino: d.ino, Mode: syscall.S_IFDIR, Off: 1}, 0
-		}
-		return &fuse.DirEntry{Name: "..", Ino: d.parent, Mode: syscall.S_IFDIR, Off: 2}, 0
-	}
-	if len(d.buf) == 0 && !d.eof {
-		es, errno := d.core.ReadDir(ctx, d.ino, d.cookie, dirPage)
-		if errno != 0 {
-			return nil, errno
-		}
-		d.buf = es
-		d.eof = len(es) < dirPage
-	}
-	if len(d.buf) == 0 {
-		return nil, 0
-	}
-	e := d.buf[0]
-	d.buf = d.buf[1:]
-	d.cookie = e.Cookie
-	return &fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: namespace.FileType(e.Type).IFMT(), Off: e.Cookie + dotEntries}, 0
-}
-
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.buf, d.eof = nil, false
-	if off < dotEntries {
-		d.dots, d.cookie = int(off), 0
-	} else {
-		d.dots, d.cookie = dotEntries, off-dotEntries
-	}
-	return 0
-}
-
-func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
-
-// Fsyncdir returns once the changes this mount wrote behind are applied
-// (the directory's entries among them).
-func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	return d.core.SyncDir(context.WithoutCancel(ctx), d.ino, &d.seen)
 }

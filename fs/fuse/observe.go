@@ -12,12 +12,14 @@ import (
 // Calls come from many goroutines at once.
 type Observer func(op string, took time.Duration, status fuse.Status)
 
-// observed passes each request to go-fuse's node file system and tells the
-// observer, if any, about it. Requests it does not time (init, ioctl, …)
-// pass through untouched.
+// observed passes each request to go-fuse's node file system, tells the
+// observer, if any, about it, and counts the requests in progress by the
+// directory whose lock the kernel may hold for them (busyDirs). Requests
+// it does not time (init, ioctl, …) pass through untouched.
 type observed struct {
 	fuse.RawFileSystem
-	obs Observer
+	obs  Observer
+	busy *busyDirs // the requests in progress by directory
 }
 
 func (o observed) done(op string, t time.Time, st fuse.Status) {
@@ -93,6 +95,8 @@ func (o observed) Forget(nodeid, nlookup uint64) {
 // a negative entry the kernel keeps that long: go-fuse does so only with
 // its mount-wide NegativeTimeout.
 func (o observed) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	o.busy.enter(header.NodeId)
+	defer o.busy.leave(header.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Lookup(cancel, header, name, out)
 	if st == fuse.ENOENT && out.EntryTimeout() > 0 {
@@ -111,6 +115,8 @@ func (o observed) GetAttr(cancel <-chan struct{}, input *fuse.GetAttrIn, out *fu
 }
 
 func (o observed) SetAttr(cancel <-chan struct{}, input *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.SetAttr(cancel, input, out)
 	o.done("setattr", t, st)
@@ -118,6 +124,8 @@ func (o observed) SetAttr(cancel <-chan struct{}, input *fuse.SetAttrIn, out *fu
 }
 
 func (o observed) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Mknod(cancel, input, name, out)
 	o.done("mknod", t, st)
@@ -125,6 +133,8 @@ func (o observed) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name string
 }
 
 func (o observed) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Mkdir(cancel, input, name, out)
 	o.done("mkdir", t, st)
@@ -132,6 +142,8 @@ func (o observed) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name string
 }
 
 func (o observed) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
+	o.busy.enter(header.NodeId)
+	defer o.busy.leave(header.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Unlink(cancel, header, name)
 	o.done("unlink", t, st)
@@ -139,6 +151,8 @@ func (o observed) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name str
 }
 
 func (o observed) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
+	o.busy.enter(header.NodeId)
+	defer o.busy.leave(header.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Rmdir(cancel, header, name)
 	o.done("rmdir", t, st)
@@ -146,6 +160,10 @@ func (o observed) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name stri
 }
 
 func (o observed) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName string, newName string) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
+	o.busy.enter(input.Newdir)
+	defer o.busy.leave(input.Newdir)
 	t := time.Now()
 	st := o.RawFileSystem.Rename(cancel, input, oldName, newName)
 	o.done("rename", t, st)
@@ -153,6 +171,8 @@ func (o observed) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName s
 }
 
 func (o observed) Link(cancel <-chan struct{}, input *fuse.LinkIn, filename string, out *fuse.EntryOut) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Link(cancel, input, filename, out)
 	o.done("link", t, st)
@@ -160,6 +180,8 @@ func (o observed) Link(cancel <-chan struct{}, input *fuse.LinkIn, filename stri
 }
 
 func (o observed) Symlink(cancel <-chan struct{}, header *fuse.InHeader, pointedTo string, linkName string, out *fuse.EntryOut) fuse.Status {
+	o.busy.enter(header.NodeId)
+	defer o.busy.leave(header.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Symlink(cancel, header, pointedTo, linkName, out)
 	o.done("symlink", t, st)
@@ -174,6 +196,8 @@ func (o observed) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.Stat
 }
 
 func (o observed) Create(cancel <-chan struct{}, input *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.Create(cancel, input, name, out)
 	o.done("create", t, st)
@@ -237,6 +261,8 @@ func (o observed) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.
 }
 
 func (o observed) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.ReadDir(cancel, input, out)
 	o.done("readdir", t, st)
@@ -244,6 +270,8 @@ func (o observed) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.
 }
 
 func (o observed) ReadDirPlus(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.ReadDirPlus(cancel, input, out)
 	o.done("readdirplus", t, st)
@@ -251,6 +279,8 @@ func (o observed) ReadDirPlus(cancel <-chan struct{}, input *fuse.ReadIn, out *f
 }
 
 func (o observed) FsyncDir(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.FsyncDir(cancel, input)
 	o.done("fsyncdir", t, st)
@@ -265,6 +295,8 @@ func (o observed) StatFs(cancel <-chan struct{}, input *fuse.InHeader, out *fuse
 }
 
 func (o observed) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) fuse.Status {
+	o.busy.enter(header.NodeId)
+	defer o.busy.leave(header.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.RemoveXAttr(cancel, header, attr)
 	o.done("removexattr", t, st)
@@ -272,6 +304,8 @@ func (o observed) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, att
 }
 
 func (o observed) SetXAttr(cancel <-chan struct{}, input *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	o.busy.enter(input.NodeId)
+	defer o.busy.leave(input.NodeId)
 	t := time.Now()
 	st := o.RawFileSystem.SetXAttr(cancel, input, attr, data)
 	o.done("setxattr", t, st)

@@ -1,0 +1,90 @@
+package fs
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ecfs/ecfs/cluster/namespace"
+)
+
+// recordingKernel is an Invalidator that records what it was told, and
+// what the service's state was when it was told (when set).
+type recordingKernel struct {
+	mu      sync.Mutex
+	entries []string
+	attrs   []uint64
+	before  func() string // the state it saw then
+	seen    []string
+	busy    atomic.Bool // names wait while set (a request in their directory), until their deadline
+}
+
+func (k *recordingKernel) InvalEntries(parent uint64, names []string, by time.Time) int {
+	for k.busy.Load() { // as the adapter waits for the directory to be idle
+		if !time.Now().Before(by) {
+			return 0
+		}
+		time.Sleep(time.Millisecond)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, name := range names {
+		k.entries = append(k.entries, fmt.Sprintf("%d/%s", parent, name))
+		if k.before != nil {
+			k.seen = append(k.seen, k.before())
+		}
+	}
+	return len(names)
+}
+
+func (k *recordingKernel) InvalAttr(ino uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.attrs = append(k.attrs, ino)
+}
+
+func (k *recordingKernel) told(entry string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Contains(k.entries, entry)
+}
+
+// TestReadLeaseReleasedWhileDirectoryBusy: a revoked read lease whose
+// directory has a request of the holder's in progress (which the kernel's
+// invalidation of a name would wait for) is released after readInvalWait
+// with the attributes dropped, and its names are dropped once the
+// directory is idle.
+func TestReadLeaseReleasedWhileDirectoryBusy(t *testing.T) {
+	t.Parallel()
+	_, a, b, d, files, _, k := readLeased(t, 2)
+	ctx := testCtx(t)
+	_, kept, errno := a.LookupKept(ctx, d, "f0")
+	mustErrno(t, "lookup", errno, 0)
+	if left := time.Until(kept.Until); left < readKeep/2 || left > readKeep {
+		t.Fatalf("an answer from the copy may be kept %v; want about readKeep (%v)", left, readKeep)
+	}
+	k.busy.Store(true)
+	start := time.Now()
+	if _, errno := b.SetAttr(ctx, files[0], SetAttrIn{Valid: namespace.SetMode, Mode: 0o600}); errno != 0 {
+		t.Fatalf("chmod on b: %v", errno)
+	}
+	if took := time.Since(start); took < readInvalWait*4/5 || took > readInvalWait+5*time.Second {
+		t.Fatalf("b's change took %v; want it to wait readInvalWait (%v) for the busy holder", took, readInvalWait)
+	}
+	k.mu.Lock()
+	attrs, names := slices.Clone(k.attrs), slices.Clone(k.entries)
+	k.mu.Unlock()
+	if !slices.Contains(attrs, files[0]) || len(names) != 0 {
+		t.Fatalf("kernel told to drop attributes %v and names %v while busy; want f0's attributes only", attrs, names)
+	}
+	if at, errno := a.GetAttr(ctx, files[0]); errno != 0 || at.Mode != 0o600 {
+		t.Fatalf("a after b's chmod: %v %v", at, errno)
+	}
+	k.busy.Store(false)
+	waitUntil(t, "f0's name dropped once the directory is idle", 10*time.Second, func() bool {
+		return k.told(fmt.Sprintf("%d/f0", d))
+	})
+}
