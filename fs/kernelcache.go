@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 )
 
 // What the kernel keeps from read leases' copies, and how it is told to
@@ -31,6 +33,14 @@ import (
 // mount renamed may still resolve here, to its file's current attributes
 // (a removed file's are asked of the service, which says it is gone, and
 // the kernel looks the name up again).
+//
+// A read-leased directory the mount starts writing in (rm -rf, rsync
+// --delete) is write-leased (leaseTable.acquire), and no other mount can
+// change its names until that lease ends. The names the kernel was given
+// from the copy that the write lease's listing still holds, for the same
+// files, are then parked rather than dropped (the kernel would ask for
+// each again, one lookup per file the rm is about to remove), and dropped
+// when the write lease ends (unpark), unless they expired.
 
 // Invalidator drops what the kernel caches; the FUSE adapter (fs/fuse)
 // implements it.
@@ -62,6 +72,72 @@ type kernelCache struct {
 	log     *slog.Logger
 	inval   atomic.Pointer[Invalidator]
 	pending sync.WaitGroup // names waiting for their directory to be idle
+
+	mu     lockorder.Mutex  // a leaf; guards parked
+	parked map[uint64]*kept // by directory: names kept while the mount write-leases it
+}
+
+// kept is names the kernel keeps until a time.
+type kept struct {
+	names []string
+	until time.Time
+}
+
+func newKernelCache(log *slog.Logger) *kernelCache {
+	k := &kernelCache{log: log, parked: map[uint64]*kept{}}
+	k.mu.Init(levelKernel, "kernelCache.mu")
+	return k
+}
+
+// park keeps names in dir, which the kernel may keep until until, until
+// the mount's write lease of dir ends (unpark).
+func (k *kernelCache) park(dir uint64, names []string, until time.Time) {
+	now := time.Now()
+	if len(names) == 0 || !now.Before(until) {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.parked) > 4096 {
+		for d, p := range k.parked {
+			if !now.Before(p.until) {
+				delete(k.parked, d)
+			}
+		}
+	}
+	p := k.parked[dir]
+	if p == nil {
+		p = &kept{}
+		k.parked[dir] = p
+	}
+	p.names = append(p.names, names...)
+	if until.After(p.until) {
+		p.until = until
+	}
+}
+
+// unpark drops the names parked in dirs, whose write leases end: waiting
+// for each directory to be idle until by at most, the rest later.
+func (k *kernelCache) unpark(dirs []uint64, by time.Time) {
+	k.mu.Lock()
+	var ps []*kept
+	var ds []uint64
+	for _, d := range dirs {
+		if p := k.parked[d]; p != nil {
+			delete(k.parked, d)
+			ps, ds = append(ps, p), append(ds, d)
+		}
+	}
+	k.mu.Unlock()
+	for i, p := range ps {
+		wait := by
+		if p.until.Before(wait) {
+			wait = p.until
+		}
+		if time.Now().Before(p.until) {
+			k.later(ds[i], k.names(ds[i], p.names, wait), p.until)
+		}
+	}
 }
 
 func (k *kernelCache) set(i Invalidator) { k.inval.Store(&i) }

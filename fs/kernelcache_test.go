@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
@@ -87,4 +88,46 @@ func TestReadLeaseReleasedWhileDirectoryBusy(t *testing.T) {
 	waitUntil(t, "f0's name dropped once the directory is idle", 10*time.Second, func() bool {
 		return k.told(fmt.Sprintf("%d/f0", d))
 	})
+}
+
+// TestReadLeaseHandedToWriteLease: a read-leased directory the mount
+// starts writing in is write-leased; the names the kernel was given from
+// the copy stay with it (no other mount can change them), and are dropped
+// when the write lease ends, before another mount's change goes through.
+func TestReadLeaseHandedToWriteLease(t *testing.T) {
+	t.Parallel()
+	e, a, b, d, files, _, k := readLeased(t, 3)
+	ctx := testCtx(t)
+	for i := range files {
+		_, errno := a.Lookup(ctx, d, fmt.Sprint("f", i))
+		mustErrno(t, "lookup", errno, 0)
+	}
+	leaseByWriting(t, a, d)
+	a.reads.wait()
+	k.mu.Lock()
+	names, attrs := slices.Clone(k.entries), slices.Clone(k.attrs)
+	k.mu.Unlock()
+	if len(names) != 0 {
+		t.Fatalf("kernel told to drop names %v the write lease covers", names)
+	}
+	for _, f := range files {
+		if !slices.Contains(attrs, f) {
+			t.Fatalf("kernel not told to drop the attributes of %d (told %v)", f, attrs)
+		}
+	}
+	k.mu.Lock()
+	k.before = func() string {
+		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: d, Name: "theirs"}}})
+		return fmt.Sprint(r.GetAttr() != nil)
+	}
+	k.mu.Unlock()
+	mustCreate(t, b, d, "theirs") // revokes a's write lease
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range files {
+		j := slices.Index(k.entries, fmt.Sprintf("%d/f%d", d, i))
+		if j < 0 || k.seen[j] != "false" {
+			t.Fatalf("f%d: kernel told %v, seeing b's file made %v; want f%d dropped before b's create", i, k.entries, k.seen, i)
+		}
+	}
 }

@@ -104,7 +104,12 @@ func (t *leaseTable) acquire(dir uint64) {
 	// The mount's own copies of dir and of its attributes would go stale
 	// once it writes behind in it.
 	t.reads.handOver(dir)
-	defer t.reads.leased(dir) // once published, or not granted
+	handed := false
+	defer func() {
+		if !handed {
+			t.reads.leased(dir, nil) // not granted
+		}
+	}()
 	l := newDirLease(dir, t.pipe.session())
 	// Not published yet: nobody else holds them (TryLock: taken under
 	// lmu, a leaf, they cannot wait).
@@ -123,6 +128,12 @@ func (t *leaseTable) acquire(dir uint64) {
 	}
 	l.held.Store(ok)
 	l.used.Store(time.Now().UnixNano())
+	if ok {
+		// Before the lease is used (emu is held): what the kernel was
+		// given from the copy is checked against l's listing.
+		handed = true
+		t.reads.leased(dir, func(name string) (uint64, bool) { e, in := l.ents[name]; return e.ino, in })
+	}
 	l.emu.Unlock()
 	l.mu.Unlock()
 	if !ok {

@@ -453,6 +453,9 @@ func (t *leaseTable) giveBackAll(dirs []uint64) {
 		bySess[sess] = append(bySess[sess], &metapb.Command{Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dirs[i], Mode: 2}}})
 	}
 	t.pipe.drain()
+	// What the kernel was given from read leases' copies before these
+	// write leases, and kept (kernelCache.park).
+	t.reads.kernel.unpark(dirs, time.Now().Add(readInvalWait))
 	for sess, cmds := range bySess {
 		for len(cmds) > 0 {
 			n := min(len(cmds), maxReleases)

@@ -32,7 +32,7 @@ import "github.com/ecfs/ecfs/fs/internal/lockorder"
 //     pipeline.mu (the sender records failures on inodes before it takes
 //     it), Handle.mu, budget.mu, closer.mu, objectCache.mu, placer.mu
 //     (held across one Place call), readLeases.mu, prefetched.mu,
-//     fetchedBlocks.mu.
+//     fetchedBlocks.mu, kernelCache.mu.
 //
 // Waiting without a lock: a writer waits for buffer memory without its
 // inode's mu; Flush waits for uploads without it; whoever waits for the
@@ -62,4 +62,5 @@ var (
 	levelReads    = lockorder.Define(51, "readLeases.mu")
 	levelPrefetch = lockorder.Define(52, "prefetched.mu")
 	levelFetched  = lockorder.Define(53, "fetchedBlocks.mu")
+	levelKernel   = lockorder.Define(54, "kernelCache.mu")
 )

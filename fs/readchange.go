@@ -2,6 +2,7 @@ package fs
 
 import (
 	"slices"
+	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
@@ -44,7 +45,7 @@ func (r *readLeases) changing(cmd *metapb.Command) (done func()) {
 	r.mu.Unlock()
 	for _, d := range drop {
 		r.register(d.dir) // before the change: it may remove a file open here
-		r.giveBack(d, false)
+		r.giveBack(d, giveOwn)
 	}
 	return func() {
 		r.mu.Lock()
@@ -142,20 +143,59 @@ func (r *readLeases) targets(cmd *metapb.Command) []uint64 {
 // one being loaded now is spoiled.
 func (r *readLeases) handOver(dir uint64) {
 	r.mu.Lock()
-	r.leasing[dir] = true
+	r.leasing[dir] = &handing{done: make(chan struct{})}
 	out := r.unpublishCovering(dir)
 	r.mu.Unlock()
 	for _, d := range out {
 		r.register(d.dir)
-		r.giveBack(d, false)
+		if d.dir == dir {
+			r.giveBack(d, giveToWrite)
+		} else {
+			r.giveBack(d, giveOwn)
+		}
 	}
 }
 
-// leased ends handOver(dir): the write lease is published (or refused).
-func (r *readLeases) leased(dir uint64) {
+// handing is a directory being write-leased (handOver until leased), and
+// what the kernel was given from its copy.
+type handing struct {
+	d     *readDir
+	names []string
+	kept  time.Time
+	drop  []string      // the names the write lease does not cover (set before done)
+	done  chan struct{} // closed by leased
+}
+
+// leased ends handOver(dir): the write lease is published, listing names
+// (listed), or refused (nil). The names the kernel was given from the
+// copy that the listing holds for the same files are parked until the
+// write lease ends: no other mount could change them since the copy was
+// taken (the read lease is released after this). The others are
+// dropped (giveBack).
+func (r *readLeases) leased(dir uint64, listed func(name string) (uint64, bool)) {
 	r.mu.Lock()
+	h := r.leasing[dir]
 	delete(r.leasing, dir)
 	r.mu.Unlock()
+	if h == nil {
+		return
+	}
+	defer close(h.done)
+	if h.d == nil {
+		return
+	}
+	var keep []string
+	for _, name := range h.names {
+		if listed != nil {
+			i, ok := h.d.byName[name] // the copy is immutable but for its marks
+			if ino, in := listed(name); ok && in && ino == h.d.ents[i].a.ino {
+				keep = append(keep, name)
+				continue
+			}
+		}
+		h.drop = append(h.drop, name)
+	}
+	r.kernel.park(dir, keep, h.kept)
 }
 
 // holds reports whether the mount answers from a copy of dir.

@@ -74,7 +74,7 @@ type readLeases struct {
 	// leased): no copy of one is taken meanwhile. One published after the
 	// write lease's grant would answer listings without what this mount
 	// then writes behind.
-	leasing  map[uint64]bool
+	leasing  map[uint64]*handing
 	releases sync.WaitGroup
 
 	walks map[uint64]int // per parent, its child directories a walk went into (walkOn)
@@ -96,7 +96,7 @@ const (
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: &kernelCache{log: b.log}, dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]bool{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
@@ -239,7 +239,7 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 // held or being loaded already, or may not be read-leased now (nil). r.mu
 // is held.
 func (r *readLeases) reserve(dir uint64) *readLoad {
-	if r.dirs[dir] != nil || r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] || time.Now().Before(r.cool[dir].until) {
+	if r.dirs[dir] != nil || r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] != nil || time.Now().Before(r.cool[dir].until) {
 		return nil
 	}
 	load := &readLoad{}
@@ -293,7 +293,7 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 		r.release(dir, r.pipe.session())
 	}
 	for _, e := range evict {
-		r.giveBack(e, true)
+		r.giveBack(e, giveRevoked)
 	}
 	if ok {
 		signal(r.kick)
@@ -348,37 +348,57 @@ func (r *readLeases) unpublish(d *readDir) {
 	r.entries -= len(d.ents)
 }
 
+// Why a copy is given back (giveBack).
+const (
+	giveRevoked = iota // revoked (or idle, or evicted): another mount's change waits for the release
+	giveOwn            // a change of the mount's own through the service
+	giveToWrite        // the mount write-leases the directory (handOver)
+)
+
 // giveBack releases the lease of d's copy (d is unpublished), in the
 // background, once the kernel dropped what it was given from the copy:
 // attributes at once, names once the directory is idle (kernelCache),
-// waiting readInvalWait for that at most, the rest later. revoked (or
-// idle): another mount's change waits for the release; the opens under
-// the copy are registered first. Dropped for a change of the mount's own
-// (its caller registered the opens): the request making the change holds
-// the directory's lock, and may itself wait for another mount's release,
-// which may wait for a change of its own: the release waits readOwnWait
-// at most.
-func (r *readLeases) giveBack(d *readDir, revoked bool) {
+// waiting readInvalWait for that at most, the rest later.
+//   - giveRevoked: the opens under the copy are registered first.
+//   - giveOwn (its caller registered the opens): the request making the
+//     change holds the directory's lock, and may itself wait for another
+//     mount's release, which may wait for a change of its own: the
+//     release waits readOwnWait at most.
+//   - giveToWrite: the release waits for the write lease (leased); the
+//     names it covers are parked, the others dropped as for giveOwn.
+func (r *readLeases) giveBack(d *readDir, why int) {
 	r.mu.Lock()
 	names, inos := d.takeServed()
 	kept := time.Unix(0, d.kept)
+	var h *handing // giveToWrite: the write lease being taken
+	if why == giveToWrite {
+		if h = r.leasing[d.dir]; h != nil && h.d == nil {
+			h.d, h.names, h.kept = d, names, kept
+		} else {
+			why, h = giveOwn, nil
+		}
+	}
 	r.mu.Unlock()
 	wait := readOwnWait
-	if revoked {
+	if why == giveRevoked {
 		wait = readInvalWait
 	}
 	r.releases.Add(1)
 	go func() {
 		defer r.releases.Done()
 		r.kernel.attrs(inos)
+		if h != nil {
+			<-h.done
+			names = h.drop
+		}
 		names = r.kernel.names(d.dir, names, time.Now().Add(wait))
-		if revoked {
+		if why == giveRevoked {
 			r.register(d.dir)
 		}
 		r.release(d.dir, d.sess)
 		r.kernel.later(d.dir, names, kept)
 		if r.debugOn {
-			r.log.Debug("read lease given back", "dir", d.dir, "revoked", revoked, "names left", len(names), "attrs", len(inos))
+			r.log.Debug("read lease given back", "dir", d.dir, "why", why, "names left", len(names), "attrs", len(inos))
 		}
 	}()
 }
@@ -413,7 +433,7 @@ func (r *readLeases) revoked(dirs []uint64) {
 		}
 		r.mu.Unlock()
 		if d != nil {
-			r.giveBack(d, true)
+			r.giveBack(d, giveRevoked)
 		} else {
 			r.releases.Add(1)
 			go func() {
@@ -439,7 +459,7 @@ func (r *readLeases) idle() {
 	}
 	r.mu.Unlock()
 	for _, d := range out {
-		r.giveBack(d, true)
+		r.giveBack(d, giveRevoked)
 	}
 }
 
