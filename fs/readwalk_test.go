@@ -65,12 +65,22 @@ func TestWalkTakesNextDirectoryAhead(t *testing.T) {
 			t.Errorf("d%d: looked up with no service call before any walk was seen", i)
 		}
 	}
-	waitUntil(t, "d3 read-leased ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[3]) })
+	// Held, and the copies taken with it loaded (their listings would
+	// count as the walk's calls).
+	settled := func(d uint64) func() bool {
+		return func() bool {
+			a.reads.mu.Lock()
+			loading := len(a.reads.loads)
+			a.reads.mu.Unlock()
+			return loading == 0 && a.reads.holds(d)
+		}
+	}
+	waitUntil(t, "d3 read-leased ahead", 10*time.Second, settled(dirs[3]))
 	if n := walk(3); n != 0 {
 		t.Errorf("d3, taken ahead: %d service calls for 5 lookups, want 0", n)
 	}
 	// And so on: d4 is taken ahead once d3 is.
-	waitUntil(t, "d4 read-leased ahead", 10*time.Second, func() bool { return a.reads.holds(dirs[4]) })
+	waitUntil(t, "d4 read-leased ahead", 10*time.Second, settled(dirs[4]))
 	if n := walk(4); n != 0 {
 		t.Errorf("d4, taken ahead: %d service calls for 5 lookups, want 0", n)
 	}
