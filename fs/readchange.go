@@ -170,8 +170,8 @@ type handing struct {
 // (listed), or refused (nil). The names the kernel was given from the
 // copy that the listing holds for the same files are parked until the
 // write lease ends: no other mount could change them since the copy was
-// taken (the read lease is released after this). The others are
-// dropped (giveBack).
+// taken (the read lease is released after this, and a revocation of it
+// meanwhile waits for that). The others are dropped (giveBack).
 func (r *readLeases) leased(dir uint64, listed func(name string) (uint64, bool)) {
 	r.mu.Lock()
 	h := r.leasing[dir]

@@ -364,8 +364,9 @@ const (
 //     change holds the directory's lock, and may itself wait for another
 //     mount's release, which may wait for a change of its own: the
 //     release waits readOwnWait at most.
-//   - giveToWrite: the release waits for the write lease (leased); the
-//     names it covers are parked, the others dropped as for giveOwn.
+//   - giveToWrite: the release waits for the write lease (leased): the
+//     names it covers are parked (from its grant on, no other mount can
+//     change them), the others dropped as for giveOwn.
 func (r *readLeases) giveBack(d *readDir, why int) {
 	r.mu.Lock()
 	names, inos := d.takeServed()
@@ -431,10 +432,13 @@ func (r *readLeases) revoked(dirs []uint64) {
 			l.spoiled = true
 			r.backoff(dir, time.Now())
 		}
+		// Handed over to a write lease being taken: released after it
+		// (giveBack), the kernel's names checked against its listing.
+		handed := r.leasing[dir] != nil && r.leasing[dir].d != nil
 		r.mu.Unlock()
 		if d != nil {
 			r.giveBack(d, giveRevoked)
-		} else {
+		} else if !handed {
 			r.releases.Add(1)
 			go func() {
 				defer r.releases.Done()
