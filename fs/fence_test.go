@@ -70,9 +70,10 @@ func TestFencedWriterLosesToNextHolder(t *testing.T) {
 	}
 }
 
-// TestFencedDescriptorWritesNothingMore: after its session was replaced, a
-// descriptor that held a lock refuses writes, fsync and close (EIO); a new
-// descriptor of the same file works.
+// TestFencedDescriptorWritesNothingMore: after its session was replaced
+// while it held a lock, the descriptor that took it, and every other one
+// open then, refuse writes, fsync and close (EIO); a new descriptor of the
+// same file works.
 func TestFencedDescriptorWritesNothingMore(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -82,6 +83,11 @@ func TestFencedDescriptorWritesNothingMore(t *testing.T) {
 	h, _, errno := m1.Open(ctx, a.Ino, syscall.O_RDWR)
 	mustErrno(t, "open", errno, 0)
 	mustErrno(t, "flock", m1.Lock(ctx, h, LockIn{Kind: KindFlock, Type: LockWrite, Owner: 1}, false), 0)
+	// The holder writes its data through another descriptor (a lock file
+	// beside the data): that one is fenced too.
+	data := mustCreate(t, m1, RootIno, "data")
+	hd, _, errno := m1.Open(ctx, data.Ino, syscall.O_RDWR)
+	mustErrno(t, "open data", errno, 0)
 	old := m1.Session()
 	if _, err := e.client().Apply(ctx, &metapb.Command{Op: &metapb.Command_End{End: &metapb.EndOp{Session: old}}}); err != nil {
 		t.Fatal(err)
@@ -92,6 +98,10 @@ func TestFencedDescriptorWritesNothingMore(t *testing.T) {
 	}
 	mustErrno(t, "fsync of the fenced descriptor", m1.FsyncFile(ctx, h), syscall.EIO)
 	mustErrno(t, "close of the fenced descriptor", m1.Release(ctx, h), syscall.EIO)
+	if _, errno := m1.WriteFile(ctx, hd, []byte("late"), 0); errno != syscall.EIO {
+		t.Fatalf("write through the holder's other descriptor: errno %v, want EIO", errno)
+	}
+	mustErrno(t, "close of the holder's other descriptor", m1.Release(ctx, hd), syscall.EIO)
 
 	h2, _, errno := m1.Open(ctx, a.Ino, syscall.O_RDWR)
 	mustErrno(t, "a new open", errno, 0)

@@ -23,9 +23,10 @@ type Handle struct {
 	// seen is how many failures of the file this descriptor was told of
 	// (errseq; guarded by the inode's mu).
 	seen uint64
-	// fenced: a lock was taken through this descriptor under a session
-	// that has since expired (the lock may be another mount's now): it
-	// writes nothing more, and its fsync and close report EIO.
+	// fenced: the descriptor was open when the session expired while a
+	// lock was held through one of the mount's descriptors (the lock may
+	// be another mount's now; handleTable.fence): it writes nothing more,
+	// and its fsync and close report EIO.
 	fenced atomic.Bool
 	// writes counts the writes through the descriptor; flushed is one more
 	// than it was when the last flush began (0: never flushed): Release
@@ -112,24 +113,31 @@ func (t *handleTable) open() []*Handle {
 	return hs
 }
 
-// fence marks every open descriptor that took a lock as fenced: the
-// session is about to be replaced, and its locks may be another mount's by
-// now. Called before the new session is stored, so that a write either
-// sees the fence or is buffered under the old session (whose commit the
-// service refuses).
+// fence marks the open descriptors fenced when one of them took a lock:
+// the session is about to be replaced, and its locks may be another
+// mount's by now. All of them, not only those that locked: a lock holder
+// writes through other descriptors too (a lock file beside the data, as
+// the fault suite's holders do), and the mount cannot tell which process
+// wrote inside which critical section. A write the kernel queued while the
+// mount was frozen reaches it after the session was found expired; it is
+// refused rather than committed under the new session. Called before the
+// new session is stored, so that a write either sees the fence or is
+// buffered under the old session (whose commit the service refuses).
 func (t *handleTable) fence() {
-	n := 0
-	for _, h := range t.open() {
+	hs := t.open()
+	locked := false
+	for _, h := range hs {
 		h.mu.Lock()
-		if len(h.owners) > 0 {
-			h.fenced.Store(true)
-			n++
-		}
+		locked = locked || len(h.owners) > 0
 		h.mu.Unlock()
 	}
-	if n > 0 {
-		t.log.Error("the mount's session expired while files were locked here: those descriptors report EIO from now on", "descriptors", n)
+	if !locked {
+		return
 	}
+	for _, h := range hs {
+		h.fenced.Store(true)
+	}
+	t.log.Error("the mount's session expired while files were locked here: every descriptor open then reports EIO from now on", "descriptors", len(hs))
 }
 
 // reopen registers every open handle again under session sess (the old

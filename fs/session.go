@@ -25,8 +25,8 @@ type renewer struct {
 // here are registered again under it (one freed meanwhile, unlinked
 // elsewhere, is said in the log; its reads fail). What was written under
 // the old session is committed under it or not at all (the service refuses
-// it: EIO at fsync and close), and descriptors that took locks under it
-// are fenced (fence).
+// it: EIO at fsync and close), and if a lock was held then, every
+// descriptor open is fenced (fence).
 func (r *renewer) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.SessionTTL / 3)
