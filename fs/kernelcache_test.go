@@ -131,3 +131,32 @@ func TestReadLeaseHandedToWriteLease(t *testing.T) {
 		}
 	}
 }
+
+// TestReadLeaseNotRetakenWhileReleasing: while a read lease's release
+// waits for the kernel (its directory busy), the mount takes no new lease
+// of the directory: the service grants it (the session holds it already,
+// not revoked: given back idle, or for a write lease it was refused), the
+// release coming after ends it, and the new copy answers without another
+// mount's change (found by the fault suite: a renamed name still found).
+func TestReadLeaseNotRetakenWhileReleasing(t *testing.T) {
+	t.Parallel()
+	_, a, b, d, _, _, k := readLeased(t, 2)
+	ctx := testCtx(t)
+	_, errno := a.Lookup(ctx, d, "f0") // given to the kernel: dropping it waits
+	mustErrno(t, "lookup", errno, 0)
+	k.busy.Store(true)
+	a.reads.mu.Lock()
+	a.reads.dirs[d].used.Store(0)
+	a.reads.mu.Unlock()
+	a.reads.idle() // given back: its release waits readInvalWait
+	waitUntil(t, "a read lease of d again", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	k.busy.Store(false)
+	a.reads.wait()
+	mustCreate(t, b, d, "new")
+	if names := listNames(t, a, d); !names["new"] {
+		t.Fatalf("a lists %v after b made new", names)
+	}
+}

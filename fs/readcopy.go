@@ -206,3 +206,22 @@ func (r *readLeases) backoff(dir uint64, taken time.Time) {
 	c.until = time.Now().Add(c.wait)
 	r.cool[dir] = c
 }
+
+// release tells the service the mount no longer holds dir's read lease.
+func (r *readLeases) release(dir, sess uint64) {
+	ctx, cancel := r.ctx(context.Background())
+	defer cancel()
+	if _, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: dir, Mode: 6}}}); err != nil {
+		r.log.Warn("releasing a read lease", "dir", dir, "err", err)
+	}
+}
+
+// released ends a release of dir's lease counted in releasing.
+func (r *readLeases) released(dir uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.releasing[dir]--; r.releasing[dir] <= 0 {
+		delete(r.releasing, dir)
+	}
+}

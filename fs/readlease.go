@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"slices"
 	"sort"
 	"sync"
@@ -74,8 +73,12 @@ type readLeases struct {
 	// leased): no copy of one is taken meanwhile. One published after the
 	// write lease's grant would answer listings without what this mount
 	// then writes behind.
-	leasing  map[uint64]*handing
-	releases sync.WaitGroup
+	leasing map[uint64]*handing
+	// releasing: releases on their way, by directory: no lease of one is
+	// taken meanwhile (the service would grant it, and the release
+	// coming after end it while its copy answers).
+	releasing map[uint64]int
+	releases  sync.WaitGroup
 
 	walks map[uint64]int // per parent, its child directories a walk went into (walkOn)
 
@@ -96,7 +99,7 @@ const (
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
@@ -239,7 +242,7 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 // held or being loaded already, or may not be read-leased now (nil). r.mu
 // is held.
 func (r *readLeases) reserve(dir uint64) *readLoad {
-	if r.dirs[dir] != nil || r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] != nil || time.Now().Before(r.cool[dir].until) {
+	if r.dirs[dir] != nil || r.loads[dir] != nil || r.inflight[dir] > 0 || r.leasing[dir] != nil || r.releasing[dir] > 0 || time.Now().Before(r.cool[dir].until) {
 		return nil
 	}
 	load := &readLoad{}
@@ -371,6 +374,7 @@ func (r *readLeases) giveBack(d *readDir, why int) {
 	r.mu.Lock()
 	names, inos := d.takeServed()
 	kept := time.Unix(0, d.kept)
+	r.releasing[d.dir]++
 	var h *handing // giveToWrite: the write lease being taken
 	if why == giveToWrite {
 		if h = r.leasing[d.dir]; h != nil && h.d == nil {
@@ -397,21 +401,12 @@ func (r *readLeases) giveBack(d *readDir, why int) {
 			r.register(d.dir)
 		}
 		r.release(d.dir, d.sess)
+		r.released(d.dir)
 		r.kernel.later(d.dir, names, kept)
 		if r.debugOn {
 			r.log.Debug("read lease given back", "dir", d.dir, "why", why, "names left", len(names), "attrs", len(inos))
 		}
 	}()
-}
-
-// release tells the service the mount no longer holds dir's read lease.
-func (r *readLeases) release(dir, sess uint64) {
-	ctx, cancel := r.ctx(context.Background())
-	defer cancel()
-	if _, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: dir, Mode: 6}}}); err != nil {
-		r.log.Warn("releasing a read lease", "dir", dir, "err", err)
-	}
 }
 
 // revoked gives back the read leases of dirs the service revoked or
@@ -435,6 +430,9 @@ func (r *readLeases) revoked(dirs []uint64) {
 		// Handed over to a write lease being taken: released after it
 		// (giveBack), the kernel's names checked against its listing.
 		handed := r.leasing[dir] != nil && r.leasing[dir].d != nil
+		if d == nil && !handed {
+			r.releasing[dir]++
+		}
 		r.mu.Unlock()
 		if d != nil {
 			r.giveBack(d, giveRevoked)
@@ -443,6 +441,7 @@ func (r *readLeases) revoked(dirs []uint64) {
 			go func() {
 				defer r.releases.Done()
 				r.release(dir, r.pipe.session())
+				r.released(dir)
 			}()
 		}
 	}
