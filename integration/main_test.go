@@ -68,13 +68,26 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() error
 // freeAddr returns host:port with a port that was free a moment ago on ip.
 func freeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("no free port on %s: %v", ip, err)
+	for range 100 {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatalf("no free port on %s: %v", ip, err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand out a port it just freed again: a port
+		// given to a process not listening yet would be given twice
+		// (seen: a meta daemon's --http-addr equal to its --raft-addr).
+		if _, given := handedOut.LoadOrStore(addr, true); !given {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no port on %s that was not handed out already", ip)
+	return ""
 }
+
+// handedOut is every address freeAddr returned in this test process.
+var handedOut sync.Map
 
 // writeSecret creates a secret file in dir.
 func writeSecret(t testing.TB, dir string) (path, secret string) {
