@@ -66,25 +66,25 @@ type Kept struct {
 	Until time.Time
 }
 
-// kernelCache tells the kernel to drop what it was given from copies. It
-// holds no lock.
+// kernelCache tells the kernel to drop what it was given from copies. Its
+// lock, mu, is a leaf.
 type kernelCache struct {
 	log     *slog.Logger
 	inval   atomic.Pointer[Invalidator]
 	pending sync.WaitGroup // names waiting for their directory to be idle
 
-	mu     lockorder.Mutex  // a leaf; guards parked
-	parked map[uint64]*kept // by directory: names kept while the mount write-leases it
+	mu     lockorder.Mutex         // a leaf; guards parked
+	parked map[uint64]*parkedNames // by directory: names kept while the mount write-leases it
 }
 
-// kept is names the kernel keeps until a time.
-type kept struct {
+// parkedNames is names the kernel keeps until a time.
+type parkedNames struct {
 	names []string
 	until time.Time
 }
 
 func newKernelCache(log *slog.Logger) *kernelCache {
-	k := &kernelCache{log: log, parked: map[uint64]*kept{}}
+	k := &kernelCache{log: log, parked: map[uint64]*parkedNames{}}
 	k.mu.Init(levelKernel, "kernelCache.mu")
 	return k
 }
@@ -107,7 +107,7 @@ func (k *kernelCache) park(dir uint64, names []string, until time.Time) {
 	}
 	p := k.parked[dir]
 	if p == nil {
-		p = &kept{}
+		p = &parkedNames{}
 		k.parked[dir] = p
 	}
 	p.names = append(p.names, names...)
@@ -120,7 +120,7 @@ func (k *kernelCache) park(dir uint64, names []string, until time.Time) {
 // for each directory to be idle until by at most, the rest later.
 func (k *kernelCache) unpark(dirs []uint64, by time.Time) {
 	k.mu.Lock()
-	var ps []*kept
+	var ps []*parkedNames
 	var ds []uint64
 	for _, d := range dirs {
 		if p := k.parked[d]; p != nil {
