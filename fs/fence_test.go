@@ -71,9 +71,9 @@ func TestFencedWriterLosesToNextHolder(t *testing.T) {
 }
 
 // TestFencedDescriptorWritesNothingMore: after its session was replaced
-// while it held a lock, the descriptor that took it, and every other one
-// open then, refuse writes, fsync and close (EIO); a new descriptor of the
-// same file works.
+// while it held a lock, the descriptor that took it, every other one open
+// then, and every one opened before the one that took it is closed, refuse
+// writes, fsync and close (EIO); a new descriptor after that works.
 func TestFencedDescriptorWritesNothingMore(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -97,11 +97,19 @@ func TestFencedDescriptorWritesNothingMore(t *testing.T) {
 		t.Fatalf("write through the fenced descriptor: errno %v, want EIO", errno)
 	}
 	mustErrno(t, "fsync of the fenced descriptor", m1.FsyncFile(ctx, h), syscall.EIO)
-	mustErrno(t, "close of the fenced descriptor", m1.Release(ctx, h), syscall.EIO)
 	if _, errno := m1.WriteFile(ctx, hd, []byte("late"), 0); errno != syscall.EIO {
 		t.Fatalf("write through the holder's other descriptor: errno %v, want EIO", errno)
 	}
 	mustErrno(t, "close of the holder's other descriptor", m1.Release(ctx, hd), syscall.EIO)
+	// Opened while the descriptor that held the lock is still open: the
+	// holder may be opening it for its critical section.
+	late, _, errno := m1.Open(ctx, data.Ino, syscall.O_RDWR)
+	mustErrno(t, "an open while the holder's descriptor is open", errno, 0)
+	if _, errno := m1.WriteFile(ctx, late, []byte("late"), 0); errno != syscall.EIO {
+		t.Fatalf("write through a descriptor opened before the holder closed its own: errno %v, want EIO", errno)
+	}
+	mustErrno(t, "close of that descriptor", m1.Release(ctx, late), syscall.EIO)
+	mustErrno(t, "close of the fenced descriptor", m1.Release(ctx, h), syscall.EIO)
 
 	h2, _, errno := m1.Open(ctx, a.Ino, syscall.O_RDWR)
 	mustErrno(t, "a new open", errno, 0)

@@ -28,6 +28,8 @@ type Handle struct {
 	// be another mount's now; handleTable.fence): it writes nothing more,
 	// and its fsync and close report EIO.
 	fenced atomic.Bool
+	// lostLock: fenced while it held a lock (handleTable.holders).
+	lostLock atomic.Bool
 	// writes counts the writes through the descriptor; flushed is one more
 	// than it was when the last flush began (0: never flushed): Release
 	// need not flush (nor take the failures for itself) what a FLUSH
@@ -60,6 +62,12 @@ type handleTable struct {
 	*base
 	pipe    *pipeline
 	counter atomic.Uint64
+	// holders: descriptors that held a lock when the session was lost,
+	// still open. Until they are all closed, new descriptors are fenced
+	// too: a holder that lost its lock may open another one for its
+	// critical section (after the mount found its session lost, a write
+	// the kernel queued while it was frozen may be such an open).
+	holders atomic.Int32
 
 	mu     lockorder.Mutex
 	opened map[*Handle]struct{}
@@ -87,6 +95,9 @@ func newHandleTable(b *base, pipe *pipeline) *handleTable {
 func (t *handleTable) newHandle(ino, session uint64) *Handle {
 	h := &Handle{Ino: ino, id: session<<40 | t.counter.Add(1)&(1<<40-1)}
 	h.mu.Init(levelHandle, "Handle.mu")
+	if t.holders.Load() > 0 {
+		h.fenced.Store(true)
+	}
 	return h
 }
 
@@ -100,6 +111,9 @@ func (t *handleTable) untrack(h *Handle) {
 	t.mu.Lock()
 	delete(t.opened, h)
 	t.mu.Unlock()
+	if h.lostLock.CompareAndSwap(true, false) && t.holders.Add(-1) == 0 {
+		t.log.Warn("the descriptors that held locks when the session was lost are closed: new descriptors write again")
+	}
 }
 
 // open is the descriptors open now.
@@ -115,29 +129,38 @@ func (t *handleTable) open() []*Handle {
 
 // fence marks the open descriptors fenced when one of them took a lock:
 // the session is about to be replaced, and its locks may be another
-// mount's by now. All of them, not only those that locked: a lock holder
+// mount's by now. All of them, not only those that locked, and those
+// opened until the ones that locked are closed (holders): a lock holder
 // writes through other descriptors too (a lock file beside the data, as
 // the fault suite's holders do), and the mount cannot tell which process
-// wrote inside which critical section. A write the kernel queued while the
-// mount was frozen reaches it after the session was found expired; it is
-// refused rather than committed under the new session. Called before the
-// new session is stored, so that a write either sees the fence or is
-// buffered under the old session (whose commit the service refuses).
+// writes inside which critical section. A write or an open the kernel
+// queued while the mount was frozen reaches it after the session was found
+// expired; it is refused rather than committed under the new session.
+// Called before the new session is stored, so that a write either sees
+// the fence or is buffered under the old session (whose commit the
+// service refuses).
 func (t *handleTable) fence() {
 	hs := t.open()
-	locked := false
+	var holders []*Handle
 	for _, h := range hs {
 		h.mu.Lock()
-		locked = locked || len(h.owners) > 0
+		if len(h.owners) > 0 {
+			holders = append(holders, h)
+		}
 		h.mu.Unlock()
 	}
-	if !locked {
+	if len(holders) == 0 {
 		return
+	}
+	for _, h := range holders {
+		if !h.lostLock.Swap(true) {
+			t.holders.Add(1)
+		}
 	}
 	for _, h := range hs {
 		h.fenced.Store(true)
 	}
-	t.log.Error("the mount's session expired while files were locked here: every descriptor open then reports EIO from now on", "descriptors", len(hs))
+	t.log.Error("the mount's session expired while files were locked here: every descriptor open now, and every one opened until those that held locks are closed, reports EIO", "descriptors", len(hs), "holders", len(holders))
 }
 
 // reopen registers every open handle again under session sess (the old

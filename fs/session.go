@@ -26,7 +26,8 @@ type renewer struct {
 // elsewhere, is said in the log; its reads fail). What was written under
 // the old session is committed under it or not at all (the service refuses
 // it: EIO at fsync and close), and if a lock was held then, every
-// descriptor open is fenced (fence).
+// descriptor open, and every one opened until those that held locks are
+// closed, is fenced (fence).
 func (r *renewer) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.SessionTTL / 3)
