@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,5 +159,64 @@ func TestReadLeaseNotRetakenWhileReleasing(t *testing.T) {
 	mustCreate(t, b, d, "new")
 	if names := listNames(t, a, d); !names["new"] {
 		t.Fatalf("a lists %v after b made new", names)
+	}
+}
+
+// TestReadLeaseRevokedDuringHandOver: another mount's change revokes a
+// read lease while it is being handed to a write lease (the grant held
+// up): the release waits for the hand-over, so the names the kernel was
+// given from the copy are dropped before that change is applied.
+func TestReadLeaseRevokedDuringHandOver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ug := &upgradeGate{waiting: make(chan struct{})}
+	ug.shut()
+	t.Cleanup(ug.open) // a failure leaves no call held up
+	a := e.mount("a", func(c *Config) { ug.Meta = c.Meta; c.Meta = ug }, nil)
+	b := e.mount("b", nil, nil)
+	k := &recordingKernel{}
+	a.SetInvalidator(k)
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	for i := range 3 {
+		mustCreate(t, b, d, fmt.Sprint("f", i))
+	}
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	_, errno := a.Lookup(ctx, d, "f0") // given to the kernel
+	mustErrno(t, "lookup f0", errno, 0)
+	k.mu.Lock()
+	k.before = func() string {
+		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Lookup{Lookup: &metapb.LookupReq{Parent: d, Name: "g0"}}})
+		return fmt.Sprint(r.GetAttr() != nil)
+	}
+	k.mu.Unlock()
+	unlinked := make(chan syscall.Errno, 1)
+	go func() { unlinked <- a.Unlink(ctx, d, "f1") }() // hands d over to a write lease
+	<-ug.waiting
+	renamed := make(chan syscall.Errno, 1)
+	go func() { renamed <- b.Rename(ctx, d, "f0", d, "g0", 0) }() // revokes a's read lease
+	waitUntil(t, "the service to revoke a's read lease (or b to rename)", 10*time.Second, func() bool {
+		r := e.fsm.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Revokes{Revokes: &metapb.RevokesReq{Session: a.Session()}}})
+		return slices.Contains(r.ReadDirs, d) || k.before() == "true"
+	})
+	// a hears of it at once (a long poll); its release must wait for the
+	// hand-over, and b's rename with it.
+	select {
+	case errno := <-renamed:
+		t.Fatalf("b's rename went through (%v) while a's hand-over was held up", errno)
+	case <-time.After(500 * time.Millisecond):
+	}
+	ug.open()
+	mustErrno(t, "a unlinks f1", <-unlinked, 0)
+	mustErrno(t, "b renames f0", <-renamed, 0)
+	a.reads.wait()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	j := slices.Index(k.entries, fmt.Sprintf("%d/f0", d))
+	if j < 0 || k.seen[j] != "false" {
+		t.Fatalf("kernel told %v, seeing b's rename applied %v; want f0 dropped before it", k.entries, k.seen)
 	}
 }
