@@ -102,7 +102,7 @@ func TestCoreConcurrentTreeOps(t *testing.T) {
 					_, _ = m.Lookup(ctx, d, name)
 				case 8:
 					op = "readdir"
-					_, _ = m.ReadDir(ctx, d, 0, 100)
+					_, _, _ = m.ReadDir(ctx, d, 0, 100)
 				case 9:
 					op = "chmod"
 					if a, errno := m.Lookup(ctx, d, name); errno == 0 {
@@ -136,7 +136,7 @@ func TestCoreConcurrentTreeOps(t *testing.T) {
 func checkTree(t *testing.T, f *FS, dir uint64) {
 	t.Helper()
 	ctx := testCtx(t)
-	ents, errno := f.ReadDir(ctx, dir, 0, 4096)
+	ents, _, errno := f.ReadDir(ctx, dir, 0, 4096)
 	mustErrno(t, "readdir", errno, 0)
 	subdirs := 0
 	for _, e := range ents {

@@ -296,9 +296,11 @@ func TestRename(t *testing.T) {
 }
 
 // ReadDir pages through a large directory with cookies: every name once.
+// The mount leases nothing: its listings page through the service (one
+// of a directory it write-leases is whole: TestReadDirWholeFromWriteLease).
 func TestReadDirPaging(t *testing.T) {
 	t.Parallel()
-	f, _ := newTestFS(t)
+	f := newEnv(t).mount("m1", func(c *Config) { c.NoWriteBehind = true }, nil)
 	ctx := testCtx(t)
 	d := mustMkdir(t, f, RootIno, "big")
 	const n = 1500
@@ -333,7 +335,7 @@ func TestReadDirPaging(t *testing.T) {
 	seen := map[string]int{}
 	cookie, pages := uint64(0), 0
 	for {
-		ents, errno := f.ReadDir(ctx, d.Ino, cookie, 100)
+		ents, _, errno := f.ReadDir(ctx, d.Ino, cookie, 100)
 		mustErrno(t, "readdir", errno, 0)
 		if len(ents) == 0 {
 			break
@@ -374,14 +376,14 @@ func TestReadDirPaging(t *testing.T) {
 	}
 	// Paging stays right while entries are removed and added: what was
 	// neither removed nor added during the listing is listed exactly once.
-	ents, errno := f.ReadDir(ctx, d.Ino, 0, 100)
+	ents, _, errno := f.ReadDir(ctx, d.Ino, 0, 100)
 	mustErrno(t, "readdir", errno, 0)
 	mid := ents[len(ents)-1].Cookie
 	mustErrno(t, "unlink", f.Unlink(ctx, d.Ino, ents[0].Name), 0)
 	mustCreate(t, f, d.Ino, "zz-new")
 	rest := map[string]bool{}
 	for cookie := mid; ; {
-		ents, errno := f.ReadDir(ctx, d.Ino, cookie, 100)
+		ents, _, errno := f.ReadDir(ctx, d.Ino, cookie, 100)
 		mustErrno(t, "readdir", errno, 0)
 		if len(ents) == 0 {
 			break
@@ -402,7 +404,7 @@ func TestReadDirPaging(t *testing.T) {
 	if len(rest) < n-100 {
 		t.Errorf("after the first page, %d names, want at least %d", len(rest), n-100)
 	}
-	_, errno = f.ReadDir(ctx, 999999, 0, 100)
+	_, _, errno = f.ReadDir(ctx, 999999, 0, 100)
 	mustErrno(t, "readdir of a missing directory", errno, syscall.ENOENT)
 }
 

@@ -151,7 +151,7 @@ func TestReadLeaseNotRetakenWhileReleasing(t *testing.T) {
 	a.reads.mu.Unlock()
 	a.reads.idle() // given back: its release waits readInvalWait
 	waitUntil(t, "a read lease of d again", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	k.busy.Store(false)
@@ -182,7 +182,7 @@ func TestReadLeaseRevokedDuringHandOver(t *testing.T) {
 		mustCreate(t, b, d, fmt.Sprint("f", i))
 	}
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	_, errno := a.Lookup(ctx, d, "f0") // given to the kernel

@@ -70,7 +70,7 @@ func TestFirstChangeWriteLeases(t *testing.T) {
 	c := e.mount("c", nil, nil)
 	for _, m := range []*FS{a, c} {
 		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-			if _, errno := m.ReadDir(ctx, d, 0, 1000); errno != 0 {
+			if _, _, errno := m.ReadDir(ctx, d, 0, 1000); errno != 0 {
 				t.Fatalf("readdir: %v", errno)
 			}
 			return m.reads.count() == 1
@@ -135,7 +135,7 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 		t.Fatal(errno)
 	}
 	cm.leaseModes()
-	if _, errno := b.ReadDir(ctx, top, 0, 100); errno != 0 {
+	if _, _, errno := b.ReadDir(ctx, top, 0, 100); errno != 0 {
 		t.Fatal(errno)
 	}
 	waitUntil(t, "a to give back the idle leases under top", 10*time.Second, func() bool {
@@ -168,7 +168,7 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	// b's read lease of the root revokes a's lease of other, only because
 	// the root lists it: other's subtree stays a's.
 	waitUntil(t, "b's read lease of the root", 10*time.Second, func() bool {
-		if _, errno := b.ReadDir(ctx, RootIno, 0, 100); errno != 0 {
+		if _, _, errno := b.ReadDir(ctx, RootIno, 0, 100); errno != 0 {
 			t.Fatal(errno)
 		}
 		return a.leases.get(other) == nil
@@ -213,7 +213,7 @@ func TestNoReadCopyBesideWriteLease(t *testing.T) {
 		mustCreate(t, b, d, fmt.Sprint("f", i))
 	}
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	done := make(chan syscall.Errno, 1)
@@ -274,7 +274,7 @@ func TestMkdirLeaseRevokedBeforeListed(t *testing.T) {
 	// revocations (making d in p drops a copy of the root).
 	r := mustMkdir(t, b, RootIno, "r").Ino
 	waitUntil(t, "a read lease of r", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(testCtx(t), r, 0, 1000)
+		_, _, _ = a.ReadDir(testCtx(t), r, 0, 1000)
 		return a.reads.holds(r)
 	})
 	made := make(chan struct{})

@@ -253,17 +253,28 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, syscall.Errno) {
 
 // ReadDir returns up to max entries of directory ino after cookie (0: from
 // the start); each entry's cookie continues after it.
-func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metapb.DirEntry, syscall.Errno) {
+//
+// Except that a listing from the start (cookie 0) of a directory the mount
+// write-leases is answered whole from the lease (whole): all its entries,
+// however many, whose cookies number this listing alone. The caller keeps
+// them to page and seek in, and must not pass those cookies back: they
+// mean nothing to the service.
+func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) (ents []*metapb.DirEntry, whole bool, errno syscall.Errno) {
+	if cookie == 0 {
+		if ents, ok := f.view.listLeased(ino); ok {
+			return ents, true, 0
+		}
+	}
 	leased := false
 	if cookie == 0 && f.leases.get(ino) == nil {
 		_, leased = f.reads.take(ino) // a listing from the start: the names will be looked up next
 	}
 	if ents, ok := f.reads.readDir(ino, cookie, max); ok {
-		return ents, 0
+		return ents, false, 0
 	}
 	r, errno := f.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: ino, Cookie: cookie, Max: uint32(max)}}})
 	if errno != 0 {
-		return nil, errno
+		return nil, false, errno
 	}
 	if leased {
 		// Refused for another mount's write lease, which this listing
@@ -273,11 +284,11 @@ func (f *FS) ReadDir(ctx context.Context, ino, cookie uint64, max int) ([]*metap
 		// request asked back: the next listing takes it.)
 		if held, _ := f.reads.take(ino); held {
 			if ents, ok := f.reads.readDir(ino, cookie, max); ok {
-				return ents, 0
+				return ents, false, 0
 			}
 		}
 	}
-	return r.Entries, 0
+	return r.Entries, false, 0
 }
 
 // capsName is the xattr the kernel asks for before every write (to drop

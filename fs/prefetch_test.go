@@ -49,7 +49,7 @@ func TestReadAheadOfADirectorysFiles(t *testing.T) {
 		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
 			before := cm.readdirs.Load()
 			defer func() { lastListing = cm.readdirs.Load() - before }()
-			ents, errno := a.ReadDir(ctx, d, 0, 1000)
+			ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
 			mustErrno(t, "readdir", errno, 0)
 			names = names[:0]
 			for _, en := range ents {
@@ -197,7 +197,7 @@ func TestReadAheadOfFilesData(t *testing.T) {
 	lease := func() {
 		t.Helper()
 		waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-			_, errno := a.ReadDir(ctx, d, 0, 1000)
+			_, _, errno := a.ReadDir(ctx, d, 0, 1000)
 			mustErrno(t, "readdir", errno, 0)
 			return a.reads.count() == 1
 		})

@@ -100,7 +100,7 @@ func readLeased(t *testing.T, n int) (e *env, a, b *FS, d uint64, files []uint64
 	// The first listing revokes b's write lease (d is b's: it made it);
 	// the next one takes the read lease.
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		if _, errno := a.ReadDir(ctx, d, 0, 1000); errno != 0 {
+		if _, _, errno := a.ReadDir(ctx, d, 0, 1000); errno != 0 {
 			t.Fatalf("readdir: %v", errno)
 		}
 		return a.reads.count() == 1
@@ -132,12 +132,12 @@ func TestReadLeaseServesTreeWithoutService(t *testing.T) {
 	if _, errno := a.Lookup(ctx, d, "nothing"); errno != syscall.ENOENT {
 		t.Fatalf("lookup of a missing name: %v", errno)
 	}
-	ents, errno := a.ReadDir(ctx, d, 0, 1000)
+	ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
 	mustErrno(t, "readdir", errno, 0)
 	if len(ents) != len(files) {
 		t.Fatalf("readdir: %d entries, want %d", len(ents), len(files))
 	}
-	page, errno := a.ReadDir(ctx, d, ents[9].Cookie, 5)
+	page, _, errno := a.ReadDir(ctx, d, ents[9].Cookie, 5)
 	mustErrno(t, "readdir page", errno, 0)
 	if len(page) != 5 || page[0].Name != ents[10].Name {
 		t.Fatalf("readdir after the 10th entry: %v", page)
@@ -158,7 +158,7 @@ func TestReadLeaseSeesOtherMountsChangesAtOnce(t *testing.T) {
 	retake := func() {
 		t.Helper()
 		waitUntil(t, "the read lease again", 10*time.Second, func() bool {
-			_, _ = a.ReadDir(ctx, d, 0, 1000)
+			_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 			return a.reads.count() == 1
 		})
 	}
@@ -233,7 +233,7 @@ func TestReadLeaseOwnChanges(t *testing.T) {
 		t.Fatalf("getattr after own chmod: %v %v", at, errno)
 	}
 	mustCreate(t, a, d, "mine")
-	ents, errno := a.ReadDir(ctx, d, 0, 1000)
+	ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
 	mustErrno(t, "readdir", errno, 0)
 	if !slices.ContainsFunc(ents, func(e *metapb.DirEntry) bool { return e.Name == "mine" }) {
 		t.Fatalf("own create not listed: %v", ents)
@@ -272,7 +272,7 @@ func TestReadLeaseOfDeadMount(t *testing.T) {
 	d := mustMkdir(t, b, RootIno, "d").Ino
 	f := mustCreate(t, b, d, "f").Ino
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	dead := func(*metapb.Command) fstest.Fault { return fstest.Fault{Err: fstest.ErrInjected} }
@@ -322,7 +322,7 @@ func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
 		files = append(files, ino)
 	}
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	before := cm.applies.Load()
@@ -347,7 +347,7 @@ func TestReadLeaseOpensAreNotRaftWrites(t *testing.T) {
 	}
 	// Open on a, unlinked by a itself.
 	waitUntil(t, "a read lease of d again", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 1000)
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
 		return a.reads.count() == 1
 	})
 	h1, _, errno := a.Open(ctx, files[1], syscall.O_RDONLY)
@@ -384,7 +384,7 @@ func TestReadLeaseTurnsIntoWriteLease(t *testing.T) {
 	for i := 1; i < 20; i++ {
 		mustErrno(t, "unlink", a.Unlink(ctx, d, fmt.Sprintf("f%d", i)), 0)
 	}
-	ents, errno := a.ReadDir(ctx, d, 0, 100)
+	ents, _, errno := a.ReadDir(ctx, d, 0, 100)
 	mustErrno(t, "readdir", errno, 0)
 	if len(ents) != 0 {
 		t.Fatalf("%d entries left", len(ents))
@@ -405,7 +405,7 @@ func TestReadLeaseAfterTheWritersLease(t *testing.T) {
 	for i := range 5 {
 		mustCreate(t, b, d, fmt.Sprintf("f%d", i))
 	}
-	if _, errno := a.ReadDir(ctx, d, 0, 100); errno != 0 {
+	if _, _, errno := a.ReadDir(ctx, d, 0, 100); errno != 0 {
 		t.Fatal(errno)
 	}
 	if a.reads.count() != 1 {
@@ -413,12 +413,12 @@ func TestReadLeaseAfterTheWritersLease(t *testing.T) {
 	}
 	p := mustMkdir(t, b, RootIno, "p").Ino
 	sub := mustMkdir(t, b, p, "sub").Ino
-	if _, errno := a.ReadDir(ctx, p, 0, 100); errno != 0 {
+	if _, _, errno := a.ReadDir(ctx, p, 0, 100); errno != 0 {
 		t.Fatal(errno)
 	}
 	waitUntil(t, "b to give sub's write lease back", 10*time.Second, func() bool { return b.leases.get(sub) == nil })
 	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, p, 0, 100)
+		_, _, _ = a.ReadDir(ctx, p, 0, 100)
 		return a.reads.count() == 2
 	})
 }
@@ -438,7 +438,7 @@ func TestLazyOpenRegisteredAcrossSessionLoss(t *testing.T) {
 	f := mustCreate(t, b, d, "f").Ino
 	g := mustCreate(t, b, d, "g").Ino
 	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _ = a.ReadDir(ctx, d, 0, 100)
+		_, _, _ = a.ReadDir(ctx, d, 0, 100)
 		return a.reads.count() == 1
 	})
 	h, _, errno := a.Open(ctx, f, syscall.O_RDONLY)

@@ -26,7 +26,7 @@ func walkTree(t *testing.T, nDirs, nFiles int) (a *FS, cm *countingMeta, dirs []
 	ctx := testCtx(t)
 	// a leases p (its listing), and b gives back what it made.
 	waitUntil(t, "a read lease of p", 10*time.Second, func() bool {
-		if _, errno := a.ReadDir(ctx, p, 0, 1000); errno != 0 {
+		if _, _, errno := a.ReadDir(ctx, p, 0, 1000); errno != 0 {
 			t.Fatalf("readdir: %v", errno)
 		}
 		return a.reads.holds(p)
@@ -168,7 +168,7 @@ func TestWalkCountsDirectoriesLeasedBeforeTheirParent(t *testing.T) {
 	c := e.mount("c", nil, nil)
 	ctx := testCtx(t)
 	waitUntil(t, "b to give back p", 10*time.Second, func() bool {
-		_, errno := c.ReadDir(ctx, p, 0, 1000)
+		_, _, errno := c.ReadDir(ctx, p, 0, 1000)
 		return errno == 0 && b.leases.get(p) == nil
 	})
 	for i := range 3 {

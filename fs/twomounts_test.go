@@ -160,7 +160,7 @@ func twoMountsNamespace(t *testing.T, lossy bool) {
 				case 2:
 					o.errno = f.Rename(ctx, dir, name(i.a), dir, name(i.b), 0)
 				case 3:
-					ents, errno := f.ReadDir(ctx, dir, 0, 100)
+					ents, _, errno := f.ReadDir(ctx, dir, 0, 100)
 					o.errno = errno
 					for _, e := range ents {
 						var k int

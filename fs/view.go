@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -446,6 +448,33 @@ func (v *view) leasedDirAt(ctx context.Context, parent uint64, name string) uint
 		return 0
 	}
 	return ino
+}
+
+// listLeased lists dir from its write lease's entries when the mount
+// holds it (and its session is sure to last, as for lookupLeased): all of
+// them, sorted by name, their cookies numbering this listing (1, 2, ...),
+// not the service's. Nothing is asked of the service and nothing waits
+// for the journal.
+func (v *view) listLeased(dir uint64) ([]*metapb.DirEntry, bool) {
+	l := v.leases.held(dir)
+	if l == nil {
+		return nil, false
+	}
+	defer l.mu.RUnlock()
+	if !v.reads.fresh() {
+		return nil, false
+	}
+	l.emu.Lock()
+	out := make([]*metapb.DirEntry, 0, len(l.ents))
+	for name, e := range l.ents {
+		out = append(out, &metapb.DirEntry{Name: name, Ino: e.ino, Type: uint32(e.typ)})
+	}
+	l.emu.Unlock()
+	slices.SortFunc(out, func(a, b *metapb.DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	for i, e := range out {
+		e.Cookie = uint64(i) + 1
+	}
+	return out, true
 }
 
 // wbLookup answers a lookup in a leased directory: from the entries, and

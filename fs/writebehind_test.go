@@ -132,7 +132,7 @@ func lookupIno(t *testing.T, f *FS, parent uint64, name string) uint64 {
 
 func listNames(t *testing.T, f *FS, dir uint64) map[string]bool {
 	t.Helper()
-	ents, errno := f.ReadDir(testCtx(t), dir, 0, 4096)
+	ents, _, errno := f.ReadDir(testCtx(t), dir, 0, 4096)
 	mustErrno(t, "readdir", errno, 0)
 	out := map[string]bool{}
 	for _, e := range ents {

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -159,4 +161,78 @@ sys.stdin.read()`, path("locked"))
 			t.Fatalf("F_GETLK: type %d pid %d, want a write lock (%d) held by pid %d", lk.Type, lk.Pid, unix.F_WRLCK, holder.Process.Pid)
 		}
 	})
+
+	// The directory is listed whole from the mount's lease: the offsets
+	// the kernel is given number that listing, and a seek lands in it
+	// (the kernel seeks between its calls too: 4 KiB at a time here).
+	t.Run("seekdir in a listing of the lease", func(t *testing.T) {
+		sh(t, d, "mkdir many && cd many && touch $(seq -f f%04g 1200)")
+		fd, err := unix.Open(path("many"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		all := readDirents(t, fd)
+		if len(all) != 1202 {
+			t.Fatalf("%d entries, want 1202", len(all))
+		}
+		seen := map[string]bool{}
+		for _, e := range all {
+			if seen[e.name] {
+				t.Fatalf("%s listed twice", e.name)
+			}
+			seen[e.name] = true
+		}
+		for _, k := range []int{700, 1, 0, 1199, 1201} {
+			if _, err := unix.Seek(fd, all[k].off, 0); err != nil {
+				t.Fatal(err)
+			}
+			rest := readDirents(t, fd)
+			if len(rest) != len(all)-k-1 || len(rest) > 0 && rest[0] != all[k+1] {
+				t.Fatalf("after seeking to entry %d's offset: %d entries, want %d from %v", k, len(rest), len(all)-k-1, all[min(k+1, len(all)-1)])
+			}
+		}
+		// A rewind lists again: a file made since is there.
+		sh(t, path("many"), "touch new && rm f0001")
+		if _, err := unix.Seek(fd, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		again := map[string]bool{}
+		for _, e := range readDirents(t, fd) {
+			again[e.name] = true
+		}
+		if len(again) != 1202 || !again["new"] || again["f0001"] {
+			t.Fatalf("after a rewind: %d entries, new %v, f0001 %v; want 1202, new and not f0001", len(again), again["new"], again["f0001"])
+		}
+	})
+}
+
+type dirent struct {
+	name string
+	off  int64
+}
+
+// readDirents reads fd's entries from where it is to the end, 4 KiB at a
+// time.
+func readDirents(t *testing.T, fd int) []dirent {
+	t.Helper()
+	var out []dirent
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents: %v", err)
+		}
+		if n == 0 {
+			return out
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: ino, off, reclen, type, name.
+			off := int64(binary.NativeEndian.Uint64(b[8:16]))
+			reclen := binary.NativeEndian.Uint16(b[16:18])
+			name, _, _ := bytes.Cut(b[19:reclen], []byte{0})
+			out = append(out, dirent{string(name), off})
+			b = b[reclen:]
+		}
+	}
 }

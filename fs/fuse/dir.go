@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"context"
+	"sort"
 	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -23,15 +24,21 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 // pages, by its cookies (which stay valid while the directory changes).
 // The offset the kernel sees is 1 for ".", 2 for "..", and cookie+2 for an
 // entry.
+//
+// A directory the mount write-leases is listed whole from the lease when
+// the listing starts (fs.FS.ReadDir): then the handle keeps that listing
+// (whole), numbered by its own cookies, and pages and seeks in it; a
+// rewind (seek to the start) lists again.
 type dirHandle struct {
 	core   *fs.FS
 	ino    uint64
 	parent uint64
 	dots   int    // how many of "." and ".." were returned
-	cookie uint64 // the service's cookie of the last entry returned
+	cookie uint64 // the cookie of the last entry returned
 	buf    []*metapb.DirEntry
 	eof    bool
-	seen   uint64 // failures of the directory's changes this descriptor was told of (errseq)
+	whole  []*metapb.DirEntry // the whole listing from the lease, or nil
+	seen   uint64             // failures of the directory's changes this descriptor was told of (errseq)
 }
 
 const (
@@ -49,12 +56,15 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		return &fuse.DirEntry{Name: "..", Ino: d.parent, Mode: syscall.S_IFDIR, Off: 2}, 0
 	}
 	if len(d.buf) == 0 && !d.eof {
-		es, errno := d.core.ReadDir(ctx, d.ino, d.cookie, dirPage)
+		es, whole, errno := d.core.ReadDir(ctx, d.ino, d.cookie, dirPage)
 		if errno != 0 {
 			return nil, errno
 		}
+		if whole {
+			d.whole = es
+		}
 		d.buf = es
-		d.eof = len(es) < dirPage
+		d.eof = whole || len(es) < dirPage
 	}
 	if len(d.buf) == 0 {
 		return nil, 0
@@ -66,12 +76,20 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.buf, d.eof = nil, false
 	if off < dotEntries {
 		d.dots, d.cookie = int(off), 0
-	} else {
-		d.dots, d.cookie = dotEntries, off-dotEntries
+		d.buf, d.eof, d.whole = nil, false, nil
+		return 0
 	}
+	d.dots, d.cookie = dotEntries, off-dotEntries
+	if d.whole != nil {
+		// Within the listing kept (an offset past its end lands at its
+		// end).
+		i := sort.Search(len(d.whole), func(i int) bool { return d.whole[i].Cookie > d.cookie })
+		d.buf, d.eof = d.whole[i:], true
+		return 0
+	}
+	d.buf, d.eof = nil, false
 	return 0
 }
 
