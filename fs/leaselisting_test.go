@@ -115,3 +115,23 @@ func TestReadDirWholeFromWriteLease(t *testing.T) {
 		t.Fatalf("a's listing after the lease: whole %v, %d entries; want %d from the service", whole, len(ents), len(want))
 	}
 }
+
+// TestReadDirLargeLeasedDirPaged: a write-leased directory of more than
+// listWholeMax entries is listed by the service, a page at a time (each
+// open handle would keep a whole listing).
+func TestReadDirLargeLeasedDirPaged(t *testing.T) {
+	f, _ := newTestFS(t)
+	ctx := testCtx(t)
+	d := mustMkdir(t, f, RootIno, "d").Ino
+	for i := range listWholeMax + 1 {
+		mustCreate(t, f, d, fmt.Sprint("f", i))
+	}
+	if f.leases.get(d) == nil {
+		t.Fatal("the mount does not lease the directory it made")
+	}
+	ents, whole, errno := f.ReadDir(ctx, d, 0, 100)
+	mustErrno(t, "readdir", errno, 0)
+	if whole || len(ents) != 100 {
+		t.Fatalf("whole %v, %d entries; want a page of 100 from the service", whole, len(ents))
+	}
+}

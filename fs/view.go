@@ -450,11 +450,16 @@ func (v *view) leasedDirAt(ctx context.Context, parent uint64, name string) uint
 	return ino
 }
 
+// listWholeMax is the most entries a listing from a lease has: each open
+// directory handle keeps its listing (about 100 bytes an entry); a larger
+// directory is listed by the service, page by page.
+const listWholeMax = 1 << 16
+
 // listLeased lists dir from its write lease's entries when the mount
 // holds it (and its session is sure to last, as for lookupLeased): all of
 // them, sorted by name, their cookies numbering this listing (1, 2, ...),
 // not the service's. Nothing is asked of the service and nothing waits
-// for the journal.
+// for the journal. Not for more than listWholeMax entries.
 func (v *view) listLeased(dir uint64) ([]*metapb.DirEntry, bool) {
 	l := v.leases.held(dir)
 	if l == nil {
@@ -465,6 +470,10 @@ func (v *view) listLeased(dir uint64) ([]*metapb.DirEntry, bool) {
 		return nil, false
 	}
 	l.emu.Lock()
+	if len(l.ents) > listWholeMax {
+		l.emu.Unlock()
+		return nil, false
+	}
 	out := make([]*metapb.DirEntry, 0, len(l.ents))
 	for name, e := range l.ents {
 		out = append(out, &metapb.DirEntry{Name: name, Ino: e.ino, Type: uint32(e.typ)})
