@@ -149,14 +149,54 @@ func (t *leaseTable) acquire(dir uint64) {
 // load takes dir's write lease (mode 4: if no other mount holds it) and
 // reads its entries and attributes.
 func (t *leaseTable) load(l *dirLease) bool {
+	track, queued := t.reads.track(), t.pipe.pendingInos()
+	if !t.try([]*dirLease{l})[0] {
+		t.reads.untrack(track)
+		return false
+	}
+	return t.list(l, track, queued)
+}
+
+// try asks the service for the write leases of ls, granted to their
+// session if no other mount holds them (mode 4), in one command, and
+// reports which it granted. An answer lost on the way grants none here
+// (the mount still holds its read leases there, and gives back a write
+// lease the service asks back that it does not know it holds).
+func (t *leaseTable) try(ls []*dirLease) []bool {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
-	sess := l.sess
-	// Files this mount changes meanwhile are not adopted, nor those with
-	// changes in the journal before the listing is read (their listed
-	// attributes may be older than the mount's: a commit written behind).
-	track := t.reads.track()
-	queued := t.pipe.pendingInos()
+	ok := make([]bool, len(ls))
+	cmds := make([]*metapb.Command, len(ls))
+	for i, l := range ls {
+		cmds[i] = &metapb.Command{LeaseSession: l.sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: l.sess, Dir: l.dir, Mode: 4}}}
+	}
+	cmd := cmds[0]
+	if len(cmds) > 1 {
+		cmd = &metapb.Command{LeaseSession: ls[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
+	}
+	r, err := t.pipe.meta.Apply(ctx, cmd)
+	if err != nil {
+		return ok // the service is away: go on without
+	}
+	results := []*metapb.Result{r}
+	if len(cmds) > 1 {
+		results = r.Results
+	}
+	for i, r := range results[:min(len(results), len(ls))] {
+		ok[i] = r.Errno == 0 // else another mount holds it
+	}
+	return ok
+}
+
+// list reads the entries and attributes of l's directory, whose write
+// lease the service granted, and records them in l; it gives the lease
+// back if that fails. Files this mount changed meanwhile are not adopted
+// (track, from before the grant), nor those with changes in the journal
+// before it (queued: their listed attributes may be older than the
+// mount's, a commit written behind).
+func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool) bool {
+	ctx, cancel := t.ctx(context.Background())
+	defer cancel()
 	changed := func() map[uint64]bool {
 		skip := t.reads.untrack(track)
 		for ino := range queued {
@@ -164,29 +204,21 @@ func (t *leaseTable) load(l *dirLease) bool {
 		}
 		return skip
 	}
-	r, err := t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: l.dir, Mode: 4}}})
-	if err != nil || r.Errno != 0 {
+	fail := func() bool {
 		changed()
-		return false // another mount holds it, or the service is away: go on without
-	}
-	release := func() {
-		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-			Session: sess, Dir: l.dir, Mode: 2}}})
-	}
-	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: l.dir}}}))
-	if errno != 0 {
-		changed()
-		release()
+		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: l.sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+			Session: l.sess, Dir: l.dir, Mode: 2}}})
 		return false
 	}
+	var a *metapb.Attr       // the directory's, with the first page
 	var files []*metapb.Attr // the directory's files with one name
 	for cookie := uint64(0); ; {
 		q, errno := t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: l.dir, Cookie: cookie, Max: 4096, Plus: true}}})
-		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries {
-			changed()
-			release()
-			return false
+		if errno != 0 || len(l.ents)+len(q.Entries) > leaseMaxEntries || q.Attr == nil {
+			return fail()
+		}
+		if a == nil {
+			a = q.Attr
 		}
 		for _, e := range q.Entries {
 			if e.Name != "." && e.Name != ".." {
