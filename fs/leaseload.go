@@ -98,52 +98,70 @@ func (t *leaseTable) acquire(dir uint64) {
 	// would be missing from the mount's view.
 	t.svcMu.Lock()
 	defer t.svcMu.Unlock()
-	if t.busy(dir) || !t.reads.fresh() {
-		return // (not fresh: the session may be lost; the renewer gave the leases back)
-	}
-	// The mount's own copies of dir and of its attributes would go stale
-	// once it writes behind in it.
-	t.reads.handOver(dir)
-	handed := false
-	defer func() {
-		if !handed {
-			t.reads.leased(dir, nil) // not granted
-		}
-	}()
-	l := newDirLease(dir, t.pipe.session())
-	// Not published yet: nobody else holds them (TryLock: taken under
-	// lmu, a leaf, they cannot wait).
-	t.lmu.Lock()
-	if t.leases[dir] != nil || t.returning[dir] > 0 {
-		t.lmu.Unlock()
+	ls := t.reserve([]uint64{dir})
+	if len(ls) == 0 {
 		return
 	}
-	l.mu.TryLock()
-	l.emu.TryLock()
-	t.leases[dir] = l
-	t.lmu.Unlock()
-	ok := t.load(l)
+	if t.publish(ls[0], t.load(ls[0])) {
+		t.kickWatch()
+	}
+}
+
+// reserve makes the leases of dirs, locked and in the table but not held
+// yet, but of those leased or being given back already: the copies the
+// mount keeps of them and of their attributes are handed over first (they
+// would go stale once it writes behind there). svcMu is held.
+func (t *leaseTable) reserve(dirs []uint64) []*dirLease {
+	if !t.reads.fresh() {
+		return nil // the session may be lost; the renewer gave the leases back
+	}
+	var handed []uint64
+	for _, dir := range dirs {
+		if !t.busy(dir) {
+			t.reads.handOver(dir)
+			handed = append(handed, dir)
+		}
+	}
+	var ls []*dirLease
+	for _, dir := range handed {
+		l := newDirLease(dir, t.pipe.session())
+		// Not published yet: nobody else holds them (TryLock: taken
+		// under lmu, a leaf, they cannot wait).
+		t.lmu.Lock()
+		if t.leases[dir] != nil || t.returning[dir] > 0 {
+			t.lmu.Unlock()
+			t.reads.leased(dir, nil) // not granted
+			continue
+		}
+		l.mu.TryLock()
+		l.emu.TryLock()
+		t.leases[dir] = l
+		t.lmu.Unlock()
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// publish ends the load of l, a lease reserved: held if ok, else
+// forgotten. It reports ok.
+func (t *leaseTable) publish(l *dirLease, ok bool) bool {
 	if t.debugOn {
-		t.log.Debug("directory leased", "dir", dir, "ok", ok, "entries", len(l.ents))
+		t.log.Debug("directory leased", "dir", l.dir, "ok", ok, "entries", len(l.ents))
 	}
 	l.held.Store(ok)
 	l.used.Store(time.Now().UnixNano())
 	if ok {
 		// Before the lease is used (emu is held): what the kernel was
 		// given from the copy is checked against l's listing.
-		handed = true
-		t.reads.leased(dir, func(name string) (uint64, bool) { e, in := l.ents[name]; return e.ino, in })
+		t.reads.leased(l.dir, func(name string) (uint64, bool) { e, in := l.ents[name]; return e.ino, in })
 	}
 	l.emu.Unlock()
 	l.mu.Unlock()
 	if !ok {
-		t.forget(dir, l)
-		return
+		t.forget(l.dir, l)
+		t.reads.leased(l.dir, nil) // not granted
 	}
-	select {
-	case t.kick <- struct{}{}:
-	default:
-	}
+	return ok
 }
 
 // load takes dir's write lease (mode 4: if no other mount holds it) and

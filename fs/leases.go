@@ -222,11 +222,17 @@ func (t *leaseTable) add(dir, parent, sess uint64, a *metapb.Attr) *dirLease {
 	}
 	t.leases[dir] = l
 	t.lmu.Unlock()
+	t.kickWatch()
+	return l
+}
+
+// kickWatch tells the watcher a lease was granted: to watch for its
+// revocation.
+func (t *leaseTable) kickWatch() {
 	select {
 	case t.kick <- struct{}{}:
 	default:
 	}
-	return l
 }
 
 // giveBack ends the lease of dir: no more writing behind in it, the journal
