@@ -46,7 +46,10 @@ type dirLease struct {
 	// under mu write-held; it may be read without mu (localAttr).
 	mu   lockorder.RWMutex
 	held atomic.Bool
-	used atomic.Int64 // when it was last written behind in (unix ns)
+	// ahead: the subdirectories were queued to be leased ahead (at the
+	// first removal under the lease: leaseahead.go).
+	ahead atomic.Bool
+	used  atomic.Int64 // when it was last written behind in (unix ns)
 
 	emu    lockorder.Mutex // guards ents, inodes and scan
 	ents   map[string]dirEnt
@@ -97,6 +100,10 @@ type leaseTable struct {
 	// next leases each, not only those asked for while none was.
 	toAcquire []uint64
 	acquiring bool
+	// toAhead: directories to lease ahead of removals, in batches, by one
+	// goroutine (leasingAhead; leaseahead.go).
+	toAhead      []uint64
+	leasingAhead bool
 
 	kick    chan struct{} // a lease was granted: watch for its revocation
 	watched chan struct{} // closed when watch returns

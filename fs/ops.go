@@ -151,6 +151,7 @@ func (f *FS) Unlink(ctx context.Context, parent uint64, name string) syscall.Err
 		return syscall.ENAMETOOLONG
 	}
 	f.leases.leaseNow(parent)
+	f.leases.ahead(parent)
 	if ok, errno := f.view.unlink(parent, name); ok {
 		return errno
 	}
@@ -173,6 +174,7 @@ func (f *FS) Rmdir(ctx context.Context, parent uint64, name string) syscall.Errn
 		return syscall.ENAMETOOLONG
 	}
 	f.leases.leaseNow(parent)
+	f.leases.ahead(parent)
 	if ok, errno := f.view.rmdir(parent, name); ok {
 		return errno
 	}

@@ -23,8 +23,10 @@ type countingMeta struct {
 	n       atomic.Int64
 	applies atomic.Int64 // changes only
 
-	mu     sync.Mutex
-	leases []uint32 // the modes of the LeaseOps sent
+	mu           sync.Mutex
+	leases       []uint32     // the modes of the LeaseOps sent alone
+	batched      []uint32     // and in batches
+	grantBatches atomic.Int64 // batches with write leases (mode 4) in them
 
 	slices, objects atomic.Int64 // slices and object-record queries
 	readdirs        atomic.Int64
@@ -39,6 +41,20 @@ func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.
 		m.leases = append(m.leases, l.Mode)
 		m.mu.Unlock()
 	}
+	if mo := cmd.GetMulti(); mo != nil { // the leases in a batch too
+		m.mu.Lock()
+		grants := false
+		for _, c := range mo.Commands {
+			if l := c.GetLease(); l != nil {
+				m.batched = append(m.batched, l.Mode)
+				grants = grants || l.Mode == 4
+			}
+		}
+		m.mu.Unlock()
+		if grants {
+			m.grantBatches.Add(1)
+		}
+	}
 	r, err := m.Meta.Apply(ctx, cmd)
 	if err == nil && r.Leased {
 		m.refused.Add(1)
@@ -52,6 +68,16 @@ func (m *countingMeta) leaseModes() []uint32 {
 	defer m.mu.Unlock()
 	out := m.leases
 	m.leases = nil
+	return out
+}
+
+// allLeaseModes returns the modes of the LeaseOps sent, alone or in
+// batches, and forgets them.
+func (m *countingMeta) allLeaseModes() []uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := append(m.leases, m.batched...)
+	m.leases, m.batched = nil, nil
 	return out
 }
 
