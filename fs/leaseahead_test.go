@@ -1,11 +1,16 @@
 package fs
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
 // TestRemovalLeasesSubdirectoriesAhead: the first removal in a directory
@@ -77,5 +82,69 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	}
 	if got := listNames(t, b, d); !maps.Equal(got, map[string]bool{"other": true}) {
 		t.Fatalf("b lists %v in d, want other only", slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// heldMeta holds the first lease command until open is closed, and
+// records the lease commands.
+type heldMeta struct {
+	Meta
+	once          sync.Once
+	entered, open chan struct{}
+	mu            sync.Mutex
+	cmds          []*metapb.Command
+}
+
+func (m *heldMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	if cmd.GetLease() != nil || cmd.GetMulti() != nil {
+		m.mu.Lock()
+		m.cmds = append(m.cmds, cmd)
+		m.mu.Unlock()
+		m.once.Do(func() { close(m.entered); <-m.open })
+	}
+	return m.Meta.Apply(ctx, cmd)
+}
+
+// TestReadLeaseReleasesSentTogether: releases of read leases asked for
+// while one is on its way are sent together after it, in one command, and
+// each caller returns once its own was sent.
+func TestReadLeaseReleasesSentTogether(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := &heldMeta{entered: make(chan struct{}), open: make(chan struct{})}
+	a := e.mount("a", func(c *Config) { m.Meta = c.Meta; c.Meta = m }, nil)
+	sess := a.pipe.session()
+	s := a.reads.releaser
+	var wg sync.WaitGroup
+	wg.Go(func() { s.release(1000, sess) })
+	<-m.entered
+	const n = 20
+	var returned atomic.Int64
+	for i := range n {
+		wg.Go(func() { s.release(uint64(2000+i), sess); returned.Add(1) })
+	}
+	waitUntil(t, "the releases to be queued", 10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.next != nil && len(s.next.dirs) == n
+	})
+	if returned.Load() != 0 {
+		t.Fatal("a release returned before it was sent")
+	}
+	close(m.open)
+	wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.cmds) != 2 || m.cmds[0].GetLease().GetMode() != 6 || len(m.cmds[1].GetMulti().GetCommands()) != n {
+		t.Fatalf("%d lease commands (%v); want the first release alone, then the %d others in one", len(m.cmds), m.cmds, n)
+	}
+	dirs := map[uint64]bool{}
+	for _, c := range m.cmds[1].GetMulti().GetCommands() {
+		if l := c.GetLease(); l.GetMode() == 6 && l.Session == sess {
+			dirs[l.Dir] = true
+		}
+	}
+	if len(dirs) != n {
+		t.Fatalf("the batch releases %d of the %d directories", len(dirs), n)
 	}
 }

@@ -32,7 +32,7 @@ import "github.com/ecfs/ecfs/fs/internal/lockorder"
 //     pipeline.mu (the sender records failures on inodes before it takes
 //     it), Handle.mu, budget.mu, closer.mu, objectCache.mu, placer.mu
 //     (held across one Place call), readLeases.mu, prefetched.mu,
-//     fetchedBlocks.mu, kernelCache.mu.
+//     fetchedBlocks.mu, kernelCache.mu, releaser.mu.
 //
 // Waiting without a lock: a writer waits for buffer memory without its
 // inode's mu; Flush waits for uploads without it; whoever waits for the
@@ -63,4 +63,5 @@ var (
 	levelPrefetch = lockorder.Define(52, "prefetched.mu")
 	levelFetched  = lockorder.Define(53, "fetchedBlocks.mu")
 	levelKernel   = lockorder.Define(54, "kernelCache.mu")
+	levelReleaser = lockorder.Define(55, "releaser.mu")
 )

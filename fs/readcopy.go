@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 	"sync/atomic"
 	"time"
 
@@ -207,13 +208,88 @@ func (r *readLeases) backoff(dir uint64, taken time.Time) {
 	r.cool[dir] = c
 }
 
-// release tells the service the mount no longer holds dir's read lease.
-func (r *readLeases) release(dir, sess uint64) {
-	ctx, cancel := r.ctx(context.Background())
+// release tells the service the mount no longer holds dir's read lease,
+// granted to session sess; it returns once the service has been told.
+func (r *readLeases) release(dir, sess uint64) { r.releaser.release(dir, sess) }
+
+// releaser sends the read leases' releases. Those asked for while one is
+// on its way go together after it, in one command per session: each is a
+// Raft commit otherwise, and rm -rf on a mount that walked the tree gives
+// back a copy at every directory.
+type releaser struct {
+	*base
+	pipe    *pipeline
+	mu      lockorder.Mutex // a leaf
+	next    *releaseBatch   // the releases asked for since the one on its way
+	sending bool            // a caller of release sends the batches
+}
+
+type releaseBatch struct {
+	dirs, sess []uint64
+	done       chan struct{} // closed once the service was told
+}
+
+func newReleaser(b *base, pipe *pipeline) *releaser {
+	s := &releaser{base: b, pipe: pipe}
+	s.mu.Init(levelReleaser, "releaser.mu")
+	return s
+}
+
+// release queues dir's release and waits until it is sent: by the first
+// caller to find none on its way, or after the one on its way.
+func (s *releaser) release(dir, sess uint64) {
+	s.mu.Lock()
+	b := s.next
+	if b == nil {
+		b = &releaseBatch{done: make(chan struct{})}
+		s.next = b
+	}
+	b.dirs, b.sess = append(b.dirs, dir), append(b.sess, sess)
+	lead := !s.sending
+	s.sending = true
+	s.mu.Unlock()
+	if lead {
+		s.sendNext()
+	}
+	<-b.done
+}
+
+// sendNext sends the batch queued, then, in the background, the one
+// queued meanwhile if any (its callers wait for it).
+func (s *releaser) sendNext() {
+	s.mu.Lock()
+	b := s.next
+	s.next = nil
+	s.mu.Unlock()
+	s.send(b)
+	close(b.done)
+	s.mu.Lock()
+	more := s.next != nil
+	s.sending = more
+	s.mu.Unlock()
+	if more {
+		go s.sendNext()
+	}
+}
+
+// send tells the service of b's releases, one command per session.
+func (s *releaser) send(b *releaseBatch) {
+	ctx, cancel := s.ctx(context.Background())
 	defer cancel()
-	if _, err := r.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: dir, Mode: 6}}}); err != nil {
-		r.log.Warn("releasing a read lease", "dir", dir, "err", err)
+	bySess := map[uint64][]*metapb.Command{}
+	for i, dir := range b.dirs {
+		sess := b.sess[i]
+		bySess[sess] = append(bySess[sess], &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+			Session: sess, Dir: dir, Mode: 6}}})
+	}
+	for sess, cmds := range bySess {
+		cmd := cmds[0]
+		if len(cmds) > 1 {
+			cmd = &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
+		}
+		if _, err := s.pipe.meta.Apply(ctx, cmd); err != nil {
+			s.log.Warn("releasing read leases", "dirs", len(cmds), "err", err)
+		}
 	}
 }
 

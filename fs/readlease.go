@@ -52,7 +52,8 @@ type readLeases struct {
 	handles *handleTable // closes of handles registered late (register)
 	off     bool
 
-	kernel *kernelCache
+	kernel   *kernelCache
+	releaser *releaser // sends the releases (release)
 	// renewed: when the session's last renewal that succeeded was sent
 	// (unix ns): the service keeps the session, and so its read leases,
 	// at least SessionTTL from then.
@@ -99,7 +100,7 @@ const (
 )
 
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
+	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), releaser: newReleaser(b, pipe), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
 		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")

@@ -21,7 +21,7 @@ var layers = map[string]int{
 	"budget": 0, "base": 0,
 	"inode": 1, "inodeTable": 1,
 	"pipeline": 2,
-	"closer":   3, "objectCache": 3, "placer": 3, "reporter": 3,
+	"closer":   3, "objectCache": 3, "placer": 3, "reporter": 3, "releaser": 3,
 	"handleTable": 4,
 	"readLeases":  5,
 	"leaseTable":  6,
