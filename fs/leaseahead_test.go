@@ -16,7 +16,8 @@ import (
 // TestRemovalLeasesSubdirectoriesAhead: the first removal in a directory
 // the mount walked (read-leased, with its subdirectories) write-leases the
 // subdirectories it read-leases too, 16 in one command, in the
-// background; not one it did not look into. The removals in them then ask
+// background, with the read copies as their view (no listing); not one it
+// did not look into. The removals in them then ask
 // the service for no lease, and are written behind; another mount sees
 // what is left.
 func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
@@ -48,7 +49,7 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 		})
 	}
 	cm.allLeaseModes()
-	batches := cm.grantBatches.Load()
+	batches, readdirs := cm.grantBatches.Load(), cm.readdirs.Load()
 	mustErrno(t, "a unlink top", a.Unlink(ctx, d, "top"), 0)
 	waitUntil(t, "the subdirectories to be write-leased", 10*time.Second, func() bool {
 		for _, s := range subs {
@@ -58,6 +59,9 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 		}
 		return true
 	})
+	if n := cm.readdirs.Load() - readdirs; n != 0 {
+		t.Fatalf("%d listings by the service: the read copies are the write leases' view", n)
+	}
 	if a.leases.get(other) != nil {
 		t.Fatal("a leased a subdirectory it never looked into")
 	}

@@ -228,6 +228,21 @@ func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool) 
 			Session: l.sess, Dir: l.dir, Mode: 2}}})
 		return false
 	}
+	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries {
+		// The read lease's copy is what the service has: no listing.
+		var files []*metapb.Attr
+		for i := range d.ents {
+			e := &d.ents[i]
+			if e.name != "." && e.name != ".." {
+				l.ents[e.name] = dirEnt{e.a.ino, namespace.FileType(e.a.typ)}
+				if e.a.typ == uint8(namespace.TypeFile) && e.a.nlink == 1 {
+					files = append(files, e.a.pb())
+				}
+			}
+		}
+		t.loaded(l, d.self.pb(), files, changed())
+		return true
+	}
 	var a *metapb.Attr       // the directory's, with the first page
 	var files []*metapb.Attr // the directory's files with one name
 	for cookie := uint64(0); ; {

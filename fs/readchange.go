@@ -164,6 +164,9 @@ type handing struct {
 	kept  time.Time
 	drop  []string      // the names the write lease does not cover (set before done)
 	done  chan struct{} // closed by leased
+	// revoked: the service asked for the read lease back meanwhile (its
+	// release may be on its way): the copy is not the write lease's view.
+	revoked bool
 }
 
 // leased ends handOver(dir): the write lease is published, listing names
@@ -196,6 +199,22 @@ func (r *readLeases) leased(dir uint64, listed func(name string) (uint64, bool))
 		h.drop = append(h.drop, name)
 	}
 	r.kernel.park(dir, keep, h.kept)
+}
+
+// handedCopy returns the copy of dir handed over to the write lease
+// being taken for session sess, if it still holds what the service has:
+// granted to sess, and not revoked since. Until leased, its read lease is
+// not released (giveBack waits), so no other mount's change of dir or of
+// its entries' attributes can be applied (it waits for the release), and
+// the mount's own changes end a copy before they are sent.
+func (r *readLeases) handedCopy(dir, sess uint64) *readDir {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.leasing[dir]
+	if h == nil || h.d == nil || h.revoked || h.d.sess != sess {
+		return nil
+	}
+	return h.d
 }
 
 // holds reports whether the mount answers from a copy of dir.

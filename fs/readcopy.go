@@ -208,10 +208,6 @@ func (r *readLeases) backoff(dir uint64, taken time.Time) {
 	r.cool[dir] = c
 }
 
-// release tells the service the mount no longer holds dir's read lease,
-// granted to session sess; it returns once the service has been told.
-func (r *readLeases) release(dir, sess uint64) { r.releaser.release(dir, sess) }
-
 // releaser sends the read leases' releases. Those asked for while one is
 // on its way go together after it, in one command per session: each is a
 // Raft commit otherwise, and rm -rf on a mount that walked the tree gives

@@ -294,7 +294,7 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 	evict := r.overLimit()
 	r.mu.Unlock()
 	if granted && !ok {
-		r.release(dir, r.pipe.session())
+		r.releaser.release(dir, r.pipe.session())
 	}
 	for _, e := range evict {
 		r.giveBack(e, giveRevoked)
@@ -401,7 +401,7 @@ func (r *readLeases) giveBack(d *readDir, why int) {
 		if why == giveRevoked {
 			r.register(d.dir)
 		}
-		r.release(d.dir, d.sess)
+		r.releaser.release(d.dir, d.sess)
 		r.released(d.dir)
 		r.kernel.later(d.dir, names, kept)
 		if r.debugOn {
@@ -430,7 +430,11 @@ func (r *readLeases) revoked(dirs []uint64) {
 		}
 		// Handed over to a write lease being taken: released after it
 		// (giveBack), the kernel's names checked against its listing.
+		// Its copy is not the write lease's view (handedCopy).
 		handed := r.leasing[dir] != nil && r.leasing[dir].d != nil
+		if h := r.leasing[dir]; h != nil {
+			h.revoked = true
+		}
 		if d == nil && !handed {
 			r.releasing[dir]++
 		}
@@ -441,7 +445,7 @@ func (r *readLeases) revoked(dirs []uint64) {
 			r.releases.Add(1)
 			go func() {
 				defer r.releases.Done()
-				r.release(dir, r.pipe.session())
+				r.releaser.release(dir, r.pipe.session())
 				r.released(dir)
 			}()
 		}
