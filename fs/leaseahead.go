@@ -14,8 +14,9 @@ import (
 // removal under a write lease, the subdirectories the mount holds read
 // copies of (it walked them lately: the diff before an rm -rf) are
 // write-leased in the background, aheadBatch in one command, their
-// listings read aheadLoads at a time, each lease usable once its own
-// listing is in.
+// listings read aheadLoads at a time (none when the read copy is taken
+// over), each lease usable once its own listing is in; and theirs in turn,
+// down to aheadDepth levels below the removal.
 //
 // Only those read-leased: the mount looked into them, and no other mount
 // changed them since (that would have revoked the copy).
@@ -24,7 +25,18 @@ const (
 	aheadBatch = 16  // directories leased in one command
 	aheadLoads = 4   // listings read at once
 	maxAhead   = 256 // directories waiting to be leased ahead, at most
+	// aheadDepth: how many levels below the directory of a removal are
+	// leased ahead: a directory leased ahead queues its own subdirectories
+	// (rm -rf goes down into them next) until this depth.
+	aheadDepth = 4
 )
+
+// aheadDir is a directory to lease ahead, depth levels below the removal
+// that queued it.
+type aheadDir struct {
+	dir   uint64
+	depth int
+}
 
 // ahead queues dir's read-leased subdirectories for leasing, at the first
 // removal under the mount's write lease of dir. The caller holds no lock.
@@ -32,8 +44,16 @@ func (t *leaseTable) ahead(dir uint64) {
 	if t.off {
 		return
 	}
-	l := t.get(dir)
-	if l == nil || !l.held.Load() || l.ahead.Swap(true) {
+	if l := t.get(dir); l != nil && l.held.Load() {
+		t.queueKids(l, 1)
+	}
+}
+
+// queueKids queues the subdirectories of l's directory that the mount
+// holds read copies of (and leases no other way) for leasing ahead, as
+// depth levels below a removal; once per lease.
+func (t *leaseTable) queueKids(l *dirLease, depth int) {
+	if l.ahead.Swap(true) {
 		return
 	}
 	var subs []uint64
@@ -50,8 +70,8 @@ func (t *leaseTable) ahead(dir uint64) {
 	}
 	t.hitsMu.Lock()
 	for _, d := range subs {
-		if len(t.toAhead) < maxAhead && !slices.Contains(t.toAhead, d) {
-			t.toAhead = append(t.toAhead, d)
+		if len(t.toAhead) < maxAhead && !slices.ContainsFunc(t.toAhead, func(a aheadDir) bool { return a.dir == d }) {
+			t.toAhead = append(t.toAhead, aheadDir{d, depth})
 		}
 	}
 	start := !t.leasingAhead
@@ -72,20 +92,28 @@ func (t *leaseTable) leaseAhead() {
 			t.hitsMu.Unlock()
 			return
 		}
-		dirs := slices.Clone(t.toAhead[:n])
+		batch := slices.Clone(t.toAhead[:n])
 		t.toAhead = t.toAhead[n:]
 		t.hitsMu.Unlock()
-		t.acquireBatch(dirs)
+		t.acquireBatch(batch)
 	}
 }
 
-// acquireBatch leases those of dirs the mount still holds read copies of
+// acquireBatch leases those of batch the mount still holds read copies of
 // and leases no other way, in one command, and loads them (acquire does
-// one).
-func (t *leaseTable) acquireBatch(dirs []uint64) {
+// one); each queues its own subdirectories if it is less than aheadDepth
+// below the removal.
+func (t *leaseTable) acquireBatch(batch []aheadDir) {
 	t.svcMu.Lock()
 	defer t.svcMu.Unlock()
-	dirs = slices.DeleteFunc(dirs, func(d uint64) bool { return !t.reads.holds(d) })
+	depth := map[uint64]int{}
+	var dirs []uint64
+	for _, a := range batch {
+		if t.reads.holds(a.dir) {
+			dirs = append(dirs, a.dir)
+			depth[a.dir] = a.depth
+		}
+	}
 	ls := t.reserve(dirs)
 	if len(ls) == 0 {
 		return
@@ -108,7 +136,9 @@ func (t *leaseTable) acquireBatch(dirs []uint64) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t.publish(l, t.list(l, tracks[i], queued))
+			if t.publish(l, t.list(l, tracks[i], queued)) && depth[l.dir] < aheadDepth {
+				t.queueKids(l, depth[l.dir]+1)
+			}
 			<-sem
 		}()
 	}

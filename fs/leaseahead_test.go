@@ -16,10 +16,11 @@ import (
 // TestRemovalLeasesSubdirectoriesAhead: the first removal in a directory
 // the mount walked (read-leased, with its subdirectories) write-leases the
 // subdirectories it read-leases too, 16 in one command, in the
-// background, with the read copies as their view (no listing); not one it
-// did not look into. The removals in them then ask
-// the service for no lease, and are written behind; another mount sees
-// what is left.
+// background, with the read copies as their view (no listing), and theirs
+// down to aheadDepth levels below; not one it did not look into. A
+// removal at that depth leases the next level. The removals in them then
+// ask the service for no lease, and are written behind; another mount
+// sees what is left.
 func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -38,9 +39,15 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 			mustCreate(t, b, s, fmt.Sprint("f", j))
 		}
 	}
-	// a walks d and s0..s19 (the first listing of each revokes b's write
-	// lease; the next takes the read lease).
-	for _, dir := range append([]uint64{d}, subs...) {
+	// s0/l1/l2/l3/l4: l1 is 2 levels below d, l4 5.
+	chain := []uint64{subs[0]}
+	for i := 1; i <= 4; i++ {
+		chain = append(chain, mustMkdir(t, b, chain[i-1], fmt.Sprint("l", i)).Ino)
+	}
+	mustCreate(t, b, chain[3], "f")
+	// a walks d, s0..s19 and the chain (the first listing of each revokes
+	// b's write lease; the next takes the read lease).
+	for _, dir := range append(append([]uint64{d}, subs...), chain[1:]...) {
 		waitUntil(t, "a read lease", 10*time.Second, func() bool {
 			if _, _, errno := a.ReadDir(ctx, dir, 0, 1000); errno != 0 {
 				t.Fatalf("readdir: %v", errno)
@@ -52,7 +59,7 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	batches, readdirs := cm.grantBatches.Load(), cm.readdirs.Load()
 	mustErrno(t, "a unlink top", a.Unlink(ctx, d, "top"), 0)
 	waitUntil(t, "the subdirectories to be write-leased", 10*time.Second, func() bool {
-		for _, s := range subs {
+		for _, s := range append(subs, chain[1:4]...) {
 			if l := a.leases.get(s); l == nil || !l.held.Load() {
 				return false
 			}
@@ -65,14 +72,27 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	if a.leases.get(other) != nil {
 		t.Fatal("a leased a subdirectory it never looked into")
 	}
+	a.reads.wait() // the releases: none went with the next grants
+	if a.leases.get(chain[4]) != nil {
+		t.Fatal("a leased ahead 5 levels below the removal")
+	}
 	grants := 0
 	for _, m := range cm.allLeaseModes() {
 		if m == 4 {
 			grants++
 		}
 	}
-	if got := cm.grantBatches.Load() - batches; grants != n+1 || got != 2 {
-		t.Fatalf("%d write leases in %d batches; want %d (d, then s0..s19 in 2 batches)", grants, got, n+1)
+	if got := cm.grantBatches.Load() - batches; grants != n+4 || got < 2 || got > 5 {
+		t.Fatalf("%d write leases in %d batches; want %d (d, then s0..s19, l1, l2, l3 in 2 to 5 batches)", grants, got, n+4)
+	}
+	mustErrno(t, "a unlink l3/f", a.Unlink(ctx, chain[3], "f"), 0)
+	waitUntil(t, "l4 to be write-leased", 10*time.Second, func() bool {
+		l := a.leases.get(chain[4])
+		return l != nil && l.held.Load()
+	})
+	cm.allLeaseModes()
+	for i := 4; i >= 1; i-- {
+		mustErrno(t, "rmdir", a.Rmdir(ctx, chain[i-1], fmt.Sprint("l", i)), 0)
 	}
 
 	for i, s := range subs {

@@ -47,7 +47,8 @@ type dirLease struct {
 	mu   lockorder.RWMutex
 	held atomic.Bool
 	// ahead: the subdirectories were queued to be leased ahead (at the
-	// first removal under the lease: leaseahead.go).
+	// first removal under the lease, or as it was leased ahead:
+	// leaseahead.go).
 	ahead atomic.Bool
 	used  atomic.Int64 // when it was last written behind in (unix ns)
 
@@ -102,7 +103,7 @@ type leaseTable struct {
 	acquiring bool
 	// toAhead: directories to lease ahead of removals, in batches, by one
 	// goroutine (leasingAhead; leaseahead.go).
-	toAhead      []uint64
+	toAhead      []aheadDir
 	leasingAhead bool
 
 	kick    chan struct{} // a lease was granted: watch for its revocation
