@@ -291,10 +291,17 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 			r.aheadOf(d, d.ents[last].a.ino)
 		}
 	}
+	if granted && !ok {
+		// No lease of dir is taken until the service has this release
+		// (releasing): it would grant the one the session still holds,
+		// and the release end it under the new copy.
+		r.releasing[dir]++
+	}
 	evict := r.overLimit()
 	r.mu.Unlock()
 	if granted && !ok {
 		r.releaser.release(dir, r.pipe.session())
+		r.released(dir)
 	}
 	for _, e := range evict {
 		r.giveBack(e, giveRevoked)
