@@ -208,6 +208,24 @@ func (t *leaseTable) try(ls []*dirLease) []bool {
 	return ok
 }
 
+// current checks that d, a read lease's copy handed over, still has the
+// directory's version (every change of its entries makes a new one): it
+// should, since its read lease was held until now; if it does not (a
+// lease the mount held no longer, some mistake of its own), the write
+// lease lists the directory instead of making an old copy its own.
+func (t *leaseTable) current(ctx context.Context, d *readDir) bool {
+	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: d.dir}}}))
+	if errno != 0 {
+		return false
+	}
+	if a.Version != d.self.version {
+		t.log.Warn("a read lease's copy was older than its directory; listing it again", "dir", d.dir,
+			"copy_version", d.self.version, "version", a.Version)
+		return false
+	}
+	return true
+}
+
 // list reads the entries and attributes of l's directory, whose write
 // lease the service granted, and records them in l; it gives the lease
 // back if that fails. Files this mount changed meanwhile are not adopted
@@ -230,7 +248,7 @@ func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool) 
 			Session: l.sess, Dir: l.dir, Mode: 2}}})
 		return false
 	}
-	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries {
+	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries && t.current(ctx, d) {
 		// The read lease's copy is what the service has: no listing.
 		var files []*metapb.Attr
 		for i := range d.ents {

@@ -313,3 +313,98 @@ func TestMkdirLeaseRevokedBeforeListed(t *testing.T) {
 	}
 	openRead(t, a, x.Ino, []byte("made by b"))
 }
+
+// releaseGate holds read-lease releases (mode 6) while it is shut.
+type releaseGate struct {
+	Meta
+	gate
+	waiting chan struct{} // closed at the first release held
+	once    sync.Once
+}
+
+func (m *releaseGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	if l := cmd.GetLease(); l != nil && l.Mode == 6 {
+		m.once.Do(func() { close(m.waiting) })
+		if err := m.pass(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return m.Meta.Apply(ctx, cmd)
+}
+
+// TestSpoiledReadLoadReleasedBeforeRetaken: a read lease granted for a
+// copy that is not kept (the load was spoiled) is released; until the
+// service has that release, no lease of the directory is taken: the
+// service would grant the one the session still holds, and the release
+// end it while the new copy answers (found by the fault suite: a listing
+// still had a name another mount had removed).
+func TestSpoiledReadLoadReleasedBeforeRetaken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rg := &releaseGate{waiting: make(chan struct{})}
+	rg.shut()
+	t.Cleanup(rg.open) // a failure leaves no call held up
+	a := e.mount("a", func(c *Config) { rg.Meta = c.Meta; c.Meta = rg }, nil)
+	b := e.mount("b", func(c *Config) { c.NoWriteBehind = true }, nil) // leases nothing
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	mustCreate(t, b, d, "f")
+	r := a.reads
+	sess := a.pipe.session()
+	r.mu.Lock()
+	load := r.reserve(d)
+	r.mu.Unlock()
+	if load == nil {
+		t.Fatal("no load of d could be reserved")
+	}
+	if granted, _ := r.grant(sess, []uint64{d}); !granted[0] {
+		t.Fatal("a read lease of d not granted")
+	}
+	cp := r.list(d, sess)
+	r.mu.Lock()
+	load.spoiled = true
+	r.mu.Unlock()
+	done := make(chan bool, 1)
+	go func() { done <- r.finish(d, load, cp, true, false) }()
+	<-rg.waiting
+	if held, _ := r.take(d); held {
+		t.Fatal("a took a read lease of d while the release of the one it did not keep was on its way")
+	}
+	rg.open()
+	if <-done {
+		t.Fatal("a kept the copy of a spoiled load")
+	}
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		held, _ := r.take(d)
+		return held
+	})
+	mustErrno(t, "b unlinks f", b.Unlink(testCtx(t), d, "f"), 0)
+	if names := listNames(t, a, d); names["f"] {
+		t.Fatalf("a lists %v after b removed f", names)
+	}
+}
+
+// TestStaleReadCopyNotTakenOver: a read copy handed over to a write
+// lease is checked against the directory's version first; one the service
+// no longer backed (here its lease was ended behind the mount's back) is
+// not made the write lease's view: the directory is listed again.
+func TestStaleReadCopyNotTakenOver(t *testing.T) {
+	t.Parallel()
+	e, a, b, d, _, _, _ := readLeased(t, 4)
+	ctx := testCtx(t)
+	sess := a.pipe.session()
+	if _, err := e.client().Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+		Session: sess, Dir: d, Mode: 6}}}); err != nil {
+		t.Fatal(err)
+	}
+	mustErrno(t, "b unlinks f1", b.Unlink(ctx, d, "f1"), 0)
+	mustErrno(t, "a unlinks f0", a.Unlink(ctx, d, "f0"), 0) // write-leases d
+	if l := a.leases.get(d); l == nil || !l.held.Load() {
+		t.Fatal("a does not write-lease d at its first change there")
+	}
+	if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
+		t.Fatalf("a looks up f1, which b removed: errno %v, want ENOENT", errno)
+	}
+	if names := listNames(t, a, d); names["f1"] || !names["f2"] {
+		t.Fatalf("a lists %v", names)
+	}
+}
