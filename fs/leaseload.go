@@ -179,33 +179,42 @@ func (t *leaseTable) load(l *dirLease) bool {
 
 // try asks the service for the write leases of ls, granted to their
 // session if no other mount holds them (mode 4), in one command, and
-// reports which it granted. An answer lost on the way grants none here
-// (the mount still holds its read leases there, and gives back a write
-// lease the service asks back that it does not know it holds).
+// reports which it granted. An answer lost on the way grants none here:
+// the service may have granted them, so they are released (else another
+// mount's change there would wait for a lease this one does not know it
+// holds, and may not watch).
 func (t *leaseTable) try(ls []*dirLease) []bool {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
 	ok := make([]bool, len(ls))
-	cmds := make([]*metapb.Command, len(ls))
-	for i, l := range ls {
-		cmds[i] = &metapb.Command{LeaseSession: l.sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: l.sess, Dir: l.dir, Mode: 4}}}
-	}
-	cmd := cmds[0]
-	if len(cmds) > 1 {
-		cmd = &metapb.Command{LeaseSession: ls[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
-	}
-	r, err := t.pipe.meta.Apply(ctx, cmd)
+	r, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 4))
 	if err != nil {
-		return ok // the service is away: go on without
+		if _, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 2)); err != nil {
+			t.log.Warn("releasing directory leases whose grant was not answered", "dirs", len(ls), "err", err)
+		}
+		return ok // go on without
 	}
 	results := []*metapb.Result{r}
-	if len(cmds) > 1 {
+	if len(ls) > 1 {
 		results = r.Results
 	}
 	for i, r := range results[:min(len(results), len(ls))] {
 		ok[i] = r.Errno == 0 // else another mount holds it
 	}
 	return ok
+}
+
+// leaseCmd is a command with a LeaseOp of mode for each of ls (a batch
+// of them if more than one).
+func leaseCmd(ls []*dirLease, mode uint32) *metapb.Command {
+	cmds := make([]*metapb.Command, len(ls))
+	for i, l := range ls {
+		cmds[i] = &metapb.Command{LeaseSession: l.sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: l.sess, Dir: l.dir, Mode: mode}}}
+	}
+	if len(cmds) == 1 {
+		return cmds[0]
+	}
+	return &metapb.Command{LeaseSession: ls[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
 }
 
 // current checks that d, a read lease's copy handed over, still has the

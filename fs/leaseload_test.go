@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -406,5 +407,51 @@ func TestStaleReadCopyNotTakenOver(t *testing.T) {
 	}
 	if names := listNames(t, a, d); names["f1"] || !names["f2"] {
 		t.Fatalf("a lists %v", names)
+	}
+}
+
+// lostGrant applies write-lease grants (mode 4) but loses their answers
+// while lose is set.
+type lostGrant struct {
+	Meta
+	lose atomic.Bool
+}
+
+func (m *lostGrant) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	r, err := m.Meta.Apply(ctx, cmd)
+	if l := cmd.GetLease(); l != nil && l.Mode == 4 && m.lose.Load() && err == nil {
+		return nil, fmt.Errorf("injected: the answer to a grant was lost: %w", context.DeadlineExceeded)
+	}
+	return r, err
+}
+
+// TestLostGrantReleased: a write-lease grant whose answer was lost may
+// have been granted; the mount, which goes on without it, releases it, so
+// another mount's change there is not refused for a lease nobody uses.
+func TestLostGrantReleased(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	lg := &lostGrant{}
+	a := e.mount("a", func(c *Config) { lg.Meta = c.Meta; c.Meta = lg }, nil)
+	b, bm := e.countedMount("b")
+	ctx := testCtx(t)
+	d := mustMkdir(t, b, RootIno, "d").Ino
+	for i := range 3 {
+		mustCreate(t, b, d, fmt.Sprint("f", i))
+	}
+	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
+		return a.reads.count() == 1
+	})
+	lg.lose.Store(true)
+	mustErrno(t, "a unlinks f0", a.Unlink(ctx, d, "f0"), 0) // its grant's answer is lost
+	if a.leases.get(d) != nil {
+		t.Fatal("a holds a write lease whose grant it did not hear of")
+	}
+	a.reads.wait() // the read lease's release
+	refused := bm.refused.Load()
+	mustCreate(t, b, d, "new")
+	if n := bm.refused.Load() - refused; n != 0 {
+		t.Fatalf("b's create was refused %d times, for a lease a does not know it holds", n)
 	}
 }
