@@ -247,6 +247,11 @@ func (f *FSM) applyLease(op *metapb.LeaseOp, ls uint64) *metapb.Result {
 			f.leases[op.Dir] = &dirLease{session: op.Session}
 			f.indexKids(op.Dir)
 		}
+		// The directory's attributes as of the grant: a holder taking a
+		// read lease's copy as its view checks its version against them.
+		if a, e := f.ns.GetAttr(op.Dir); e == 0 {
+			return &metapb.Result{Attr: toPB(a)}
+		}
 		return &metapb.Result{}
 	case leaseUpgrade:
 		return f.upgradeRead(op)

@@ -123,7 +123,7 @@ func (t *leaseTable) acquireBatch(batch []aheadDir) {
 		tracks[i] = t.reads.track()
 	}
 	queued := t.pipe.pendingInos()
-	granted := t.try(ls)
+	granted, at := t.try(ls)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, aheadLoads)
 	for i, l := range ls {
@@ -136,7 +136,7 @@ func (t *leaseTable) acquireBatch(batch []aheadDir) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if t.publish(l, t.list(l, tracks[i], queued)) && depth[l.dir] < aheadDepth {
+			if t.publish(l, t.list(l, tracks[i], queued, at[i])) && depth[l.dir] < aheadDepth {
 				t.queueKids(l, depth[l.dir]+1)
 			}
 			<-sem

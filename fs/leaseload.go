@@ -170,29 +170,31 @@ func (t *leaseTable) publish(l *dirLease, ok bool) bool {
 // reads its entries and attributes.
 func (t *leaseTable) load(l *dirLease) bool {
 	track, queued := t.reads.track(), t.pipe.pendingInos()
-	if !t.try([]*dirLease{l})[0] {
+	granted, at := t.try([]*dirLease{l})
+	if !granted[0] {
 		t.reads.untrack(track)
 		return false
 	}
-	return t.list(l, track, queued)
+	return t.list(l, track, queued, at[0])
 }
 
 // try asks the service for the write leases of ls, granted to their
 // session if no other mount holds them (mode 4), in one command, and
-// reports which it granted. An answer lost on the way grants none here:
+// reports which it granted, with the directory's attributes as of the
+// grant where the service says (at). An answer lost on the way grants none here:
 // the service may have granted them, so they are released (else another
 // mount's change there would wait for a lease this one does not know it
 // holds, and may not watch).
-func (t *leaseTable) try(ls []*dirLease) []bool {
+func (t *leaseTable) try(ls []*dirLease) (ok []bool, at []*metapb.Attr) {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
-	ok := make([]bool, len(ls))
+	ok, at = make([]bool, len(ls)), make([]*metapb.Attr, len(ls))
 	r, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 4))
 	if err != nil {
 		if _, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 2)); err != nil {
 			t.log.Warn("releasing directory leases whose grant was not answered", "dirs", len(ls), "err", err)
 		}
-		return ok // go on without
+		return ok, at // go on without
 	}
 	results := []*metapb.Result{r}
 	if len(ls) > 1 {
@@ -200,8 +202,11 @@ func (t *leaseTable) try(ls []*dirLease) []bool {
 	}
 	for i, r := range results[:min(len(results), len(ls))] {
 		ok[i] = r.Errno == 0 // else another mount holds it
+		if ok[i] && r.Attr != nil && r.Attr.Ino == ls[i].dir {
+			at[i] = r.Attr
+		}
 	}
-	return ok
+	return ok, at
 }
 
 // leaseCmd is a command with a LeaseOp of mode for each of ls (a batch
@@ -214,22 +219,27 @@ func leaseCmd(ls []*dirLease, mode uint32) *metapb.Command {
 	if len(cmds) == 1 {
 		return cmds[0]
 	}
-	return &metapb.Command{LeaseSession: ls[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
+	// Whole results: a grant's carries the directory's attributes.
+	return &metapb.Command{LeaseSession: ls[0].sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds}}}
 }
 
 // current checks that d, a read lease's copy handed over, still has the
-// directory's version (every change of its entries makes a new one): it
-// should, since its read lease was held until now; if it does not (a
+// directory's version (every change of its entries makes a new one), as
+// of the grant (at, nil if the service did not say: then asked now): it
+// should, since its read lease was held until then; if it does not (a
 // lease the mount held no longer, some mistake of its own), the write
 // lease lists the directory instead of making an old copy its own.
-func (t *leaseTable) current(ctx context.Context, d *readDir) bool {
-	a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: d.dir}}}))
-	if errno != 0 {
-		return false
+func (t *leaseTable) current(ctx context.Context, d *readDir, at *metapb.Attr) bool {
+	if at == nil {
+		a, errno := attrOf(t.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Getattr{Getattr: &metapb.GetAttrReq{Ino: d.dir}}}))
+		if errno != 0 {
+			return false
+		}
+		at = a
 	}
-	if a.Version != d.self.version {
+	if at.Version != d.self.version {
 		t.log.Warn("a read lease's copy was older than its directory; listing it again", "dir", d.dir,
-			"copy_version", d.self.version, "version", a.Version)
+			"copy_version", d.self.version, "version", at.Version)
 		return false
 	}
 	return true
@@ -241,7 +251,7 @@ func (t *leaseTable) current(ctx context.Context, d *readDir) bool {
 // (track, from before the grant), nor those with changes in the journal
 // before it (queued: their listed attributes may be older than the
 // mount's, a commit written behind).
-func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool) bool {
+func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool, at *metapb.Attr) bool {
 	ctx, cancel := t.ctx(context.Background())
 	defer cancel()
 	changed := func() map[uint64]bool {
@@ -257,7 +267,7 @@ func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool) 
 			Session: l.sess, Dir: l.dir, Mode: 2}}})
 		return false
 	}
-	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries && t.current(ctx, d) {
+	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries && t.current(ctx, d, at) {
 		// The read lease's copy is what the service has: no listing.
 		var files []*metapb.Attr
 		for i := range d.ents {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestFirstChangeWriteLeases: the first change a mount makes in a
@@ -385,29 +386,78 @@ func TestSpoiledReadLoadReleasedBeforeRetaken(t *testing.T) {
 }
 
 // TestStaleReadCopyNotTakenOver: a read copy handed over to a write
-// lease is checked against the directory's version first; one the service
-// no longer backed (here its lease was ended behind the mount's back) is
-// not made the write lease's view: the directory is listed again.
+// lease is checked against the directory's version first (as of the
+// grant, whose answer carries it; asked for when an older service's does
+// not); one the service no longer backed (here its lease was ended behind
+// the mount's back) is not made the write lease's view: the directory is
+// listed again.
 func TestStaleReadCopyNotTakenOver(t *testing.T) {
 	t.Parallel()
-	e, a, b, d, _, _, _ := readLeased(t, 4)
-	ctx := testCtx(t)
-	sess := a.pipe.session()
-	if _, err := e.client().Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-		Session: sess, Dir: d, Mode: 6}}}); err != nil {
-		t.Fatal(err)
+	for _, older := range []bool{false, true} {
+		t.Run(fmt.Sprintf("older service %v", older), func(t *testing.T) {
+			e := newEnv(t)
+			sm := &stripGrantAttr{strip: older}
+			a := e.mount("a", func(c *Config) { sm.Meta = c.Meta; c.Meta = sm }, nil)
+			b := e.mount("b", nil, nil)
+			ctx := testCtx(t)
+			d := mustMkdir(t, b, RootIno, "d").Ino
+			for i := range 4 {
+				mustCreate(t, b, d, fmt.Sprint("f", i))
+			}
+			waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
+				_, _, _ = a.ReadDir(ctx, d, 0, 1000)
+				return a.reads.count() == 1
+			})
+			sess := a.pipe.session()
+			if _, err := e.client().Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
+				Session: sess, Dir: d, Mode: 6}}}); err != nil {
+				t.Fatal(err)
+			}
+			mustErrno(t, "b unlinks f1", b.Unlink(ctx, d, "f1"), 0)
+			getattrs := sm.getattrs.Load()
+			mustErrno(t, "a unlinks f0", a.Unlink(ctx, d, "f0"), 0) // write-leases d
+			if l := a.leases.get(d); l == nil || !l.held.Load() {
+				t.Fatal("a does not write-lease d at its first change there")
+			}
+			if n := sm.getattrs.Load() - getattrs; (n > 0) != older {
+				t.Fatalf("%d getattrs at the hand-over; want one only if the grant does not say the version", n)
+			}
+			if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
+				t.Fatalf("a looks up f1, which b removed: errno %v, want ENOENT", errno)
+			}
+			if names := listNames(t, a, d); names["f1"] || !names["f2"] {
+				t.Fatalf("a lists %v", names)
+			}
+		})
 	}
-	mustErrno(t, "b unlinks f1", b.Unlink(ctx, d, "f1"), 0)
-	mustErrno(t, "a unlinks f0", a.Unlink(ctx, d, "f0"), 0) // write-leases d
-	if l := a.leases.get(d); l == nil || !l.held.Load() {
-		t.Fatal("a does not write-lease d at its first change there")
+}
+
+// stripGrantAttr takes the directory's attributes out of lease grants'
+// results when strip is set (as an older service answers), and counts
+// getattrs.
+type stripGrantAttr struct {
+	Meta
+	strip    bool
+	getattrs atomic.Int64
+}
+
+func (m *stripGrantAttr) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	r, err := m.Meta.Apply(ctx, cmd)
+	if err == nil && m.strip && (cmd.GetLease() != nil || cmd.GetMulti() != nil) {
+		r = proto.Clone(r).(*metapb.Result)
+		r.Attr = nil
+		for _, ir := range r.Results {
+			ir.Attr = nil
+		}
 	}
-	if _, errno := a.Lookup(ctx, d, "f1"); errno != syscall.ENOENT {
-		t.Fatalf("a looks up f1, which b removed: errno %v, want ENOENT", errno)
+	return r, err
+}
+
+func (m *stripGrantAttr) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, error) {
+	if q.GetGetattr() != nil {
+		m.getattrs.Add(1)
 	}
-	if names := listNames(t, a, d); names["f1"] || !names["f2"] {
-		t.Fatalf("a lists %v", names)
-	}
+	return m.Meta.Read(ctx, q)
 }
 
 // lostGrant applies write-lease grants (mode 4) but loses their answers
