@@ -169,7 +169,7 @@ func TestReadLeaseNotRetakenWhileReleasing(t *testing.T) {
 func TestReadLeaseRevokedDuringHandOver(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ug := &upgradeGate{waiting: make(chan struct{})}
+	ug := &leaseGate{mode: 4, waiting: make(chan struct{})}
 	ug.shut()
 	t.Cleanup(ug.open) // a failure leaves no call held up
 	a := e.mount("a", func(c *Config) { ug.Meta = c.Meta; c.Meta = ug }, nil)

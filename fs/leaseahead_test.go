@@ -48,12 +48,7 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	// a walks d, s0..s19 and the chain (the first listing of each revokes
 	// b's write lease; the next takes the read lease).
 	for _, dir := range append(append([]uint64{d}, subs...), chain[1:]...) {
-		waitUntil(t, "a read lease", 10*time.Second, func() bool {
-			if _, _, errno := a.ReadDir(ctx, dir, 0, 1000); errno != 0 {
-				t.Fatalf("readdir: %v", errno)
-			}
-			return a.reads.holds(dir)
-		})
+		mustReadLease(t, a, dir)
 	}
 	cm.allLeaseModes()
 	batches, readdirs := cm.grantBatches.Load(), cm.readdirs.Load()
@@ -171,4 +166,16 @@ func TestReadLeaseReleasesSentTogether(t *testing.T) {
 	if len(dirs) != n {
 		t.Fatalf("the batch releases %d of the %d directories", len(dirs), n)
 	}
+}
+
+// mustReadLease lists dir on a until a holds its read lease (the first
+// listing may revoke another mount's write lease).
+func mustReadLease(t *testing.T, a *FS, dir uint64) {
+	t.Helper()
+	waitUntil(t, "a read lease", 10*time.Second, func() bool {
+		if _, _, errno := a.ReadDir(testCtx(t), dir, 0, 1000); errno != 0 {
+			t.Fatalf("readdir: %v", errno)
+		}
+		return a.reads.holds(dir)
+	})
 }

@@ -180,17 +180,18 @@ func TestRevokedLeaseTakesIdleOnesAlong(t *testing.T) {
 	}
 }
 
-// upgradeGate holds the mount's write lease requests (LeaseOp mode 4)
-// until opened, and says when one waits.
-type upgradeGate struct {
+// leaseGate holds the mount's lease requests of one mode (4: write
+// leases, 6: read-lease releases) while it is shut.
+type leaseGate struct {
 	Meta
 	gate
-	waiting chan struct{}
+	mode    uint32
+	waiting chan struct{} // closed at the first request held
 	once    sync.Once
 }
 
-func (m *upgradeGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
-	if l := cmd.GetLease(); l != nil && l.Mode == 4 {
+func (m *leaseGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
+	if l := cmd.GetLease(); l != nil && l.Mode == m.mode {
 		m.once.Do(func() { close(m.waiting) })
 		if err := m.pass(ctx); err != nil {
 			return nil, err
@@ -205,7 +206,7 @@ func (m *upgradeGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.R
 func TestNoReadCopyBesideWriteLease(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ug := &upgradeGate{waiting: make(chan struct{})}
+	ug := &leaseGate{mode: 4, waiting: make(chan struct{})}
 	ug.shut()
 	a := e.mount("a", func(c *Config) { ug.Meta = c.Meta; c.Meta = ug }, nil)
 	b := e.mount("b", nil, nil)
@@ -316,24 +317,6 @@ func TestMkdirLeaseRevokedBeforeListed(t *testing.T) {
 	openRead(t, a, x.Ino, []byte("made by b"))
 }
 
-// releaseGate holds read-lease releases (mode 6) while it is shut.
-type releaseGate struct {
-	Meta
-	gate
-	waiting chan struct{} // closed at the first release held
-	once    sync.Once
-}
-
-func (m *releaseGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
-	if l := cmd.GetLease(); l != nil && l.Mode == 6 {
-		m.once.Do(func() { close(m.waiting) })
-		if err := m.pass(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return m.Meta.Apply(ctx, cmd)
-}
-
 // TestSpoiledReadLoadReleasedBeforeRetaken: a read lease granted for a
 // copy that is not kept (the load was spoiled) is released; until the
 // service has that release, no lease of the directory is taken: the
@@ -343,7 +326,7 @@ func (m *releaseGate) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.R
 func TestSpoiledReadLoadReleasedBeforeRetaken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	rg := &releaseGate{waiting: make(chan struct{})}
+	rg := &leaseGate{mode: 6, waiting: make(chan struct{})}
 	rg.shut()
 	t.Cleanup(rg.open) // a failure leaves no call held up
 	a := e.mount("a", func(c *Config) { rg.Meta = c.Meta; c.Meta = rg }, nil)
@@ -404,10 +387,7 @@ func TestStaleReadCopyNotTakenOver(t *testing.T) {
 			for i := range 4 {
 				mustCreate(t, b, d, fmt.Sprint("f", i))
 			}
-			waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-				_, _, _ = a.ReadDir(ctx, d, 0, 1000)
-				return a.reads.count() == 1
-			})
+			mustReadLease(t, a, d)
 			sess := a.pipe.session()
 			if _, err := e.client().Apply(ctx, &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
 				Session: sess, Dir: d, Mode: 6}}}); err != nil {
@@ -489,10 +469,7 @@ func TestLostGrantReleased(t *testing.T) {
 	for i := range 3 {
 		mustCreate(t, b, d, fmt.Sprint("f", i))
 	}
-	waitUntil(t, "a read lease of d", 10*time.Second, func() bool {
-		_, _, _ = a.ReadDir(ctx, d, 0, 1000)
-		return a.reads.count() == 1
-	})
+	mustReadLease(t, a, d)
 	lg.lose.Store(true)
 	mustErrno(t, "a unlinks f0", a.Unlink(ctx, d, "f0"), 0) // its grant's answer is lost
 	if a.leases.get(d) != nil {
