@@ -2,9 +2,10 @@ package fs
 
 import (
 	"context"
-	"github.com/ecfs/ecfs/fs/internal/lockorder"
 	"sync/atomic"
 	"time"
+
+	"github.com/ecfs/ecfs/fs/internal/lockorder"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
