@@ -143,7 +143,10 @@ func TestGroupCommitReplicatesIdenticalState(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got := g.nodes[l].raft.LastIndex(); got > 200 {
+	// One entry per create would be 800 and more; 16 writers mostly give
+	// 4 or more per entry, but a slow moment (2 cores, other tests) lets
+	// a few go alone: 203 entries once.
+	if got := g.nodes[l].raft.LastIndex(); got > 400 {
 		t.Errorf("800 creates took %d log entries: the group commit did not batch", got)
 	}
 	want := g.fsms[l].Inodes()
