@@ -53,7 +53,7 @@ func (t *leaseTable) ahead(dir uint64) {
 // holds read copies of (and leases no other way) for leasing ahead, as
 // depth levels below a removal; once per lease.
 func (t *leaseTable) queueKids(l *dirLease, depth int) {
-	if l.ahead.Swap(true) {
+	if l.ahead.Load() || l.ahead.Swap(true) { // (every removal comes here: no write once done)
 		return
 	}
 	var subs []uint64

@@ -67,7 +67,7 @@ func TestRemovalLeasesSubdirectoriesAhead(t *testing.T) {
 	if a.leases.get(other) != nil {
 		t.Fatal("a leased a subdirectory it never looked into")
 	}
-	a.reads.wait() // the releases: none went with the next grants
+	a.reads.wait() // the read leases' releases are sent: every lease command is counted below
 	if a.leases.get(chain[4]) != nil {
 		t.Fatal("a leased ahead 5 levels below the removal")
 	}

@@ -191,9 +191,7 @@ func (t *leaseTable) try(ls []*dirLease) (ok []bool, at []*metapb.Attr) {
 	ok, at = make([]bool, len(ls)), make([]*metapb.Attr, len(ls))
 	r, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 4))
 	if err != nil {
-		if _, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 2)); err != nil {
-			t.log.Warn("releasing directory leases whose grant was not answered", "dirs", len(ls), "err", err)
-		}
+		t.release(ls, "releasing directory leases whose grant was not answered")
 		return ok, at // go on without
 	}
 	results := []*metapb.Result{r}
@@ -207,6 +205,16 @@ func (t *leaseTable) try(ls []*dirLease) (ok []bool, at []*metapb.Attr) {
 		}
 	}
 	return ok, at
+}
+
+// release gives ls back to the service (mode 2), with a call of its own:
+// the caller's may have run out (an answer lost is a timeout, mostly).
+func (t *leaseTable) release(ls []*dirLease, why string) {
+	ctx, cancel := t.ctx(context.Background())
+	defer cancel()
+	if _, err := t.pipe.meta.Apply(ctx, leaseCmd(ls, 2)); err != nil {
+		t.log.Warn(why, "dirs", len(ls), "err", err)
+	}
 }
 
 // leaseCmd is a command with a LeaseOp of mode for each of ls (a batch
@@ -263,8 +271,7 @@ func (t *leaseTable) list(l *dirLease, track *readLoad, queued map[uint64]bool, 
 	}
 	fail := func() bool {
 		changed()
-		_, _ = t.pipe.meta.Apply(ctx, &metapb.Command{LeaseSession: l.sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{
-			Session: l.sess, Dir: l.dir, Mode: 2}}})
+		t.release([]*dirLease{l}, "releasing a directory lease whose listing failed")
 		return false
 	}
 	if d := t.reads.handedCopy(l.dir, l.sess); d != nil && len(d.ents) <= leaseMaxEntries && t.current(ctx, d, at) {

@@ -441,7 +441,7 @@ func (m *stripGrantAttr) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.R
 }
 
 // lostGrant applies write-lease grants (mode 4) but loses their answers
-// while lose is set.
+// while lose is set: the caller hears nothing until its call times out.
 type lostGrant struct {
 	Meta
 	lose atomic.Bool
@@ -450,7 +450,8 @@ type lostGrant struct {
 func (m *lostGrant) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
 	r, err := m.Meta.Apply(ctx, cmd)
 	if l := cmd.GetLease(); l != nil && l.Mode == 4 && m.lose.Load() && err == nil {
-		return nil, fmt.Errorf("injected: the answer to a grant was lost: %w", context.DeadlineExceeded)
+		<-ctx.Done()
+		return nil, fmt.Errorf("injected: the answer to a grant was lost: %w", ctx.Err())
 	}
 	return r, err
 }
@@ -462,7 +463,7 @@ func TestLostGrantReleased(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	lg := &lostGrant{}
-	a := e.mount("a", func(c *Config) { lg.Meta = c.Meta; c.Meta = lg }, nil)
+	a := e.mount("a", func(c *Config) { lg.Meta = c.Meta; c.Meta = lg; c.MetaTimeout = time.Second }, nil)
 	b, bm := e.countedMount("b")
 	ctx := testCtx(t)
 	d := mustMkdir(t, b, RootIno, "d").Ino
