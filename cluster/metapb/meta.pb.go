@@ -1812,7 +1812,13 @@ type ObjectRecord struct {
 	// bad: bit i set when shard i is known bad. In the state (and snapshots):
 	// reported rotten or missing on its store, until the healer rewrites it.
 	// In a query's answer also: unplaced, or on a store that is down or gone.
-	Bad           uint64 `protobuf:"varint,4,opt,name=bad,proto3" json:"bad,omitempty"`
+	Bad uint64 `protobuf:"varint,4,opt,name=bad,proto3" json:"bad,omitempty"`
+	// A packed object (several files' data, see CommitOp.pack): in the state
+	// (and snapshots), the commits naming it that are still to come from
+	// session pack_session. It is not deleted while any is to come, even if
+	// no file references it yet or any more.
+	PackPending   uint32 `protobuf:"varint,5,opt,name=pack_pending,json=packPending,proto3" json:"pack_pending,omitempty"`
+	PackSession   uint64 `protobuf:"varint,6,opt,name=pack_session,json=packSession,proto3" json:"pack_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1875,6 +1881,20 @@ func (x *ObjectRecord) GetBad() uint64 {
 	return 0
 }
 
+func (x *ObjectRecord) GetPackPending() uint32 {
+	if x != nil {
+		return x.PackPending
+	}
+	return 0
+}
+
+func (x *ObjectRecord) GetPackSession() uint64 {
+	if x != nil {
+		return x.PackSession
+	}
+	return 0
+}
+
 // CommitOp makes written data visible: the objects, the slices, the size
 // and mtime, in one step. It is refused (ESTALE) from a session that expired.
 type CommitOp struct {
@@ -1887,8 +1907,15 @@ type CommitOp struct {
 	// Optional fencing by lock: when lock_token is set, the commit is refused
 	// (ESTALE) unless lock owner `owner` of this session still holds a lock on
 	// the file granted with that token or later.
-	Owner         uint64 `protobuf:"varint,6,opt,name=owner,proto3" json:"owner,omitempty"`
-	LockToken     uint64 `protobuf:"varint,7,opt,name=lock_token,json=lockToken,proto3" json:"lock_token,omitempty"`
+	Owner     uint64 `protobuf:"varint,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	LockToken uint64 `protobuf:"varint,7,opt,name=lock_token,json=lockToken,proto3" json:"lock_token,omitempty"`
+	// pack > 1: the one object in objects holds the data of pack files, each
+	// committed by its own CommitOp carrying the same pack and record, all
+	// from this session. The first applied records the object (later ones do
+	// not replace the record); until all pack have been applied (or refused)
+	// or the session ends, the object is kept even if no file references it.
+	// An object is deleted once no file references it, whichever files.
+	Pack          uint32 `protobuf:"varint,8,opt,name=pack,proto3" json:"pack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1968,6 +1995,13 @@ func (x *CommitOp) GetOwner() uint64 {
 func (x *CommitOp) GetLockToken() uint64 {
 	if x != nil {
 		return x.LockToken
+	}
+	return 0
+}
+
+func (x *CommitOp) GetPack() uint32 {
+	if x != nil {
+		return x.Pack
 	}
 	return 0
 }
@@ -6891,12 +6925,14 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03off\x18\x02 \x01(\rR\x03off\x12\x10\n" +
 	"\x03len\x18\x03 \x01(\rR\x03len\x12\x16\n" +
 	"\x06object\x18\x04 \x01(\x04R\x06object\x12\x17\n" +
-	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"`\n" +
+	"\aobj_off\x18\x05 \x01(\rR\x06objOff\"\xa6\x01\n" +
 	"\fObjectRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x03R\x06length\x12\x16\n" +
 	"\x06stores\x18\x03 \x03(\tR\x06stores\x12\x10\n" +
-	"\x03bad\x18\x04 \x01(\x04R\x03bad\"\xe8\x01\n" +
+	"\x03bad\x18\x04 \x01(\x04R\x03bad\x12!\n" +
+	"\fpack_pending\x18\x05 \x01(\rR\vpackPending\x12!\n" +
+	"\fpack_session\x18\x06 \x01(\x04R\vpackSession\"\xfc\x01\n" +
 	"\bCommitOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12-\n" +
@@ -6905,7 +6941,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aobjects\x18\x05 \x03(\v2\x17.ecfs.meta.ObjectRecordR\aobjects\x12\x14\n" +
 	"\x05owner\x18\x06 \x01(\x04R\x05owner\x12\x1d\n" +
 	"\n" +
-	"lock_token\x18\a \x01(\x04R\tlockToken\"\\\n" +
+	"lock_token\x18\a \x01(\x04R\tlockToken\x12\x12\n" +
+	"\x04pack\x18\b \x01(\rR\x04pack\"\\\n" +
 	"\bInlineOp\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x10\n" +
