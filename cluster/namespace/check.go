@@ -5,7 +5,8 @@ import (
 )
 
 // check verifies the invariants every operation relies on, for a namespace
-// decoded from a snapshot. A namespace built by operations always passes.
+// decoded from a snapshot, the counts derived from the slices included (see
+// checkRefs). A namespace built by operations always passes.
 func (n *Namespace) check() error {
 	root := n.inodes[RootIno]
 	if root == nil || root.typ != TypeDir || root.ext.dir.parent != RootIno {
@@ -77,6 +78,48 @@ func (n *Namespace) check() error {
 	}
 	if reached != linkedDirs {
 		return corrupt("%d directories, %d reachable from the root", linkedDirs, reached)
+	}
+	return n.checkRefs()
+}
+
+// checkRefs verifies the counts derived from the slices: each file's refs
+// (the slices naming each object) and objRefs (the files whose refs name
+// each object). Tests run it on namespaces built by operations too, which
+// keep these counts as they go.
+func (n *Namespace) checkRefs() error {
+	files := make(map[uint64]uint32, len(n.objRefs)) // files naming each object
+	slicesOf := map[uint64]uint32{}                  // slices of one file naming each object
+	for ino, i := range n.inodes {
+		f := i.file()
+		if f == nil {
+			continue
+		}
+		if len(slicesOf) > 1024 {
+			slicesOf = map[uint64]uint32{} // clearing a big map for every file costs
+		}
+		clear(slicesOf)
+		for _, ss := range f.blocks {
+			for _, s := range ss {
+				slicesOf[s.Object]++
+			}
+		}
+		if len(slicesOf) != len(f.refs) {
+			return corrupt("file %d: slices name %d objects, refs %d", ino, len(slicesOf), len(f.refs))
+		}
+		for o, c := range slicesOf {
+			if f.refs[o] != c {
+				return corrupt("file %d: %d slices name object %d, refs %d", ino, c, o, f.refs[o])
+			}
+			files[o]++
+		}
+	}
+	if len(files) != len(n.objRefs) {
+		return corrupt("%d objects referenced by files, %d counted", len(files), len(n.objRefs))
+	}
+	for o, c := range files {
+		if n.objRefs[o] != c {
+			return corrupt("object %d: referenced by %d files, counted %d", o, c, n.objRefs[o])
+		}
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func (n *Namespace) Compactable(ino Ino, block uint64) (ss []Slice, lo, hi uint3
 // the old slices made them (zeros in holes), if the block's slices are
 // still expect. The content does not change, so neither do mtime and
 // ctime; the version is bumped so caches of the slices are dropped. It
-// returns the objects the file no longer references (sorted). ESTALE if
+// returns the objects no file references any more (sorted). ESTALE if
 // the slices changed since; ENOENT, EISDIR, EINVAL.
 func (n *Namespace) CompactBlock(ino Ino, block uint64, expect []Slice, lo, hi uint32, obj uint64) ([]uint64, syscall.Errno) {
 	i, e := n.regular(ino)
@@ -93,8 +93,8 @@ func (n *Namespace) CompactBlock(ino Ino, block uint64, expect []Slice, lo, hi u
 		}
 	}
 	f.blocks[block] = []Slice{{Off: lo, Len: hi - lo, Object: obj}}
-	f.refs[obj]++
-	freed := f.unref(expect, nil)
+	n.addRef(f, obj)
+	freed := n.unref(f, expect, nil)
 	slices.Sort(freed)
 	i.version++
 	return freed, 0

@@ -8,8 +8,10 @@ import (
 
 // fileData is the content of a regular file: inline bytes (the first
 // len(inline) bytes of the file, below every slice) and, per block, slices
-// from oldest to newest. refs counts the slices referencing each object, so
-// that an object no slice references any more can be handed to GC.
+// from oldest to newest. refs counts the file's slices referencing each
+// object; an object entering or leaving refs counts in the namespace's
+// objRefs, so that an object no file references any more can be handed to
+// GC.
 type fileData struct {
 	inline []byte
 	blocks map[uint64][]Slice
@@ -26,13 +28,22 @@ func (i *inode) getFile() *fileData {
 	return e.file
 }
 
-// unref drops one reference to each slice's object and appends the objects
-// left unreferenced to freed.
-func (f *fileData) unref(ss []Slice, freed []uint64) []uint64 {
+// addRef counts one more slice of f referencing object obj (f.refs exists).
+func (n *Namespace) addRef(f *fileData, obj uint64) {
+	if f.refs[obj]++; f.refs[obj] == 1 {
+		n.ref(obj)
+	}
+}
+
+// unref drops one reference of f to each slice's object and appends to
+// freed the objects no file references any more.
+func (n *Namespace) unref(f *fileData, ss []Slice, freed []uint64) []uint64 {
 	for _, s := range ss {
 		if f.refs[s.Object]--; f.refs[s.Object] == 0 {
 			delete(f.refs, s.Object)
-			freed = append(freed, s.Object)
+			if n.deref(s.Object) {
+				freed = append(freed, s.Object)
+			}
 		}
 	}
 	return freed
@@ -41,8 +52,8 @@ func (f *fileData) unref(ss []Slice, freed []uint64) []uint64 {
 // CommitSlices appends the slices of writes to their blocks, atomically with
 // the new size, max(size, newSize, end of every write), and mtime/ctime =
 // now. Slices that newer ones now shadow entirely are dropped, as is inline
-// data the new slices cover; the objects no slice of the file references
-// any more are returned (sorted). ENOENT, EISDIR, EINVAL (not a regular
+// data the new slices cover; the objects no file references any more are
+// returned (sorted). ENOENT, EISDIR, EINVAL (not a regular
 // file, an empty slice, or one past the block), EFBIG.
 func (n *Namespace) CommitSlices(ino Ino, writes []BlockWrite, newSize uint64, now int64) (Attr, []uint64, syscall.Errno) {
 	i, e := n.regular(ino)
@@ -77,12 +88,12 @@ func (n *Namespace) CommitSlices(ino Ino, writes []BlockWrite, newSize uint64, n
 				touched = append(touched, w.Block)
 			}
 			f.blocks[w.Block] = append(f.blocks[w.Block], w.Slice)
-			f.refs[w.Slice.Object]++
+			n.addRef(f, w.Slice.Object)
 		}
 		for _, b := range touched {
 			kept, dropped, cov := prune(f.blocks[b])
 			f.blocks[b] = kept
-			freed = f.unref(dropped, freed)
+			freed = n.unref(f, dropped, freed)
 			if b == 0 && len(f.inline) > 0 && covered(cov, 0, uint64(len(f.inline))) {
 				f.inline = nil
 			}
@@ -155,8 +166,8 @@ func (n *Namespace) ReadInline(ino Ino) ([]byte, syscall.Errno) {
 }
 
 // truncate drops the content of regular file i past size and returns the
-// objects left unreferenced (sorted).
-func (i *inode) truncate(size uint64, blockSize uint32) []uint64 {
+// objects no file references any more (sorted).
+func (n *Namespace) truncate(i *inode, size uint64) []uint64 {
 	f := i.file()
 	if f == nil || size >= i.size {
 		return nil
@@ -164,13 +175,13 @@ func (i *inode) truncate(size uint64, blockSize uint32) []uint64 {
 	if uint64(len(f.inline)) > size {
 		f.inline = slices.Clone(f.inline[:size])
 	}
-	bs := uint64(blockSize)
+	bs := uint64(n.lim.BlockSize)
 	var freed []uint64
 	for b, ss := range f.blocks {
 		start := b * bs
 		switch {
 		case start >= size:
-			freed = f.unref(ss, freed)
+			freed = n.unref(f, ss, freed)
 			delete(f.blocks, b)
 		case size-start < bs:
 			cut := uint32(size - start)
@@ -189,7 +200,7 @@ func (i *inode) truncate(size uint64, blockSize uint32) []uint64 {
 			}
 			// Trimmed slices may now be shadowed by trimmed newer ones.
 			kept, shadowed, _ := prune(kept)
-			freed = f.unref(append(dropped, shadowed...), freed)
+			freed = n.unref(f, append(dropped, shadowed...), freed)
 			if len(kept) == 0 {
 				delete(f.blocks, b)
 			} else {

@@ -2,6 +2,7 @@ package namespace
 
 import (
 	"bytes"
+	"maps"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -81,10 +82,15 @@ func (f *tfs) names(dir Ino) []string {
 	return out
 }
 
-// roundTrip checks that a snapshot of f restores to an equal namespace and
-// re-encodes to the same bytes, and returns the copy.
+// roundTrip checks the reference counts f keeps as operations go, and that
+// a snapshot of f restores to an equal namespace, with
+// the same object reference counts, and re-encodes to the same bytes, and
+// returns the copy.
 func (f *tfs) roundTrip() *Namespace {
 	f.t.Helper()
+	if err := f.checkRefs(); err != nil {
+		f.t.Fatalf("before the snapshot: %v", err)
+	}
 	var b1, b2 bytes.Buffer
 	if _, err := f.WriteTo(&b1); err != nil {
 		f.t.Fatal(err)
@@ -98,6 +104,9 @@ func (f *tfs) roundTrip() *Namespace {
 	}
 	if !bytes.Equal(b1.Bytes(), b2.Bytes()) || c.Digest() != f.Digest() || !c.Equal(f.Namespace) {
 		f.t.Fatal("snapshot round trip differs")
+	}
+	if !maps.Equal(c.objRefs, f.objRefs) {
+		f.t.Fatalf("object reference counts after the round trip: %v, before %v", c.objRefs, f.objRefs)
 	}
 	return c
 }

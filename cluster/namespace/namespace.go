@@ -2,6 +2,7 @@ package namespace
 
 import (
 	"math"
+	"slices"
 	"syscall"
 )
 
@@ -21,6 +22,12 @@ type Namespace struct {
 	handles  map[uint64]handle
 	sessions map[uint64]map[uint64]struct{} // session -> its handles
 	opens    map[Ino]uint32
+
+	// objRefs counts, for every object, the files whose slices reference
+	// it (entries at 0 are removed). Several files may share an object (a
+	// mount packs small files into one), so an object goes to GC only when
+	// its count falls to 0. Derived from the files' refs: not in snapshots.
+	objRefs map[uint64]uint32
 }
 
 type handle struct {
@@ -59,6 +66,7 @@ func empty(lim Limits) *Namespace {
 		handles:  make(map[uint64]handle),
 		sessions: make(map[uint64]map[uint64]struct{}),
 		opens:    make(map[Ino]uint32),
+		objRefs:  make(map[uint64]uint32),
 	}
 }
 
@@ -118,12 +126,17 @@ func (n *Namespace) checkNewIno(ino Ino) syscall.Errno {
 }
 
 // maybeFree frees ino if it has neither a link nor an open handle, and
-// returns whether it did and the objects it referenced.
+// returns whether it did and the objects it referenced that no file
+// references any more (sorted).
 func (n *Namespace) maybeFree(ino Ino, i *inode) (bool, []uint64) {
 	if i.nlink > 0 || n.opens[ino] > 0 {
 		return false, nil
 	}
 	objs := i.objects()
+	objs = slices.DeleteFunc(objs, func(o uint64) bool { return !n.deref(o) })
+	if len(objs) == 0 {
+		objs = nil
+	}
 	delete(n.inodes, ino)
 	if i.typ == TypeDir {
 		n.dirs--

@@ -202,7 +202,8 @@ func (n *Namespace) Link(ino Ino, newParent Ino, newName string, now int64) (Att
 
 // Unlink removes the name of a non-directory. When the inode's last link
 // goes and no handle has it open, it is freed and the objects it referenced
-// are returned; if it is open it stays, as an orphan, until the last Close.
+// that no other file references are returned; if it is open it stays, as an
+// orphan, until the last Close.
 // ENOENT, ENOTDIR, EISDIR (a directory, "." or ".."), EINVAL, ENAMETOOLONG.
 func (n *Namespace) Unlink(parent Ino, name string, now int64) (UnlinkResult, syscall.Errno) {
 	p, d, e := n.dirInode(parent)

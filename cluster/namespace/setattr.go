@@ -11,7 +11,7 @@ import "syscall"
 //   - SetSize truncates or extends a regular file (EISDIR for a directory,
 //     EINVAL for other types, EFBIG past 2^63-1) and sets mtime; shrinking
 //     drops or trims the slices and inline data past the new size, and the
-//     objects the file no longer references are returned (sorted);
+//     objects no file references any more are returned (sorted);
 //   - SetAtime/SetMtime set explicit times, SetAtimeNow/SetMtimeNow set now
 //     (and win over the explicit ones);
 //   - ctime becomes now, or in.Ctime with SetCtime.
@@ -58,7 +58,7 @@ func (n *Namespace) SetAttr(ino Ino, in SetAttrIn, now int64) (Attr, []uint64, s
 	}
 	var freed []uint64
 	if v&SetSize != 0 {
-		freed = i.truncate(in.Size, n.lim.BlockSize)
+		freed = n.truncate(i, in.Size)
 		i.size = in.Size
 		i.mtime = now
 	}

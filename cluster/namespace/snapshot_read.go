@@ -272,7 +272,7 @@ func (n *Namespace) decodeInode(d *decoder) *inode {
 					ObjOff: uint32(d.bounded(math.MaxUint32, "object offset")),
 				}
 				ss = append(ss, s)
-				f.refs[s.Object]++
+				n.addRef(f, s.Object)
 			}
 			f.blocks[b] = ss
 		}

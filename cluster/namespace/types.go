@@ -181,22 +181,24 @@ const (
 type UnlinkResult struct {
 	Ino   Ino  // the inode whose link was removed
 	Freed bool // it had no link and no open handle left and is gone
-	// Objects are the objects the freed inode referenced (sorted), for the
-	// GC queue.
+	// Objects are the objects the freed inode referenced that no other file
+	// references (sorted), for the GC queue.
 	Objects []uint64
 }
 
 // RenameResult says what Rename did to an inode it replaced.
 type RenameResult struct {
-	Replaced Ino  // the inode the target name referred to before, 0 if none
-	Freed    bool // the replaced inode had no link and no open handle left
-	Objects  []uint64
+	Replaced Ino      // the inode the target name referred to before, 0 if none
+	Freed    bool     // the replaced inode had no link and no open handle left
+	Objects  []uint64 // as UnlinkResult.Objects, of the replaced inode
 }
 
 // CloseResult says which orphans a Close or CloseSession freed.
 type CloseResult struct {
-	Freed   bool  // at least one inode was freed
-	Inos    []Ino // the freed inodes, ascending
+	Freed bool  // at least one inode was freed
+	Inos  []Ino // the freed inodes, ascending
+	// Objects are the objects the freed inodes referenced that no file
+	// references any more (sorted).
 	Objects []uint64
 }
 
