@@ -48,6 +48,9 @@ func (f *FSM) applyCompact(op *metapb.CompactOp, now int64) *metapb.Result {
 	f.recordObjects([]*metapb.ObjectRecord{op.Object})
 	at := now + max(op.GcDelayNs, 0)
 	for _, id := range freed {
+		if _, waiting := f.packs[id]; waiting {
+			continue // queued when its last commit comes, if unreferenced then
+		}
 		if !f.gcQueued[id] {
 			f.gcQueued[id] = true
 			f.gcLater[id] = at

@@ -26,7 +26,7 @@ const (
 	FsckRotten       = "rotten"       // the store found it corrupt (its /v1/corrupt list)
 	FsckOrphan       = "orphan"       // on a store, no record places it there, older than the grace
 	FsckDangling     = "dangling"     // a file's slice names an object with no record: data lost
-	FsckUnreferenced = "unreferenced" // a record no file references, not queued for GC
+	FsckUnreferenced = "unreferenced" // a record no file references nor is to (no pack commit to come), not queued for GC
 )
 
 // FsckKinds lists the kinds of problems in the order reports show them.
@@ -231,8 +231,10 @@ func (c *fscker) checkNamespace() (unref []uint64) {
 		}
 	})
 	for i, id := range ids {
-		// Recorded and not queued then; deleted or queued since: no longer ours.
-		if used[i/64]&(1<<(i%64)) != 0 || f.objects[id] == nil || f.gcQueued[id] {
+		// Recorded and not queued then; deleted or queued since: no longer
+		// ours. A packed object with commits to come is not unreferenced:
+		// a file is still to reference it.
+		if _, waiting := f.packs[id]; waiting || used[i/64]&(1<<(i%64)) != 0 || f.objects[id] == nil || f.gcQueued[id] {
 			continue
 		}
 		unref = append(unref, id)

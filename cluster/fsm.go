@@ -47,6 +47,9 @@ type FSM struct {
 	objects     map[uint64]*object
 	storeIDs    []string // interned store ids; index 0 means none
 	storeIdx    map[string]uint32
+	// packs: packed objects with commits still to come (pack.go). State:
+	// in snapshots, in their object records.
+	packs map[uint64]packWait
 	// Derived from the objects and the GC queue, not in snapshots (see
 	// healq.go): the heal queue, the queued set, shards per store index.
 	heal     map[uint64]struct{}
@@ -126,6 +129,7 @@ func NewFSM() *FSM {
 		grants:      map[uint64]lockGrant{},
 		waiting:     map[uint64]uint64{},
 		objects:     map[uint64]*object{},
+		packs:       map[uint64]packWait{},
 		storeIDs:    []string{""},
 		storeIdx:    map[string]uint32{},
 		heal:        map[uint64]struct{}{},
@@ -622,6 +626,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
 	f.objects, f.storeIDs, f.storeIdx = map[uint64]*object{}, []string{""}, map[string]uint32{}
 	f.recordObjects(h.Objects)
+	f.packs = decodePacks(h.Objects)
 	f.gcLater = map[uint64]int64{}
 	for i, id := range h.GcLaterIds {
 		if i < len(h.GcLaterAt) {

@@ -94,9 +94,14 @@ func (f *FSM) countShards(o *object, d int64) {
 	}
 }
 
-// queueGC adds objects nothing references any more to the GC queue.
+// queueGC adds objects nothing references any more to the GC queue, but
+// for packed objects with commits still to come: those are queued, if still
+// unreferenced, when the last comes or their session ends (pack.go).
 func (f *FSM) queueGC(ids []uint64) {
 	for _, id := range ids {
+		if _, waiting := f.packs[id]; waiting {
+			continue
+		}
 		if !f.gcQueued[id] {
 			f.gcQueued[id] = true
 			f.gc = append(f.gc, id)

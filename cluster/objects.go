@@ -57,6 +57,7 @@ func (f *FSM) applyGCDone(op *metapb.GCDoneOp) *metapb.Result {
 		delete(f.objects, id)
 		delete(f.gcQueued, id)
 		delete(f.heal, id)
+		delete(f.packs, id) // never there: a waiting pack is not queued
 	}
 	f.gc = slices.DeleteFunc(f.gc, func(id uint64) bool { return done[id] })
 	return &metapb.Result{}
@@ -100,6 +101,7 @@ func (f *FSM) encodeObjects() []*metapb.ObjectRecord {
 	out := make([]*metapb.ObjectRecord, len(ids))
 	for i, id := range ids {
 		out[i] = f.objectRecord(id, f.objects[id], false)
+		f.packRecord(id, out[i])
 	}
 	return out
 }

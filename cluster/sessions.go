@@ -56,17 +56,44 @@ func (f *FSM) applyExpire(id uint64, now int64, force bool) *metapb.Result {
 	f.dropSessionReads(id)
 	closed := f.ns.CloseSession(id)
 	f.queueGC(closed.Objects)
-	return &metapb.Result{FreedObjects: closed.Objects}
+	// Its packed objects' commits still to come never will.
+	freed := append(closed.Objects, f.dropSessionPacks(id)...)
+	slices.Sort(freed)
+	return &metapb.Result{FreedObjects: slices.Compact(freed)}
 }
 
 // liveSession reports whether a command from session id may act: the
 // session exists (it has not expired and been ended).
 func (f *FSM) liveSession(id uint64) bool { return f.mounts[id] != nil }
 
+// applyCommit applies a CommitOp: refused (ESTALE) from a dead session, in
+// which case it counts nothing; a commit of a packed object (pack > 1)
+// otherwise counts among its object's commits to come whatever its own
+// result (see pack.go).
 func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 	if !f.liveSession(op.Session) {
 		return errnoResult(syscall.ESTALE)
 	}
+	packed := op.Pack > 1
+	if packed {
+		if e := f.packBegin(op); e != 0 {
+			return errnoResult(e)
+		}
+	}
+	r := f.commitSlices(op, now, !packed)
+	if packed {
+		if done := f.packEnd(op); len(done) > 0 {
+			r.FreedObjects = append(r.FreedObjects, done...)
+			slices.Sort(r.FreedObjects)
+			r.FreedObjects = slices.Compact(r.FreedObjects)
+		}
+	}
+	return r
+}
+
+// commitSlices applies a CommitOp from a live session: the lock fencing,
+// the slices, and, with record, the object records.
+func (f *FSM) commitSlices(op *metapb.CommitOp, now int64, record bool) *metapb.Result {
 	if op.LockToken != 0 && !f.locks.Holds(op.Ino, locks.Owner{Session: op.Session, ID: op.Owner}, op.LockToken) {
 		return errnoResult(syscall.ESTALE)
 	}
@@ -76,7 +103,9 @@ func (f *FSM) applyCommit(op *metapb.CommitOp, now int64) *metapb.Result {
 	}
 	a, freed, e := f.ns.CommitSlices(op.Ino, writes, op.NewSize, now)
 	if e == 0 {
-		f.recordObjects(op.Objects)
+		if record {
+			f.recordObjects(op.Objects)
+		}
 		f.noteFragmented(op.Ino, op.Writes, now)
 	}
 	f.queueGC(freed)
