@@ -19,6 +19,7 @@ type dataPlane struct {
 	view     *view
 	mem      *budget
 	uploads  chan struct{} // slots of objects being stored at once
+	pack     *packer       // small buffers written behind, gathered into shared objects (pack.go)
 	places   placer
 	objCache objectCache
 	ahead    prefetched    // block 0 of files read next (prefetch.go)
@@ -33,6 +34,7 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 		// stores busy; more only adds parity buffers and memory.
 		uploads: make(chan struct{}, 8),
 	}
+	d.pack = newPacker(b.scheme.BlockSize)
 	d.places.meta = meta
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
 	d.objCache.mu.Init(levelObjects, "objectCache.mu")

@@ -14,17 +14,20 @@ import (
 )
 
 // gatedObjects holds object writes while its gate is shut and counts the
-// writes waiting there.
+// writes waiting there and their bytes.
 type gatedObjects struct {
 	Objects
 	gate
-	waiting atomic.Int64
+	waiting      atomic.Int64
+	waitingBytes atomic.Int64
 }
 
 func (g *gatedObjects) Write(ctx context.Context, obj store.Object, data []byte, quorum int) ([]store.ShardResult, error) {
 	g.waiting.Add(1)
+	g.waitingBytes.Add(int64(len(data)))
 	err := g.pass(ctx)
 	g.waiting.Add(-1)
+	g.waitingBytes.Add(-int64(len(data)))
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +103,13 @@ func TestDataBehindCloseDoesNotWaitAndOthersSeeAll(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("closing files written under a lease waited for their data to reach the stores")
 	}
+	total := 0
+	for _, size := range sizes {
+		total += size
+	}
+	// The files up to packMax go as one object, or a few (packLinger).
 	waitUntil(t, "every file's upload to wait at the stores", 10*time.Second, func() bool {
-		return gobj.waiting.Load() == int64(len(sizes))
+		return gobj.waitingBytes.Load() == int64(total)
 	})
 
 	// Read-after-write in the mount: sizes, times and bytes from its

@@ -32,7 +32,7 @@ import "github.com/ecfs/ecfs/fs/internal/lockorder"
 //     pipeline.mu (the sender records failures on inodes before it takes
 //     it), Handle.mu, budget.mu, closer.mu, objectCache.mu, placer.mu
 //     (held across one Place call), readLeases.mu, prefetched.mu,
-//     fetchedBlocks.mu, kernelCache.mu, releaser.mu.
+//     fetchedBlocks.mu, kernelCache.mu, releaser.mu, packer.mu.
 //
 // Waiting without a lock: a writer waits for buffer memory without its
 // inode's mu; Flush waits for uploads without it; whoever waits for the
@@ -64,4 +64,5 @@ var (
 	levelFetched  = lockorder.Define(53, "fetchedBlocks.mu")
 	levelKernel   = lockorder.Define(54, "kernelCache.mu")
 	levelReleaser = lockorder.Define(55, "releaser.mu")
+	levelPacker   = lockorder.Define(56, "packer.mu")
 )

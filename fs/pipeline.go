@@ -55,8 +55,12 @@ type pipeline struct {
 	waiters int
 	stopped bool
 
-	kick     chan struct{}
-	urgent   chan struct{} // someone waits: send without lingering
+	kick   chan struct{}
+	urgent chan struct{} // someone waits: send without lingering
+	// waiting is signalled when someone waits for the queue: the data
+	// plane then stores the small files it is gathering (pack.go), whose
+	// commits' places may be what is waited for.
+	waiting  chan struct{}
 	failures chan struct{} // a batch failed (the lease table gives its leases back)
 	stop     chan struct{}
 	done     chan struct{}
@@ -107,7 +111,7 @@ const (
 
 func newPipeline(b *base, meta Meta, inodes *inodeTable) *pipeline {
 	p := &pipeline{base: b, meta: meta, inodes: inodes, last: map[uint64]uint64{},
-		kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), failures: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), waiting: make(chan struct{}, 1), failures: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	p.mu.Init(levelPipeline, "pipeline.mu")
 	p.cond = sync.NewCond(&p.mu)
@@ -237,6 +241,7 @@ func (p *pipeline) send1(ctx context.Context, cmd *metapb.Command) (*metapb.Resu
 	seq := p.next
 	p.ops = append(p.ops, &jop{seq: seq, cmd: cmd, call: c})
 	p.calls++
+	signal(p.waiting)
 	p.mu.Unlock()
 	if p.debugOn {
 		p.log.Debug("queued now", "seq", seq, "cmd", fmt.Sprintf("%v", cmd.Op))
@@ -252,6 +257,13 @@ func (p *pipeline) backlog() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.next - p.sent
+}
+
+// waited reports whether someone waits for the queue now.
+func (p *pipeline) waited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiters > 0 || p.calls > 0
 }
 
 // pending reports whether changes wait to be applied.
@@ -271,6 +283,7 @@ func (p *pipeline) wait(seq uint64) {
 	}
 	p.waiters++
 	signal(p.urgent)
+	signal(p.waiting)
 	for p.sent < seq {
 		p.cond.Wait()
 	}

@@ -131,24 +131,31 @@ func TestReadAheadOfOwnFiles(t *testing.T) {
 	}
 }
 
-// objectReads counts the reads of each object.
+// objectReads counts the reads of each object, by the offset they start
+// at (small files written together share an object: pack.go).
 type objectReads struct {
 	Objects
 	mu sync.Mutex
-	n  map[uint64]int
+	n  map[objectAt]int
+}
+
+type objectAt struct {
+	id  uint64
+	off int64
 }
 
 func (o *objectReads) ReadAt(ctx context.Context, obj store.Object, p []byte, off int64) (int, []store.ShardResult, error) {
 	o.mu.Lock()
-	o.n[uint64(obj.ID)]++
+	o.n[objectAt{uint64(obj.ID), off}]++
 	o.mu.Unlock()
 	return o.Objects.ReadAt(ctx, obj, p, off)
 }
 
-func (o *objectReads) count(id uint64) int {
+// count is the reads of object id from off.
+func (o *objectReads) count(id uint64, off int64) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.n[id]
+	return o.n[objectAt{id, off}]
 }
 
 // aheadDone reports whether ino's data was read ahead and is all there.
@@ -179,7 +186,7 @@ func aheadDone(f *FS, ino uint64) bool {
 func TestReadAheadOfFilesData(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	objs := &objectReads{n: map[uint64]int{}}
+	objs := &objectReads{n: map[objectAt]int{}}
 	a := e.mount("a", nil, func(o Objects) Objects { objs.Objects = o; return objs })
 	b := e.mount("b", nil, nil)
 	ctx := testCtx(t)
@@ -219,9 +226,9 @@ func TestReadAheadOfFilesData(t *testing.T) {
 	if len(ss) == 0 {
 		t.Fatal("no slices cached for a file whose data was read ahead")
 	}
-	before := objs.count(ss[0].Object)
+	before := objs.count(ss[0].Object, int64(ss[0].ObjOff))
 	openRead(t, a, inos[1], want[inos[1]])
-	if got := objs.count(ss[0].Object) - before; got != 0 {
+	if got := objs.count(ss[0].Object, int64(ss[0].ObjOff)) - before; got != 0 {
 		t.Fatalf("reading a file whose data was read ahead read its object %d more times, want none", got)
 	}
 	in.mu.Lock()

@@ -21,7 +21,7 @@ var layers = map[string]int{
 	"budget": 0, "base": 0,
 	"inode": 1, "inodeTable": 1,
 	"pipeline": 2,
-	"closer":   3, "objectCache": 3, "placer": 3, "reporter": 3, "releaser": 3,
+	"closer":   3, "objectCache": 3, "placer": 3, "reporter": 3, "releaser": 3, "packer": 3,
 	"handleTable": 4,
 	"readLeases":  5,
 	"leaseTable":  6,
@@ -221,8 +221,8 @@ func TestStructureCallsRunDownward(t *testing.T) {
 // fileOrder is the core's files from the bottom up: a file calls only
 // functions and methods of the files before it (or its own).
 var fileOrder = []string{
-	"base.go", "budget.go", "inode.go", "journal.go", "pipeline.go", "objects.go",
-	"closer.go", "report.go", "handles.go", "kernelcache.go", "readcopy.go", "readopen.go", "readlease.go", "readchange.go", "leases.go", "leaseload.go", "leaseahead.go", "view.go", "wb.go", "notes.go",
+	"base.go", "budget.go", "buf.go", "inode.go", "journal.go", "pipeline.go", "objects.go",
+	"closer.go", "pack.go", "report.go", "handles.go", "kernelcache.go", "readcopy.go", "readopen.go", "readlease.go", "readchange.go", "leases.go", "leaseload.go", "leaseahead.go", "view.go", "wb.go", "notes.go",
 	"session.go", "data.go", "prefetch.go", "health.go", "read.go", "write.go", "ops.go", "files.go", "fs.go",
 }
 

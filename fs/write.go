@@ -13,43 +13,6 @@ import (
 	"github.com/ecfs/ecfs/store"
 )
 
-// span is a byte range [lo, hi) within a block.
-type span struct{ lo, hi int }
-
-// addSpan inserts [lo, hi) into the sorted, disjoint spans ss, merging
-// what touches it.
-func addSpan(ss []span, lo, hi int) []span {
-	out := ss[:0:0]
-	for _, s := range ss {
-		switch {
-		case s.hi < lo || s.lo > hi:
-			out = append(out, s)
-		default:
-			lo, hi = min(lo, s.lo), max(hi, s.hi)
-		}
-	}
-	out = append(out, span{lo, hi})
-	slices.SortFunc(out, func(a, b span) int { return a.lo - b.lo })
-	return out
-}
-
-// maxSpans bounds the separate dirty ranges of one buffer; past it the
-// buffer is uploaded (each range becomes one slice).
-const maxSpans = 64
-
-// buf is the written, not yet uploaded data of one block of a file:
-// data[i] is the byte at block offset base+i, valid where ext says.
-type buf struct {
-	block uint64
-	sess  uint64 // the session it was written under: committed under it or not at all
-	base  int
-	data  []byte
-	ext   []span // block offsets, sorted and disjoint
-	acct  int64  // bytes of the budget it holds
-}
-
-func (b *buf) end() int { return b.base + len(b.data) }
-
 // upload is a sealed buffer on its way to the stores and the commit.
 type upload struct {
 	*buf
@@ -59,18 +22,11 @@ type upload struct {
 	// sealed behind (sealBehind); nil: the commit is decided once the data
 	// is stored.
 	slot *jop
-}
-
-// overlay copies the valid bytes of b that fall in [off, off+len(p)) of
-// the file into p.
-func (b *buf) overlay(p []byte, off int64) {
-	bstart := int64(b.block) * BlockSize
-	for _, e := range b.ext {
-		lo, hi := max(bstart+int64(e.lo), off), min(bstart+int64(e.hi), off+int64(len(p)))
-		if lo < hi {
-			copy(p[lo-off:hi-off], b.data[lo-bstart-int64(b.base):hi-bstart-int64(b.base)])
-		}
-	}
+	// pack: the pack it is stored in (small and written behind), its
+	// place there, and whether it opened it (then it stores it).
+	pack   *pack
+	member packMember
+	opened bool
 }
 
 func (d *dataPlane) write(ctx context.Context, ino, sess uint64, data []byte, off int64) (int, syscall.Errno) {
@@ -169,31 +125,6 @@ func (d *dataPlane) writeBlock(in *inode, sess, blk uint64, boff int, p []byte, 
 	return 0
 }
 
-// growSize is the capacity of a buffer spanning block offsets [lo, hi):
-// the next power of two of the span, at least 8 KiB, at most to the end of
-// the block, so that appends copy O(log n) times.
-func growSize(lo, hi int) int {
-	if lo == 0 && hi >= 128<<10 {
-		// A large write at the start of a block: a sequential writer.
-		// Take the whole block now rather than grow it by copies.
-		return BlockSize
-	}
-	size := 8 << 10
-	for size < hi-lo {
-		size *= 2
-	}
-	return min(size, BlockSize-lo)
-}
-
-func covers(ss []span, lo, hi int) bool {
-	for _, s := range ss {
-		if s.lo <= lo && hi <= s.hi {
-			return true
-		}
-	}
-	return false
-}
-
 // seal takes buffer b out of the dirty set and starts its upload. Uploads
 // of one file commit in the order they were sealed. in.mu is held.
 func (d *dataPlane) seal(in *inode, b *buf) {
@@ -211,6 +142,11 @@ func (d *dataPlane) goesInline(in *inode, b *buf) bool {
 func (d *dataPlane) start(in *inode, b *buf, slot *jop) {
 	delete(in.dirty, b.block)
 	u := &upload{buf: b, done: make(chan struct{}), inline: slot == nil && d.goesInline(in, b), slot: slot}
+	if slot != nil && d.pack.fits(b) {
+		// Written behind and small: stored with others (pack.go),
+		// gathered in the order they are sealed.
+		u.pack, u.member, u.opened = d.pack.add(b)
+	}
 	prev := in.last
 	in.last = u.done
 	in.pending = append(in.pending, u)
@@ -289,6 +225,7 @@ func (d *dataPlane) sealBehind(in *inode) bool {
 // relieve uploads the buffers of every file whose lock is free: called when
 // a writer waits for buffer memory.
 func (d *dataPlane) relieve() {
+	d.pack.flush() // the buffers gathered there hold memory too
 	for _, in := range d.inodes.all() {
 		if in.mu.TryLock() {
 			d.sealAll(in)
@@ -321,9 +258,13 @@ func (d *dataPlane) runUpload(in *inode, u *upload, prev chan struct{}) {
 	}
 	if !inline {
 		var cmd *metapb.CommitOp
-		d.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
-		cmd, err = d.writeObjects(ctx, in.ino, u.buf)
-		<-d.uploads
+		if u.pack != nil {
+			cmd, err = d.storePacked(ctx, in.ino, u)
+		} else {
+			d.uploads <- struct{}{} // a slot only while storing: never held waiting for prev
+			cmd, err = d.writeObjects(ctx, in.ino, u.buf)
+			<-d.uploads
+		}
 		if prev != nil {
 			<-prev
 		}
@@ -421,6 +362,40 @@ func (d *dataPlane) writeObjects(ctx context.Context, ino uint64, b *buf) (*meta
 		}
 	}
 	return cmd, nil
+}
+
+// storePacked stores u, of file ino, in its pack with other small buffers
+// written behind and returns the file's commit. The upload that opened the
+// pack waits up to packLinger for others (less if the pack fills, or
+// someone waits for the journal, for uploads or for memory) and stores it,
+// holding an upload slot; the others wait for it.
+func (d *dataPlane) storePacked(ctx context.Context, ino uint64, u *upload) (*metapb.CommitOp, error) {
+	pk := u.pack
+	if u.opened {
+		select {
+		case <-d.pipe.waiting: // a wait that began before: over, or counted next
+		default:
+		}
+		if !d.pipe.waited() {
+			t := time.NewTimer(d.pack.linger)
+			select {
+			case <-pk.sealed:
+			case <-t.C:
+			case <-d.pipe.waiting:
+			}
+			t.Stop()
+		}
+		data := d.pack.data(pk)
+		d.uploads <- struct{}{}
+		pk.rec, pk.err = d.writeObject(ctx, data)
+		<-d.uploads
+		close(pk.done)
+	}
+	<-pk.done
+	if pk.err != nil {
+		return nil, pk.err
+	}
+	return u.member.commit(ino, pk), nil
 }
 
 // writeObject stores data as a new object on a fresh placement, trying
@@ -529,6 +504,7 @@ func (d *dataPlane) wait(ino uint64) *inode {
 	last := in.last
 	in.mu.Unlock()
 	if last != nil {
+		d.pack.flush() // the file's data may wait there for others
 		lockorder.MayWait("waiting for uploads", levelJournal)
 		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
