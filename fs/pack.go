@@ -129,6 +129,13 @@ func (k *packer) flush() {
 	k.mu.Unlock()
 }
 
+// seal stops pk taking members: someone waits for what it holds.
+func (k *packer) seal(pk *pack) {
+	k.mu.Lock()
+	k.sealLocked(pk)
+	k.mu.Unlock()
+}
+
 // sealLocked stops pk taking members. k.mu is held.
 func (k *packer) sealLocked(pk *pack) {
 	if k.open == pk {

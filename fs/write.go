@@ -502,9 +502,17 @@ func (d *dataPlane) wait(ino uint64) *inode {
 	in.mu.Lock()
 	d.sealAll(in)
 	last := in.last
+	var packs []*pack // where the file's data waits for others'
+	for _, u := range in.pending {
+		if u.pack != nil {
+			packs = append(packs, u.pack)
+		}
+	}
 	in.mu.Unlock()
+	for _, pk := range packs {
+		d.pack.seal(pk)
+	}
 	if last != nil {
-		d.pack.flush() // the file's data may wait there for others
 		lockorder.MayWait("waiting for uploads", levelJournal)
 		<-last // uploads end by themselves: success, or EIO after WriteTimeout
 	}
