@@ -137,6 +137,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if b.scheme, err = codec.ParseScheme(pr.Scheme); err != nil {
 		return nil, fmt.Errorf("fs: the filesystem's scheme %q: %w", pr.Scheme, err)
 	}
+	b.packs = pr.Packs
 	if cfg.InlineMax == 0 {
 		b.cfg.InlineMax = int(pr.InlineMax) // the filesystem's, unless the caller chose
 		if pr.InlineMax == 0 {

@@ -66,7 +66,7 @@ func newPacker(limit int) *packer {
 }
 
 // fits reports whether b goes into a pack.
-func (k *packer) fits(b *buf) bool { return len(b.data) <= packMax && len(b.data) <= k.limit }
+func (k *packer) fits(b *buf) bool { return k.limit > 0 && len(b.data) <= min(packMax, k.limit) }
 
 // add puts b into the open pack, or a new one, and returns the pack, b's
 // place in it and whether b opened it (then its caller stores it).

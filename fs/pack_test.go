@@ -146,6 +146,27 @@ func TestSmallFilesWrittenBehindShareObjects(t *testing.T) {
 	_ = bigIno
 }
 
+// TestNoPacksForAnOlderService: a service that does not say it keeps
+// shared objects (an older one would delete one with its first file) gets
+// an object per file.
+func TestNoPacksForAnOlderService(t *testing.T) {
+	e := newEnv(t)
+	e.svc.WithoutPacks = true
+	cnt := &countingObjects{}
+	m1 := e.mount("m1", nil, func(o Objects) Objects { cnt.Objects = o; return cnt })
+	ctx := testCtx(t)
+	d := mustMkdir(t, m1, RootIno, "d").Ino
+	for i := range 5 {
+		if _, err := writeFile(ctx, m1, d, fmt.Sprint("f", i), pattern(20<<10, uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustErrno(t, "fsync dir", m1.SyncDir(ctx, d, nil), 0)
+	if got := cnt.writes.Load(); got != 5 {
+		t.Fatalf("5 small files written through a service without packs made %d objects, want 5", got)
+	}
+}
+
 // TestPackMemberRemovedBeforeOthersCommitted: a file whose data went into
 // a pack is removed before the other files of the pack are committed; the
 // object stays for them.

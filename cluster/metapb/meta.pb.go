@@ -6360,10 +6360,15 @@ func (x *Placement) GetAddrs() []string {
 }
 
 type PlaceResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scheme        string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
-	Placements    []*Placement           `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
-	InlineMax     uint32                 `protobuf:"varint,3,opt,name=inline_max,json=inlineMax,proto3" json:"inline_max,omitempty"` // the filesystem's inline threshold (0: none)
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Scheme     string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Placements []*Placement           `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
+	InlineMax  uint32                 `protobuf:"varint,3,opt,name=inline_max,json=inlineMax,proto3" json:"inline_max,omitempty"` // the filesystem's inline threshold (0: none)
+	// packs: the service keeps an object several files' commits name until
+	// all have come and no file references it (CommitOp.pack). A mount packs
+	// small files into shared objects only then: an older service would
+	// delete such an object with the first file removed.
+	Packs         bool `protobuf:"varint,4,opt,name=packs,proto3" json:"packs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6417,6 +6422,13 @@ func (x *PlaceResp) GetInlineMax() uint32 {
 		return x.InlineMax
 	}
 	return 0
+}
+
+func (x *PlaceResp) GetPacks() bool {
+	if x != nil {
+		return x.Packs
+	}
+	return false
 }
 
 // SessionResults is the exactly-once memory of one client session: the
@@ -7276,14 +7288,15 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\tPlacement\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x1b\n" +
 	"\tstore_ids\x18\x02 \x03(\tR\bstoreIds\x12\x14\n" +
-	"\x05addrs\x18\x03 \x03(\tR\x05addrs\"x\n" +
+	"\x05addrs\x18\x03 \x03(\tR\x05addrs\"\x8e\x01\n" +
 	"\tPlaceResp\x12\x16\n" +
 	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x124\n" +
 	"\n" +
 	"placements\x18\x02 \x03(\v2\x14.ecfs.meta.PlacementR\n" +
 	"placements\x12\x1d\n" +
 	"\n" +
-	"inline_max\x18\x03 \x01(\rR\tinlineMax\"\x88\x01\n" +
+	"inline_max\x18\x03 \x01(\rR\tinlineMax\x12\x14\n" +
+	"\x05packs\x18\x04 \x01(\bR\x05packs\"\x88\x01\n" +
 	"\x0eSessionResults\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +

@@ -43,6 +43,10 @@ type Service struct {
 	mu       sync.Mutex        // orders the log
 	index    uint64            // last log index applied
 	sessions map[uint64]uint64 // mount sessions opened (id -> TTL in ns), for ExpireSessions
+
+	// WithoutPacks answers Place as a service that does not keep objects
+	// several files share (no PlaceResp.packs), set before mounting.
+	WithoutPacks bool
 }
 
 // NewMeta returns a service whose filesystem has the erasure-coding scheme
@@ -347,7 +351,7 @@ func (m *Meta) Place(ctx context.Context, n int) (*metapb.PlaceResp, error) {
 	if len(up) < int(sc.K)+1 {
 		return nil, fmt.Errorf("fstest: %w: %d up, a write needs %d", cluster.ErrNoQuorum, len(up), sc.K+1)
 	}
-	resp := &metapb.PlaceResp{Scheme: sc.Scheme, InlineMax: uint32(m.svc.fsm.InlineMax())}
+	resp := &metapb.PlaceResp{Scheme: sc.Scheme, InlineMax: uint32(m.svc.fsm.InlineMax()), Packs: !m.svc.WithoutPacks}
 	for i := range uint64(count) {
 		id := r.FirstId + i
 		p := &metapb.Placement{Object: id}
