@@ -69,7 +69,6 @@ func TestPackedFilesReadAndCollected(t *testing.T) {
 	m3 := fc.mount()
 	compareTrees(t, src, filepath.Join(m3.dir, "t"), false) // the directories' mtimes are the removals'
 
-
 	sh(t, ".", "rm -rf "+filepath.Join(m1.dir, "t"))
 	waitFor(t, "every object and shard deleted", 60*time.Second, func() error {
 		st := fc.g.status()
