@@ -92,11 +92,8 @@ func (k *packer) add(b *buf) (pk *pack, m packMember, opened bool) {
 	return pk, m, opened
 }
 
-// data seals pk and returns its members' data, laid out as one object.
+// data returns the members' data of pk, sealed, laid out as one object.
 func (k *packer) data(pk *pack) []byte {
-	k.mu.Lock()
-	k.sealLocked(pk)
-	k.mu.Unlock()
 	out := make([]byte, pk.size) // its members are fixed now, and sealed buffers not written
 	for _, m := range pk.members {
 		copy(out[m.off:], m.b.data)

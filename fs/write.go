@@ -385,9 +385,12 @@ func (d *dataPlane) storePacked(ctx context.Context, ino uint64, u *upload) (*me
 			}
 			t.Stop()
 		}
-		data := d.pack.data(pk)
+		// Sealed before waiting for a slot (whoever hurried it waits
+		// for no more members), copied after: packs waiting for a slot
+		// hold no copy of their data.
+		d.pack.seal(pk)
 		d.uploads <- struct{}{}
-		pk.rec, pk.err = d.writeObject(ctx, data)
+		pk.rec, pk.err = d.writeObject(ctx, d.pack.data(pk))
 		<-d.uploads
 		close(pk.done)
 	}
