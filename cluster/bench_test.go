@@ -25,7 +25,7 @@ func BenchmarkSnapshot1M(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		snap, err := f.encode()
+		snap, _, err := f.encode(true)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -172,7 +172,8 @@ func (c *Client) StatusOf(ctx context.Context, i int) (*metapb.StatusResp, error
 	return metapb.NewMetaClient(c.conns[i]).Status(ctx, &metapb.StatusReq{})
 }
 
-// DigestOf asks member i for its applied index and the digest of its state.
+// DigestOf asks member i for the digest of its state and the index of the
+// last log entry that state holds (read together: see StatusResp).
 func (c *Client) DigestOf(ctx context.Context, i int) (applied uint64, digest string, err error) {
 	st, err := metapb.NewMetaClient(c.conns[i]).Status(ctx, &metapb.StatusReq{Digest: true})
 	if err != nil {

@@ -61,12 +61,15 @@ type FSM struct {
 	// frag: blocks with many slices, and when they last changed (leader's
 	// clock): the compactor's candidates. Soft state: not in snapshots
 	// (rebuilt on restore), and the leader drops entries it finds stale.
-	frag      map[fragKey]int64
-	leases    map[uint64]*dirLease // directory write leases, by directory
-	reads     readState            // shared read leases (readlease.go)
-	wkids     leaseKids            // the files of write-leased directories (leasekids.go)
-	inBatch   bool                 // applying a MultiOp written behind
-	revokedCh chan struct{}        // closed at each new revocation (not state: not in snapshots)
+	frag    map[fragKey]int64
+	leases  map[uint64]*dirLease // directory write leases, by directory
+	reads   readState            // shared read leases (readlease.go)
+	wkids   leaseKids            // the files of write-leased directories (leasekids.go)
+	inBatch bool                 // applying a MultiOp written behind
+	// applied is the index of the last log entry the state holds (0:
+	// unknown). Not state: in snapshots, but not in the digest.
+	applied   uint64
+	revokedCh chan struct{} // closed at each new revocation (not state: not in snapshots)
 	// beforeApply, when a test sets it, runs before each entry is applied
 	// (outside the lock): a member that applies slowly. Nil in production.
 	beforeApply atomic.Pointer[func()]
@@ -158,6 +161,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.applied = l.Index
 	out := make([]*metapb.Result, len(b.Commands))
 	for i, c := range b.Commands {
 		out[i] = f.applyOnce(c)
@@ -491,16 +495,26 @@ func (f *FSM) Inodes() uint64 {
 // Digest identifies the whole state: equal on replicas that applied the
 // same log.
 func (f *FSM) Digest() ([32]byte, error) {
-	snap, err := f.encode()
+	_, d, err := f.AppliedDigest()
+	return d, err
+}
+
+// AppliedDigest is Digest with the index of the last log entry the state
+// it digests holds (0 if unknown), read together: comparing replicas by
+// raft's applied index instead would compare states that are not yet, or
+// no longer, at that index (raft counts an entry applied once it hands it
+// to the state machine, and more may be applied meanwhile).
+func (f *FSM) AppliedDigest() (uint64, [32]byte, error) {
+	snap, at, err := f.encode(false)
 	if err != nil {
-		return [32]byte{}, err
+		return 0, [32]byte{}, err
 	}
-	return sha256.Sum256(snap), nil
+	return at, sha256.Sum256(snap), nil
 }
 
 // Snapshot encodes the state (Apply waits meanwhile); Persist writes it.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	b, err := f.encode()
+	b, _, err := f.encode(true)
 	if err != nil {
 		return nil, err
 	}
@@ -509,12 +523,17 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 
 const snapshotMagic = "ECFSFSM1"
 
-func (f *FSM) encode() ([]byte, error) {
+// encode encodes the state and returns the index of the last log entry
+// it holds; with applied, a snapshot, the encoding records that index too.
+func (f *FSM) encode(applied bool) ([]byte, uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	h := &metapb.FSMHeader{NextIno: f.nextIno, GcQueue: f.gc, Scheme: f.scheme, NextObject: f.nextObj,
 		MountSessions: f.encodeMounts(), NextSession: f.nextSession, LockGrants: f.encodeGrants(),
 		Objects: f.encodeObjects(), Leases: append(f.encodeLeases(), f.encodeReads()...)}
+	if applied {
+		h.Applied = f.applied
+	}
 	for _, id := range slices.Sorted(maps.Keys(f.gcLater)) {
 		h.GcLaterIds, h.GcLaterAt = append(h.GcLaterIds, id), append(h.GcLaterAt, f.gcLater[id])
 	}
@@ -534,7 +553,7 @@ func (f *FSM) encode() ([]byte, error) {
 	}
 	hb, err := proto.MarshalOptions{Deterministic: true}.Marshal(h)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var buf writeBuffer
 	buf.b = append(buf.b, snapshotMagic...)
@@ -543,12 +562,12 @@ func (f *FSM) encode() ([]byte, error) {
 	for _, w := range []io.WriterTo{f.ns, f.locks} {
 		var sec writeBuffer
 		if _, err := w.WriteTo(&sec); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		buf.b = binary.AppendUvarint(buf.b, uint64(len(sec.b)))
 		buf.b = append(buf.b, sec.b...)
 	}
-	return buf.b, nil
+	return buf.b, f.applied, nil
 }
 
 type writeBuffer struct{ b []byte }
@@ -621,6 +640,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.ns, f.nextIno, f.members, f.sessions, f.gc = ns, h.NextIno, members, sessions, h.GcQueue
 	f.stores, f.scheme, f.nextObj = stores, h.Scheme, h.NextObject
+	f.applied = h.Applied
 	f.mounts, f.nextSession = decodeMounts(h.MountSessions), max(h.NextSession, 1)
 	f.locks = lt
 	f.grants, f.waiting = decodeGrants(h.LockGrants)
@@ -635,7 +655,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.rebuildDerived()
 	f.leases = decodeLeases(h.Leases)
-	f.decodeKids()
+	f.decodeKids(h.Leases)
 	f.decodeReads(h.Leases)
 	f.notifyRevoked() // revocations may be among what was restored
 	return nil

@@ -355,7 +355,7 @@ func (f *FSM) encodeLeases() []*metapb.DirLease {
 	out := make([]*metapb.DirLease, 0, len(f.leases))
 	for _, d := range slices.Sorted(maps.Keys(f.leases)) {
 		l := f.leases[d]
-		out = append(out, &metapb.DirLease{Dir: d, Session: l.session, Revoked: l.revoked})
+		out = append(out, &metapb.DirLease{Dir: d, Session: l.session, Revoked: l.revoked, Kids: f.wkids.kids[d], KidsListed: true})
 	}
 	return out
 }

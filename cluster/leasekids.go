@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"maps"
 	"slices"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
@@ -98,12 +97,28 @@ func openedIno(c *metapb.Command) uint64 {
 	return 0
 }
 
-// decodeKids rebuilds the files of the write leases restored from a
-// snapshot (a superset: files made under a lease since are listed too,
-// which only revokes it the sooner).
-func (f *FSM) decodeKids() {
+// decodeKids restores the files of the write leases restored from a
+// snapshot, as they were listed at each grant: listing the directories
+// again would also list the files made under a lease since, and another
+// session's command touching one would be refused here and applied on
+// the replicas that did not restore. A snapshot of an older version
+// carries none: those directories are listed again (a superset).
+func (f *FSM) decodeKids(in []*metapb.DirLease) {
 	f.wkids = newLeaseKids()
-	for _, d := range slices.Sorted(maps.Keys(f.leases)) {
-		f.indexKids(d)
+	for _, l := range in {
+		if l.Read || f.leases[l.Dir] == nil {
+			continue
+		}
+		if !l.KidsListed {
+			f.indexKids(l.Dir)
+			continue
+		}
+		if len(l.Kids) == 0 {
+			continue // none listed (a directory made under its lease)
+		}
+		f.wkids.kids[l.Dir] = l.Kids
+		for _, k := range l.Kids {
+			f.wkids.childOf[k] = append(f.wkids.childOf[k], l.Dir)
+		}
 	}
 }

@@ -55,7 +55,11 @@ func (f *FSM) applyGCDone(op *metapb.GCDoneOp) *metapb.Result {
 			f.countShards(o, -1)
 		}
 		delete(f.objects, id)
-		delete(f.gcQueued, id)
+		if _, later := f.gcLater[id]; !later {
+			// Set for GC is in gc or gcLater, as a restore rebuilds it:
+			// one freed again (by compaction) since it was queued stays.
+			delete(f.gcQueued, id)
+		}
 		delete(f.heal, id)
 		delete(f.packs, id) // never there: a waiting pack is not queued
 	}

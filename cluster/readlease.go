@@ -334,8 +334,12 @@ func (f *FSM) encodeReads() []*metapb.DirLease {
 	var out []*metapb.DirLease
 	rs := &f.reads
 	for _, d := range slices.Sorted(maps.Keys(rs.readers)) {
-		for _, s := range slices.Sorted(maps.Keys(rs.readers[d])) {
-			out = append(out, &metapb.DirLease{Dir: d, Session: s, Revoked: rs.readers[d][s].revoked, Read: true})
+		for i, s := range slices.Sorted(maps.Keys(rs.readers[d])) {
+			l := &metapb.DirLease{Dir: d, Session: s, Revoked: rs.readers[d][s].revoked, Read: true, KidsListed: true}
+			if i == 0 {
+				l.Kids = rs.kids[d] // the directory's, once
+			}
+			out = append(out, l)
 		}
 	}
 	for _, s := range slices.Sorted(maps.Keys(rs.broken)) {
@@ -346,9 +350,12 @@ func (f *FSM) encodeReads() []*metapb.DirLease {
 	return out
 }
 
-// decodeReads restores the read leases of a snapshot; the children index
-// is rebuilt from the namespace (restored first), which cannot have
-// changed under them.
+// decodeReads restores the read leases of a snapshot, with the children
+// each directory listed at its first grant: they may differ from what it
+// lists now (its holder's own changes go ahead, revoking its lease, which
+// it keeps until it releases it), so every replica must keep the same. A
+// snapshot of an older version carries none: the directory is listed again
+// from the namespace (restored first).
 func (f *FSM) decodeReads(in []*metapb.DirLease) {
 	f.reads = newReadState()
 	rs := &f.reads
@@ -365,7 +372,10 @@ func (f *FSM) decodeReads(in []*metapb.DirLease) {
 		}
 		if rs.readers[l.Dir] == nil {
 			rs.readers[l.Dir] = map[uint64]*readLease{}
-			kids := f.children(l.Dir, 0)
+			kids := l.Kids
+			if !l.KidsListed {
+				kids = f.children(l.Dir, 0)
+			}
 			rs.kids[l.Dir] = kids
 			for _, k := range kids {
 				rs.childOf[k] = append(rs.childOf[k], l.Dir)

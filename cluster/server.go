@@ -288,11 +288,14 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 	resp.ObjectsDegraded, resp.ObjectsUnreadable = uint64(oh.Degraded), uint64(oh.Unreadable)
 	resp.ObjectsHealPending = uint64(oh.HealPending)
 	if req.Digest {
-		d, err := s.fsm.Digest()
+		at, d, err := s.fsm.AppliedDigest()
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		resp.Digest = hex.EncodeToString(d[:])
+		// The index of the state digested (0: not known yet), not raft's,
+		// read above: it counts entries handed to the state machine and
+		// not yet applied, and more may have been applied since.
+		resp.Digest, resp.AppliedIndex = hex.EncodeToString(d[:]), at
 	}
 	cf := r.GetConfiguration()
 	if err := cf.Error(); err == nil {

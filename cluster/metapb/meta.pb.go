@@ -5437,20 +5437,26 @@ func (x *Member) GetState() string {
 }
 
 type StatusResp struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	State             string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	LeaderApi         string                 `protobuf:"bytes,3,opt,name=leader_api,json=leaderApi,proto3" json:"leader_api,omitempty"`
-	Members           []*Member              `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
-	AppliedIndex      uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Inodes            uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
-	Stores            []*StoreInfo           `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
-	Scheme            string                 `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
-	Digest            string                 `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
-	Objects           uint64                 `protobuf:"varint,10,opt,name=objects,proto3" json:"objects,omitempty"`
-	GcPending         uint64                 `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
-	ObjectsDegraded   uint64                 `protobuf:"varint,12,opt,name=objects_degraded,json=objectsDegraded,proto3" json:"objects_degraded,omitempty"`       // fewer than k+m shards on up stores
-	ObjectsUnreadable uint64                 `protobuf:"varint,13,opt,name=objects_unreadable,json=objectsUnreadable,proto3" json:"objects_unreadable,omitempty"` // fewer than k
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State     string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	LeaderApi string                 `protobuf:"bytes,3,opt,name=leader_api,json=leaderApi,proto3" json:"leader_api,omitempty"`
+	Members   []*Member              `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// applied_index: the last log entry applied; with digest, the last
+	// entry the digested state holds (read with it, under one lock: raft's
+	// own applied index counts entries handed to the state machine and not
+	// yet applied, and entries may be applied while the status is made), 0
+	// if not known yet (none applied since a restore from an older
+	// version's snapshot).
+	AppliedIndex      uint64       `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Inodes            uint64       `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	Stores            []*StoreInfo `protobuf:"bytes,7,rep,name=stores,proto3" json:"stores,omitempty"`
+	Scheme            string       `protobuf:"bytes,8,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Digest            string       `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"` // hex sha256 of the state, when asked
+	Objects           uint64       `protobuf:"varint,10,opt,name=objects,proto3" json:"objects,omitempty"`
+	GcPending         uint64       `protobuf:"varint,11,opt,name=gc_pending,json=gcPending,proto3" json:"gc_pending,omitempty"`
+	ObjectsDegraded   uint64       `protobuf:"varint,12,opt,name=objects_degraded,json=objectsDegraded,proto3" json:"objects_degraded,omitempty"`       // fewer than k+m shards on up stores
+	ObjectsUnreadable uint64       `protobuf:"varint,13,opt,name=objects_unreadable,json=objectsUnreadable,proto3" json:"objects_unreadable,omitempty"` // fewer than k
 	// fewer healthy shards than the up stores could hold: the healer's
 	// remaining work (0 once every object is as whole as the stores allow)
 	ObjectsHealPending uint64      `protobuf:"varint,14,opt,name=objects_heal_pending,json=objectsHealPending,proto3" json:"objects_heal_pending,omitempty"`
@@ -6518,8 +6524,11 @@ type FSMHeader struct {
 	Leases        []*DirLease            `protobuf:"bytes,12,rep,name=leases,proto3" json:"leases,omitempty"`
 	// Objects to queue for GC at a time (leader's clock, ns): freed by
 	// compaction, kept a while for readers of the old slices.
-	GcLaterIds    []uint64 `protobuf:"varint,13,rep,packed,name=gc_later_ids,json=gcLaterIds,proto3" json:"gc_later_ids,omitempty"`
-	GcLaterAt     []int64  `protobuf:"varint,14,rep,packed,name=gc_later_at,json=gcLaterAt,proto3" json:"gc_later_at,omitempty"`
+	GcLaterIds []uint64 `protobuf:"varint,13,rep,packed,name=gc_later_ids,json=gcLaterIds,proto3" json:"gc_later_ids,omitempty"`
+	GcLaterAt  []int64  `protobuf:"varint,14,rep,packed,name=gc_later_at,json=gcLaterAt,proto3" json:"gc_later_at,omitempty"`
+	// applied: the index of the last log entry the state holds (0: unknown,
+	// a snapshot of an older version). Not state: a digest leaves it out.
+	Applied       uint64 `protobuf:"varint,15,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6652,14 +6661,32 @@ func (x *FSMHeader) GetGcLaterAt() []int64 {
 	return nil
 }
 
-// DirLease is a directory's write lease in a snapshot.
+func (x *FSMHeader) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+// DirLease is a directory's lease (write, or a session's read lease) in a
+// snapshot.
 type DirLease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dir           uint64                 `protobuf:"varint,1,opt,name=dir,proto3" json:"dir,omitempty"`
-	Session       uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
-	Revoked       bool                   `protobuf:"varint,3,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	Read          bool                   `protobuf:"varint,4,opt,name=read,proto3" json:"read,omitempty"`     // a shared read lease
-	Broken        bool                   `protobuf:"varint,5,opt,name=broken,proto3" json:"broken,omitempty"` // read: broken by a batch written behind (no longer in the way)
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Dir     uint64                 `protobuf:"varint,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Session uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
+	Revoked bool                   `protobuf:"varint,3,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	Read    bool                   `protobuf:"varint,4,opt,name=read,proto3" json:"read,omitempty"`     // a shared read lease
+	Broken  bool                   `protobuf:"varint,5,opt,name=broken,proto3" json:"broken,omitempty"` // read: broken by a batch written behind (no longer in the way)
+	// kids: what the directory listed when the lease was granted, which
+	// other sessions' commands touching them conflict with: a write lease's
+	// regular files (cluster/leasekids.go), a read lease's children (on the
+	// first reader's record of the directory; cluster/readlease.go). They
+	// may differ from what it lists now, so a restore must not list it
+	// again: every replica must refuse the same commands. kids_listed: the
+	// snapshot carries kids (those of older versions do not: the directory
+	// is listed again then).
+	Kids          []uint64 `protobuf:"varint,6,rep,packed,name=kids,proto3" json:"kids,omitempty"`
+	KidsListed    bool     `protobuf:"varint,7,opt,name=kids_listed,json=kidsListed,proto3" json:"kids_listed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6725,6 +6752,20 @@ func (x *DirLease) GetRead() bool {
 func (x *DirLease) GetBroken() bool {
 	if x != nil {
 		return x.Broken
+	}
+	return false
+}
+
+func (x *DirLease) GetKids() []uint64 {
+	if x != nil {
+		return x.Kids
+	}
+	return nil
+}
+
+func (x *DirLease) GetKidsListed() bool {
+	if x != nil {
+		return x.KidsListed
 	}
 	return false
 }
@@ -7301,7 +7342,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12+\n" +
 	"\aresults\x18\x03 \x03(\v2\x11.ecfs.meta.ResultR\aresults\x12\x1b\n" +
-	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\xdd\x04\n" +
+	"\tlast_used\x18\x04 \x01(\x03R\blastUsed\"\xf7\x04\n" +
 	"\tFSMHeader\x12\x19\n" +
 	"\bnext_ino\x18\x01 \x01(\x04R\anextIno\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.ecfs.meta.MemberOpR\amembers\x125\n" +
@@ -7320,13 +7361,17 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x06leases\x18\f \x03(\v2\x13.ecfs.meta.DirLeaseR\x06leases\x12 \n" +
 	"\fgc_later_ids\x18\r \x03(\x04R\n" +
 	"gcLaterIds\x12\x1e\n" +
-	"\vgc_later_at\x18\x0e \x03(\x03R\tgcLaterAt\"|\n" +
+	"\vgc_later_at\x18\x0e \x03(\x03R\tgcLaterAt\x12\x18\n" +
+	"\aapplied\x18\x0f \x01(\x04R\aapplied\"\xb1\x01\n" +
 	"\bDirLease\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\x04R\x03dir\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x18\n" +
 	"\arevoked\x18\x03 \x01(\bR\arevoked\x12\x12\n" +
 	"\x04read\x18\x04 \x01(\bR\x04read\x12\x16\n" +
-	"\x06broken\x18\x05 \x01(\bR\x06broken\"R\n" +
+	"\x06broken\x18\x05 \x01(\bR\x06broken\x12\x12\n" +
+	"\x04kids\x18\x06 \x03(\x04R\x04kids\x12\x1f\n" +
+	"\vkids_listed\x18\a \x01(\bR\n" +
+	"kidsListed\"R\n" +
 	"\tLockGrant\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x14\n" +
