@@ -64,6 +64,11 @@ func (f *FSM) applyCompact(op *metapb.CompactOp, now int64) *metapb.Result {
 func (f *FSM) gcDue(now int64) []uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.gcDueLocked(now)
+}
+
+// gcDueLocked is gcDue with f.mu held.
+func (f *FSM) gcDueLocked(now int64) []uint64 {
 	var out []uint64
 	for id, at := range f.gcLater {
 		if at <= now {

@@ -291,18 +291,6 @@ func (g *replayGen) leaseCmd() *metapb.Command {
 		Session: s, Dir: g.dir(), Mode: uint32(1 + g.pick(7))}}}
 }
 
-// gcDueLocked is gcDue for a caller that already holds f (the test).
-func (f *FSM) gcDueLocked(now int64) []uint64 {
-	var out []uint64
-	for id, at := range f.gcLater {
-		if at <= now {
-			out = append(out, id)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // compact rewrites a random file's block as the compactor would.
 func (g *replayGen) compact() *metapb.Command {
 	ino, block := g.file(), uint64(g.pick(2))
