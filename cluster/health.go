@@ -125,7 +125,7 @@ func (s *Server) Place(ctx context.Context, req *metapb.PlaceReq) (*metapb.Place
 		return nil, toStatus(err)
 	}
 	stores := s.fsm.Stores()
-	resp := &metapb.PlaceResp{Scheme: sc.Scheme, InlineMax: uint32(s.fsm.InlineMax()), Packs: true}
+	resp := &metapb.PlaceResp{Scheme: sc.Scheme, InlineMax: uint32(s.fsm.InlineMax()), Packs: s.votersHave(FeaturePacks)}
 	for i := range uint64(n) {
 		id := res.FirstId + i
 		chosen, err := place(stores, id, int(sc.K+sc.M), int(sc.K+1))

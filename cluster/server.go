@@ -33,7 +33,9 @@ type Server struct {
 	check   *leaderCheck
 	log     *slog.Logger
 	healer  atomic.Pointer[healer] // while RunHealer runs
-	fsck    func(context.Context, *metapb.FsckReq) (*metapb.FsckResp, error)
+	// features is what this member announces (Features; tests change it).
+	features uint32
+	fsck     func(context.Context, *metapb.FsckReq) (*metapb.FsckResp, error)
 
 	opts    options
 	refused APIRefusals
@@ -50,7 +52,7 @@ func NewServer(node *Node, fsm *FSM, apiAddr, secret string, log *slog.Logger, o
 	}
 	log = log.With("component", "meta-api")
 	return &Server{
-		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret, opts: applyOptions(opts),
+		node: node, fsm: fsm, apiAddr: apiAddr, secret: secret, opts: applyOptions(opts), features: Features,
 		limited: newRateLimitedLog(log, 30*time.Second),
 		commit:  newCommitter(node.raft, 10*time.Second),
 		barrier: newTermBarrier(node.raft),
@@ -240,7 +242,7 @@ func (s *Server) Join(ctx context.Context, req *metapb.JoinReq) (*metapb.JoinRes
 		return nil, toStatus(err)
 	}
 	if _, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Member{
-		Member: &metapb.MemberOp{Id: req.Id, RaftAddr: req.RaftAddr, ApiAddr: req.ApiAddr},
+		Member: &metapb.MemberOp{Id: req.Id, RaftAddr: req.RaftAddr, ApiAddr: req.ApiAddr, Features: req.Features},
 	}}); err != nil {
 		return nil, toStatus(err)
 	}
@@ -311,26 +313,6 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 		}
 	}
 	return resp, nil
-}
-
-// AnnounceSelf records this member's API address once it leads (the
-// bootstrap node has nobody to join through). It retries until ctx ends.
-func (s *Server) AnnounceSelf(ctx context.Context) {
-	for ctx.Err() == nil {
-		if s.node.IsLeader() && s.fsm.MemberAPI(s.node.cfg.ID) != s.apiAddr {
-			_, err := s.commit.propose(ctx, &metapb.Command{Now: time.Now().UnixNano(), Op: &metapb.Command_Member{
-				Member: &metapb.MemberOp{Id: s.node.cfg.ID, RaftAddr: string(s.node.trans.LocalAddr()), ApiAddr: s.apiAddr},
-			}})
-			if err == nil {
-				continue
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-s.node.raft.LeaderCh():
-		case <-time.After(time.Second): // re-check: leadership may have come before we listened
-		}
-	}
 }
 
 const forwardedKey = "ecfs-forwarded"

@@ -17,7 +17,7 @@ type base struct {
 	log     *slog.Logger
 	debugOn bool // the logger takes Debug records (per-change logs)
 	scheme  codec.Scheme
-	packs   bool // the service keeps objects several files share (PlaceResp.packs)
+	packs   bool // the service kept objects several files share when the mount began (PlaceResp.packs)
 }
 
 // ctx bounds one metadata call by MetaTimeout.

@@ -35,9 +35,8 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 		uploads: make(chan struct{}, 8),
 	}
 	d.pack = newPacker(b.scheme.BlockSize)
-	if !b.packs {
-		d.pack.limit = 0 // an older service: every file its own objects
-	}
+	d.places.packs.Store(b.packs) // until the next placements say
+
 	d.places.meta = meta
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
 	d.objCache.mu.Init(levelObjects, "objectCache.mu")

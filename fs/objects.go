@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecfs/ecfs/fs/internal/lockorder"
@@ -132,6 +133,9 @@ type placer struct {
 	queue []*metapb.Placement
 	at    time.Time
 	down  map[string]time.Time // store addr → failed until
+	// packs: the service's last answer said every member keeps objects
+	// several files share (PlaceResp.packs): small files may be packed.
+	packs atomic.Bool
 }
 
 const (
@@ -191,6 +195,7 @@ func (p *placer) get(ctx context.Context, quorum int) (*metapb.Placement, error)
 			return nil, fmt.Errorf("asking for a placement: %w", err)
 		}
 		p.queue, p.at = r.Placements, time.Now()
+		p.packs.Store(r.Packs)
 	}
 	return nil, fmt.Errorf("no placement with %d working stores", quorum)
 }

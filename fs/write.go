@@ -142,7 +142,7 @@ func (d *dataPlane) goesInline(in *inode, b *buf) bool {
 func (d *dataPlane) start(in *inode, b *buf, slot *jop) {
 	delete(in.dirty, b.block)
 	u := &upload{buf: b, done: make(chan struct{}), inline: slot == nil && d.goesInline(in, b), slot: slot}
-	if slot != nil && d.pack.fits(b) {
+	if slot != nil && d.places.packs.Load() && d.pack.fits(b) {
 		// Written behind and small: stored with others (pack.go),
 		// gathered in the order they are sealed.
 		u.pack, u.member, u.opened = d.pack.add(b)

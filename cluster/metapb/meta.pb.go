@@ -927,11 +927,15 @@ func (x *RemoveXattrOp) GetName() string {
 // MemberOp records (or, with remove, forgets) a member's API address, so
 // every member can forward to the leader.
 type MemberOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	Remove        bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	Remove   bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	// features: what the member's build supports (bits: cluster.Feature*;
+	// 0 from builds before them). A feature whose commands every replica
+	// must apply alike is offered to clients only once every voter has it.
+	Features      uint32 `protobuf:"varint,5,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +996,13 @@ func (x *MemberOp) GetRemove() bool {
 		return x.Remove
 	}
 	return false
+}
+
+func (x *MemberOp) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
 }
 
 // StoreInfo is a store daemon as the metadata service knows it.
@@ -5153,6 +5164,7 @@ type JoinReq struct {
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	Features      uint32                 `protobuf:"varint,4,opt,name=features,proto3" json:"features,omitempty"` // the joining build's (MemberOp.features)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5206,6 +5218,13 @@ func (x *JoinReq) GetApiAddr() string {
 		return x.ApiAddr
 	}
 	return ""
+}
+
+func (x *JoinReq) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
 }
 
 type JoinResp struct {
@@ -6371,9 +6390,10 @@ type PlaceResp struct {
 	Placements []*Placement           `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
 	InlineMax  uint32                 `protobuf:"varint,3,opt,name=inline_max,json=inlineMax,proto3" json:"inline_max,omitempty"` // the filesystem's inline threshold (0: none)
 	// packs: the service keeps an object several files' commits name until
-	// all have come and no file references it (CommitOp.pack). A mount packs
-	// small files into shared objects only then: an older service would
-	// delete such an object with the first file removed.
+	// all have come and no file references it (CommitOp.pack): every voter
+	// announced FeaturePacks. A mount packs small files into shared objects
+	// only then: an older member would delete such an object with the first
+	// file removed.
 	Packs         bool `protobuf:"varint,4,opt,name=packs,proto3" json:"packs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6915,12 +6935,13 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x05flags\x18\x04 \x01(\rR\x05flags\"5\n" +
 	"\rRemoveXattrOp\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"j\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x86\x01\n" +
 	"\bMemberOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"\xc6\x02\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\x12\x1a\n" +
+	"\bfeatures\x18\x05 \x01(\rR\bfeatures\"\xc6\x02\n" +
 	"\tStoreInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x12\n" +
@@ -7225,11 +7246,12 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\x12+\n" +
 	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\x12\x10\n" +
 	"\x03eof\x18\x18 \x01(\bR\x03eof\x12\x19\n" +
-	"\bkid_dirs\x18\x19 \x03(\x04R\akidDirs\"Q\n" +
+	"\bkid_dirs\x18\x19 \x03(\x04R\akidDirs\"m\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x1a\n" +
+	"\bfeatures\x18\x04 \x01(\rR\bfeatures\"\n" +
 	"\n" +
 	"\bJoinResp\"\x1b\n" +
 	"\tRemoveReq\x12\x0e\n" +

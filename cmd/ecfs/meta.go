@@ -249,7 +249,7 @@ func startMeta(ctx context.Context, o metaOptions, log *slog.Logger) (_ *metaDae
 			return nil, err
 		}
 		jctx, cancel := context.WithTimeout(ctx, o.JoinTimeout)
-		err = c.Join(jctx, &metapb.JoinReq{Id: o.ID, RaftAddr: o.RaftAddr, ApiAddr: d.APIAddr})
+		err = c.Join(jctx, &metapb.JoinReq{Id: o.ID, RaftAddr: o.RaftAddr, ApiAddr: d.APIAddr, Features: cluster.Features})
 		cancel()
 		c.Close()
 		if err != nil {
