@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,22 +147,27 @@ func sameState(t *testing.T, g *metaGroup) {
 	waitFor(t, "every member at one index with one state", 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		var idx uint64
-		var dig string
+		// All at once: store heartbeats and renewals go on (a few
+		// entries a second), and each digest encodes the whole state.
+		idx, dig, errs := make([]uint64, len(g.nodes)), make([]string, len(g.nodes)), make([]error, len(g.nodes))
+		var wg sync.WaitGroup
 		for i := range g.nodes {
-			a, d, err := c.DigestOf(ctx, i)
-			if err != nil {
-				return err
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				idx[i], dig[i], errs[i] = c.DigestOf(ctx, i)
+			}()
+		}
+		wg.Wait()
+		for i := range g.nodes {
+			if errs[i] != nil {
+				return errs[i]
 			}
-			if i == 0 {
-				idx, dig = a, d
-				continue
+			if idx[i] != idx[0] {
+				return fmt.Errorf("%s at %d, %s at %d", g.nodes[0].id, idx[0], g.nodes[i].id, idx[i])
 			}
-			if a != idx {
-				return fmt.Errorf("%s at %d, %s at %d", g.nodes[0].id, idx, g.nodes[i].id, a)
-			}
-			if d != dig {
-				t.Fatalf("%s and %s at index %d hold different states", g.nodes[0].id, g.nodes[i].id, a)
+			if dig[i] != dig[0] {
+				t.Fatalf("%s and %s at index %d hold different states", g.nodes[0].id, g.nodes[i].id, idx[i])
 			}
 		}
 		return nil
