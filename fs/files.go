@@ -39,6 +39,7 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 	if in.attr != nil {
 		prev = in.attr.Version
 	}
+	openHere := in.opens > 0
 	in.mu.Unlock()
 	sess := f.pipe.session()
 	h = f.handles.newHandle(ino, sess)
@@ -52,6 +53,16 @@ func (f *FS) Open(ctx context.Context, ino uint64, flags uint32) (h *Handle, kee
 			return nil, false, errno
 		}
 		a = r.Attr
+		if a.GetNlink() == 0 && !openHere {
+			// A file no name leads to any more, kept by another's open:
+			// opened here by a name the kernel kept a moment after a read
+			// lease ended while its directory stayed busy (kernelcache.go),
+			// which another mount has since removed or replaced. ESTALE
+			// makes the kernel look the name up again and open what it
+			// names now.
+			f.handles.closer.add(h.id)
+			return nil, false, syscall.ESTALE
+		}
 	}
 	a = f.inodes.remember(a)
 	in = f.inodes.getLocked(ino) // the one in the table now
