@@ -24,8 +24,8 @@ import (
 // Nothing waits for the linger that needs the data: the commits take their
 // places in the journal when the files are sealed (sealBehind), and whoever
 // waits for the journal (fsync, another mount's access through the lease's
-// give-back, a query) or for the file's uploads, or for buffer memory,
-// writes the open pack at once (hurry).
+// give-back, a query: pipeline.waiting), for the file's uploads (seal) or
+// for buffer memory (flush) has the pack stored at once.
 const (
 	packMax    = 1 << 20
 	packLinger = 200 * time.Millisecond
@@ -33,7 +33,7 @@ const (
 
 // packer gathers small buffers into packs. Its lock is a leaf. It stores
 // nothing itself: the upload that opened a pack stores it (dataPlane's
-// storePack) once it is sealed, and the others wait for it.
+// storePacked) once it is sealed, and the others wait for it.
 type packer struct {
 	mu     lockorder.Mutex
 	open   *pack // taking members; nil: none
@@ -93,7 +93,7 @@ func (k *packer) add(b *buf) (pk *pack, m packMember, opened bool) {
 }
 
 // data returns the members' data of pk, sealed, laid out as one object.
-func (k *packer) data(pk *pack) []byte {
+func (pk *pack) data() []byte {
 	out := make([]byte, pk.size) // its members are fixed now, and sealed buffers not written
 	for _, m := range pk.members {
 		copy(out[m.off:], m.b.data)

@@ -94,7 +94,7 @@ func TestSmallFilesWrittenBehindShareObjects(t *testing.T) {
 		files = append(files, file{ino, data})
 	}
 	big := pattern(2<<20, 99) // over packMax: an object of its own
-	bigIno, err := writeFile(ctx, m1, d, "big", big)
+	_, err := writeFile(ctx, m1, d, "big", big)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,6 @@ func TestSmallFilesWrittenBehindShareObjects(t *testing.T) {
 	mustErrno(t, "unlink", m1.Unlink(ctx, d, "big"), 0)
 	mustErrno(t, "fsync dir", m1.SyncDir(ctx, d, nil), 0)
 	waitGC(t, e, "after removing every file", len(refs)+1)
-	_ = bigIno
 }
 
 // TestNoPacksForAnOlderService: a service that does not say it keeps
@@ -180,7 +179,7 @@ func TestPackMemberRemovedBeforeOthersCommitted(t *testing.T) {
 	d := mustMkdir(t, m1, RootIno, "d").Ino
 
 	a := pattern(40<<10, 1)
-	aIno, err := writeFile(ctx, m1, d, "a", a)
+	_, err := writeFile(ctx, m1, d, "a", a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +200,6 @@ func TestPackMemberRemovedBeforeOthersCommitted(t *testing.T) {
 	if got := readAll(t, m2, bIno, len(b)); !bytes.Equal(got, b) {
 		t.Fatalf("m2 reads %d bytes of b, not the %d written", len(got), len(b))
 	}
-	_ = aIno
 	mustErrno(t, "unlink b", m1.Unlink(ctx, d, "b"), 0)
 	mustErrno(t, "fsync dir", m1.SyncDir(ctx, d, nil), 0)
 	waitGC(t, e, "once a and b are gone", 1)

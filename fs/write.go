@@ -390,7 +390,7 @@ func (d *dataPlane) storePacked(ctx context.Context, ino uint64, u *upload) (*me
 		// hold no copy of their data.
 		d.pack.seal(pk)
 		d.uploads <- struct{}{}
-		pk.rec, pk.err = d.writeObject(ctx, d.pack.data(pk))
+		pk.rec, pk.err = d.writeObject(ctx, pk.data())
 		<-d.uploads
 		close(pk.done)
 	}
