@@ -53,6 +53,11 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err := applyMountOpts(&mcfg, *opts, stderr, nil); err != nil {
 		return err
 	}
+	if mcfg.Procs <= 0 {
+		// This process runs the whole cluster: fitting its processors to
+		// the mount's load alone would starve the stores.
+		mcfg.Procs = -1
+	}
 	scheme, err := codec.ParseScheme(*ec)
 	if err != nil {
 		return &usageError{fmt.Sprintf("--ec: %v", err)}

@@ -12,10 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	rtdebug "runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +47,10 @@ type mountConfig struct {
 	HTTPAddr      string        // /metrics, /healthz (and /debug/pprof with Pprof); "" for none
 	Pprof         bool
 	NoWriteBehind bool // every change waits for its Raft commit
+	// Procs: the Go processors the mount runs on; 0 follows its load
+	// (followLoad), below 0 leaves GOMAXPROCS as it is (ecfs dev, whose
+	// process also runs the cluster).
+	Procs int
 }
 
 // serveOps serves /metrics, /healthz and optionally /debug/pprof/ for a
@@ -143,13 +149,23 @@ func serveMount(ctx context.Context, cfg mountConfig, log *slog.Logger, ready fu
 		return err
 	}
 	fm := newFuseMetrics()
+	moved := new(atomic.Int64)
 	srv, err := fuse.Mount(f, cfg.Mountpoint, fuse.MountOptions{
 		AllowOther: cfg.AllowOther, AttrTimeout: cfg.AttrTimeout, Debug: cfg.Debug,
-		FsName: "ecfs:" + strings.Join(cfg.Meta, ","), Observe: fm.observe,
+		FsName: "ecfs:" + strings.Join(cfg.Meta, ","), Observe: fm.observe, Moved: moved,
 	})
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("mounting %s: %w", cfg.Mountpoint, err)
+	}
+	switch {
+	case cfg.Procs > 0:
+		runtime.GOMAXPROCS(cfg.Procs)
+	case cfg.Procs == 0 && os.Getenv("GOMAXPROCS") == "":
+		lctx, stopLoad := context.WithCancel(ctx)
+		loadDone := make(chan struct{})
+		go func() { followLoad(lctx, moved, log); close(loadDone) }()
+		defer func() { stopLoad(); <-loadDone }()
 	}
 	log.Info("mounted", "mountpoint", cfg.Mountpoint, "meta", strings.Join(cfg.Meta, ","), "scheme", f.Stats().Scheme.String(), "session", f.Session())
 	if cfg.HTTPAddr != "" {
@@ -199,7 +215,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		"umount, fusermount3 -u) or gets SIGTERM/SIGINT, which flush every file and unmount.\n"+
 		"A mount point left behind by a crashed mount is recovered first.\n"+
 		"-o takes comma-separated options: allow_other, buffer_size=BYTES, attr_timeout=DUR,\n"+
-		"meta_timeout=DUR, session_ttl=DUR, no_write_behind, debug, tls_cert=F, tls_key=F, tls_ca=F\n"+
+		"meta_timeout=DUR, session_ttl=DUR, procs=N, no_write_behind, debug, tls_cert=F, tls_key=F, tls_ca=F\n"+
 		"(the same as the flags); sloppy ignores options it does not know. For mount(8) and\n"+
 		"fstab, see mount.ecfs --help.", stdout)
 	tlsf := addTLSFlags(fl)
@@ -214,6 +230,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	startTimeout := fl.Duration("start-timeout", 20*time.Second, "how long to wait for the metadata service at start before giving up (exit 1)")
 	writeTimeout := fl.Duration("write-timeout", 20*time.Second, "how long writing a block keeps trying other stores while fewer than the write quorum answer, before EIO")
 	debug := fl.Bool("debug", false, "log every FUSE request")
+	procs := fl.Int("procs", 0, "Go processors the mount runs on; 0: one while it answers small requests (faster for tree commands), all while data moves in bulk or that one is busy (the GOMAXPROCS variable fixes them too)")
 	noWB := fl.Bool("no-write-behind", false, "take no directory leases: every change waits for its Raft commit and every lookup asks the metadata service (slower; a crash then loses nothing closed)")
 	httpAddr := fl.String("http-addr", "", "host:port for /metrics and /healthz (empty: off)")
 	pprof := fl.Bool("pprof", false, "also serve /debug/pprof/ on --http-addr")
@@ -222,7 +239,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := mountConfig{Mountpoint: fl.Arg(0), AllowOther: *allowOther, BufferSize: *bufSize,
-		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof, NoWriteBehind: *noWB}
+		MetaTimeout: *metaTimeout, AttrTimeout: *attrTimeout, SessionTTL: *sessionTTL, WriteTimeout: *writeTimeout, StartTimeout: *startTimeout, Debug: *debug, HTTPAddr: *httpAddr, Pprof: *pprof, NoWriteBehind: *noWB, Procs: *procs}
 	err := applyMountOpts(&cfg, *opts, stderr, func(k, v string) bool {
 		switch k {
 		case "secret-file", "secret_file":
@@ -250,6 +267,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return &usageError{"--secret-file is required"}
 	case cfg.BufferSize < 8<<20:
 		return &usageError{"--buffer-size must be at least 8 MiB (two blocks)"}
+	case cfg.Procs < 0:
+		return &usageError{"--procs must be 0 (follow the load) or more"}
 	case cfg.MetaTimeout <= 0 || cfg.AttrTimeout < 0 || cfg.SessionTTL < 3*time.Second:
 		return &usageError{"need --meta-timeout > 0, --attr-timeout >= 0 and --session-ttl >= 3s"}
 	}
@@ -340,6 +359,8 @@ func applyMountOpts(cfg *mountConfig, opts string, stderr io.Writer, own func(k,
 			cfg.BufferSize, err = strconv.ParseInt(v, 10, 64)
 		case "attr_timeout":
 			cfg.AttrTimeout, err = time.ParseDuration(v)
+		case "procs":
+			cfg.Procs, err = strconv.Atoi(v)
 		case "meta_timeout":
 			cfg.MetaTimeout, err = time.ParseDuration(v)
 		case "write_timeout":

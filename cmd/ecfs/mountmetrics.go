@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -119,10 +120,11 @@ func (m *fuseMetrics) collectors() []prometheus.Collector {
 }
 
 // mountState exports the mount's state (fs.Stats) at each scrape: write
-// buffers, the journal's backlog, leases, open files, kept blocks.
+// buffers, the journal's backlog, leases, open files, kept blocks, and the
+// Go processors it runs on (procs.go).
 type mountState struct {
-	f                                                      *fs.FS
-	buffer, bufferLimit, journal, leases, handles, fetched *prometheus.Desc
+	f                                                             *fs.FS
+	buffer, bufferLimit, journal, leases, handles, fetched, procs *prometheus.Desc
 }
 
 func newMountState(f *fs.FS) *mountState {
@@ -136,11 +138,12 @@ func newMountState(f *fs.FS) *mountState {
 		leases:      d("leases", "Directories this mount leases, by kind (write: it changes them itself; read: it answers from its copy).", "kind"),
 		handles:     d("open_files", "Files open through the mount."),
 		fetched:     d("fetched_bytes", "Whole blocks read and kept for sequential reads and read-ahead (bounded at 64 MiB)."),
+		procs:       d("procs", "Go processors the mount runs on now (GOMAXPROCS; --procs 0 follows the load)."),
 	}
 }
 
 func (m *mountState) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.buffer, m.bufferLimit, m.journal, m.leases, m.handles, m.fetched} {
+	for _, d := range []*prometheus.Desc{m.buffer, m.bufferLimit, m.journal, m.leases, m.handles, m.fetched, m.procs} {
 		ch <- d
 	}
 }
@@ -157,6 +160,7 @@ func (m *mountState) Collect(ch chan<- prometheus.Metric) {
 	g(m.leases, float64(st.ReadLeases), "read")
 	g(m.handles, float64(st.OpenHandles))
 	g(m.fetched, float64(st.FetchedBytes))
+	g(m.procs, float64(runtime.GOMAXPROCS(0)))
 }
 
 // storeCalls times the mount's calls to the stores and counts their

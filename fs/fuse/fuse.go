@@ -9,6 +9,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ type MountOptions struct {
 	Debug       bool          // log every FUSE request
 	FsName      string        // shown in /proc/mounts
 	Observe     Observer      // told of every request answered, if set
+	Moved       *atomic.Int64 // if set, counts the bytes read and written through the mount
 }
 
 // Mount mounts f on mountpoint and serves it in the background; the
@@ -33,7 +35,7 @@ type MountOptions struct {
 func Mount(f *fs.FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	opts := mountOptions(o)
 	busy := newBusyDirs()
-	raw := observed{RawFileSystem: fusefs.NewNodeFS(&node{core: f, ttl: *opts.EntryTimeout}, opts), obs: o.Observe, busy: busy}
+	raw := observed{RawFileSystem: fusefs.NewNodeFS(&node{core: f, ttl: *opts.EntryTimeout}, opts), obs: o.Observe, busy: busy, moved: o.Moved}
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -18,8 +19,9 @@ type Observer func(op string, took time.Duration, status fuse.Status)
 // it does not time (init, ioctl, …) pass through untouched.
 type observed struct {
 	fuse.RawFileSystem
-	obs  Observer
-	busy *busyDirs // the requests in progress by directory
+	obs   Observer
+	busy  *busyDirs     // the requests in progress by directory
+	moved *atomic.Int64 // bytes read and written (MountOptions.Moved), or nil
 }
 
 func (o observed) done(op string, t time.Time, st fuse.Status) {
@@ -28,10 +30,19 @@ func (o observed) done(op string, t time.Time, st fuse.Status) {
 	}
 }
 
+func (o observed) count(n int) {
+	if o.moved != nil && n > 0 {
+		o.moved.Add(int64(n))
+	}
+}
+
 func (o observed) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	t := time.Now()
 	r, st := o.RawFileSystem.Read(cancel, input, buf)
 	o.done("read", t, st)
+	if st == fuse.OK && r != nil {
+		o.count(r.Size())
+	}
 	return r, st
 }
 
@@ -41,6 +52,7 @@ func (o observed) Writev(cancel <-chan struct{}, input *fuse.WriteIn, data [][]b
 	n, st := o.RawFileSystem.Writev(cancel, input, data)
 	if st != fuse.ENOSYS {
 		o.done("write", t, st)
+		o.count(int(n))
 	}
 	return n, st
 }
@@ -49,6 +61,7 @@ func (o observed) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []byte
 	t := time.Now()
 	n, st := o.RawFileSystem.Write(cancel, input, data)
 	o.done("write", t, st)
+	o.count(int(n))
 	return n, st
 }
 
