@@ -38,7 +38,8 @@ const mountBufferSize = 256 << 20
 //   - seq-read: the same file after sync and drop_caches;
 //   - small files: ECFS_BENCH_FILES (10000) files of 4 KiB in directories of
 //     100, one goroutine, each phase over all files: create (write, close);
-//     stat cold (after drop_caches) and warm (at once again); readdir cold
+//     stat cold (after drop_caches) and warm (at once again: the best of 5
+//     passes, each some 20 ms of kernel-cached stats); readdir cold
 //     (per directory); read cold; delete;
 //   - tree: rsync -a of $GOROOT/src (or ECFS_BENCH_RSYNC_DIR: absolute or
 //     relative to $GOROOT/src), diff -r of the copy against it (cold), then
@@ -270,7 +271,7 @@ const filesPerDir = 100
 // smallFiles creates, writes and closes n files of 4 KiB in directories of
 // filesPerDir under dir, then, through other (dir itself, or the same
 // directory seen through another mount), stats them all (cold: after
-// drop_caches, and warm: at once again), lists every directory (cold),
+// drop_caches, and warm: at once again, best of 5), lists every directory (cold),
 // reads every file (cold) and deletes them all, one goroutine, and returns
 // each phase's files (directories, for readdir) per second.
 func smallFiles(b *testing.B, dir, other string, n int, eintr *eintrCount) map[string]float64 {
@@ -326,7 +327,14 @@ func smallFiles(b *testing.B, dir, other string, n int, eintr *eintrCount) map[s
 		return err
 	}
 	phase("stat-cold", n, true, stat)
-	phase("stat-warm", n, false, stat)
+	// One warm pass takes some 20 ms, less than this machine's hiccups:
+	// the best of a few.
+	warm := 0.0
+	for range 5 {
+		phase("stat-warm", n, false, stat)
+		warm = max(warm, rates["stat-warm"])
+	}
+	rates["stat-warm"] = warm
 	phase("readdir-cold", dirs, true, func(d int) error {
 		ents, err := os.ReadDir(sub(d))
 		if want := min(filesPerDir, n-d*filesPerDir); err == nil && len(ents) != want {
