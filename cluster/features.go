@@ -23,6 +23,15 @@ const (
 	Features = FeaturePacks
 )
 
+// FeatureNames names the features in bits, as ecfs status shows them.
+func FeatureNames(bits uint32) []string {
+	var names []string
+	if bits&FeaturePacks != 0 {
+		names = append(names, "packs")
+	}
+	return names
+}
+
 // MemberFeatures is the features member id announced (0 if none).
 func (f *FSM) MemberFeatures(id string) uint32 {
 	f.mu.RLock()

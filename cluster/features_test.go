@@ -48,6 +48,22 @@ func TestFeatureOfferedOnceEveryVoterHasIt(t *testing.T) {
 	if offered() {
 		t.Fatal("packs offered while a voter's build does not have them")
 	}
+	status := func(wantPacks bool, want2 uint32) {
+		t.Helper()
+		st, err := srvs[l].Status(ctx, &metapb.StatusReq{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Packs != wantPacks {
+			t.Fatalf("status says packs %v, want %v", st.Packs, wantPacks)
+		}
+		for _, m := range st.Members {
+			if want := map[bool]uint32{true: want2, false: Features}[m.Id == "n2"]; m.Features != want {
+				t.Fatalf("status shows member %s with features %d, want %d", m.Id, m.Features, want)
+			}
+		}
+	}
+	status(false, 0)
 	if got := restored(t, g.fsms[l]).MemberFeatures("n1"); got != Features {
 		t.Fatalf("a member's features after a snapshot: %d, want %d", got, Features)
 	}
@@ -55,6 +71,7 @@ func TestFeatureOfferedOnceEveryVoterHasIt(t *testing.T) {
 	if !offered() {
 		t.Fatal("packs not offered once every voter has them")
 	}
+	status(true, Features)
 
 	// The leader announces its own record (its API address is "" here).
 	member(l, 0)

@@ -277,6 +277,7 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 		Inodes:       s.fsm.Inodes(),
 		Stores:       s.fsm.Stores(),
 		Heal:         s.HealStatus(),
+		Packs:        s.votersHave(FeaturePacks),
 	}
 	on := s.fsm.ShardsOn()
 	for _, st := range resp.Stores {
@@ -309,6 +310,7 @@ func (s *Server) Status(ctx context.Context, req *metapb.StatusReq) (*metapb.Sta
 			}
 			resp.Members = append(resp.Members, &metapb.Member{
 				Id: string(m.ID), RaftAddr: string(m.Address), ApiAddr: s.fsm.MemberAPI(string(m.ID)), State: st,
+				Features: s.fsm.MemberFeatures(string(m.ID)),
 			})
 		}
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -147,6 +148,19 @@ func TestMetaGroupSurvivesLeaderLossAndRestart(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Every member of this build announces packing; then it is on.
+	waitFor(t, "status to show packing on", 20*time.Second, func() error {
+		st := g.status()
+		for _, m := range st.Meta {
+			if !slices.Contains(m.Features, "packs") {
+				return fmt.Errorf("member %s shows features %v", m.ID, m.Features)
+			}
+		}
+		if !st.Packs || len(st.Meta) != 3 {
+			return fmt.Errorf("packs %v with %d members", st.Packs, len(st.Meta))
+		}
+		return nil
+	})
 	mk := func(name string) *metapb.Result {
 		t.Helper()
 		r, err := c.Apply(ctx, &metapb.Command{Op: &metapb.Command_Mkdir{Mkdir: &metapb.MkdirOp{Parent: namespace.RootIno, Name: name, Mode: 0o755}}})
@@ -267,10 +281,12 @@ type statusJSON struct {
 		Shards uint64 `json:"shards"`
 	} `json:"stores"`
 	Meta []struct {
-		ID    string `json:"id"`
-		Addr  string `json:"addr"`
-		State string `json:"state"`
+		ID       string   `json:"id"`
+		Addr     string   `json:"addr"`
+		State    string   `json:"state"`
+		Features []string `json:"features"`
 	} `json:"meta"`
+	Packs bool `json:"packs"`
 }
 
 // status runs `ecfs status --json`.

@@ -5388,11 +5388,14 @@ func (x *StatusReq) GetDigest() bool {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // leader, follower, candidate, unreachable
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	State    string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // leader, follower, candidate, unreachable
+	// features: what the member's build announced (MemberOp.features; 0 for
+	// a build before features, or one that has not announced itself yet).
+	Features      uint32 `protobuf:"varint,5,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5455,6 +5458,13 @@ func (x *Member) GetState() string {
 	return ""
 }
 
+func (x *Member) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
 type StatusResp struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -5480,8 +5490,11 @@ type StatusResp struct {
 	// remaining work (0 once every object is as whole as the stores allow)
 	ObjectsHealPending uint64      `protobuf:"varint,14,opt,name=objects_heal_pending,json=objectsHealPending,proto3" json:"objects_heal_pending,omitempty"`
 	Heal               *HealStatus `protobuf:"bytes,15,opt,name=heal,proto3" json:"heal,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// packs: mounts are told to pack small files (every voter announced
+	// FeaturePacks; PlaceResp.packs).
+	Packs         bool `protobuf:"varint,16,opt,name=packs,proto3" json:"packs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResp) Reset() {
@@ -5617,6 +5630,13 @@ func (x *StatusResp) GetHeal() *HealStatus {
 		return x.Heal
 	}
 	return nil
+}
+
+func (x *StatusResp) GetPacks() bool {
+	if x != nil {
+		return x.Packs
+	}
+	return false
 }
 
 // HealStatus is the healer's state. The queue figures come from the state
@@ -7259,12 +7279,13 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\n" +
 	"RemoveResp\"#\n" +
 	"\tStatusReq\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\bR\x06digest\"f\n" +
+	"\x06digest\x18\x01 \x01(\bR\x06digest\"\x82\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state\"\x89\x04\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\bfeatures\x18\x05 \x01(\rR\bfeatures\"\x9f\x04\n" +
 	"\n" +
 	"StatusResp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -7284,7 +7305,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x10objects_degraded\x18\f \x01(\x04R\x0fobjectsDegraded\x12-\n" +
 	"\x12objects_unreadable\x18\r \x01(\x04R\x11objectsUnreadable\x120\n" +
 	"\x14objects_heal_pending\x18\x0e \x01(\x04R\x12objectsHealPending\x12)\n" +
-	"\x04heal\x18\x0f \x01(\v2\x15.ecfs.meta.HealStatusR\x04heal\"\x99\x04\n" +
+	"\x04heal\x18\x0f \x01(\v2\x15.ecfs.meta.HealStatusR\x04heal\x12\x14\n" +
+	"\x05packs\x18\x10 \x01(\bR\x05packs\"\x99\x04\n" +
 	"\n" +
 	"HealStatus\x12\x18\n" +
 	"\apending\x18\x01 \x01(\x04R\apending\x12#\n" +

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/ecfs/ecfs/cluster"
 	"github.com/ecfs/ecfs/cluster/metapb"
 )
 
@@ -21,6 +23,10 @@ type statusReport struct {
 	Objects objectStatus   `json:"objects"`
 	Heal    healStatus     `json:"heal"`
 	GC      gcStatus       `json:"gc"`
+	// Packs: mounts pack small files into shared objects (every voter's
+	// build announced it; a group with packed objects must not go back to
+	// a build without it).
+	Packs bool `json:"packs"`
 }
 
 type objectStatus struct {
@@ -86,6 +92,9 @@ type memberStatus struct {
 	State   string `json:"state"` // leader, follower, candidate, unreachable
 	Applied uint64 `json:"applied_index,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Features its build announced (none: a build before them, or one
+	// that has not announced itself yet).
+	Features []string `json:"features"`
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -116,8 +125,21 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(rep)
 	}
 	fmt.Fprintf(stdout, "leader: %s\nscheme: %s\nmeta members:\n", orNone(rep.Leader), orNone(rep.Scheme))
+	var without []string
 	for _, m := range rep.Meta {
-		fmt.Fprintf(stdout, "  %-12s %-22s %s\n", m.ID, m.Addr, m.State)
+		features := strings.Join(m.Features, ",")
+		if !slices.Contains(m.Features, "packs") {
+			without = append(without, m.ID)
+		}
+		fmt.Fprintf(stdout, "  %-12s %-22s %-11s features: %s\n", m.ID, m.Addr, m.State, orNone(features))
+	}
+	switch {
+	case rep.Packs:
+		fmt.Fprintf(stdout, "packing: on (no member may go back to a build without it)\n")
+	case len(without) > 0:
+		fmt.Fprintf(stdout, "packing: off until every member has it (not: %s)\n", strings.Join(without, ", "))
+	default:
+		fmt.Fprintf(stdout, "packing: off\n")
 	}
 	fmt.Fprintf(stdout, "objects: %d (%d degraded, %d unreadable); gc pending %d\n",
 		rep.Objects.Total, rep.Objects.Degraded, rep.Objects.Unreadable, rep.GC.Pending)
@@ -174,7 +196,7 @@ func collectStatus(svc service, timeout time.Duration) (*statusReport, error) {
 			rep.Leader = st.LeaderApi
 		}
 		if st.State == "leader" || rep.Stores == nil {
-			rep.Scheme = st.Scheme
+			rep.Scheme, rep.Packs = st.Scheme, st.Packs
 			rep.Objects = objectStatus{Total: st.Objects, Degraded: st.ObjectsDegraded, Unreadable: st.ObjectsUnreadable}
 			rep.Heal = newHealStatus(st)
 			rep.GC = gcStatus{Pending: st.GcPending}
@@ -192,7 +214,7 @@ func collectStatus(svc service, timeout time.Duration) (*statusReport, error) {
 		return nil, fmt.Errorf("no metadata service member answered at %s%s", strings.Join(addrs, ","), tlsHint(svc.tls != nil, lastErr))
 	}
 	for _, m := range members {
-		ms := memberStatus{ID: m.Id, Addr: m.ApiAddr, State: "unreachable"}
+		ms := memberStatus{ID: m.Id, Addr: m.ApiAddr, State: "unreachable", Features: cluster.FeatureNames(m.Features)}
 		st, ok := seen[m.ApiAddr]
 		if !ok && m.ApiAddr != "" {
 			var err error
