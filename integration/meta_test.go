@@ -1,12 +1,12 @@
 package integration
 
 import (
-	"slices"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
