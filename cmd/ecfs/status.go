@@ -131,7 +131,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		if !slices.Contains(m.Features, "packs") {
 			without = append(without, m.ID)
 		}
-		fmt.Fprintf(stdout, "  %-12s %-22s %-11s features: %s\n", m.ID, m.Addr, m.State, orNone(features))
+		// The state stays last: scripts read it there.
+		fmt.Fprintf(stdout, "  %-12s %-22s features %-8s %s\n", m.ID, m.Addr, orNone(features), m.State)
 	}
 	switch {
 	case rep.Packs:
