@@ -14,9 +14,10 @@ import (
 type Observer func(op string, took time.Duration, status fuse.Status)
 
 // observed passes each request to go-fuse's node file system, tells the
-// observer, if any, about it, and counts the requests in progress by the
-// directory whose lock the kernel may hold for them (busyDirs). Requests
-// it does not time (init, ioctl, …) pass through untouched.
+// observer, if any, about it, counts the requests in progress by the
+// directory whose lock the kernel may hold for them (busyDirs), and the
+// bytes read and written. Requests it does not time (init, ioctl, …) pass
+// through untouched.
 type observed struct {
 	fuse.RawFileSystem
 	obs   Observer
