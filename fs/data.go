@@ -23,6 +23,7 @@ type dataPlane struct {
 	places   placer
 	objCache objectCache
 	ahead    prefetched    // block 0 of files read next (prefetch.go)
+	asking   chan struct{} // a prefetch running ahead of a walk (prefetchAfter)
 	data     fetchedBlocks // whole blocks read, mount-wide (read.go)
 	reports  reporter      // bad shards reads found, sent to the healer (report.go)
 }
@@ -41,6 +42,7 @@ func newDataPlane(b *base, meta Meta, objs Objects, pipe *pipeline, inodes *inod
 	d.objCache = objectCache{pipe: pipe, scheme: b.scheme, m: map[uint64]*store.Object{}}
 	d.objCache.mu.Init(levelObjects, "objectCache.mu")
 	d.ahead.init()
+	d.asking = make(chan struct{}, 1)
 	d.data.init()
 	d.places.mu.Init(levelPlacer, "placer.mu")
 	d.reports.init(b, meta)

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"slices"
 
 	"github.com/ecfs/ecfs/fs/internal/lockorder"
@@ -42,11 +43,13 @@ type prefetched struct {
 
 // ahead is a prefetched block 0, and the version it is current at: the
 // service's attribute version, or for a file of the mount's own its
-// cacheVer when it was asked for.
+// cacheVer when it was asked for. then: its read asks for the files read
+// after it (prefetchAfter); the middle one of those its query asked for.
 type ahead struct {
-	f   *metapb.FileSlices
-	own bool
-	ver uint64
+	f    *metapb.FileSlices
+	own  bool
+	ver  uint64
+	then bool
 }
 
 const maxPrefetched = 1024
@@ -57,8 +60,9 @@ func (p *prefetched) init() {
 }
 
 // put keeps fs; own: the files of the mount's own among them, with
-// their cacheVer when they were asked for.
-func (p *prefetched) put(fs []*metapb.FileSlices, own map[uint64]uint64) {
+// their cacheVer when they were asked for; then: the file whose read asks
+// for the next ones.
+func (p *prefetched) put(fs []*metapb.FileSlices, own map[uint64]uint64, then uint64) {
 	if len(fs) == 0 {
 		return
 	}
@@ -68,7 +72,7 @@ func (p *prefetched) put(fs []*metapb.FileSlices, own map[uint64]uint64) {
 		if _, ok := p.m[f.Ino]; !ok {
 			p.order = append(p.order, f.Ino)
 		}
-		a := ahead{f: f, ver: f.Version}
+		a := ahead{f: f, ver: f.Version, then: f.Ino == then}
 		if v, ok := own[f.Ino]; ok {
 			a.own, a.ver = true, v
 		}
@@ -92,6 +96,19 @@ func (p *prefetched) take(ino uint64) (ahead, bool) {
 	return a, ok
 }
 
+// held says which of fs are held.
+func (p *prefetched) held(fs []ownFile) map[uint64]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[uint64]bool{}
+	for _, f := range fs {
+		if _, ok := p.m[f.in.ino]; ok {
+			out[f.in.ino] = true
+		}
+	}
+	return out
+}
+
 // absent lists those of inos not held.
 func (p *prefetched) absent(inos []uint64) []uint64 {
 	p.mu.Lock()
@@ -113,6 +130,9 @@ func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []by
 	if !ok {
 		return nil, nil, false
 	}
+	if a.then {
+		d.prefetchAfter(in)
+	}
 	f := a.f
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -130,9 +150,47 @@ func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []by
 	return f.Slices, f.Inline, true
 }
 
+// middle is the middle one of inos (0 if none): its read asks for the
+// files after them, while the walk still has the other half to read.
+func middle(inos []uint64) uint64 {
+	if len(inos) == 0 {
+		return 0
+	}
+	return inos[len(inos)/2]
+}
+
+// prefetchAfter asks, in the background, for the block 0s of the files
+// read after in (next), once in, the middle one of the files a prefetch
+// asked for, is read: a walk then finds the next files' answers there when
+// it comes to them, a query ahead of it, rather than asking at the first
+// file of each directory. One such query runs at a time; a walk that outruns it
+// asks as before.
+func (d *dataPlane) prefetchAfter(in *inode) {
+	select {
+	case d.asking <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-d.asking }()
+		inos, own := d.next(in)
+		if len(inos) == 0 {
+			return
+		}
+		q := &metapb.SlicesReq{Ino: in.ino, Blocks: []uint64{0}, Prefetch: inos, Records: true}
+		r, errno := d.pipe.query(context.Background(), &metapb.ReadReq{Op: &metapb.ReadReq_Slices{Slices: q}})
+		if errno != 0 {
+			return
+		}
+		d.objCache.add(r.Objects)
+		d.ahead.put(r.Files, own, middle(inos))
+	}()
+}
+
 // next lists the files to prefetch with in's block 0: those that follow
 // it in its read-leased directory's copy, or in its write-leased
-// directory (own: with their cacheVer); none already prefetched.
+// directory (own: with their cacheVer) and then in the directories a walk
+// reaches next (walkAfter); none already prefetched.
 func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 	in.mu.Lock()
 	l := in.wb
@@ -141,15 +199,25 @@ func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 		return d.ahead.absent(d.view.reads.nextFiles(in.ino, prefetchFiles, BlockSize)), nil
 	}
 	l.emu.Lock()
-	var after []*inode
+	var after []ownFile
 	if i := l.find(in); i >= 0 {
-		after = slices.Clone(l.inodes[i+1 : min(len(l.inodes), i+1+2*prefetchFiles)])
+		for _, c := range l.inodes[i+1 : min(len(l.inodes), i+1+2*prefetchFiles)] {
+			after = append(after, ownFile{c, l})
+		}
 	}
 	l.emu.Unlock()
+	if len(after) < 2*prefetchFiles {
+		after = append(after, d.walkAfter(l, 2*prefetchFiles-len(after))...)
+	}
 	own = map[uint64]uint64{}
-	for _, c := range after {
+	held := d.ahead.held(after)
+	for _, cl := range after {
+		c := cl.in
 		if len(inos) == prefetchFiles {
 			break
+		}
+		if held[c.ino] {
+			continue
 		}
 		// Its journal lock keeps a change decided (cacheVer moved) and not
 		// yet queued from passing for none; one held now is left be.
@@ -158,7 +226,7 @@ func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 		}
 		c.mu.Lock()
 		_, cached := c.slices[0]
-		ok := c.wb == l && c.attr != nil && c.attr.Type == uint32(namespace.TypeFile) && c.attr.Size > 0 &&
+		ok := c.wb == cl.l && c.attr != nil && c.attr.Type == uint32(namespace.TypeFile) && c.attr.Size > 0 &&
 			c.attr.Size <= BlockSize && len(c.dirty) == 0 && len(c.pending) == 0 && !(cached && c.haveInline)
 		ver := c.cacheVer
 		c.mu.Unlock()
@@ -170,6 +238,93 @@ func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 		c.jmu.Unlock()
 	}
 	return d.ahead.absent(inos), own
+}
+
+// ownFile is an inode of the mount's own and the lease it is under.
+type ownFile struct {
+	in *inode
+	l  *dirLease
+}
+
+// Walks (diff -r, tar, cp -r) read a directory's files, then go down into
+// its subdirectories and on to the directories after it in its parent,
+// names in order (the mount lists a leased directory sorted). walkAfter
+// lists the files, up to max, of the directories such a walk reaches after
+// l's own files, of those the mount write-leases: l's subdirectories depth
+// first, then each of l's next siblings with its subdirectories; it looks
+// into walkDirs directories at most, of up to walkEnts entries each.
+const (
+	walkDirs = 32
+	walkEnts = 4096
+)
+
+func (d *dataPlane) walkAfter(l *dirLease, max int) []ownFile {
+	var out []ownFile
+	looked := 0
+	var down func(dirs []uint64)
+	down = func(dirs []uint64) {
+		for _, dir := range dirs {
+			if len(out) >= max || looked >= walkDirs {
+				return
+			}
+			looked++
+			s := d.view.leases.get(dir)
+			if s == nil || !s.held.Load() {
+				continue
+			}
+			s.emu.Lock()
+			for _, c := range s.inodes[:min(len(s.inodes), max-len(out))] {
+				out = append(out, ownFile{c, s})
+			}
+			subs := s.subdirs("")
+			s.emu.Unlock()
+			down(subs)
+		}
+	}
+	l.emu.Lock()
+	subs := l.subdirs("")
+	l.emu.Unlock()
+	down(subs)
+	if p := d.view.leases.get(l.parent); l.parent != 0 && p != nil && p.held.Load() && len(out) < max {
+		p.emu.Lock()
+		name := ""
+		if len(p.ents) <= walkEnts {
+			for n, e := range p.ents {
+				if e.ino == l.dir {
+					name = n
+					break
+				}
+			}
+		}
+		var next []uint64
+		if name != "" {
+			next = p.subdirs(name)
+		}
+		p.emu.Unlock()
+		down(next)
+	}
+	return out
+}
+
+// subdirs lists the subdirectories whose names sort after after ("": all),
+// in name order; none if the directory has more than walkEnts entries.
+// l.emu is held.
+func (l *dirLease) subdirs(after string) []uint64 {
+	if len(l.ents) > walkEnts {
+		return nil
+	}
+	var names []string
+	for n, e := range l.ents {
+		if e.typ == namespace.TypeDir && n > after {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	dirs := make([]uint64, len(names))
+	for i, n := range names {
+		dirs[i] = l.ents[n].ino
+	}
+	return dirs
 }
 
 // find returns in's index in l.inodes, or -1, looking from where the last

@@ -131,6 +131,63 @@ func TestReadAheadOfOwnFiles(t *testing.T) {
 	}
 }
 
+// TestReadAheadOfOwnTree: a walk reading a tree the mount made and still
+// leases, directory after directory in name order (diff -r), asks the
+// service for slices once per many directories, not once per directory:
+// a query prefetches the files of the directories the walk reaches next,
+// and the walk's reading of those asks for the ones after (prefetchAfter).
+// A file changed after it was prefetched is read with its new content.
+func TestReadAheadOfOwnTree(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	ctx := testCtx(t)
+	top := mustMkdir(t, a, RootIno, "top").Ino
+	type file struct {
+		dir, ino uint64
+		name     string
+		want     []byte
+	}
+	var walk []file // in the order diff -r reads them
+	dirs := 0
+	var fill func(dir uint64, depth int)
+	fill = func(dir uint64, depth int) {
+		dirs++
+		for i := range 3 {
+			data, name := content(len(walk), 'a'), fmt.Sprintf("f%d", i)
+			ino, errno := writeSmall(t, a, dir, name, data, true)
+			mustErrno(t, "write", errno, 0)
+			walk = append(walk, file{dir, ino, name, data})
+		}
+		if depth == 2 {
+			return
+		}
+		for i := range 3 {
+			fill(mustMkdir(t, a, dir, fmt.Sprintf("s%d", i)).Ino, depth+1)
+		}
+	}
+	fill(top, 0)
+	if err := a.FlushAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Changed after the first query prefetched it (the second
+	// subdirectory's first file: within the first query's reach).
+	changed := 3 * 2
+	slices0 := cm.slices.Load()
+	openRead(t, a, walk[0].ino, walk[0].want)
+	c := &walk[changed]
+	c.want = content(changed, 'b')
+	if _, errno := writeSmall(t, a, c.dir, c.name, c.want, false); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, w := range walk[1:] {
+		openRead(t, a, w.ino, w.want)
+	}
+	if got := cm.slices.Load() - slices0; got > int64(dirs)/3 {
+		t.Fatalf("reading %d files of %d directories in walk order made %d slices queries", len(walk), dirs, got)
+	}
+}
+
 // objectReads counts the reads of each object, by the offset they start
 // at (small files written together share an object: pack.go).
 type objectReads struct {
