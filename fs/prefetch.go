@@ -150,10 +150,13 @@ func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []by
 	return f.Slices, f.Inline, true
 }
 
-// middle is the middle one of inos (0 if none): its read asks for the
-// files after them, while the walk still has the other half to read.
-func middle(inos []uint64) uint64 {
-	if len(inos) == 0 {
+// then is the file of a prefetch of inos whose read asks for the next
+// ones: the middle one, while the walk still has the other half to read;
+// none (0) for files of a read lease's copy (own is nil): next finds only
+// those of the same directory there, which the walk's own queries ask for
+// as well.
+func then(inos []uint64, own map[uint64]uint64) uint64 {
+	if len(inos) == 0 || own == nil {
 		return 0
 	}
 	return inos[len(inos)/2]
@@ -174,7 +177,7 @@ func (d *dataPlane) prefetchAfter(in *inode) {
 	go func() {
 		defer func() { <-d.asking }()
 		inos, own := d.next(in)
-		if len(inos) == 0 {
+		if len(inos) == 0 || own == nil {
 			return
 		}
 		q := &metapb.SlicesReq{Ino: in.ino, Blocks: []uint64{0}, Prefetch: inos, Records: true}
@@ -183,7 +186,7 @@ func (d *dataPlane) prefetchAfter(in *inode) {
 			return
 		}
 		d.objCache.add(r.Objects)
-		d.ahead.put(r.Files, own, middle(inos))
+		d.ahead.put(r.Files, own, then(inos, own))
 	}()
 }
 
