@@ -240,7 +240,7 @@ func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 		}
 		c.jmu.Unlock()
 	}
-	return d.ahead.absent(inos), own
+	return inos, own // those held were left out above (held)
 }
 
 // ownFile is an inode of the mount's own and the lease it is under.
@@ -288,7 +288,10 @@ func (d *dataPlane) walkAfter(l *dirLease, max int) []ownFile {
 	subs := l.subdirs("")
 	l.emu.Unlock()
 	down(subs)
-	if p := d.view.leases.get(l.parent); l.parent != 0 && p != nil && p.held.Load() && len(out) < max {
+	if l.parent == 0 || len(out) >= max {
+		return out
+	}
+	if p := d.view.leases.get(l.parent); p != nil && p.held.Load() {
 		p.emu.Lock()
 		name := ""
 		if len(p.ents) <= walkEnts {
