@@ -420,28 +420,13 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		a, e := f.ns.GetAttr(op.Getattr.Ino)
 		return attrResp(a, e)
 	case *metapb.ReadReq_Readdir:
-		max := int(op.Readdir.Max)
-		if max <= 0 || max > 4096 {
-			max = 4096
+		l := f.readDir(op.Readdir.Ino, op.Readdir.Cookie, op.Readdir.Max, op.Readdir.Plus)
+		if l.Errno != 0 {
+			return &metapb.ReadResp{Errno: l.Errno}
 		}
-		ents, e := f.ns.ReadDir(op.Readdir.Ino, op.Readdir.Cookie, max)
-		if e != 0 {
-			return &metapb.ReadResp{Errno: uint32(e)}
-		}
-		r := &metapb.ReadResp{Entries: make([]*metapb.DirEntry, len(ents)), Eof: len(ents) < max}
-		if op.Readdir.Plus {
-			a, _ := f.ns.GetAttr(op.Readdir.Ino)
-			r.Attr = toPB(a) // the directory's own
-		}
-		for i, d := range ents {
-			r.Entries[i] = &metapb.DirEntry{Name: d.Name, Ino: d.Ino, Type: uint32(d.Type), Cookie: d.Cookie}
-			if op.Readdir.Plus {
-				if a, e := f.ns.GetAttr(d.Ino); e == 0 {
-					r.Entries[i].Attr = toPB(a)
-				}
-			}
-		}
-		return r
+		return &metapb.ReadResp{Attr: l.Attr, Entries: l.Entries, Eof: l.Eof}
+	case *metapb.ReadReq_Readdirs:
+		return f.readDirs(op.Readdirs, q.LeaseSession)
 	case *metapb.ReadReq_Readlink:
 		t, e := f.ns.Readlink(op.Readlink.Ino)
 		return &metapb.ReadResp{Errno: uint32(e), Target: t}
@@ -465,6 +450,32 @@ func (f *FSM) Read(q *metapb.ReadReq) *metapb.ReadResp {
 		return f.readRevokes(op.Revokes)
 	}
 	return &metapb.ReadResp{Errno: uint32(syscall.ENOSYS)}
+}
+
+// readDir lists up to max (at most 4096; 0: 4096) of dir's entries
+// after cookie; plus: with their attributes and the directory's own.
+func (f *FSM) readDir(dir, cookie uint64, max uint32, plus bool) *metapb.Listing {
+	if max == 0 || max > 4096 {
+		max = 4096
+	}
+	ents, e := f.ns.ReadDir(dir, cookie, int(max))
+	if e != 0 {
+		return &metapb.Listing{Ino: dir, Errno: uint32(e)}
+	}
+	l := &metapb.Listing{Ino: dir, Entries: make([]*metapb.DirEntry, len(ents)), Eof: len(ents) < int(max)}
+	if plus {
+		a, _ := f.ns.GetAttr(dir)
+		l.Attr = toPB(a)
+	}
+	for i, d := range ents {
+		l.Entries[i] = &metapb.DirEntry{Name: d.Name, Ino: d.Ino, Type: uint32(d.Type), Cookie: d.Cookie}
+		if plus {
+			if a, e := f.ns.GetAttr(d.Ino); e == 0 {
+				l.Entries[i].Attr = toPB(a)
+			}
+		}
+	}
+	return l
 }
 
 func attrResp(a namespace.Attr, e syscall.Errno) *metapb.ReadResp {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"maps"
 	"slices"
+	"syscall"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
@@ -383,4 +384,28 @@ func (f *FSM) decodeReads(in []*metapb.DirLease) {
 		}
 		rs.readers[l.Dir][l.Session] = &readLease{revoked: l.Revoked}
 	}
+}
+
+// readDirs lists q's directories from their start, with attributes, until
+// max entries in all; one leased to another session than sess is refused
+// as a ReadDirReq of it would be. f.mu is held (read).
+func (f *FSM) readDirs(q *metapb.ReadDirsReq, sess uint64) *metapb.ReadResp {
+	left := q.Max
+	if left == 0 || left > 4096 {
+		left = 4096
+	}
+	r := &metapb.ReadResp{Listings: make([]*metapb.Listing, 0, len(q.Inos))}
+	for _, dir := range q.Inos {
+		if left == 0 {
+			break
+		}
+		if len(f.leases) > 0 && (f.leasedToOther(dir, sess) || f.kidLeasedToOther(dir, sess)) {
+			r.Listings = append(r.Listings, &metapb.Listing{Ino: dir, Errno: uint32(syscall.EAGAIN), Leased: true})
+			continue
+		}
+		l := f.readDir(dir, 0, left, true)
+		left -= uint32(len(l.Entries))
+		r.Listings = append(r.Listings, l)
+	}
+	return r
 }

@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"fmt"
 	"slices"
+	"syscall"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ecfs/ecfs/cluster/metapb"
 	"github.com/ecfs/ecfs/cluster/namespace"
@@ -249,6 +253,54 @@ func TestReaddirPlus(t *testing.T) {
 	r = x.f.Read(&metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d, Cookie: r.Entries[len(r.Entries)-1].Cookie}}})
 	if len(r.Entries) != 1 || r.Entries[0].Name != "g" || !r.Eof {
 		t.Fatalf("the last page: %v (eof %v)", r.Entries, r.Eof)
+	}
+}
+
+// TestReadDirs: several directories listed in one query, each as a
+// readdir plus of it alone would list it; one write-leased to another
+// session refused (leased), one missing ENOENT; the entries in all stop
+// at max, the listing that reaches it not at its end.
+func TestReadDirs(t *testing.T) {
+	x := newLeaseFixture(t)
+	d1, d2, d3 := x.mkdir(namespace.RootIno, "d1"), x.mkdir(namespace.RootIno, "d2"), x.mkdir(namespace.RootIno, "d3")
+	for i := range 3 {
+		x.create(d1, fmt.Sprintf("f%d", i))
+		x.create(d3, fmt.Sprintf("g%d", i))
+	}
+	x.create(d2, "h")
+	x.acquire(x.b, d2)
+	q := func(max uint32, inos ...uint64) *metapb.ReadResp {
+		return x.f.Read(&metapb.ReadReq{LeaseSession: x.a, Op: &metapb.ReadReq_Readdirs{Readdirs: &metapb.ReadDirsReq{Inos: inos, Max: max}}})
+	}
+	r := q(0, d1, d2, 999, d3)
+	if r.Errno != 0 || len(r.Listings) != 4 {
+		t.Fatalf("readdirs: errno %d, %d listings", r.Errno, len(r.Listings))
+	}
+	for i, d := range []uint64{d1, d3} {
+		l := r.Listings[i*3]
+		one := x.f.Read(&metapb.ReadReq{LeaseSession: x.a, Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{Ino: d, Plus: true}}})
+		if l.Ino != d || l.Errno != 0 || !l.Eof || !proto.Equal(l.Attr, one.Attr) || len(l.Entries) != len(one.Entries) || len(l.Entries) != 3 {
+			t.Fatalf("listing of %d: %v; alone: %v", d, l, one)
+		}
+		for j, e := range l.Entries {
+			if !proto.Equal(e, one.Entries[j]) || e.Attr == nil {
+				t.Fatalf("entry %d of %d: %v, alone %v", j, d, e, one.Entries[j])
+			}
+		}
+	}
+	if l := r.Listings[1]; l.Ino != d2 || l.Errno != uint32(syscall.EAGAIN) || !l.Leased || len(l.Entries) != 0 {
+		t.Fatalf("listing of a directory write-leased to another session: %v", l)
+	}
+	if l := r.Listings[2]; l.Ino != 999 || l.Errno != uint32(syscall.ENOENT) {
+		t.Fatalf("listing of a missing directory: %v", l)
+	}
+	// Its holder lists it.
+	if l := x.f.Read(&metapb.ReadReq{LeaseSession: x.b, Op: &metapb.ReadReq_Readdirs{Readdirs: &metapb.ReadDirsReq{Inos: []uint64{d2}}}}).Listings[0]; l.Errno != 0 || len(l.Entries) != 1 {
+		t.Fatalf("the lease holder's listing: %v", l)
+	}
+	r = q(4, d1, d3, d1)
+	if len(r.Listings) != 2 || len(r.Listings[0].Entries) != 3 || !r.Listings[0].Eof || len(r.Listings[1].Entries) != 1 || r.Listings[1].Eof {
+		t.Fatalf("4 entries at most: %v", r.Listings)
 	}
 }
 

@@ -3966,6 +3966,151 @@ func (x *ReadDirReq) GetPlus() bool {
 	return false
 }
 
+// ReadDirsReq lists several directories from their start, each with its
+// entries' attributes and its own (as ReadDirReq with plus), in one query:
+// the copies of directories read-leased together. A member that does not
+// know it answers ENOSYS.
+type ReadDirsReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Inos  []uint64               `protobuf:"varint,1,rep,packed,name=inos,proto3" json:"inos,omitempty"`
+	// max: entries in all (at most 4096; 0: 4096). The directories after
+	// the one that reaches it are not listed (ReadResp.listings ends
+	// there); that one's listing has eof false if it has more.
+	Max           uint32 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadDirsReq) Reset() {
+	*x = ReadDirsReq{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadDirsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadDirsReq) ProtoMessage() {}
+
+func (x *ReadDirsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadDirsReq.ProtoReflect.Descriptor instead.
+func (*ReadDirsReq) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ReadDirsReq) GetInos() []uint64 {
+	if x != nil {
+		return x.Inos
+	}
+	return nil
+}
+
+func (x *ReadDirsReq) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+// Listing is one directory's answer to a ReadDirsReq: errno, and leased
+// as for a ReadDirReq of it alone.
+type Listing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Errno         uint32                 `protobuf:"varint,2,opt,name=errno,proto3" json:"errno,omitempty"`
+	Leased        bool                   `protobuf:"varint,3,opt,name=leased,proto3" json:"leased,omitempty"`
+	Attr          *Attr                  `protobuf:"bytes,4,opt,name=attr,proto3" json:"attr,omitempty"`
+	Entries       []*DirEntry            `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`
+	Eof           bool                   `protobuf:"varint,6,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Listing) Reset() {
+	*x = Listing{}
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Listing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Listing) ProtoMessage() {}
+
+func (x *Listing) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Listing.ProtoReflect.Descriptor instead.
+func (*Listing) Descriptor() ([]byte, []int) {
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *Listing) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *Listing) GetErrno() uint32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *Listing) GetLeased() bool {
+	if x != nil {
+		return x.Leased
+	}
+	return false
+}
+
+func (x *Listing) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+func (x *Listing) GetEntries() []*DirEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *Listing) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
 type DirEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3979,7 +4124,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4136,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[48]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4149,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{48}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DirEntry) GetName() string {
@@ -4051,7 +4196,7 @@ type ReadlinkReq struct {
 
 func (x *ReadlinkReq) Reset() {
 	*x = ReadlinkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4063,7 +4208,7 @@ func (x *ReadlinkReq) String() string {
 func (*ReadlinkReq) ProtoMessage() {}
 
 func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[49]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4076,7 +4221,7 @@ func (x *ReadlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReq.ProtoReflect.Descriptor instead.
 func (*ReadlinkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{49}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadlinkReq) GetIno() uint64 {
@@ -4096,7 +4241,7 @@ type GetXattrReq struct {
 
 func (x *GetXattrReq) Reset() {
 	*x = GetXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4108,7 +4253,7 @@ func (x *GetXattrReq) String() string {
 func (*GetXattrReq) ProtoMessage() {}
 
 func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[50]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4121,7 +4266,7 @@ func (x *GetXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrReq.ProtoReflect.Descriptor instead.
 func (*GetXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{50}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetXattrReq) GetIno() uint64 {
@@ -4147,7 +4292,7 @@ type ListXattrReq struct {
 
 func (x *ListXattrReq) Reset() {
 	*x = ListXattrReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4159,7 +4304,7 @@ func (x *ListXattrReq) String() string {
 func (*ListXattrReq) ProtoMessage() {}
 
 func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[51]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4172,7 +4317,7 @@ func (x *ListXattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrReq.ProtoReflect.Descriptor instead.
 func (*ListXattrReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{51}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListXattrReq) GetIno() uint64 {
@@ -4197,7 +4342,7 @@ type GetLkReq struct {
 
 func (x *GetLkReq) Reset() {
 	*x = GetLkReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4209,7 +4354,7 @@ func (x *GetLkReq) String() string {
 func (*GetLkReq) ProtoMessage() {}
 
 func (x *GetLkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[52]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4222,7 +4367,7 @@ func (x *GetLkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkReq.ProtoReflect.Descriptor instead.
 func (*GetLkReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{52}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetLkReq) GetSession() uint64 {
@@ -4277,7 +4422,7 @@ type ObjectsReq struct {
 
 func (x *ObjectsReq) Reset() {
 	*x = ObjectsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4289,7 +4434,7 @@ func (x *ObjectsReq) String() string {
 func (*ObjectsReq) ProtoMessage() {}
 
 func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[53]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4302,7 +4447,7 @@ func (x *ObjectsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectsReq.ProtoReflect.Descriptor instead.
 func (*ObjectsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{53}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ObjectsReq) GetIds() []uint64 {
@@ -4320,7 +4465,7 @@ type StatfsReq struct {
 
 func (x *StatfsReq) Reset() {
 	*x = StatfsReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4477,7 @@ func (x *StatfsReq) String() string {
 func (*StatfsReq) ProtoMessage() {}
 
 func (x *StatfsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[54]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4490,7 @@ func (x *StatfsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatfsReq.ProtoReflect.Descriptor instead.
 func (*StatfsReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{54}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
 }
 
 // SlicesReq asks for the slices of some blocks of a file, and its inline data.
@@ -4370,7 +4515,7 @@ type SlicesReq struct {
 
 func (x *SlicesReq) Reset() {
 	*x = SlicesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4382,7 +4527,7 @@ func (x *SlicesReq) String() string {
 func (*SlicesReq) ProtoMessage() {}
 
 func (x *SlicesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[55]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4395,7 +4540,7 @@ func (x *SlicesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicesReq.ProtoReflect.Descriptor instead.
 func (*SlicesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{55}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SlicesReq) GetIno() uint64 {
@@ -4440,7 +4585,7 @@ type FileSlices struct {
 
 func (x *FileSlices) Reset() {
 	*x = FileSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4597,7 @@ func (x *FileSlices) String() string {
 func (*FileSlices) ProtoMessage() {}
 
 func (x *FileSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[56]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4610,7 @@ func (x *FileSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileSlices.ProtoReflect.Descriptor instead.
 func (*FileSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{56}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FileSlices) GetIno() uint64 {
@@ -4506,7 +4651,7 @@ type BlockSlices struct {
 
 func (x *BlockSlices) Reset() {
 	*x = BlockSlices{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4518,7 +4663,7 @@ func (x *BlockSlices) String() string {
 func (*BlockSlices) ProtoMessage() {}
 
 func (x *BlockSlices) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[57]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4531,7 +4676,7 @@ func (x *BlockSlices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSlices.ProtoReflect.Descriptor instead.
 func (*BlockSlices) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{57}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BlockSlices) GetBlock() uint64 {
@@ -4561,7 +4706,7 @@ type RevokesReq struct {
 
 func (x *RevokesReq) Reset() {
 	*x = RevokesReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4573,7 +4718,7 @@ func (x *RevokesReq) String() string {
 func (*RevokesReq) ProtoMessage() {}
 
 func (x *RevokesReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[58]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4586,7 +4731,7 @@ func (x *RevokesReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokesReq.ProtoReflect.Descriptor instead.
 func (*RevokesReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{58}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RevokesReq) GetSession() uint64 {
@@ -4613,7 +4758,7 @@ type LockWaitReq struct {
 
 func (x *LockWaitReq) Reset() {
 	*x = LockWaitReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4625,7 +4770,7 @@ func (x *LockWaitReq) String() string {
 func (*LockWaitReq) ProtoMessage() {}
 
 func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[59]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4638,7 +4783,7 @@ func (x *LockWaitReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWaitReq.ProtoReflect.Descriptor instead.
 func (*LockWaitReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{59}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *LockWaitReq) GetReqId() uint64 {
@@ -4667,6 +4812,7 @@ type ReadReq struct {
 	//	*ReadReq_Statfs
 	//	*ReadReq_Slices
 	//	*ReadReq_Revokes
+	//	*ReadReq_Readdirs
 	Op isReadReq_Op `protobuf_oneof:"op"`
 	// lease_session: the mount session asking; a query of a directory leased
 	// to another session is refused (ReadResp.leased).
@@ -4677,7 +4823,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +4835,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[60]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +4848,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{60}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ReadReq) GetStale() bool {
@@ -4827,6 +4973,15 @@ func (x *ReadReq) GetRevokes() *RevokesReq {
 	return nil
 }
 
+func (x *ReadReq) GetReaddirs() *ReadDirsReq {
+	if x != nil {
+		if x, ok := x.Op.(*ReadReq_Readdirs); ok {
+			return x.Readdirs
+		}
+	}
+	return nil
+}
+
 func (x *ReadReq) GetLeaseSession() uint64 {
 	if x != nil {
 		return x.LeaseSession
@@ -4886,6 +5041,10 @@ type ReadReq_Revokes struct {
 	Revokes *RevokesReq `protobuf:"bytes,21,opt,name=revokes,proto3,oneof"`
 }
 
+type ReadReq_Readdirs struct {
+	Readdirs *ReadDirsReq `protobuf:"bytes,22,opt,name=readdirs,proto3,oneof"`
+}
+
 func (*ReadReq_Lookup) isReadReq_Op() {}
 
 func (*ReadReq_Getattr) isReadReq_Op() {}
@@ -4909,6 +5068,8 @@ func (*ReadReq_Statfs) isReadReq_Op() {}
 func (*ReadReq_Slices) isReadReq_Op() {}
 
 func (*ReadReq_Revokes) isReadReq_Op() {}
+
+func (*ReadReq_Readdirs) isReadReq_Op() {}
 
 type ReadResp struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -4949,14 +5110,16 @@ type ReadResp struct {
 	// read-lease their parent (which lists their attributes), not because it
 	// went into them: a holder giving back a tree's leases at once leaves
 	// those trees be.
-	KidDirs       []uint64 `protobuf:"varint,25,rep,packed,name=kid_dirs,json=kidDirs,proto3" json:"kid_dirs,omitempty"`
+	KidDirs []uint64 `protobuf:"varint,25,rep,packed,name=kid_dirs,json=kidDirs,proto3" json:"kid_dirs,omitempty"`
+	// readdirs: the directories' listings, in the order asked.
+	Listings      []*Listing `protobuf:"bytes,26,rep,name=listings,proto3" json:"listings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4968,7 +5131,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[61]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4981,7 +5144,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{61}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReadResp) GetErrno() uint32 {
@@ -5159,6 +5322,13 @@ func (x *ReadResp) GetKidDirs() []uint64 {
 	return nil
 }
 
+func (x *ReadResp) GetListings() []*Listing {
+	if x != nil {
+		return x.Listings
+	}
+	return nil
+}
+
 type JoinReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -5171,7 +5341,7 @@ type JoinReq struct {
 
 func (x *JoinReq) Reset() {
 	*x = JoinReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5183,7 +5353,7 @@ func (x *JoinReq) String() string {
 func (*JoinReq) ProtoMessage() {}
 
 func (x *JoinReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[62]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5196,7 +5366,7 @@ func (x *JoinReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReq.ProtoReflect.Descriptor instead.
 func (*JoinReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{62}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *JoinReq) GetId() string {
@@ -5235,7 +5405,7 @@ type JoinResp struct {
 
 func (x *JoinResp) Reset() {
 	*x = JoinResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5247,7 +5417,7 @@ func (x *JoinResp) String() string {
 func (*JoinResp) ProtoMessage() {}
 
 func (x *JoinResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[63]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5260,7 +5430,7 @@ func (x *JoinResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResp.ProtoReflect.Descriptor instead.
 func (*JoinResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{63}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
 }
 
 type RemoveReq struct {
@@ -5272,7 +5442,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +5454,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[64]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +5467,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{64}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RemoveReq) GetId() string {
@@ -5315,7 +5485,7 @@ type RemoveResp struct {
 
 func (x *RemoveResp) Reset() {
 	*x = RemoveResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5327,7 +5497,7 @@ func (x *RemoveResp) String() string {
 func (*RemoveResp) ProtoMessage() {}
 
 func (x *RemoveResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[65]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5340,7 +5510,7 @@ func (x *RemoveResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResp.ProtoReflect.Descriptor instead.
 func (*RemoveResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{65}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
 }
 
 type StatusReq struct {
@@ -5352,7 +5522,7 @@ type StatusReq struct {
 
 func (x *StatusReq) Reset() {
 	*x = StatusReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5364,7 +5534,7 @@ func (x *StatusReq) String() string {
 func (*StatusReq) ProtoMessage() {}
 
 func (x *StatusReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[66]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5377,7 +5547,7 @@ func (x *StatusReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReq.ProtoReflect.Descriptor instead.
 func (*StatusReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{66}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *StatusReq) GetDigest() bool {
@@ -5402,7 +5572,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5414,7 +5584,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[67]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5427,7 +5597,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{67}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Member) GetId() string {
@@ -5499,7 +5669,7 @@ type StatusResp struct {
 
 func (x *StatusResp) Reset() {
 	*x = StatusResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5511,7 +5681,7 @@ func (x *StatusResp) String() string {
 func (*StatusResp) ProtoMessage() {}
 
 func (x *StatusResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[68]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5524,7 +5694,7 @@ func (x *StatusResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResp.ProtoReflect.Descriptor instead.
 func (*StatusResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{68}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *StatusResp) GetId() string {
@@ -5666,7 +5836,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5678,7 +5848,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[69]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5691,7 +5861,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{69}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *HealStatus) GetPending() uint64 {
@@ -5807,7 +5977,7 @@ type AdminReq struct {
 
 func (x *AdminReq) Reset() {
 	*x = AdminReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5819,7 +5989,7 @@ func (x *AdminReq) String() string {
 func (*AdminReq) ProtoMessage() {}
 
 func (x *AdminReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[70]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5832,7 +6002,7 @@ func (x *AdminReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReq.ProtoReflect.Descriptor instead.
 func (*AdminReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{70}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AdminReq) GetOp() isAdminReq_Op {
@@ -5900,7 +6070,7 @@ type HealNowReq struct {
 
 func (x *HealNowReq) Reset() {
 	*x = HealNowReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5912,7 +6082,7 @@ func (x *HealNowReq) String() string {
 func (*HealNowReq) ProtoMessage() {}
 
 func (x *HealNowReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[71]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5925,7 +6095,7 @@ func (x *HealNowReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealNowReq.ProtoReflect.Descriptor instead.
 func (*HealNowReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{71}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
 }
 
 // DrainReq starts (or with cancel, stops) draining a store, named by id or
@@ -5943,7 +6113,7 @@ type DrainReq struct {
 
 func (x *DrainReq) Reset() {
 	*x = DrainReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5955,7 +6125,7 @@ func (x *DrainReq) String() string {
 func (*DrainReq) ProtoMessage() {}
 
 func (x *DrainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[72]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5968,7 +6138,7 @@ func (x *DrainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReq.ProtoReflect.Descriptor instead.
 func (*DrainReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{72}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DrainReq) GetStore() string {
@@ -6007,7 +6177,7 @@ type FsckReq struct {
 
 func (x *FsckReq) Reset() {
 	*x = FsckReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6019,7 +6189,7 @@ func (x *FsckReq) String() string {
 func (*FsckReq) ProtoMessage() {}
 
 func (x *FsckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[73]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6032,7 +6202,7 @@ func (x *FsckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReq.ProtoReflect.Descriptor instead.
 func (*FsckReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{73}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *FsckReq) GetRepair() bool {
@@ -6069,7 +6239,7 @@ type FsckProblem struct {
 
 func (x *FsckProblem) Reset() {
 	*x = FsckProblem{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6081,7 +6251,7 @@ func (x *FsckProblem) String() string {
 func (*FsckProblem) ProtoMessage() {}
 
 func (x *FsckProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[74]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6094,7 +6264,7 @@ func (x *FsckProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckProblem.ProtoReflect.Descriptor instead.
 func (*FsckProblem) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{74}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *FsckProblem) GetKind() string {
@@ -6162,7 +6332,7 @@ type FsckResp struct {
 
 func (x *FsckResp) Reset() {
 	*x = FsckResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6174,7 +6344,7 @@ func (x *FsckResp) String() string {
 func (*FsckResp) ProtoMessage() {}
 
 func (x *FsckResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[75]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6187,7 +6357,7 @@ func (x *FsckResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResp.ProtoReflect.Descriptor instead.
 func (*FsckResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{75}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *FsckResp) GetObjects() uint64 {
@@ -6256,7 +6426,7 @@ type AdminResp struct {
 
 func (x *AdminResp) Reset() {
 	*x = AdminResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6268,7 +6438,7 @@ func (x *AdminResp) String() string {
 func (*AdminResp) ProtoMessage() {}
 
 func (x *AdminResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[76]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6281,7 +6451,7 @@ func (x *AdminResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminResp.ProtoReflect.Descriptor instead.
 func (*AdminResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{76}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AdminResp) GetStore() string {
@@ -6307,7 +6477,7 @@ type PlaceReq struct {
 
 func (x *PlaceReq) Reset() {
 	*x = PlaceReq{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6319,7 +6489,7 @@ func (x *PlaceReq) String() string {
 func (*PlaceReq) ProtoMessage() {}
 
 func (x *PlaceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[77]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6332,7 +6502,7 @@ func (x *PlaceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceReq.ProtoReflect.Descriptor instead.
 func (*PlaceReq) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{77}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PlaceReq) GetCount() uint32 {
@@ -6355,7 +6525,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6367,7 +6537,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[78]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6380,7 +6550,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{78}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Placement) GetObject() uint64 {
@@ -6421,7 +6591,7 @@ type PlaceResp struct {
 
 func (x *PlaceResp) Reset() {
 	*x = PlaceResp{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6433,7 +6603,7 @@ func (x *PlaceResp) String() string {
 func (*PlaceResp) ProtoMessage() {}
 
 func (x *PlaceResp) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[79]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6446,7 +6616,7 @@ func (x *PlaceResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceResp.ProtoReflect.Descriptor instead.
 func (*PlaceResp) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{79}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PlaceResp) GetScheme() string {
@@ -6491,7 +6661,7 @@ type SessionResults struct {
 
 func (x *SessionResults) Reset() {
 	*x = SessionResults{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6503,7 +6673,7 @@ func (x *SessionResults) String() string {
 func (*SessionResults) ProtoMessage() {}
 
 func (x *SessionResults) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[80]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6516,7 +6686,7 @@ func (x *SessionResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResults.ProtoReflect.Descriptor instead.
 func (*SessionResults) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{80}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SessionResults) GetSession() uint64 {
@@ -6575,7 +6745,7 @@ type FSMHeader struct {
 
 func (x *FSMHeader) Reset() {
 	*x = FSMHeader{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6587,7 +6757,7 @@ func (x *FSMHeader) String() string {
 func (*FSMHeader) ProtoMessage() {}
 
 func (x *FSMHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[81]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6600,7 +6770,7 @@ func (x *FSMHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMHeader.ProtoReflect.Descriptor instead.
 func (*FSMHeader) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{81}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *FSMHeader) GetNextIno() uint64 {
@@ -6733,7 +6903,7 @@ type DirLease struct {
 
 func (x *DirLease) Reset() {
 	*x = DirLease{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6745,7 +6915,7 @@ func (x *DirLease) String() string {
 func (*DirLease) ProtoMessage() {}
 
 func (x *DirLease) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[82]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6758,7 +6928,7 @@ func (x *DirLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirLease.ProtoReflect.Descriptor instead.
 func (*DirLease) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{82}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *DirLease) GetDir() uint64 {
@@ -6823,7 +6993,7 @@ type LockGrant struct {
 
 func (x *LockGrant) Reset() {
 	*x = LockGrant{}
-	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6835,7 +7005,7 @@ func (x *LockGrant) String() string {
 func (*LockGrant) ProtoMessage() {}
 
 func (x *LockGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_metapb_meta_proto_msgTypes[83]
+	mi := &file_cluster_metapb_meta_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6848,7 +7018,7 @@ func (x *LockGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockGrant.ProtoReflect.Descriptor instead.
 func (*LockGrant) Descriptor() ([]byte, []int) {
-	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{83}
+	return file_cluster_metapb_meta_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *LockGrant) GetReqId() uint64 {
@@ -7176,7 +7346,17 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\x04R\x06cookie\x12\x10\n" +
 	"\x03max\x18\x03 \x01(\rR\x03max\x12\x12\n" +
-	"\x04plus\x18\x04 \x01(\bR\x04plus\"\x81\x01\n" +
+	"\x04plus\x18\x04 \x01(\bR\x04plus\"3\n" +
+	"\vReadDirsReq\x12\x12\n" +
+	"\x04inos\x18\x01 \x03(\x04R\x04inos\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\"\xaf\x01\n" +
+	"\aListing\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05errno\x18\x02 \x01(\rR\x05errno\x12\x16\n" +
+	"\x06leased\x18\x03 \x01(\bR\x06leased\x12#\n" +
+	"\x04attr\x18\x04 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
+	"\aentries\x18\x05 \x03(\v2\x13.ecfs.meta.DirEntryR\aentries\x12\x10\n" +
+	"\x03eof\x18\x06 \x01(\bR\x03eof\"\x81\x01\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
@@ -7220,7 +7400,7 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x17\n" +
 	"\await_ms\x18\x02 \x01(\rR\x06waitMs\"$\n" +
 	"\vLockWaitReq\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xaf\x05\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\"\xe5\x05\n" +
 	"\aReadReq\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\x12.\n" +
 	"\x06lookup\x18\n" +
@@ -7235,9 +7415,10 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\aobjects\x18\x12 \x01(\v2\x15.ecfs.meta.ObjectsReqH\x00R\aobjects\x12.\n" +
 	"\x06statfs\x18\x13 \x01(\v2\x14.ecfs.meta.StatfsReqH\x00R\x06statfs\x12.\n" +
 	"\x06slices\x18\x14 \x01(\v2\x14.ecfs.meta.SlicesReqH\x00R\x06slices\x121\n" +
-	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x12#\n" +
+	"\arevokes\x18\x15 \x01(\v2\x15.ecfs.meta.RevokesReqH\x00R\arevokes\x124\n" +
+	"\breaddirs\x18\x16 \x01(\v2\x16.ecfs.meta.ReadDirsReqH\x00R\breaddirs\x12#\n" +
 	"\rlease_session\x18\x02 \x01(\x04R\fleaseSessionB\x04\n" +
-	"\x02op\"\xa8\x06\n" +
+	"\x02op\"\xd8\x06\n" +
 	"\bReadResp\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\rR\x05errno\x12#\n" +
 	"\x04attr\x18\x02 \x01(\v2\x0f.ecfs.meta.AttrR\x04attr\x12-\n" +
@@ -7266,7 +7447,8 @@ const file_cluster_metapb_meta_proto_rawDesc = "" +
 	"\fconflict_pid\x18\x15 \x01(\rR\vconflictPid\x12+\n" +
 	"\x05files\x18\x17 \x03(\v2\x15.ecfs.meta.FileSlicesR\x05files\x12\x10\n" +
 	"\x03eof\x18\x18 \x01(\bR\x03eof\x12\x19\n" +
-	"\bkid_dirs\x18\x19 \x03(\x04R\akidDirs\"m\n" +
+	"\bkid_dirs\x18\x19 \x03(\x04R\akidDirs\x12.\n" +
+	"\blistings\x18\x1a \x03(\v2\x12.ecfs.meta.ListingR\blistings\"m\n" +
 	"\aJoinReq\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
@@ -7441,7 +7623,7 @@ func file_cluster_metapb_meta_proto_rawDescGZIP() []byte {
 	return file_cluster_metapb_meta_proto_rawDescData
 }
 
-var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
+var file_cluster_metapb_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
 var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*Attr)(nil),           // 0: ecfs.meta.Attr
 	(*CreateOp)(nil),       // 1: ecfs.meta.CreateOp
@@ -7491,44 +7673,46 @@ var file_cluster_metapb_meta_proto_goTypes = []any{
 	(*LookupReq)(nil),      // 45: ecfs.meta.LookupReq
 	(*GetAttrReq)(nil),     // 46: ecfs.meta.GetAttrReq
 	(*ReadDirReq)(nil),     // 47: ecfs.meta.ReadDirReq
-	(*DirEntry)(nil),       // 48: ecfs.meta.DirEntry
-	(*ReadlinkReq)(nil),    // 49: ecfs.meta.ReadlinkReq
-	(*GetXattrReq)(nil),    // 50: ecfs.meta.GetXattrReq
-	(*ListXattrReq)(nil),   // 51: ecfs.meta.ListXattrReq
-	(*GetLkReq)(nil),       // 52: ecfs.meta.GetLkReq
-	(*ObjectsReq)(nil),     // 53: ecfs.meta.ObjectsReq
-	(*StatfsReq)(nil),      // 54: ecfs.meta.StatfsReq
-	(*SlicesReq)(nil),      // 55: ecfs.meta.SlicesReq
-	(*FileSlices)(nil),     // 56: ecfs.meta.FileSlices
-	(*BlockSlices)(nil),    // 57: ecfs.meta.BlockSlices
-	(*RevokesReq)(nil),     // 58: ecfs.meta.RevokesReq
-	(*LockWaitReq)(nil),    // 59: ecfs.meta.LockWaitReq
-	(*ReadReq)(nil),        // 60: ecfs.meta.ReadReq
-	(*ReadResp)(nil),       // 61: ecfs.meta.ReadResp
-	(*JoinReq)(nil),        // 62: ecfs.meta.JoinReq
-	(*JoinResp)(nil),       // 63: ecfs.meta.JoinResp
-	(*RemoveReq)(nil),      // 64: ecfs.meta.RemoveReq
-	(*RemoveResp)(nil),     // 65: ecfs.meta.RemoveResp
-	(*StatusReq)(nil),      // 66: ecfs.meta.StatusReq
-	(*Member)(nil),         // 67: ecfs.meta.Member
-	(*StatusResp)(nil),     // 68: ecfs.meta.StatusResp
-	(*HealStatus)(nil),     // 69: ecfs.meta.HealStatus
-	(*AdminReq)(nil),       // 70: ecfs.meta.AdminReq
-	(*HealNowReq)(nil),     // 71: ecfs.meta.HealNowReq
-	(*DrainReq)(nil),       // 72: ecfs.meta.DrainReq
-	(*FsckReq)(nil),        // 73: ecfs.meta.FsckReq
-	(*FsckProblem)(nil),    // 74: ecfs.meta.FsckProblem
-	(*FsckResp)(nil),       // 75: ecfs.meta.FsckResp
-	(*AdminResp)(nil),      // 76: ecfs.meta.AdminResp
-	(*PlaceReq)(nil),       // 77: ecfs.meta.PlaceReq
-	(*Placement)(nil),      // 78: ecfs.meta.Placement
-	(*PlaceResp)(nil),      // 79: ecfs.meta.PlaceResp
-	(*SessionResults)(nil), // 80: ecfs.meta.SessionResults
-	(*FSMHeader)(nil),      // 81: ecfs.meta.FSMHeader
-	(*DirLease)(nil),       // 82: ecfs.meta.DirLease
-	(*LockGrant)(nil),      // 83: ecfs.meta.LockGrant
-	nil,                    // 84: ecfs.meta.HealStatus.FailuresEntry
-	nil,                    // 85: ecfs.meta.FsckResp.CountsEntry
+	(*ReadDirsReq)(nil),    // 48: ecfs.meta.ReadDirsReq
+	(*Listing)(nil),        // 49: ecfs.meta.Listing
+	(*DirEntry)(nil),       // 50: ecfs.meta.DirEntry
+	(*ReadlinkReq)(nil),    // 51: ecfs.meta.ReadlinkReq
+	(*GetXattrReq)(nil),    // 52: ecfs.meta.GetXattrReq
+	(*ListXattrReq)(nil),   // 53: ecfs.meta.ListXattrReq
+	(*GetLkReq)(nil),       // 54: ecfs.meta.GetLkReq
+	(*ObjectsReq)(nil),     // 55: ecfs.meta.ObjectsReq
+	(*StatfsReq)(nil),      // 56: ecfs.meta.StatfsReq
+	(*SlicesReq)(nil),      // 57: ecfs.meta.SlicesReq
+	(*FileSlices)(nil),     // 58: ecfs.meta.FileSlices
+	(*BlockSlices)(nil),    // 59: ecfs.meta.BlockSlices
+	(*RevokesReq)(nil),     // 60: ecfs.meta.RevokesReq
+	(*LockWaitReq)(nil),    // 61: ecfs.meta.LockWaitReq
+	(*ReadReq)(nil),        // 62: ecfs.meta.ReadReq
+	(*ReadResp)(nil),       // 63: ecfs.meta.ReadResp
+	(*JoinReq)(nil),        // 64: ecfs.meta.JoinReq
+	(*JoinResp)(nil),       // 65: ecfs.meta.JoinResp
+	(*RemoveReq)(nil),      // 66: ecfs.meta.RemoveReq
+	(*RemoveResp)(nil),     // 67: ecfs.meta.RemoveResp
+	(*StatusReq)(nil),      // 68: ecfs.meta.StatusReq
+	(*Member)(nil),         // 69: ecfs.meta.Member
+	(*StatusResp)(nil),     // 70: ecfs.meta.StatusResp
+	(*HealStatus)(nil),     // 71: ecfs.meta.HealStatus
+	(*AdminReq)(nil),       // 72: ecfs.meta.AdminReq
+	(*HealNowReq)(nil),     // 73: ecfs.meta.HealNowReq
+	(*DrainReq)(nil),       // 74: ecfs.meta.DrainReq
+	(*FsckReq)(nil),        // 75: ecfs.meta.FsckReq
+	(*FsckProblem)(nil),    // 76: ecfs.meta.FsckProblem
+	(*FsckResp)(nil),       // 77: ecfs.meta.FsckResp
+	(*AdminResp)(nil),      // 78: ecfs.meta.AdminResp
+	(*PlaceReq)(nil),       // 79: ecfs.meta.PlaceReq
+	(*Placement)(nil),      // 80: ecfs.meta.Placement
+	(*PlaceResp)(nil),      // 81: ecfs.meta.PlaceResp
+	(*SessionResults)(nil), // 82: ecfs.meta.SessionResults
+	(*FSMHeader)(nil),      // 83: ecfs.meta.FSMHeader
+	(*DirLease)(nil),       // 84: ecfs.meta.DirLease
+	(*LockGrant)(nil),      // 85: ecfs.meta.LockGrant
+	nil,                    // 86: ecfs.meta.HealStatus.FailuresEntry
+	nil,                    // 87: ecfs.meta.FsckResp.CountsEntry
 }
 var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	29, // 0: ecfs.meta.StoreInfo.corrupt:type_name -> ecfs.meta.ShardRef
@@ -7577,65 +7761,69 @@ var file_cluster_metapb_meta_proto_depIdxs = []int32{
 	41, // 43: ecfs.meta.Batch.commands:type_name -> ecfs.meta.Command
 	0,  // 44: ecfs.meta.Result.attr:type_name -> ecfs.meta.Attr
 	43, // 45: ecfs.meta.Result.results:type_name -> ecfs.meta.Result
-	0,  // 46: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
-	24, // 47: ecfs.meta.FileSlices.slices:type_name -> ecfs.meta.BlockWrite
-	24, // 48: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
-	45, // 49: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
-	46, // 50: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
-	47, // 51: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
-	49, // 52: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
-	50, // 53: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
-	51, // 54: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
-	52, // 55: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
-	59, // 56: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
-	53, // 57: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
-	54, // 58: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
-	55, // 59: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
-	58, // 60: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
-	0,  // 61: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
-	48, // 62: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
-	25, // 63: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
-	57, // 64: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
-	56, // 65: ecfs.meta.ReadResp.files:type_name -> ecfs.meta.FileSlices
-	67, // 66: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
-	12, // 67: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
-	69, // 68: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
-	84, // 69: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
-	71, // 70: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
-	72, // 71: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
-	73, // 72: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
-	85, // 73: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
-	74, // 74: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
-	75, // 75: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
-	78, // 76: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
-	43, // 77: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
-	11, // 78: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
-	80, // 79: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
-	12, // 80: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
-	16, // 81: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
-	44, // 82: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
-	83, // 83: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
-	25, // 84: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
-	82, // 85: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
-	41, // 86: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
-	60, // 87: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
-	62, // 88: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
-	64, // 89: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
-	66, // 90: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
-	77, // 91: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
-	70, // 92: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
-	43, // 93: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
-	61, // 94: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
-	63, // 95: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
-	65, // 96: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
-	68, // 97: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
-	79, // 98: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
-	76, // 99: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
-	93, // [93:100] is the sub-list for method output_type
-	86, // [86:93] is the sub-list for method input_type
-	86, // [86:86] is the sub-list for extension type_name
-	86, // [86:86] is the sub-list for extension extendee
-	0,  // [0:86] is the sub-list for field type_name
+	0,  // 46: ecfs.meta.Listing.attr:type_name -> ecfs.meta.Attr
+	50, // 47: ecfs.meta.Listing.entries:type_name -> ecfs.meta.DirEntry
+	0,  // 48: ecfs.meta.DirEntry.attr:type_name -> ecfs.meta.Attr
+	24, // 49: ecfs.meta.FileSlices.slices:type_name -> ecfs.meta.BlockWrite
+	24, // 50: ecfs.meta.BlockSlices.slices:type_name -> ecfs.meta.BlockWrite
+	45, // 51: ecfs.meta.ReadReq.lookup:type_name -> ecfs.meta.LookupReq
+	46, // 52: ecfs.meta.ReadReq.getattr:type_name -> ecfs.meta.GetAttrReq
+	47, // 53: ecfs.meta.ReadReq.readdir:type_name -> ecfs.meta.ReadDirReq
+	51, // 54: ecfs.meta.ReadReq.readlink:type_name -> ecfs.meta.ReadlinkReq
+	52, // 55: ecfs.meta.ReadReq.getxattr:type_name -> ecfs.meta.GetXattrReq
+	53, // 56: ecfs.meta.ReadReq.listxattr:type_name -> ecfs.meta.ListXattrReq
+	54, // 57: ecfs.meta.ReadReq.getlk:type_name -> ecfs.meta.GetLkReq
+	61, // 58: ecfs.meta.ReadReq.lock_wait:type_name -> ecfs.meta.LockWaitReq
+	55, // 59: ecfs.meta.ReadReq.objects:type_name -> ecfs.meta.ObjectsReq
+	56, // 60: ecfs.meta.ReadReq.statfs:type_name -> ecfs.meta.StatfsReq
+	57, // 61: ecfs.meta.ReadReq.slices:type_name -> ecfs.meta.SlicesReq
+	60, // 62: ecfs.meta.ReadReq.revokes:type_name -> ecfs.meta.RevokesReq
+	48, // 63: ecfs.meta.ReadReq.readdirs:type_name -> ecfs.meta.ReadDirsReq
+	0,  // 64: ecfs.meta.ReadResp.attr:type_name -> ecfs.meta.Attr
+	50, // 65: ecfs.meta.ReadResp.entries:type_name -> ecfs.meta.DirEntry
+	25, // 66: ecfs.meta.ReadResp.objects:type_name -> ecfs.meta.ObjectRecord
+	59, // 67: ecfs.meta.ReadResp.blocks:type_name -> ecfs.meta.BlockSlices
+	58, // 68: ecfs.meta.ReadResp.files:type_name -> ecfs.meta.FileSlices
+	49, // 69: ecfs.meta.ReadResp.listings:type_name -> ecfs.meta.Listing
+	69, // 70: ecfs.meta.StatusResp.members:type_name -> ecfs.meta.Member
+	12, // 71: ecfs.meta.StatusResp.stores:type_name -> ecfs.meta.StoreInfo
+	71, // 72: ecfs.meta.StatusResp.heal:type_name -> ecfs.meta.HealStatus
+	86, // 73: ecfs.meta.HealStatus.failures:type_name -> ecfs.meta.HealStatus.FailuresEntry
+	73, // 74: ecfs.meta.AdminReq.heal_now:type_name -> ecfs.meta.HealNowReq
+	74, // 75: ecfs.meta.AdminReq.drain:type_name -> ecfs.meta.DrainReq
+	75, // 76: ecfs.meta.AdminReq.fsck:type_name -> ecfs.meta.FsckReq
+	87, // 77: ecfs.meta.FsckResp.counts:type_name -> ecfs.meta.FsckResp.CountsEntry
+	76, // 78: ecfs.meta.FsckResp.problems:type_name -> ecfs.meta.FsckProblem
+	77, // 79: ecfs.meta.AdminResp.fsck:type_name -> ecfs.meta.FsckResp
+	80, // 80: ecfs.meta.PlaceResp.placements:type_name -> ecfs.meta.Placement
+	43, // 81: ecfs.meta.SessionResults.results:type_name -> ecfs.meta.Result
+	11, // 82: ecfs.meta.FSMHeader.members:type_name -> ecfs.meta.MemberOp
+	82, // 83: ecfs.meta.FSMHeader.sessions:type_name -> ecfs.meta.SessionResults
+	12, // 84: ecfs.meta.FSMHeader.stores:type_name -> ecfs.meta.StoreInfo
+	16, // 85: ecfs.meta.FSMHeader.scheme:type_name -> ecfs.meta.InitOp
+	44, // 86: ecfs.meta.FSMHeader.mount_sessions:type_name -> ecfs.meta.MountSession
+	85, // 87: ecfs.meta.FSMHeader.lock_grants:type_name -> ecfs.meta.LockGrant
+	25, // 88: ecfs.meta.FSMHeader.objects:type_name -> ecfs.meta.ObjectRecord
+	84, // 89: ecfs.meta.FSMHeader.leases:type_name -> ecfs.meta.DirLease
+	41, // 90: ecfs.meta.Meta.Apply:input_type -> ecfs.meta.Command
+	62, // 91: ecfs.meta.Meta.Read:input_type -> ecfs.meta.ReadReq
+	64, // 92: ecfs.meta.Meta.Join:input_type -> ecfs.meta.JoinReq
+	66, // 93: ecfs.meta.Meta.Remove:input_type -> ecfs.meta.RemoveReq
+	68, // 94: ecfs.meta.Meta.Status:input_type -> ecfs.meta.StatusReq
+	79, // 95: ecfs.meta.Meta.Place:input_type -> ecfs.meta.PlaceReq
+	72, // 96: ecfs.meta.Meta.Admin:input_type -> ecfs.meta.AdminReq
+	43, // 97: ecfs.meta.Meta.Apply:output_type -> ecfs.meta.Result
+	63, // 98: ecfs.meta.Meta.Read:output_type -> ecfs.meta.ReadResp
+	65, // 99: ecfs.meta.Meta.Join:output_type -> ecfs.meta.JoinResp
+	67, // 100: ecfs.meta.Meta.Remove:output_type -> ecfs.meta.RemoveResp
+	70, // 101: ecfs.meta.Meta.Status:output_type -> ecfs.meta.StatusResp
+	81, // 102: ecfs.meta.Meta.Place:output_type -> ecfs.meta.PlaceResp
+	78, // 103: ecfs.meta.Meta.Admin:output_type -> ecfs.meta.AdminResp
+	97, // [97:104] is the sub-list for method output_type
+	90, // [90:97] is the sub-list for method input_type
+	90, // [90:90] is the sub-list for extension type_name
+	90, // [90:90] is the sub-list for extension extendee
+	0,  // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_cluster_metapb_meta_proto_init() }
@@ -7680,7 +7868,7 @@ func file_cluster_metapb_meta_proto_init() {
 		(*Command_GcQueue)(nil),
 		(*Command_Compact)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[60].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[62].OneofWrappers = []any{
 		(*ReadReq_Lookup)(nil),
 		(*ReadReq_Getattr)(nil),
 		(*ReadReq_Readdir)(nil),
@@ -7693,8 +7881,9 @@ func file_cluster_metapb_meta_proto_init() {
 		(*ReadReq_Statfs)(nil),
 		(*ReadReq_Slices)(nil),
 		(*ReadReq_Revokes)(nil),
+		(*ReadReq_Readdirs)(nil),
 	}
-	file_cluster_metapb_meta_proto_msgTypes[70].OneofWrappers = []any{
+	file_cluster_metapb_meta_proto_msgTypes[72].OneofWrappers = []any{
 		(*AdminReq_HealNow)(nil),
 		(*AdminReq_Drain)(nil),
 		(*AdminReq_Fsck)(nil),
@@ -7705,7 +7894,7 @@ func file_cluster_metapb_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_metapb_meta_proto_rawDesc), len(file_cluster_metapb_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   86,
+			NumMessages:   88,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
