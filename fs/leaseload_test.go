@@ -341,10 +341,10 @@ func TestSpoiledReadLoadReleasedBeforeRetaken(t *testing.T) {
 	if load == nil {
 		t.Fatal("no load of d could be reserved")
 	}
-	if granted, _ := r.grant(sess, []uint64{d}); !granted[0] {
+	if granted, _ := r.copier.grant(sess, []uint64{d}); !granted[0] {
 		t.Fatal("a read lease of d not granted")
 	}
-	cp := r.list(d, sess)
+	cp := r.copier.list(d, sess)
 	r.mu.Lock()
 	load.spoiled = true
 	r.mu.Unlock()

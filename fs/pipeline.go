@@ -425,6 +425,8 @@ func (p *pipeline) close() {
 // lease and is retried.
 func (p *pipeline) read(ctx context.Context, q *metapb.ReadReq) (*metapb.ReadResp, syscall.Errno) {
 	switch ino, known := queryIno(q); {
+	case q.GetReaddirs() != nil:
+		p.waitFor(q.GetReaddirs().Inos...)
 	case !known:
 		p.drain()
 	case ino != 0:

@@ -14,7 +14,10 @@ import (
 // tree another mount wrote) asked the service for each file's slices. The
 // first read of a file in a read-leased directory asks as well for the
 // block 0 of the next files of the directory's copy (SlicesReq.prefetch),
-// with the records of their objects; their reads then ask nothing.
+// and of the copies of the directories a walk reaches next (nextFiles:
+// those a walk took ahead), with the records of their objects; their
+// reads then ask nothing, and the read of the middle one of them asks for
+// the ones after (prefetchAfter).
 //
 // The files of a directory this mount write-leases are its own (made or
 // adopted under the lease, in that order: l.inodes), and prefetched alike.
@@ -151,12 +154,9 @@ func (d *dataPlane) fromAhead(in *inode, ver uint64) ([]*metapb.BlockWrite, []by
 }
 
 // then is the file of a prefetch of inos whose read asks for the next
-// ones: the middle one, while the walk still has the other half to read;
-// none (0) for files of a read lease's copy (own is nil): next finds only
-// those of the same directory there, which the walk's own queries ask for
-// as well.
-func then(inos []uint64, own map[uint64]uint64) uint64 {
-	if len(inos) == 0 || own == nil {
+// ones: the middle one, while the walk still has the other half to read.
+func then(inos []uint64) uint64 {
+	if len(inos) == 0 {
 		return 0
 	}
 	return inos[len(inos)/2]
@@ -177,7 +177,7 @@ func (d *dataPlane) prefetchAfter(in *inode) {
 	go func() {
 		defer func() { <-d.asking }()
 		inos, own := d.next(in)
-		if len(inos) == 0 || own == nil {
+		if len(inos) == 0 {
 			return
 		}
 		q := &metapb.SlicesReq{Ino: in.ino, Blocks: []uint64{0}, Prefetch: inos, Records: true}
@@ -186,7 +186,7 @@ func (d *dataPlane) prefetchAfter(in *inode) {
 			return
 		}
 		d.objCache.add(r.Objects)
-		d.ahead.put(r.Files, own, then(inos, own))
+		d.ahead.put(r.Files, own, then(inos))
 	}()
 }
 
@@ -199,7 +199,8 @@ func (d *dataPlane) next(in *inode) (inos []uint64, own map[uint64]uint64) {
 	l := in.wb
 	in.mu.Unlock()
 	if l == nil {
-		return d.ahead.absent(d.view.reads.nextFiles(in.ino, prefetchFiles, BlockSize)), nil
+		inos = d.ahead.absent(d.view.reads.nextFiles(in.ino, 2*prefetchFiles, BlockSize))
+		return inos[:min(len(inos), prefetchFiles)], nil
 	}
 	l.emu.Lock()
 	var after []ownFile

@@ -358,3 +358,73 @@ func TestFetchedBlocksBounded(t *testing.T) {
 		t.Error("the bound dropped a block kept after the one it pushed out")
 	}
 }
+
+// TestReadAheadOfAnotherMountsTree: the same for a tree another mount
+// wrote, which the mount holds read copies of (a walk took them ahead):
+// a query prefetches the files of the directories the walk reaches next,
+// not only those of the file's own; a file changed after it was
+// prefetched is read with its new content.
+func TestReadAheadOfAnotherMountsTree(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	top := mustMkdir(t, b, RootIno, "top").Ino
+	type file struct {
+		dir, ino uint64
+		name     string
+		want     []byte
+	}
+	var walk []file // in the order diff -r reads them
+	var dirs []uint64
+	var fill func(dir uint64, depth int)
+	fill = func(dir uint64, depth int) {
+		dirs = append(dirs, dir)
+		for i := range 3 {
+			data, name := content(len(walk), 'a'), fmt.Sprintf("f%d", i)
+			ino, errno := writeSmall(t, b, dir, name, data, true)
+			mustErrno(t, "write", errno, 0)
+			walk = append(walk, file{dir, ino, name, data})
+		}
+		if depth == 2 {
+			return
+		}
+		for i := range 3 {
+			fill(mustMkdir(t, b, dir, fmt.Sprintf("s%d", i)).Ino, depth+1)
+		}
+	}
+	fill(top, 0)
+	if err := b.FlushAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a takes its copies: b gives its leases back.
+	for _, d := range dirs {
+		waitUntil(t, "a read lease", 10*time.Second, func() bool {
+			ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
+			mustErrno(t, "readdir", errno, 0)
+			for _, en := range ents {
+				_, errno := a.Lookup(ctx, d, en.Name)
+				mustErrno(t, "lookup "+en.Name, errno, 0)
+			}
+			return a.reads.holds(d)
+		})
+	}
+	// Changed after the first query prefetched it (the second
+	// subdirectory's first file: within the first query's reach).
+	changed := 3 * 2
+	slices0 := cm.slices.Load()
+	openRead(t, a, walk[0].ino, walk[0].want)
+	c := &walk[changed]
+	c.want = content(changed, 'b')
+	if _, errno := writeSmall(t, b, c.dir, c.name, c.want, false); errno != 0 {
+		t.Fatal(errno)
+	}
+	mustErrno(t, "fsync", b.Fsync(ctx, c.ino), 0)
+	for _, w := range walk[1:] {
+		openRead(t, a, w.ino, w.want)
+	}
+	if got := cm.slices.Load() - slices0; got > int64(len(dirs))/3 {
+		t.Fatalf("reading %d files of %d directories in walk order made %d slices queries", len(walk), len(dirs), got)
+	}
+}

@@ -373,7 +373,7 @@ func (d *dataPlane) blockSlices(ctx context.Context, in *inode, first, last uint
 		return nil, nil, errno
 	}
 	d.objCache.add(r.Objects)
-	d.ahead.put(r.Files, own, then(q.Prefetch, own))
+	d.ahead.put(r.Files, own, then(q.Prefetch))
 	for _, b := range r.Blocks {
 		out[b.Block] = b.Slices
 	}

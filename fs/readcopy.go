@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,8 +14,85 @@ import (
 	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
-// The copy of a read-leased directory, how it is taken from the service,
-// and the backoff of directories whose lease changes took (readlease.go).
+// The read leases' state, the copy of a read-leased directory, how it is
+// taken from the service, and the backoff of directories whose lease
+// changes took (readlease.go).
+
+// readLoad is a read lease being taken: a change of the mount's own in the
+// directory or of one of its children meanwhile spoils it.
+type readLoad struct {
+	spoiled bool
+	touched []uint64 // inodes own changes touched while it loaded
+	walked  bool     // taken ahead, and the walk got there first
+}
+
+// readLeases is the read leases the mount holds. Its lock, mu, is a leaf.
+type readLeases struct {
+	*base
+	pipe    *pipeline
+	handles *handleTable // closes of handles registered late (register)
+	off     bool
+
+	kernel   *kernelCache
+	releaser *releaser // sends the releases (release)
+	// renewed: when the session's last renewal that succeeded was sent
+	// (unix ns): the service keeps the session, and so its read leases,
+	// at least SessionTTL from then.
+	renewed atomic.Int64
+	copier  *copier
+
+	mu       lockorder.Mutex
+	dirs     map[uint64]*readDir
+	byIno    map[uint64]*readDir // a child's (or the directory's own) lease
+	loads    map[uint64]*readLoad
+	tracks   map[*readLoad]bool // write leases' loads (track)
+	inflight map[uint64]int     // inodes own changes in progress touch
+	entries  int
+	hits     map[uint64]int // lookups through the service, by directory
+	cool     map[uint64]cooldown
+	lazy     map[*Handle]*lazyOpen // opens not registered yet (readopen.go)
+	writes   map[uint64]bool       // directories changed here while read-leased (wantWrite)
+	// leasing: directories the mount is write-leasing (handOver until
+	// leased): no copy of one is taken meanwhile. One published after the
+	// write lease's grant would answer listings without what this mount
+	// then writes behind.
+	leasing map[uint64]*handing
+	// releasing: releases on their way, by directory: no lease of one is
+	// taken meanwhile (the service would grant it, and the release
+	// coming after end it while its copy answers).
+	releasing map[uint64]int
+	releases  sync.WaitGroup
+
+	walks  map[uint64]int // per parent, its child directories a walk went into (aheadOf)
+	walkAt uint64         // the directory a walk went into last
+
+	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
+}
+
+// Read lease tuning.
+const (
+	readAfter      = 3                      // lookups through the service in a directory before it is read-leased
+	walkAfter      = 2                      // child directories of one parent a walk goes into before the next are taken ahead
+	walkLook       = 32                     // directories after a walk's position taken ahead of it, at most
+	walkUp         = 8                      // parents a walk's order is followed up through, at most
+	aheadRetry     = 32 * time.Millisecond  // the longest wait before a lease taken ahead is asked again
+	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
+	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
+	readIdle       = time.Minute            // a lease unused this long is given back
+	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
+	readKeep       = 10 * time.Second       // how long the kernel may keep what a copy answered, at most
+	readOwnWait    = 100 * time.Millisecond // how long a release for a change of the mount's own waits for them
+	readDirsOff    = time.Minute            // how long a service that did not know ReadDirsReq is not asked it
+)
+
+func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
+	r := &readLeases{base: b, pipe: pipe, copier: &copier{base: b, pipe: pipe}, handles: handles, off: off, kernel: newKernelCache(b.log), releaser: newReleaser(b, pipe), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
+		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
+		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
+	r.mu.Init(levelReads, "readLeases.mu")
+	r.renewed.Store(time.Now().UnixNano())
+	return r
+}
 
 // readDir is a directory the mount holds a read lease of, and its copy:
 // immutable once published, but for used, the served marks, parent,
@@ -78,6 +158,15 @@ func (d *readDir) heldKids(dirs map[uint64]*readDir) (last int32, n int) {
 	return last, n
 }
 
+// keep is until when the kernel may keep what d answers now (Kept): the
+// sooner of readKeep from now and until, the copy's trust; noted in d.
+// readLeases.mu is held.
+func (d *readDir) keep(until time.Time) time.Time {
+	u := min(until.UnixNano(), time.Now().Add(readKeep).UnixNano())
+	d.kept = max(d.kept, u)
+	return time.Unix(0, u)
+}
+
 // takeServed returns what the kernel was given from d and clears the
 // marks. readLeases.mu is held.
 func (d *readDir) takeServed() (names []string, inos []uint64) {
@@ -99,9 +188,13 @@ func (d *readDir) takeServed() (names []string, inos []uint64) {
 	return names, inos
 }
 
-// nextFiles lists up to n regular files that follow ino in the copy that
-// holds it (in its listing's order), with content in block 0 only: what a
-// reader going through the directory reads next (dataPlane.prefetch).
+// nextFiles lists up to n regular files, with content in block 0 only,
+// that a reader going through a tree reads after ino (dataPlane.prefetch):
+// those after it in the copy that holds it (in its listing's order), then
+// those of the copies of the directories a walk in name order goes into
+// next: the directory's subdirectories depth first, then its next
+// siblings in its parent's copy with theirs; walkDirs directories looked
+// into at most.
 func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -110,72 +203,90 @@ func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 		return nil
 	}
 	var out []uint64
-	for j := int(d.byIno[ino]) + 1; j < len(d.ents) && len(out) < n; j++ {
-		a := &d.ents[j].a
-		if namespace.FileType(a.typ) == namespace.TypeFile && a.size > 0 && a.size <= maxSize {
-			out = append(out, a.ino)
+	add := func(c *readDir, from int) {
+		for j := from; j < len(c.ents) && len(out) < n; j++ {
+			a := &c.ents[j].a
+			if namespace.FileType(a.typ) == namespace.TypeFile && a.size > 0 && a.size <= maxSize {
+				out = append(out, a.ino)
+			}
+		}
+	}
+	add(d, int(d.byIno[ino])+1)
+	looked := 0
+	var down func(dirs []uint64)
+	down = func(dirs []uint64) {
+		for _, dir := range dirs {
+			if len(out) >= n || looked >= walkDirs {
+				return
+			}
+			looked++
+			if c := r.dirs[dir]; c != nil {
+				add(c, 0)
+				down(c.subdirsAfter(""))
+			}
+		}
+	}
+	down(d.subdirsAfter(""))
+	if p := r.dirs[d.parent]; p != nil && len(out) < n {
+		if at, listed := p.byIno[d.dir]; listed {
+			down(p.subdirsAfter(p.ents[at].name))
 		}
 	}
 	return out
 }
 
-// grant asks for the read leases of dirs for sess, in one call. refused:
-// the service refused one for another mount's lease.
-func (r *readLeases) grant(sess uint64, dirs []uint64) (granted, refused []bool) {
-	ctx, cancel := r.ctx(context.Background())
-	defer cancel()
-	granted, refused = make([]bool, len(dirs)), make([]bool, len(dirs))
-	cmds := make([]*metapb.Command, len(dirs))
-	for i, dir := range dirs {
-		cmds[i] = &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: sess, Dir: dir, Mode: 5}}}
-	}
-	cmd := cmds[0]
-	if len(cmds) > 1 {
-		cmd = &metapb.Command{LeaseSession: sess, Op: &metapb.Command_Multi{Multi: &metapb.MultiOp{Commands: cmds, ErrorsOnly: true}}}
-	}
-	res, err := r.pipe.meta.Apply(ctx, cmd)
-	if err != nil {
-		return granted, refused
-	}
-	results := []*metapb.Result{res}
-	if len(cmds) > 1 {
-		results = res.Results
-	}
-	for i, res := range results[:min(len(results), len(dirs))] {
-		granted[i], refused[i] = res.Errno == 0, res.Leased
-	}
-	return granted, refused
-}
-
-// list reads the copy of dir, read-leased to sess: its entries with their
-// attributes (nil if that fails).
-func (r *readLeases) list(dir, sess uint64) *readDir {
-	ctx, cancel := r.ctx(context.Background())
-	defer cancel()
-	d := &readDir{dir: dir, sess: sess, byName: map[string]int32{}, byIno: map[uint64]int32{}}
-	for cookie := uint64(0); ; {
-		q, errno := r.pipe.read(ctx, &metapb.ReadReq{Op: &metapb.ReadReq_Readdir{Readdir: &metapb.ReadDirReq{
-			Ino: dir, Cookie: cookie, Max: 4096, Plus: true}}})
-		if errno != 0 || len(d.ents)+len(q.Entries) > readMaxDir || q.Attr == nil {
-			return nil
-		}
-		d.self = flatten(q.Attr)
-		for _, e := range q.Entries {
-			if e.Attr == nil {
-				return nil // gone meanwhile: not while leased
+// walkOrder lists the first n directories a depth-first walk in name
+// order reaches after going into c: c's subdirectories, each followed by
+// its own as far as their copies are held, then the next ones of c's
+// parent, and so on up; dirs: the copies held. readLeases.mu is held.
+func walkOrder(dirs map[uint64]*readDir, c *readDir, n int) []uint64 {
+	var out []uint64
+	var down func(subs []uint64)
+	down = func(subs []uint64) {
+		for _, s := range subs {
+			if len(out) >= n {
+				return
 			}
-			i := int32(len(d.ents))
-			d.ents = append(d.ents, readEnt{name: e.Name, cookie: e.Cookie, a: flatten(e.Attr)})
-			d.byName[e.Name] = i
-			d.byIno[e.Ino] = i
-			cookie = e.Cookie
+			out = append(out, s)
+			if sc := dirs[s]; sc != nil {
+				down(sc.subdirsAfter(""))
+			}
 		}
-		if len(q.Entries) == 0 || q.Eof {
+	}
+	down(c.subdirsAfter(""))
+	for hops := 0; len(out) < n && hops < walkUp; hops++ {
+		p := dirs[c.parent]
+		at, listed := int32(0), false
+		if p != nil {
+			at, listed = p.byIno[c.dir]
+		}
+		if !listed {
 			break
 		}
+		down(p.subdirsAfter(p.ents[at].name))
+		c = p
 	}
-	d.used.Store(time.Now().UnixNano())
-	return d
+	return out
+}
+
+// subdirsAfter lists d's child directories whose names sort after after,
+// in name order; none if it has more than walkEnts entries.
+func (d *readDir) subdirsAfter(after string) []uint64 {
+	if len(d.ents) > walkEnts {
+		return nil
+	}
+	var at []int
+	for i := range d.ents {
+		if e := &d.ents[i]; namespace.FileType(e.a.typ) == namespace.TypeDir && e.name > after {
+			at = append(at, i)
+		}
+	}
+	slices.SortFunc(at, func(i, j int) int { return strings.Compare(d.ents[i].name, d.ents[j].name) })
+	out := make([]uint64, len(at))
+	for k, i := range at {
+		out[k] = d.ents[i].a.ino
+	}
+	return out
 }
 
 // cooldown keeps a directory whose read lease was lost to a change from

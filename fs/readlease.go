@@ -3,14 +3,9 @@ package fs
 import (
 	"slices"
 	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/ecfs/ecfs/fs/internal/lockorder"
-
 	"github.com/ecfs/ecfs/cluster/metapb"
-	"github.com/ecfs/ecfs/cluster/namespace"
 )
 
 // Shared read leases (cluster/readlease.go has the service's side).
@@ -38,84 +33,6 @@ import (
 // service stops answering from it before the service could let another
 // mount change it (fresh).
 
-// readLoad is a read lease being taken: a change of the mount's own in the
-// directory or of one of its children meanwhile spoils it.
-type readLoad struct {
-	spoiled bool
-	touched []uint64 // inodes own changes touched while it loaded
-}
-
-// readLeases is the read leases the mount holds. Its lock, mu, is a leaf.
-type readLeases struct {
-	*base
-	pipe    *pipeline
-	handles *handleTable // closes of handles registered late (register)
-	off     bool
-
-	kernel   *kernelCache
-	releaser *releaser // sends the releases (release)
-	// renewed: when the session's last renewal that succeeded was sent
-	// (unix ns): the service keeps the session, and so its read leases,
-	// at least SessionTTL from then.
-	renewed atomic.Int64
-
-	mu       lockorder.Mutex
-	dirs     map[uint64]*readDir
-	byIno    map[uint64]*readDir // a child's (or the directory's own) lease
-	loads    map[uint64]*readLoad
-	tracks   map[*readLoad]bool // write leases' loads (track)
-	inflight map[uint64]int     // inodes own changes in progress touch
-	entries  int
-	hits     map[uint64]int // lookups through the service, by directory
-	cool     map[uint64]cooldown
-	lazy     map[*Handle]*lazyOpen // opens not registered yet (readopen.go)
-	writes   map[uint64]bool       // directories changed here while read-leased (wantWrite)
-	// leasing: directories the mount is write-leasing (handOver until
-	// leased): no copy of one is taken meanwhile. One published after the
-	// write lease's grant would answer listings without what this mount
-	// then writes behind.
-	leasing map[uint64]*handing
-	// releasing: releases on their way, by directory: no lease of one is
-	// taken meanwhile (the service would grant it, and the release
-	// coming after end it while its copy answers).
-	releasing map[uint64]int
-	releases  sync.WaitGroup
-
-	walks map[uint64]int // per parent, its child directories a walk went into (walkOn)
-
-	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
-}
-
-// Read lease tuning.
-const (
-	readAfter      = 3                      // lookups through the service in a directory before it is read-leased
-	walkAfter      = 3                      // child directories of one parent a walk goes into before the next are taken ahead
-	walkAhead      = 8                      // child directories taken ahead of a walk, at most
-	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
-	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
-	readIdle       = time.Minute            // a lease unused this long is given back
-	readInvalWait  = 500 * time.Millisecond // how long a release waits for the kernel's invalidations
-	readKeep       = 10 * time.Second       // how long the kernel may keep what a copy answered, at most
-	readOwnWait    = 100 * time.Millisecond // how long a release for a change of the mount's own waits for them
-)
-
-func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
-	r := &readLeases{base: b, pipe: pipe, handles: handles, off: off, kernel: newKernelCache(b.log), releaser: newReleaser(b, pipe), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
-		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
-		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
-	r.mu.Init(levelReads, "readLeases.mu")
-	r.renewed.Store(time.Now().UnixNano())
-	return r
-}
-
-// keep is until when the kernel may keep what d answers now (Kept), and
-// notes it in d. r.mu is held.
-func (r *readLeases) keep(d *readDir) time.Time {
-	until := min(r.until().UnixNano(), time.Now().Add(readKeep).UnixNano())
-	d.kept = max(d.kept, until)
-	return time.Unix(0, until)
-}
-
 // lookup answers a lookup in parent from its copy. ok: parent is
 // read-leased and the answer is its (a, or ENOENT with a nil a), which
 // the kernel may keep until kept.
@@ -136,7 +53,7 @@ func (r *readLeases) lookup(parent uint64, name string) (a *metapb.Attr, kept ti
 	}
 	e := &d.ents[i]
 	e.served, e.a.served = true, true
-	return e.a.pb(), r.keep(d), true
+	return e.a.pb(), d.keep(r.until()), true
 }
 
 // getAttr answers ino's attributes from a copy, if one holds them, and
@@ -154,11 +71,11 @@ func (r *readLeases) getAttr(ino uint64) (*metapb.Attr, time.Time) {
 	d.used.Store(time.Now().UnixNano())
 	if ino == d.dir {
 		d.self.served = true
-		return d.self.pb(), r.keep(d)
+		return d.self.pb(), d.keep(r.until())
 	}
 	e := &d.ents[d.byIno[ino]]
 	e.a.served = true
-	return e.a.pb(), r.keep(d)
+	return e.a.pb(), d.keep(r.until())
 }
 
 // readDir answers a page of dir's entries after cookie from its copy.
@@ -226,15 +143,18 @@ func (r *readLeases) take(dir uint64) (held, leased bool) {
 		return true, false
 	}
 	load := r.reserve(dir)
+	if l := r.loads[dir]; load == nil && l != nil {
+		l.walked = true // (if taken ahead: the walk goes on from there once it is in)
+	}
 	r.mu.Unlock()
 	if load == nil {
 		return false, false
 	}
 	sess := r.pipe.session()
-	granted, refused := r.grant(sess, []uint64{dir})
+	granted, refused := r.copier.grant(sess, []uint64{dir})
 	var d *readDir
 	if granted[0] {
-		d = r.list(dir, sess)
+		d = r.copier.list(dir, sess)
 	}
 	return r.finish(dir, load, d, granted[0], false), refused[0]
 }
@@ -277,7 +197,7 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 			parent = p
 			d.parent = p.dir
 		}
-		d.taken, d.ahead = time.Now(), ahead
+		d.taken, d.ahead = time.Now(), ahead && !load.walked
 		r.dirs[dir] = d
 		r.byIno[dir] = d
 		for ino := range d.byIno {
@@ -308,7 +228,7 @@ func (r *readLeases) finish(dir uint64, load *readLoad, d *readDir, granted, ahe
 	}
 	if ok {
 		signal(r.kick)
-		if parent != nil && !ahead {
+		if parent != nil && (!ahead || load.walked) {
 			r.mu.Lock()
 			r.aheadOf(parent, dir)
 			r.mu.Unlock()
@@ -514,18 +434,28 @@ func (r *readLeases) wait() {
 // Read leases taken ahead of a walk.
 //
 // A walk of a tree another mount wrote (find, a stat of each file,
-// diff -r, du) goes into one child directory of a parent after another.
-// Once it went into walkAfter of one parent's child directories, the
-// next ones in the parent's listing order are read-leased ahead of it,
-// several in one call to the service (one Raft commit), so that the walk
-// finds their copies ready rather than asking the service name by name
-// while a lease is taken. The walk's position paces it: a copy taken ahead
-// counts as gone into when it is first used, and more are taken only when
-// fewer than half of the walkAhead directories after it are held or being
+// diff -r, du) goes into one directory after another, depth first. Once
+// it went into walkAfter of one parent's child directories, the
+// directories it reaches next are read-leased ahead of it, several in one
+// call to the service (one Raft commit) and listed in one query
+// (ReadDirsReq), so that the walk finds their copies ready rather than
+// waiting for a lease and a listing at every directory, and asking the
+// service name by name meanwhile; and the reads of their files find their
+// slices prefetched (nextFiles goes on into them).
+//
+// Those it reaches next: the next walkLook directories in the order of a
+// depth-first walk in name order from the one it went into last (its
+// subdirectories, then its parent's next ones, and so on up), as far as
+// the copies held let that order be seen: a copy taken ahead shows the
+// directories under it, which are taken in turn once it is in, until
+// walkLook directories after the walk's position are held or being
+// taken. The walk's position paces it: a copy taken ahead counts as gone
+// into when it is first used, and more are taken only when one of the
+// walkLook/2 directories after the position is neither held nor being
 // taken. A directory another mount write-leases is refused, not revoked.
 
 // use notes that d answered; the first use of a copy taken ahead moves
-// its parent's walk on. r.mu is held.
+// the walk on. r.mu is held.
 func (r *readLeases) use(d *readDir) {
 	d.used.Store(time.Now().UnixNano())
 	if d.ahead {
@@ -536,12 +466,11 @@ func (r *readLeases) use(d *readDir) {
 	}
 }
 
-// aheadOf counts a walk into dir, listed in p, and takes the directories
-// after it ahead when the walk has gone far enough and too few are held.
-// r.mu is held.
+// aheadOf counts a walk into dir, listed in p, and once the walk has gone
+// far enough takes the directories after dir ahead (lookAhead). r.mu is
+// held.
 func (r *readLeases) aheadOf(p *readDir, dir uint64) {
-	at, listed := p.byIno[dir]
-	if r.off || r.dirs[p.dir] != p || !listed {
+	if _, listed := p.byIno[dir]; r.off || r.dirs[p.dir] != p || !listed {
 		return
 	}
 	if len(r.walks) > 4096 {
@@ -551,23 +480,37 @@ func (r *readLeases) aheadOf(p *readDir, dir uint64) {
 	if r.walks[p.dir] < walkAfter {
 		return
 	}
-	var want []uint64
-	held := 0
-	for j, seen := int(at)+1, 0; j < len(p.ents) && seen < walkAhead; j++ {
-		a := &p.ents[j].a
-		if namespace.FileType(a.typ) != namespace.TypeDir {
-			continue
-		}
-		seen++
-		if r.dirs[a.ino] != nil || r.loads[a.ino] != nil {
-			held++
-		} else {
-			want = append(want, a.ino)
-		}
-	}
-	if held >= walkAhead/2 {
+	// Its first child directory gone into moves the walk on there.
+	r.walks[dir] = max(r.walks[dir], walkAfter-1)
+	r.walkAt = dir
+	r.lookAhead()
+}
+
+// lookAhead takes ahead the directories of the next walkLook in walk
+// order after the walk's position that are neither held nor being taken,
+// if one of the first half is. r.mu is held.
+func (r *readLeases) lookAhead() {
+	c := r.dirs[r.walkAt]
+	if c == nil {
 		return
 	}
+	order := walkOrder(r.dirs, c, walkLook)
+	var want []uint64
+	near := false
+	for i, d := range order {
+		if r.dirs[d] == nil && r.loads[d] == nil {
+			want = append(want, d)
+			near = near || i < walkLook/2
+		}
+	}
+	if near {
+		r.takeAhead(want)
+	}
+}
+
+// takeAhead read-leases dirs ahead of a walk, in the background
+// (loadAhead). r.mu is held.
+func (r *readLeases) takeAhead(want []uint64) {
 	var dirs []uint64
 	var loads []*readLoad
 	for _, d := range want {
@@ -578,19 +521,58 @@ func (r *readLeases) aheadOf(p *readDir, dir uint64) {
 	if len(dirs) == 0 {
 		return
 	}
-	// Their leases in one call; their copies loaded and published one
-	// after another.
 	r.releases.Add(1)
 	go func() {
 		defer r.releases.Done()
-		sess := r.pipe.session()
-		granted, _ := r.grant(sess, dirs)
+		r.loadAhead(dirs, loads)
+	}()
+}
+
+// loadAhead takes the read leases of dirs, reserved by loads, in one
+// call, their copies in one query, and publishes them. Those refused for
+// another mount's write lease of a child directory are asked again a few
+// times, aheadRetry at most: the refusal asked that mount to give it back
+// (a walk that went into the parent's copy finds them free so: the
+// parent's grant waited for its child directories).
+func (r *readLeases) loadAhead(dirs []uint64, loads []*readLoad) {
+	sess := r.pipe.session()
+	published := false
+	for wait := time.Duration(0); len(dirs) > 0; wait = max(2*wait, 2*time.Millisecond) {
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		granted, refused := r.copier.grant(sess, dirs)
+		var listed []uint64
+		for i, dir := range dirs {
+			if granted[i] {
+				listed = append(listed, dir)
+			}
+		}
+		copies := r.copier.listAll(listed, sess)
+		var again []uint64
+		var againLoads []*readLoad
 		for i, dir := range dirs {
 			var d *readDir
 			if granted[i] {
-				d = r.list(dir, sess)
+				d, copies = copies[0], copies[1:]
+			} else if refused[i] && wait < aheadRetry {
+				r.mu.Lock()
+				spoiled := loads[i].spoiled
+				r.mu.Unlock()
+				if !spoiled {
+					again, againLoads = append(again, dir), append(againLoads, loads[i])
+					continue
+				}
 			}
-			r.finish(dir, loads[i], d, granted[i], true)
+			published = r.finish(dir, loads[i], d, granted[i], true) || published
 		}
-	}()
+		dirs, loads = again, againLoads
+	}
+	if published {
+		// Their copies show what is under them: the walk's next
+		// directories may be taken now.
+		r.mu.Lock()
+		r.lookAhead()
+		r.mu.Unlock()
+	}
 }

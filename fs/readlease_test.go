@@ -30,6 +30,7 @@ type countingMeta struct {
 
 	slices, objects atomic.Int64 // slices and object-record queries
 	readdirs        atomic.Int64
+	listings        atomic.Int64 // queries listing several directories
 	refused         atomic.Int64 // answers refused for another mount's lease
 }
 
@@ -90,6 +91,9 @@ func (m *countingMeta) Read(ctx context.Context, q *metapb.ReadReq) (*metapb.Rea
 	}
 	if q.GetObjects() != nil {
 		m.objects.Add(1)
+	}
+	if q.GetReaddirs() != nil {
+		m.listings.Add(1)
 	}
 	if q.GetReaddir() != nil {
 		m.readdirs.Add(1)

@@ -222,7 +222,7 @@ func TestStructureCallsRunDownward(t *testing.T) {
 // functions and methods of the files before it (or its own).
 var fileOrder = []string{
 	"base.go", "budget.go", "buf.go", "inode.go", "journal.go", "pipeline.go", "objects.go",
-	"closer.go", "pack.go", "report.go", "handles.go", "kernelcache.go", "readcopy.go", "readopen.go", "readlease.go", "readchange.go", "leases.go", "leaseload.go", "leaseahead.go", "view.go", "wb.go", "notes.go",
+	"closer.go", "pack.go", "report.go", "handles.go", "kernelcache.go", "readcopy.go", "readlist.go", "readopen.go", "readlease.go", "readchange.go", "leases.go", "leaseload.go", "leaseahead.go", "view.go", "wb.go", "notes.go",
 	"session.go", "data.go", "prefetch.go", "health.go", "read.go", "write.go", "ops.go", "files.go", "fs.go",
 }
 
