@@ -65,6 +65,9 @@ type readLeases struct {
 
 	walks  map[uint64]int // per parent, its child directories a walk went into (aheadOf)
 	walkAt uint64         // the directory a walk went into last
+	// refusedAhead: when taking a directory ahead was last refused (for
+	// another mount's write lease): it is not taken ahead for aheadCool.
+	refusedAhead map[uint64]time.Time
 
 	kick chan struct{} // a lease was taken: watch for its revocation (leaseTable.watch)
 }
@@ -76,6 +79,7 @@ const (
 	walkLook       = 32                     // directories after a walk's position taken ahead of it, at most
 	walkUp         = 8                      // parents a walk's order is followed up through, at most
 	aheadRetry     = 32 * time.Millisecond  // the longest wait before a lease taken ahead is asked again
+	aheadCool      = time.Second            // how long a directory whose lease was refused is not taken ahead
 	readMaxDir     = 100000                 // entries: a larger directory is not read-leased
 	readMaxEntries = 250000                 // entries cached in all; the least used leases go first
 	readIdle       = time.Minute            // a lease unused this long is given back
@@ -88,7 +92,7 @@ const (
 func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *readLeases {
 	r := &readLeases{base: b, pipe: pipe, copier: &copier{base: b, pipe: pipe}, handles: handles, off: off, kernel: newKernelCache(b.log), releaser: newReleaser(b, pipe), dirs: map[uint64]*readDir{}, lazy: map[*Handle]*lazyOpen{}, writes: map[uint64]bool{}, leasing: map[uint64]*handing{}, releasing: map[uint64]int{},
 		byIno: map[uint64]*readDir{}, loads: map[uint64]*readLoad{}, tracks: map[*readLoad]bool{}, inflight: map[uint64]int{},
-		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, kick: make(chan struct{}, 1)}
+		hits: map[uint64]int{}, cool: map[uint64]cooldown{}, walks: map[uint64]int{}, refusedAhead: map[uint64]time.Time{}, kick: make(chan struct{}, 1)}
 	r.mu.Init(levelReads, "readLeases.mu")
 	r.renewed.Store(time.Now().UnixNano())
 	return r

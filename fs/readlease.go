@@ -498,7 +498,7 @@ func (r *readLeases) lookAhead() {
 	var want []uint64
 	near := false
 	for i, d := range order {
-		if r.dirs[d] == nil && r.loads[d] == nil {
+		if r.dirs[d] == nil && r.loads[d] == nil && time.Since(r.refusedAhead[d]) > aheadCool {
 			want = append(want, d)
 			near = near || i < walkLook/2
 		}
@@ -555,11 +555,17 @@ func (r *readLeases) loadAhead(dirs []uint64, loads []*readLoad) {
 			var d *readDir
 			if granted[i] {
 				d, copies = copies[0], copies[1:]
-			} else if refused[i] && wait < aheadRetry {
+			} else if refused[i] {
 				r.mu.Lock()
-				spoiled := loads[i].spoiled
+				retry := wait < aheadRetry && !loads[i].spoiled
+				if !retry {
+					if len(r.refusedAhead) > 4096 {
+						clear(r.refusedAhead)
+					}
+					r.refusedAhead[dir] = time.Now()
+				}
 				r.mu.Unlock()
-				if !spoiled {
+				if retry {
 					again, againLoads = append(again, dir), append(againLoads, loads[i])
 					continue
 				}

@@ -30,8 +30,9 @@ type countingMeta struct {
 
 	slices, objects atomic.Int64 // slices and object-record queries
 	readdirs        atomic.Int64
-	listings        atomic.Int64 // queries listing several directories
-	refused         atomic.Int64 // answers refused for another mount's lease
+	listings        atomic.Int64   // queries listing several directories
+	reads           map[uint64]int // read leases asked for (mode 5), by directory; under mu
+	refused         atomic.Int64   // answers refused for another mount's lease
 }
 
 func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.Result, error) {
@@ -40,6 +41,7 @@ func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.
 	if l := cmd.GetLease(); l != nil {
 		m.mu.Lock()
 		m.leases = append(m.leases, l.Mode)
+		m.noteRead(l)
 		m.mu.Unlock()
 	}
 	if mo := cmd.GetMulti(); mo != nil { // the leases in a batch too
@@ -48,6 +50,7 @@ func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.
 		for _, c := range mo.Commands {
 			if l := c.GetLease(); l != nil {
 				m.batched = append(m.batched, l.Mode)
+				m.noteRead(l)
 				grants = grants || l.Mode == 4
 			}
 		}
@@ -61,6 +64,24 @@ func (m *countingMeta) Apply(ctx context.Context, cmd *metapb.Command) (*metapb.
 		m.refused.Add(1)
 	}
 	return r, err
+}
+
+// noteRead counts a read lease asked for. m.mu is held.
+func (m *countingMeta) noteRead(l *metapb.LeaseOp) {
+	if l.Mode != 5 {
+		return
+	}
+	if m.reads == nil {
+		m.reads = map[uint64]int{}
+	}
+	m.reads[l.Dir]++
+}
+
+// readsOf is how many times a read lease of dir was asked for.
+func (m *countingMeta) readsOf(dir uint64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reads[dir]
 }
 
 // leaseModes returns the modes of the LeaseOps sent, and forgets them.

@@ -384,3 +384,71 @@ func TestListAllAsOneByOne(t *testing.T) {
 		t.Fatalf("an older service was asked %d queries listing several, want 1 (then none for a while)", n)
 	}
 }
+
+// TestWalkAheadLeavesRefusedDirectoriesBe: a directory whose lease taken
+// ahead of a walk is refused (another session write-leases a child
+// directory of it and does not give it back) is asked again a few times,
+// then not taken ahead again for a while as the walk goes on.
+func TestWalkAheadLeavesRefusedDirectoriesBe(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, cm := e.countedMount("a")
+	b := e.mount("b", nil, nil)
+	ctx := testCtx(t)
+	p := mustMkdir(t, b, RootIno, "p").Ino
+	var dirs, kids []uint64
+	for i := range 6 {
+		d := mustMkdir(t, b, p, fmt.Sprintf("d%d", i)).Ino
+		dirs = append(dirs, d)
+		kids = append(kids, mustMkdir(t, b, d, "k").Ino)
+		mustCreate(t, b, d, "f")
+	}
+	for _, d := range append(append([]uint64{p}, dirs...), kids...) {
+		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
+			_, errno := a.Lookup(ctx, d, "none")
+			return errno == syscall.ENOENT && b.leases.get(d) == nil
+		})
+	}
+	// A session that write-leases d3/k and never gives it back.
+	z := e.client()
+	r, err := z.Apply(ctx, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}})
+	if err != nil || r.SessionId == 0 {
+		t.Fatalf("session: %v %v", r, err)
+	}
+	zs := r.SessionId
+	if r, err := z.Apply(ctx, &metapb.Command{LeaseSession: zs, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: zs, Dir: kids[3], Mode: 1}}}); err != nil || r.Errno != 0 {
+		t.Fatalf("write lease of d3/k: %v %v", r, err)
+	}
+	settled := func() {
+		waitUntil(t, "the copies taken ahead loaded", 10*time.Second, func() bool {
+			a.reads.mu.Lock()
+			defer a.reads.mu.Unlock()
+			return len(a.reads.loads) == 0
+		})
+		a.reads.wait()
+	}
+	walk := func(d uint64) {
+		ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
+		mustErrno(t, "readdir", errno, 0)
+		for _, en := range ents {
+			_, errno := a.Lookup(ctx, d, en.Name)
+			mustErrno(t, "lookup", errno, 0)
+		}
+	}
+	walk(p)
+	walk(dirs[0])
+	walk(dirs[1]) // the second: d2..d5 taken ahead, d3 refused
+	settled()
+	if !a.reads.holds(dirs[2]) || !a.reads.holds(dirs[4]) || a.reads.holds(dirs[3]) {
+		t.Fatalf("held d2 %v, d3 %v, d4 %v: want d2 and d4, not d3", a.reads.holds(dirs[2]), a.reads.holds(dirs[3]), a.reads.holds(dirs[4]))
+	}
+	n := cm.readsOf(dirs[3])
+	if n < 2 {
+		t.Fatalf("d3's lease asked for %d times: a refusal is asked again", n)
+	}
+	walk(dirs[2]) // taken ahead: the walk moves on, and d3 is left be
+	settled()
+	if m := cm.readsOf(dirs[3]); m != n {
+		t.Fatalf("d3's lease asked for %d more times as the walk went on, want none for a while", m-n)
+	}
+}
