@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,8 +101,8 @@ func newReadLeases(b *base, pipe *pipeline, handles *handleTable, off bool) *rea
 
 // readDir is a directory the mount holds a read lease of, and its copy:
 // immutable once published, but for used, the served marks, parent,
-// ahead and kept (under readLeases.mu). The entries are kept flat: as protobuf messages, a
-// million of them took three times the memory.
+// ahead, kept and subs (under readLeases.mu). The entries are kept flat:
+// as protobuf messages, a million of them took three times the memory.
 type readDir struct {
 	dir    uint64
 	sess   uint64
@@ -116,7 +117,8 @@ type readDir struct {
 	// (walkOn).
 	parent uint64
 	ahead  bool
-	kept   int64 // until when the kernel may keep what it answered (unix ns)
+	kept   int64   // until when the kernel may keep what it answered (unix ns)
+	subs   []int32 // its child directories' entries in name order, once asked (subsAfter)
 }
 
 // readEnt is an entry of a copy.
@@ -217,23 +219,23 @@ func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 	}
 	add(d, int(d.byIno[ino])+1)
 	looked := 0
-	var down func(dirs []uint64)
-	down = func(dirs []uint64) {
-		for _, dir := range dirs {
+	var down func(p *readDir, subs []int32)
+	down = func(p *readDir, subs []int32) {
+		for _, i := range subs {
 			if len(out) >= n || looked >= walkDirs {
 				return
 			}
 			looked++
-			if c := r.dirs[dir]; c != nil {
+			if c := r.dirs[p.ents[i].a.ino]; c != nil {
 				add(c, 0)
-				down(c.subdirsAfter(""))
+				down(c, c.subsAfter(""))
 			}
 		}
 	}
-	down(d.subdirsAfter(""))
+	down(d, d.subsAfter(""))
 	if p := r.dirs[d.parent]; p != nil && len(out) < n {
 		if at, listed := p.byIno[d.dir]; listed {
-			down(p.subdirsAfter(p.ents[at].name))
+			down(p, p.subsAfter(p.ents[at].name))
 		}
 	}
 	return out
@@ -245,19 +247,20 @@ func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 // parent, and so on up; dirs: the copies held. readLeases.mu is held.
 func walkOrder(dirs map[uint64]*readDir, c *readDir, n int) []uint64 {
 	var out []uint64
-	var down func(subs []uint64)
-	down = func(subs []uint64) {
-		for _, s := range subs {
+	var down func(p *readDir, subs []int32)
+	down = func(p *readDir, subs []int32) {
+		for _, i := range subs {
 			if len(out) >= n {
 				return
 			}
-			out = append(out, s)
-			if sc := dirs[s]; sc != nil {
-				down(sc.subdirsAfter(""))
+			ino := p.ents[i].a.ino
+			out = append(out, ino)
+			if sc := dirs[ino]; sc != nil {
+				down(sc, sc.subsAfter(""))
 			}
 		}
 	}
-	down(c.subdirsAfter(""))
+	down(c, c.subsAfter(""))
 	for hops := 0; len(out) < n && hops < walkUp; hops++ {
 		p := dirs[c.parent]
 		at, listed := int32(0), false
@@ -267,30 +270,29 @@ func walkOrder(dirs map[uint64]*readDir, c *readDir, n int) []uint64 {
 		if !listed {
 			break
 		}
-		down(p.subdirsAfter(p.ents[at].name))
+		down(p, p.subsAfter(p.ents[at].name))
 		c = p
 	}
 	return out
 }
 
-// subdirsAfter lists d's child directories whose names sort after after,
-// in name order; none if it has more than walkEnts entries.
-func (d *readDir) subdirsAfter(after string) []uint64 {
-	if len(d.ents) > walkEnts {
-		return nil
-	}
-	var at []int
-	for i := range d.ents {
-		if e := &d.ents[i]; namespace.FileType(e.a.typ) == namespace.TypeDir && e.name > after {
-			at = append(at, i)
+// subsAfter returns the entries (indices in ents) of d's child
+// directories whose names sort after after, in name order: the end of a
+// list sorted once per copy, which the caller must not change.
+// readLeases.mu is held.
+func (d *readDir) subsAfter(after string) []int32 {
+	if d.subs == nil {
+		subs := make([]int32, 0, 4)
+		for i := range d.ents {
+			if namespace.FileType(d.ents[i].a.typ) == namespace.TypeDir {
+				subs = append(subs, int32(i))
+			}
 		}
+		slices.SortFunc(subs, func(i, j int32) int { return strings.Compare(d.ents[i].name, d.ents[j].name) })
+		d.subs = subs
 	}
-	slices.SortFunc(at, func(i, j int) int { return strings.Compare(d.ents[i].name, d.ents[j].name) })
-	out := make([]uint64, len(at))
-	for k, i := range at {
-		out[k] = d.ents[i].a.ino
-	}
-	return out
+	i := sort.Search(len(d.subs), func(i int) bool { return d.ents[d.subs[i]].name > after })
+	return d.subs[i:]
 }
 
 // cooldown keeps a directory whose read lease was lost to a change from
