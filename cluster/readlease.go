@@ -386,6 +386,9 @@ func (f *FSM) decodeReads(in []*metapb.DirLease) {
 	}
 }
 
+// maxListings is how many directories one ReadDirsReq lists at most.
+const maxListings = 256
+
 // readDirs lists q's directories from their start, with attributes, until
 // max entries in all; one leased to another session than sess is refused
 // as a ReadDirReq of it would be. f.mu is held (read).
@@ -394,9 +397,9 @@ func (f *FSM) readDirs(q *metapb.ReadDirsReq, sess uint64) *metapb.ReadResp {
 	if left == 0 || left > 4096 {
 		left = 4096
 	}
-	r := &metapb.ReadResp{Listings: make([]*metapb.Listing, 0, len(q.Inos))}
+	r := &metapb.ReadResp{Listings: make([]*metapb.Listing, 0, min(len(q.Inos), maxListings))}
 	for _, dir := range q.Inos {
-		if left == 0 {
+		if left == 0 || len(r.Listings) == maxListings {
 			break
 		}
 		if len(f.leases) > 0 && (f.leasedToOther(dir, sess) || f.kidLeasedToOther(dir, sess)) {

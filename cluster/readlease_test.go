@@ -302,6 +302,14 @@ func TestReadDirs(t *testing.T) {
 	if len(r.Listings) != 2 || len(r.Listings[0].Entries) != 3 || !r.Listings[0].Eof || len(r.Listings[1].Entries) != 1 || r.Listings[1].Eof {
 		t.Fatalf("4 entries at most: %v", r.Listings)
 	}
+	// Many directories: 256 listed at most.
+	many := make([]uint64, 1000)
+	for i := range many {
+		many[i] = 1 << 40
+	}
+	if r = q(0, many...); len(r.Listings) != maxListings {
+		t.Fatalf("%d listings for %d directories, want %d", len(r.Listings), len(many), maxListings)
+	}
 }
 
 // TestReadLeaseUpgrade: a session's read lease becomes its write lease in

@@ -3974,8 +3974,9 @@ type ReadDirsReq struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Inos  []uint64               `protobuf:"varint,1,rep,packed,name=inos,proto3" json:"inos,omitempty"`
 	// max: entries in all (at most 4096; 0: 4096). The directories after
-	// the one that reaches it are not listed (ReadResp.listings ends
-	// there); that one's listing has eof false if it has more.
+	// the one that reaches it, or after the 256th, are not listed
+	// (ReadResp.listings ends there); that one's listing has eof false if
+	// it has more.
 	Max           uint32 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
