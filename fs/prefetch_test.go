@@ -142,46 +142,63 @@ func TestReadAheadOfOwnTree(t *testing.T) {
 	e := newEnv(t)
 	a, cm := e.countedMount("a")
 	ctx := testCtx(t)
-	top := mustMkdir(t, a, RootIno, "top").Ino
-	type file struct {
-		dir, ino uint64
-		name     string
-		want     []byte
+	walk, dirs := smallTree(t, a, mustMkdir(t, a, RootIno, "top").Ino)
+	if err := a.FlushAll(ctx); err != nil {
+		t.Fatal(err)
 	}
-	var walk []file // in the order diff -r reads them
-	dirs := 0
+	readTreeChanged(t, a, a, cm, walk, len(dirs))
+}
+
+// treeFile is a file smallTree made: its directory, inode, name and
+// content.
+type treeFile struct {
+	dir, ino uint64
+	name     string
+	want     []byte
+}
+
+// smallTree has f write 3 small files in top, and 3 subdirectories with
+// the same, two levels down: 39 files in 13 directories, listed in the
+// order diff -r reads them.
+func smallTree(t *testing.T, f *FS, top uint64) (walk []treeFile, dirs []uint64) {
+	t.Helper()
 	var fill func(dir uint64, depth int)
 	fill = func(dir uint64, depth int) {
-		dirs++
+		dirs = append(dirs, dir)
 		for i := range 3 {
 			data, name := content(len(walk), 'a'), fmt.Sprintf("f%d", i)
-			ino, errno := writeSmall(t, a, dir, name, data, true)
+			ino, errno := writeSmall(t, f, dir, name, data, true)
 			mustErrno(t, "write", errno, 0)
-			walk = append(walk, file{dir, ino, name, data})
+			walk = append(walk, treeFile{dir, ino, name, data})
 		}
 		if depth == 2 {
 			return
 		}
 		for i := range 3 {
-			fill(mustMkdir(t, a, dir, fmt.Sprintf("s%d", i)).Ino, depth+1)
+			fill(mustMkdir(t, f, dir, fmt.Sprintf("s%d", i)).Ino, depth+1)
 		}
 	}
 	fill(top, 0)
-	if err := a.FlushAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Changed after the first query prefetched it (the second
-	// subdirectory's first file: within the first query's reach).
+	return walk, dirs
+}
+
+// readTreeChanged has a (its calls counted by cm) read walk's files in
+// order, w rewriting one of them (the second subdirectory's first file:
+// within the first query's reach) after the first read, and checks every
+// content and that the reads asked for slices once per 3 directories at
+// most.
+func readTreeChanged(t *testing.T, a, w *FS, cm *countingMeta, walk []treeFile, dirs int) {
+	t.Helper()
 	changed := 3 * 2
 	slices0 := cm.slices.Load()
 	openRead(t, a, walk[0].ino, walk[0].want)
 	c := &walk[changed]
 	c.want = content(changed, 'b')
-	if _, errno := writeSmall(t, a, c.dir, c.name, c.want, false); errno != 0 {
+	if _, errno := writeSmall(t, w, c.dir, c.name, c.want, false); errno != 0 {
 		t.Fatal(errno)
 	}
-	for _, w := range walk[1:] {
-		openRead(t, a, w.ino, w.want)
+	for _, f := range walk[1:] {
+		openRead(t, a, f.ino, f.want)
 	}
 	if got := cm.slices.Load() - slices0; got > int64(dirs)/3 {
 		t.Fatalf("reading %d files of %d directories in walk order made %d slices queries", len(walk), dirs, got)
@@ -370,31 +387,7 @@ func TestReadAheadOfAnotherMountsTree(t *testing.T) {
 	a, cm := e.countedMount("a")
 	b := e.mount("b", nil, nil)
 	ctx := testCtx(t)
-	top := mustMkdir(t, b, RootIno, "top").Ino
-	type file struct {
-		dir, ino uint64
-		name     string
-		want     []byte
-	}
-	var walk []file // in the order diff -r reads them
-	var dirs []uint64
-	var fill func(dir uint64, depth int)
-	fill = func(dir uint64, depth int) {
-		dirs = append(dirs, dir)
-		for i := range 3 {
-			data, name := content(len(walk), 'a'), fmt.Sprintf("f%d", i)
-			ino, errno := writeSmall(t, b, dir, name, data, true)
-			mustErrno(t, "write", errno, 0)
-			walk = append(walk, file{dir, ino, name, data})
-		}
-		if depth == 2 {
-			return
-		}
-		for i := range 3 {
-			fill(mustMkdir(t, b, dir, fmt.Sprintf("s%d", i)).Ino, depth+1)
-		}
-	}
-	fill(top, 0)
+	walk, dirs := smallTree(t, b, mustMkdir(t, b, RootIno, "top").Ino)
 	if err := b.FlushAll(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -410,21 +403,5 @@ func TestReadAheadOfAnotherMountsTree(t *testing.T) {
 			return a.reads.holds(d)
 		})
 	}
-	// Changed after the first query prefetched it (the second
-	// subdirectory's first file: within the first query's reach).
-	changed := 3 * 2
-	slices0 := cm.slices.Load()
-	openRead(t, a, walk[0].ino, walk[0].want)
-	c := &walk[changed]
-	c.want = content(changed, 'b')
-	if _, errno := writeSmall(t, b, c.dir, c.name, c.want, false); errno != 0 {
-		t.Fatal(errno)
-	}
-	mustErrno(t, "fsync", b.Fsync(ctx, c.ino), 0)
-	for _, w := range walk[1:] {
-		openRead(t, a, w.ino, w.want)
-	}
-	if got := cm.slices.Load() - slices0; got > int64(len(dirs))/3 {
-		t.Fatalf("reading %d files of %d directories in walk order made %d slices queries", len(walk), len(dirs), got)
-	}
+	readTreeChanged(t, a, b, cm, walk, len(dirs))
 }

@@ -226,12 +226,7 @@ func TestWalkTakesChildDirectoriesAhead(t *testing.T) {
 		}
 	}
 	// b gives back what it made: a's queries revoke it.
-	for _, d := range all {
-		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
-			_, errno := a.Lookup(ctx, d, "none")
-			return errno == syscall.ENOENT && b.leases.get(d) == nil
-		})
-	}
+	giveBack(t, a, b, all)
 	// walk lists dir and looks up each name in it, as find does, going
 	// down into the directories; it returns the service calls.
 	var walk func(dir uint64, deep bool) int64
@@ -255,14 +250,6 @@ func TestWalkTakesChildDirectoriesAhead(t *testing.T) {
 		}
 		return n
 	}
-	settled := func() {
-		waitUntil(t, "the copies taken ahead loaded", 10*time.Second, func() bool {
-			a.reads.mu.Lock()
-			defer a.reads.mu.Unlock()
-			return len(a.reads.loads) == 0
-		})
-		a.reads.wait()
-	}
 	_, _, errno := a.ReadDir(ctx, p, 0, 1000)
 	mustErrno(t, "readdir p", errno, 0)
 	d := func(i int) uint64 { return all[1+5*i] }
@@ -275,7 +262,7 @@ func TestWalkTakesChildDirectoriesAhead(t *testing.T) {
 			t.Fatal("a directory not taken ahead was walked with no service call")
 		}
 	}
-	settled()
+	settled(t, a)
 	if n, m := cm.applies.Load()-applies, cm.listings.Load()-listings; n > 3+2 || m > 2 {
 		t.Errorf("%d calls to change leases (3 own), %d queries listing several: want at most 5 and 2", n, m)
 	}
@@ -330,7 +317,6 @@ func TestListAllAsOneByOne(t *testing.T) {
 	dm := &dirsMeta{}
 	a := e.mount("a", func(c *Config) { dm.Meta = c.Meta; c.Meta = dm }, nil)
 	b := e.mount("b", nil, nil)
-	ctx := testCtx(t)
 	var dirs []uint64
 	for i := range 4 {
 		d := mustMkdir(t, b, RootIno, fmt.Sprintf("d%d", i)).Ino
@@ -340,12 +326,7 @@ func TestListAllAsOneByOne(t *testing.T) {
 		}
 	}
 	dirs = append(dirs, 1<<40) // none such
-	for _, d := range dirs[:4] {
-		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
-			_, errno := a.Lookup(ctx, d, "none")
-			return errno == syscall.ENOENT && b.leases.get(d) == nil
-		})
-	}
+	giveBack(t, a, b, dirs[:4])
 	sess := a.pipe.session()
 	same := func(what string, got []*readDir) {
 		t.Helper()
@@ -403,12 +384,7 @@ func TestWalkAheadLeavesRefusedDirectoriesBe(t *testing.T) {
 		kids = append(kids, mustMkdir(t, b, d, "k").Ino)
 		mustCreate(t, b, d, "f")
 	}
-	for _, d := range append(append([]uint64{p}, dirs...), kids...) {
-		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
-			_, errno := a.Lookup(ctx, d, "none")
-			return errno == syscall.ENOENT && b.leases.get(d) == nil
-		})
-	}
+	giveBack(t, a, b, append(append([]uint64{p}, dirs...), kids...))
 	// A session that write-leases d3/k and never gives it back.
 	z := e.client()
 	r, err := z.Apply(ctx, &metapb.Command{Op: &metapb.Command_SessionOpen{SessionOpen: &metapb.SessionOp{TtlNs: 1e12}}})
@@ -418,14 +394,6 @@ func TestWalkAheadLeavesRefusedDirectoriesBe(t *testing.T) {
 	zs := r.SessionId
 	if r, err := z.Apply(ctx, &metapb.Command{LeaseSession: zs, Op: &metapb.Command_Lease{Lease: &metapb.LeaseOp{Session: zs, Dir: kids[3], Mode: 1}}}); err != nil || r.Errno != 0 {
 		t.Fatalf("write lease of d3/k: %v %v", r, err)
-	}
-	settled := func() {
-		waitUntil(t, "the copies taken ahead loaded", 10*time.Second, func() bool {
-			a.reads.mu.Lock()
-			defer a.reads.mu.Unlock()
-			return len(a.reads.loads) == 0
-		})
-		a.reads.wait()
 	}
 	walk := func(d uint64) {
 		ents, _, errno := a.ReadDir(ctx, d, 0, 1000)
@@ -438,7 +406,7 @@ func TestWalkAheadLeavesRefusedDirectoriesBe(t *testing.T) {
 	walk(p)
 	walk(dirs[0])
 	walk(dirs[1]) // the second: d2..d5 taken ahead, d3 refused
-	settled()
+	settled(t, a)
 	if !a.reads.holds(dirs[2]) || !a.reads.holds(dirs[4]) || a.reads.holds(dirs[3]) {
 		t.Fatalf("held d2 %v, d3 %v, d4 %v: want d2 and d4, not d3", a.reads.holds(dirs[2]), a.reads.holds(dirs[3]), a.reads.holds(dirs[4]))
 	}
@@ -447,7 +415,7 @@ func TestWalkAheadLeavesRefusedDirectoriesBe(t *testing.T) {
 		t.Fatalf("d3's lease asked for %d times: a refusal is asked again", n)
 	}
 	walk(dirs[2]) // taken ahead: the walk moves on, and d3 is left be
-	settled()
+	settled(t, a)
 	if m := cm.readsOf(dirs[3]); m != n {
 		t.Fatalf("d3's lease asked for %d more times as the walk went on, want none for a while", m-n)
 	}
@@ -478,4 +446,27 @@ func BenchmarkWalkOrderWideDirectory(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/step")
+}
+
+// giveBack waits until b gave back its leases of dirs, which a's lookups
+// there revoke.
+func giveBack(t *testing.T, a, b *FS, dirs []uint64) {
+	t.Helper()
+	for _, d := range dirs {
+		waitUntil(t, "b to give back its leases", 10*time.Second, func() bool {
+			_, errno := a.Lookup(testCtx(t), d, "none")
+			return errno == syscall.ENOENT && b.leases.get(d) == nil
+		})
+	}
+}
+
+// settled waits until a loaded the copies it takes ahead.
+func settled(t *testing.T, a *FS) {
+	t.Helper()
+	waitUntil(t, "the copies taken ahead loaded", 10*time.Second, func() bool {
+		a.reads.mu.Lock()
+		defer a.reads.mu.Unlock()
+		return len(a.reads.loads) == 0
+	})
+	a.reads.wait()
 }
