@@ -198,9 +198,8 @@ func (d *readDir) takeServed() (names []string, inos []uint64) {
 // that a reader going through a tree reads after ino (dataPlane.prefetch):
 // those after it in the copy that holds it (in its listing's order), then
 // those of the copies of the directories a walk in name order goes into
-// next: the directory's subdirectories depth first, then its next
-// siblings in its parent's copy with theirs; walkDirs directories looked
-// into at most.
+// next (walkOrder: the directory's subdirectories depth first, then its
+// parent's next ones, and so on up), of the first walkDirs of them.
 func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -218,24 +217,12 @@ func (r *readLeases) nextFiles(ino uint64, n int, maxSize uint64) []uint64 {
 		}
 	}
 	add(d, int(d.byIno[ino])+1)
-	looked := 0
-	var down func(p *readDir, subs []int32)
-	down = func(p *readDir, subs []int32) {
-		for _, i := range subs {
-			if len(out) >= n || looked >= walkDirs {
-				return
-			}
-			looked++
-			if c := r.dirs[p.ents[i].a.ino]; c != nil {
-				add(c, 0)
-				down(c, c.subsAfter(""))
-			}
+	for _, dir := range walkOrder(r.dirs, d, walkDirs) {
+		if len(out) >= n {
+			break
 		}
-	}
-	down(d, d.subsAfter(""))
-	if p := r.dirs[d.parent]; p != nil && len(out) < n {
-		if at, listed := p.byIno[d.dir]; listed {
-			down(p, p.subsAfter(p.ents[at].name))
+		if c := r.dirs[dir]; c != nil {
+			add(c, 0)
 		}
 	}
 	return out

@@ -332,3 +332,102 @@ func TestKernelKeepsReadLeasedTree(t *testing.T) {
 		t.Fatalf("m1 after its own create and m2's chmod: %v %v", st.Mode(), err)
 	}
 }
+
+// TestWalkAheadSeesAnotherMountsChanges: a mount reading through a tree
+// another mount wrote takes the read leases of the directories ahead of
+// its walk, several in one call (read_readdirs in its metric), and
+// prefetches the data locations of the files ahead, across directories;
+// files the other mount then changes, renames, removes and adds in the
+// part it has not read yet are read as they are now, once each change
+// returned.
+func TestWalkAheadSeesAnotherMountsChanges(t *testing.T) {
+	fc := newFSCluster(t, 1, 6)
+	metrics := freeAddr(t, "127.0.0.44")
+	m1 := fc.mount("--http-addr", metrics)
+	m2 := fc.mount()
+	src := t.TempDir()
+	content := func(a, b, f int, gen string) []byte {
+		line := fmt.Sprintf("%s a%d/b%d/f%d\n", gen, a, b, f)
+		return bytes.Repeat([]byte(line), 1+(a*31+b*7+f*3)%40*(1+f%2*20))
+	}
+	for a := range 4 {
+		for b := range 4 {
+			for f := range 8 {
+				p := filepath.Join(src, fmt.Sprintf("a%d/b%d/f%d", a, b, f))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, content(a, b, f, "one"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	sh(t, m2.dir, "cp -a "+src+" t")
+	tree1, tree2 := filepath.Join(m1.dir, "t"), filepath.Join(m2.dir, "t")
+	readAll := func(root string, under ...string) {
+		t.Helper()
+		for _, u := range under {
+			err := filepath.WalkDir(filepath.Join(root, u), func(p string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				rel, _ := filepath.Rel(root, p)
+				got, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				if want, err := os.ReadFile(filepath.Join(src, rel)); err != nil || !bytes.Equal(got, want) {
+					return fmt.Errorf("%s: read %d bytes through the mount, not the %d expected (%v)", rel, len(got), len(want), err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// As diff -r does: the top's listing, then a0 and a1.
+	if _, err := os.ReadDir(tree1); err != nil {
+		t.Fatal(err)
+	}
+	readAll(tree1, "a0", "a1")
+	if _, by := namespaceCalls(t, metrics); by["read_readdirs"] == 0 {
+		t.Fatalf("the walk listed no directories ahead of it (%v)", by)
+	}
+	// The half it has not read yet is read-leased ahead of it: all 21
+	// directories.
+	waitFor(t, "the walk's next directories read-leased", 10*time.Second, func() error {
+		if n := counters(t, metrics, "ecfs_mount_leases")[`kind="read"`]; n < 21 {
+			return fmt.Errorf("%v read leases", n)
+		}
+		return nil
+	})
+	// m2 changes the half m1 has not read, and so does the reference.
+	change := func(rel string, data []byte) {
+		t.Helper()
+		for _, root := range []string{tree2, src} {
+			if err := os.WriteFile(filepath.Join(root, rel), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for a := 2; a < 4; a++ {
+		for b := range 4 {
+			for f := 0; f < 8; f += 3 {
+				change(fmt.Sprintf("a%d/b%d/f%d", a, b, f), content(a, b, f+1, "two"))
+			}
+		}
+	}
+	change("a2/b1/new", []byte("added by the other mount\n"))
+	for _, root := range []string{tree2, src} {
+		if err := os.Rename(filepath.Join(root, "a3/b0/f1"), filepath.Join(root, "a3/b0/g1")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(root, "a2/b3/f2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll(tree1, "a2", "a3")
+	compareTrees(t, src, tree1, false)
+}
