@@ -302,6 +302,14 @@ func TestHealerRebuildsAndBacksOffFromAFullStore(t *testing.T) {
 	waitFor(t, "every shard moved off the draining store", 20*time.Second, func() bool {
 		return srv.fsm.ShardsOn()["s5"] == 0 && srv.fsm.ObjectHealth().Corrupt == 0
 	})
+	// The healer counts a move, and deletes the old shard, once the
+	// service applied it: the last ones may come just after.
+	waitFor(t, "the moves counted and the old shards deleted", 10*time.Second, func() bool {
+		hs := srv.HealStatus()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return hs.MovedShards >= 20 && hs.RebuiltShards >= 21 && len(r.deleted) >= 20
+	})
 	if n := r.callsTo("s6:1"); n < 1 || n > 2 {
 		t.Errorf("the full store was asked %d times; want 1 or 2 (it backs off for 5 s at first)", n)
 	}
