@@ -345,10 +345,17 @@ func (f *FSM) readLeased(q *metapb.ReadReq) *metapb.ReadResp {
 	default:
 		return nil
 	}
-	if f.leasedToOther(ino, q.LeaseSession) || f.kidLeasedToOther(ino, q.LeaseSession) {
+	if f.queryRefused(ino, q.LeaseSession) {
 		return &metapb.ReadResp{Errno: uint32(syscall.EAGAIN), Leased: true}
 	}
 	return nil
+}
+
+// queryRefused reports whether a query of ino by session sess is refused:
+// ino, or one of its child directories, is leased to another live
+// session.
+func (f *FSM) queryRefused(ino, sess uint64) bool {
+	return len(f.leases) > 0 && (f.leasedToOther(ino, sess) || f.kidLeasedToOther(ino, sess))
 }
 
 func (f *FSM) encodeLeases() []*metapb.DirLease {

@@ -402,7 +402,7 @@ func (f *FSM) readDirs(q *metapb.ReadDirsReq, sess uint64) *metapb.ReadResp {
 		if left == 0 || len(r.Listings) == maxListings {
 			break
 		}
-		if len(f.leases) > 0 && (f.leasedToOther(dir, sess) || f.kidLeasedToOther(dir, sess)) {
+		if f.queryRefused(dir, sess) {
 			r.Listings = append(r.Listings, &metapb.Listing{Ino: dir, Errno: uint32(syscall.EAGAIN), Leased: true})
 			continue
 		}
